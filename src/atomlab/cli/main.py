@@ -1,0 +1,122 @@
+"""Entry point of the ``atomlab`` command: global options, error mapping, command groups."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from atomlab import __version__
+from atomlab.cli import output
+from atomlab.cli.config import app as config_app
+from atomlab.cli.doctor import doctor
+from atomlab.core.errors import AtomlabError, ExitCode
+from atomlab.core.logging import configure_logging
+
+app = typer.Typer(
+    name="atomlab",
+    help="Run a scanning-probe lab with software agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"atomlab {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    json_out: output.JsonOption = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML settings file (default: ./atomlab.yaml if present)."),
+    ] = None,
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Data home (overrides ATOMLAB_HOME).")
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    ] = None,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="console or json (logs go to stderr).")
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """atomlab: instrument, simulator, trajectories, runs, LLM engine and swarm service."""
+    overrides: dict[str, Any] = {}
+    if home is not None:
+        overrides["home"] = home
+    log: dict[str, Any] = {}
+    if log_level is not None:
+        log["level"] = log_level.upper()
+    if log_format is not None:
+        log["format"] = log_format
+    if log:
+        overrides["log"] = log
+    previous = output.state()
+    state = output.CliState(
+        json=json_out or previous.json,
+        debug=debug or previous.debug,
+        config_path=config,
+        overrides=overrides,
+    )
+    output.reset_state(state)
+    if log or config is not None:
+        settings = state.loaded.settings
+        configure_logging(settings.log.level, settings.log.format)
+    else:
+        configure_logging("WARNING", "console")
+
+
+app.add_typer(config_app, name="config")
+app.command("doctor")(doctor)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv`` and return the exit code instead of exiting."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    head = args[: args.index("--")] if "--" in args else args
+    output.reset_state(output.CliState(json="--json" in head, debug="--debug" in head))
+    try:
+        result = app(args=args, prog_name="atomlab", standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        output.emit_error("interrupted", "interrupted", int(ExitCode.INTERRUPTED))
+        return int(ExitCode.INTERRUPTED)
+    except typer.TyperException as exc:
+        code = int(ExitCode.INVALID_INPUT)
+        output.emit_error("usage_error", exc.format_message(), code)
+        return code
+    except AtomlabError as exc:
+        if output.state().debug:
+            raise
+        return output.emit_atomlab_error(exc)
+    except KeyboardInterrupt:
+        output.emit_error("interrupted", "interrupted by the operator", int(ExitCode.INTERRUPTED))
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:
+        if output.state().debug:
+            raise
+        message = f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+        output.emit_error("unexpected", message, int(ExitCode.UNEXPECTED))
+        return int(ExitCode.UNEXPECTED)
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())

@@ -1,0 +1,272 @@
+"""The one settings model of atomlab, with a section per capability, and where each value came from.
+
+Precedence, highest first: CLI flag > environment (``ATOMLAB_<SECTION>__<KEY>``, or
+``ATOMLAB_HOME``) > ``atomlab.yaml`` (current directory, or ``--config PATH``) > defaults::
+
+    loaded = load_settings(overrides={"trajectory": {"interval_s": 0.05}})
+    loaded.settings.trajectory.interval_s   # 0.05
+    loaded.sources["trajectory.interval_s"]  # "cli"
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from platformdirs import user_data_dir
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from atomlab.core.errors import ConfigError
+
+ENV_PREFIX = "ATOMLAB_"
+ENV_NESTED_DELIMITER = "__"
+DEFAULT_CONFIG_FILENAME = "atomlab.yaml"
+
+Source = Literal["default", "file", "env", "cli"]
+
+
+def default_home() -> Path:
+    """The platform's user data directory for atomlab (``~/.local/share/atomlab`` on Linux)."""
+    return Path(user_data_dir("atomlab", appauthor=False))
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LogSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: Literal["console", "json"] = "console"
+
+
+class InstrumentSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=6501, ge=1, le=65535)
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    call_timeout_s: float = Field(default=5.0, gt=0)
+    allow_writes: bool = False
+
+
+class SimSettings(Section):
+    host: str = "127.0.0.1"
+    ports: list[int] = Field(default_factory=lambda: [6501, 6502, 6503, 6504])
+    seed: int = 0
+
+
+class TrajectorySettings(Section):
+    db_path: Path | None = None
+    interval_s: float = Field(default=0.1, gt=0)
+    rotate_entries: int = Field(default=6000, ge=1)
+    action_window_s: float = Field(default=2.5, gt=0)
+
+
+class TrackingSettings(Section):
+    retention_runs: int = Field(default=20, ge=20)
+    telemetry_interval_s: float = Field(default=1.0, gt=0)
+
+
+class LlmSettings(Section):
+    provider: Literal["auto", "gemini", "openai", "offline", "replay"] = "auto"
+    model: str = "gemini-2.5-flash"
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+
+
+class EngineSettings(Section):
+    concurrency: int = Field(default=8, ge=1)
+    cache_dir: Path | None = None
+
+
+class SwarmSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    db_url: str | None = None
+
+
+class AtomlabSettings(BaseSettings):
+    """Every setting of atomlab. Build it with :func:`load_settings`, not directly."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Field(default_factory=default_home)
+    log: LogSettings = Field(default_factory=LogSettings)
+    instrument: InstrumentSettings = Field(default_factory=InstrumentSettings)
+    sim: SimSettings = Field(default_factory=SimSettings)
+    trajectory: TrajectorySettings = Field(default_factory=TrajectorySettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    swarm: SwarmSettings = Field(default_factory=SwarmSettings)
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """Validated settings plus, per dotted key, the source that set it."""
+
+    settings: AtomlabSettings
+    sources: dict[str, Source] = field(default_factory=dict)
+    config_path: Path | None = None
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """``{"section.key": {"value": ..., "source": ...}}`` for every leaf setting."""
+        values = _flatten(self.settings.model_dump(mode="json"))
+        return {key: {"value": value, "source": self.sources[key]} for key, value in values.items()}
+
+
+def load_settings(
+    *,
+    config_path: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> LoadedSettings:
+    """Merge defaults, the YAML file, the environment and CLI ``overrides``; validate the result.
+
+    ``config_path`` must exist when given; without it ``atomlab.yaml`` in ``cwd`` is used if
+    present. Raises :class:`ConfigError` naming the field, the value and the reason.
+    """
+    path = _resolve_config_path(config_path, cwd or Path.cwd())
+    layers: list[tuple[Source, dict[str, Any]]] = [
+        ("file", _read_yaml(path) if path else {}),
+        ("env", _read_env(environ if environ is not None else os.environ)),
+        ("cli", _without_none(dict(overrides or {}))),
+    ]
+    merged: dict[str, Any] = {}
+    for _, layer in layers:
+        _deep_merge(merged, layer)
+    try:
+        settings = AtomlabSettings.model_validate(merged)
+    except ValidationError as exc:
+        raise _config_error(exc, layers) from None
+    sources: dict[str, Source] = {
+        key: "default" for key in _flatten(settings.model_dump(mode="json"))
+    }
+    for source, layer in layers:
+        for key in _flatten(layer):
+            for known in sources:
+                if known == key or known.startswith(key + "."):
+                    sources[known] = source
+    return LoadedSettings(settings=settings, sources=sources, config_path=path)
+
+
+def _resolve_config_path(config_path: Path | str | None, cwd: Path) -> Path | None:
+    if config_path is not None:
+        path = Path(config_path).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"config file {str(path)!r} does not exist; pass an existing YAML file to --config",
+                field="config",
+                value=str(path),
+            )
+        return path
+    candidate = cwd / DEFAULT_CONFIG_FILENAME
+    return candidate if candidate.is_file() else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"cannot read config file {str(path)!r}: {exc}; fix the YAML syntax",
+            field="config",
+            value=str(path),
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}",
+            field="config",
+            value=str(path),
+        )
+    return data
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    source = EnvSettingsSource(
+        AtomlabSettings,
+        case_sensitive=False,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+    )
+    source.env_vars = {key.lower(): value for key, value in environ.items()}
+    try:
+        values = source()
+    except Exception as exc:  # pydantic-settings raises SettingsError for undecodable JSON
+        raise ConfigError(f"invalid ATOMLAB_ environment variable: {exc}") from None
+    return _without_none(dict(values))
+
+
+def _without_none(data: dict[str, Any]) -> dict[str, Any]:
+    cleaned: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            nested = _without_none(value)
+            if nested:
+                cleaned[key] = nested
+        elif value is not None:
+            cleaned[key] = value
+    return cleaned
+
+
+def _deep_merge(target: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _deep_merge(target[key], value)
+        elif isinstance(value, Mapping):
+            target[key] = dict(value)
+            _deep_merge(target[key], {})
+        else:
+            target[key] = value
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _config_error(exc: ValidationError, layers: list[tuple[Source, dict[str, Any]]]) -> ConfigError:
+    first = exc.errors()[0]
+    dotted = ".".join(str(part) for part in first["loc"])
+    value = first.get("input")
+    origin = "default"
+    for source, layer in layers:
+        if dotted in _flatten(layer):
+            origin = source
+    hint = {
+        "file": "fix it in the config file",
+        "env": f"fix the environment variable {_env_name(dotted)}",
+        "cli": "fix the command-line flag",
+        "default": "set a valid value",
+    }[origin]
+    message = f"invalid setting {dotted}={value!r} (from {origin}): {first['msg']}; {hint}"
+    return ConfigError(message, field=dotted, value=_jsonable(value), source=origin)
+
+
+def _env_name(dotted: str) -> str:
+    return ENV_PREFIX + dotted.upper().replace(".", ENV_NESTED_DELIMITER)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return repr(value)
