@@ -65,6 +65,9 @@ class TrajectorySettings(Section):
     interval_s: float = Field(default=0.1, gt=0)
     rotate_entries: int = Field(default=6000, ge=1)
     action_window_s: float = Field(default=2.5, gt=0)
+    config_path: Path | None = None
+    flush_interval_s: float = Field(default=0.25, gt=0)
+    coalesce_s: float = Field(default=0.0, ge=0)
 
 
 class TrackingSettings(Section):
@@ -77,6 +80,17 @@ class LlmSettings(Section):
     model: str = "gemini-2.5-flash"
     timeout_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
+    base_url: str | None = None  # OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    cassette_dir: Path | None = None  # replay provider; default <home>/llm/cassettes
+    record: bool = False  # replay provider: call the real provider on a miss and record
+    retry_initial_delay_s: float = Field(default=0.5, gt=0)
+    retry_max_delay_s: float = Field(default=30.0, gt=0)
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=30.0, gt=0)
+    budget_usd: float | None = Field(default=None, ge=0)
+    budget_tokens: int | None = Field(default=None, ge=0)
+    prices: dict[str, tuple[float, float]] = Field(default_factory=dict)  # model: (in, out) $/Mtok
 
 
 class EngineSettings(Section):
@@ -84,10 +98,33 @@ class EngineSettings(Section):
     cache_dir: Path | None = None
 
 
+class SwarmZone(Section):
+    """An axis-aligned no-go box of the swarm service, in nm."""
+
+    x: tuple[float, float]
+    y: tuple[float, float]
+    z: tuple[float, float] = (0.0, 2.0)
+
+
 class SwarmSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     db_url: str | None = None
+    bounds_x_nm: tuple[float, float] = (0.0, 20.0)
+    bounds_y_nm: tuple[float, float] = (0.0, 20.0)
+    bounds_z_nm: tuple[float, float] = (0.0, 2.0)
+    no_go_zones: list[SwarmZone] = Field(default_factory=list)
+    max_temperature_c: float = Field(default=120.0, gt=0, le=120.0)
+    repair_thermal_budget_c: float = Field(default=95.0, gt=0, le=120.0)
+    separation_nm: float = Field(default=0.5, ge=0.5)
+    planning_margin_nm: float = Field(default=0.2, ge=0.0)
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    missed_heartbeats: int = Field(default=3, ge=1)
+    ack_timeout_s: float = Field(default=5.0, gt=0)
+    retry_budget: int = Field(default=3, ge=1)
+    assignment: Literal["hungarian", "round_robin"] = "hungarian"
+    llm_planner: bool = False
+    llm_timeout_s: float = Field(default=2.0, gt=0)
 
 
 class AtomlabSettings(BaseSettings):
