@@ -1,1 +1,1 @@
-"""The ``atomlab`` command line: parses input, calls the library, prints output. Nothing imports it."""
+"""The ``atomlab`` command line: parses input, calls the library, prints output."""

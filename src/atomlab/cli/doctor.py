@@ -20,7 +20,9 @@ def doctor(json_out: output.JsonOption = False) -> None:
 
     def human(console: Console) -> None:
         for check in checks:
-            console.print(f"[{_MARK[check.status]}] {check.name}: {check.detail}", markup=False, emoji=False)
+            console.print(
+                f"[{_MARK[check.status]}] {check.name}: {check.detail}", markup=False, emoji=False
+            )
         console.print("healthy" if report["healthy"] else "unhealthy: fix the FAIL lines above")
 
     output.emit(report, json_flag=json_out, human=human)

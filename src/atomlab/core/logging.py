@@ -1,8 +1,8 @@
 """Structured logging on stderr (console or JSON lines) with a correlation id in a contextvar.
 
-    configure_logging(level="INFO", fmt="json")
-    with correlation_scope() as cid:      # every line logged inside carries correlation_id=cid
-        get_logger(__name__).info("scan.started", frame=3)
+configure_logging(level="INFO", fmt="json")
+with correlation_scope() as cid:      # every line logged inside carries correlation_id=cid
+    get_logger(__name__).info("scan.started", frame=3)
 """
 
 from __future__ import annotations
