@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -134,7 +135,8 @@ class BatchWriter(Generic[T]):
     """Writes items to SQLite on a background thread, in batches, one transaction per batch.
 
     A batch is committed when it reaches ``max_batch`` items, when ``flush_interval_s`` has
-    passed since its first item, on :meth:`flush` and on :meth:`close`. :meth:`put` blocks
+    passed since its first item, on :meth:`flush` and on :meth:`close`; ``on_commit(n)`` is
+    called on the writer thread after each commit. :meth:`put` blocks
     while the queue is full (back-pressure, never a silent drop) and raises the writer's error
     once the writer has failed.
     """
@@ -148,11 +150,13 @@ class BatchWriter(Generic[T]):
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         max_queue: int = DEFAULT_MAX_QUEUE,
         name: str = "batch-writer",
+        on_commit: Callable[[int], None] | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or flush_interval_s <= 0:
             raise ValueError("max_batch and max_queue must be >= 1 and flush_interval_s > 0")
         self._path = Path(path)
         self._write = write
+        self._on_commit = on_commit
         self._max_batch = max_batch
         self._flush_interval_s = flush_interval_s
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
@@ -255,8 +259,11 @@ class BatchWriter(Generic[T]):
     def _loop(self, conn: sqlite3.Connection) -> None:
         batch: list[T] = []
         waiting: list[_Flush] = []
+        deadline = 0.0
         while True:
-            timeout = self._flush_interval_s if batch else None
+            # The interval counts from the first item of a batch, so a steady trickle of items
+            # is still committed every flush_interval_s.
+            timeout = max(deadline - time.monotonic(), 0.0) if batch else None
             try:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
@@ -269,6 +276,8 @@ class BatchWriter(Generic[T]):
                 waiting.append(item)
                 self._commit(conn, batch, waiting)
                 continue
+            if not batch:
+                deadline = time.monotonic() + self._flush_interval_s
             batch.append(item)  # type: ignore[arg-type]
             if len(batch) >= self._max_batch:
                 self._commit(conn, batch, waiting)
@@ -278,6 +287,8 @@ class BatchWriter(Generic[T]):
             with conn:
                 self._write(conn, batch)
             self._written += len(batch)
+            if self._on_commit is not None:
+                self._on_commit(len(batch))
             batch.clear()
         for marker in waiting:
             marker.done.set()

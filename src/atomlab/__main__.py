@@ -1,0 +1,5 @@
+"""``python -m atomlab`` runs the CLI."""
+
+from atomlab.cli.main import main
+
+main()
