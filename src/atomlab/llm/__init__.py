@@ -5,6 +5,10 @@ validated :class:`Generation`; :func:`make_provider` picks Gemini, an OpenAI-com
 or the offline/replay programs from the settings. See docs/llm.md.
 """
 
+from atomlab.llm.factory import make_provider, resolve_provider_name
+from atomlab.llm.gemini import GeminiProvider
+from atomlab.llm.offline import OfflineProvider
+from atomlab.llm.openai_compat import OpenAICompatProvider
 from atomlab.llm.provider import (
     Generation,
     GenerationRequest,
@@ -24,11 +28,16 @@ from atomlab.llm.provider import (
     new_request_id,
     parse_output,
 )
+from atomlab.llm.replay import CassetteMissError, ReplayProvider
 
 __all__ = [
+    "CassetteMissError",
+    "GeminiProvider",
     "Generation",
     "GenerationRequest",
     "InvalidResponseError",
+    "OfflineProvider",
+    "OpenAICompatProvider",
     "Provider",
     "ProviderAuthError",
     "ProviderConnectionError",
@@ -37,10 +46,13 @@ __all__ = [
     "ProviderServerError",
     "ProviderTimeoutError",
     "RateLimitedError",
+    "ReplayProvider",
     "RetryableProviderError",
     "TokenUsage",
     "error_for_status",
     "is_retryable",
+    "make_provider",
     "new_request_id",
     "parse_output",
+    "resolve_provider_name",
 ]
