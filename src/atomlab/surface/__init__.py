@@ -1,0 +1,32 @@
+"""The shared world: a crystal surface on an integer lattice (0.1 nm units) with seeded defects.
+
+The STM simulator images it; the swarm service repairs it. It imports only :mod:`atomlab.core`::
+
+    from atomlab.surface import Surface
+    surface = Surface.generate(seed=0)
+    surface.defects[0]             # Defect(id=1, kind=DefectKind.VACANCY, x=39, y=15, ...)
+    surface.height_at(2e-9, 3e-9) # metres
+"""
+
+from atomlab.surface.crystal import Surface
+from atomlab.surface.defects import MAX_SEVERITY, MIN_SEVERITY, Defect, DefectKind
+from atomlab.surface.lattice import (
+    DEFAULT_LATTICE_CONSTANT,
+    DEFAULT_STEP_HEIGHT_M,
+    LATTICE_UNIT_M,
+    Lattice,
+    StepEdge,
+)
+
+__all__ = [
+    "DEFAULT_LATTICE_CONSTANT",
+    "DEFAULT_STEP_HEIGHT_M",
+    "LATTICE_UNIT_M",
+    "MAX_SEVERITY",
+    "MIN_SEVERITY",
+    "Defect",
+    "DefectKind",
+    "Lattice",
+    "StepEdge",
+    "Surface",
+]
