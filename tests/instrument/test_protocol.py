@@ -1,0 +1,335 @@
+"""The Nanonis framing, byte for byte, and the command table against the official client."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import nanonis_spm
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atomlab.instrument import protocol
+from atomlab.instrument.commands import COMMANDS, CommandSpec, Field, WireType, lookup
+from atomlab.instrument.errors import (
+    ArgumentError,
+    FramingError,
+    InstrumentError,
+    ProtocolError,
+    UnknownCommandError,
+)
+from atomlab.instrument.protocol import ErrorInfo
+
+
+def name32(name: str) -> str:
+    return name.encode().ljust(32, b"\0").hex()
+
+
+# --- the byte-level examples of the research notes (official client <-> fake server) -------------
+
+
+def test_bias_get_request_and_reply_bytes() -> None:
+    assert protocol.encode_request("Bias.Get").hex() == name32("Bias.Get") + "0000000000010000"
+    reply = protocol.encode_reply("Bias.Get", {"bias_v": 0.1})
+    assert reply.hex() == name32("Bias.Get") + "0000000c00000000" + "3dcccccd0000000000000000"
+
+
+def test_bias_set_request_and_reply_bytes() -> None:
+    wire = protocol.encode_request("Bias.Set", {"bias_v": 0.25})
+    assert wire.hex() == name32("Bias.Set") + "0000000400010000" + "3e800000"
+    reply = protocol.encode_reply("Bias.Set", {})
+    assert reply.hex() == name32("Bias.Set") + "0000000800000000" + "0000000000000000"
+
+
+def test_folme_xyposget_matches_the_reference_example() -> None:
+    wire = protocol.encode_request("FolMe.XYPosGet", {"wait": 1})
+    assert wire[:14] == bytes.fromhex("466f6c4d652e5859506f73476574")
+    assert wire.hex() == name32("FolMe.XYPosGet") + "0000000400010000" + "00000001"
+    reply = protocol.encode_reply("FolMe.XYPosGet", {"x_m": 5e-9, "y_m": -5e-9})
+    assert reply[32:].hex() == ("00000018000000003e35798ee2308c3abe35798ee2308c3a0000000000000000")
+
+
+def test_signals_valsget_request_and_reply_bodies() -> None:
+    wire = protocol.encode_request("Signals.ValsGet", {"indexes": [0, 2, 4], "wait": 0})
+    assert wire[32:36].hex() == "00000014"
+    assert wire[40:].hex() == "0000000300000000000000020000000400000000"
+    reply = protocol.encode_reply("Signals.ValsGet", {"values": [0.0, 3.0, 6.0]})
+    assert reply[40:].hex() == "00000003000000004040000040c000000000000000000000"
+
+
+def test_signals_namesget_string_array_counts_prefixes_in_its_size() -> None:
+    names = ["Current (A)", "Bias (V)", "Z (m)", "X (m)", "Y (m)"]
+    body = protocol.encode_reply("Signals.NamesGet", {"names": names})[40:]
+    assert body[:8].hex() == "0000003600000005"
+    assert body[8 : 8 + 15] == b"\x00\x00\x00\x0bCurrent (A)"
+    assert body[-8:] == bytes(8)
+    assert protocol.decode_reply("Signals.NamesGet", body)["names"] == names
+
+
+def test_small_reference_bodies() -> None:
+    assert protocol.encode_reply("ZCtrl.OnOffGet", {"on": 1})[40:].hex() == "00000001" + "00" * 8
+    assert protocol.encode_request("ZCtrl.SetpntSet", {"setpoint": 1e-10})[40:].hex() == "2edbe6ff"
+    scan = protocol.encode_request("Scan.Action", {"action": 0, "direction_up": 1})
+    assert scan[32:36].hex() == "00000006"
+    assert scan[40:].hex() == "000000000001"
+
+
+def test_error_reply_carries_status_and_description() -> None:
+    wire = protocol.encode_error_reply("Scan.Action", "Unknown command: Scan.Action")
+    assert wire[32:36].hex() == "00000024"
+    assert wire[40:].hex() == "000000010000001c" + b"Unknown command: Scan.Action".hex()
+    reply = protocol.decode_reply("Scan.Action", wire[40:])
+    assert reply.error == ErrorInfo(1, "Unknown command: Scan.Action")
+    with pytest.raises(InstrumentError, match="Unknown command"):
+        reply.raise_for_error()
+
+
+# --- headers ---------------------------------------------------------------------------------
+
+
+def test_request_header_round_trip() -> None:
+    wire = protocol.encode_request(
+        "Scan.FrameSet",
+        {
+            "center_x_m": 1e-9,
+            "center_y_m": 2e-9,
+            "width_m": 3e-9,
+            "height_m": 4e-9,
+            "angle_deg": 5.0,
+        },
+        send_response=False,
+    )
+    header = protocol.read_request_header(wire[:40])
+    assert header == protocol.RequestHeader("Scan.FrameSet", 20, False)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xff" * 40,
+        b"\0" * 40,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"\0" * 14,
+        protocol.pad_name("Bias.Get") + struct.pack(">iHH", -1, 1, 0),
+        protocol.pad_name("Bias.Get") + struct.pack(">iHH", 2**31 - 1, 1, 0),
+        b"short",
+    ],
+)
+def test_garbage_headers_are_framing_errors(raw: bytes) -> None:
+    with pytest.raises(FramingError):
+        protocol.read_request_header(raw)
+
+
+def test_response_header_reads_name_and_size() -> None:
+    wire = protocol.encode_reply(
+        "Scan.FrameGet", dict.fromkeys(lookup("Scan.FrameGet").reply_names, 0.0)
+    )
+    assert protocol.read_response_header(wire[:40]) == protocol.ResponseHeader("Scan.FrameGet", 28)
+
+
+# --- arguments -------------------------------------------------------------------------------
+
+
+def test_defaults_fill_optional_arguments() -> None:
+    _, args = protocol.decode_request(protocol.encode_request("ZCtrl.Withdraw"))
+    assert args == {"wait": 1, "timeout_ms": -1}
+
+
+def test_missing_unknown_and_out_of_range_arguments_name_the_field() -> None:
+    with pytest.raises(ArgumentError, match="'bias_v'"):
+        protocol.encode_request("Bias.Set", {})
+    with pytest.raises(ArgumentError, match="'volts'"):
+        protocol.encode_request("Bias.Set", {"bias_v": 1.0, "volts": 2})
+    with pytest.raises(ArgumentError, match="'action' = 70000 is outside the u16 range"):
+        protocol.encode_request("Scan.Action", {"action": 70000})
+    with pytest.raises(ArgumentError, match="'on' = 'yes' is not an integer"):
+        protocol.encode_request("ZCtrl.OnOffSet", {"on": "yes"})
+    with pytest.raises(ArgumentError, match="does not fit a float32"):
+        protocol.encode_request("Bias.Set", {"bias_v": 1e40})
+    with pytest.raises(ArgumentError, match="'indexes'"):
+        protocol.encode_request("Signals.ValsGet", {"indexes": ["a"]})
+
+
+def test_integral_floats_are_accepted_for_integer_fields() -> None:
+    _, args = protocol.decode_request(protocol.encode_request("ZCtrl.OnOffSet", {"on": 1.0}))
+    assert args == {"on": 1}
+
+
+@pytest.mark.parametrize(
+    ("command", "body"),
+    [
+        ("Bias.Set", b""),
+        ("Bias.Set", b"\0\0"),
+        ("Bias.Set", b"\0" * 8),
+        ("Signals.ValsGet", struct.pack(">i", 5) + b"\0" * 8),
+        ("Signals.ValsGet", struct.pack(">i", -3)),
+        ("Scan.BufferSet", struct.pack(">i", 10**8)),
+    ],
+)
+def test_bodies_that_do_not_match_the_signature_are_argument_errors(
+    command: str, body: bytes
+) -> None:
+    with pytest.raises(ArgumentError, match=command):
+        protocol.decode_args(command, body)
+
+
+def test_unknown_command_names_near_commands() -> None:
+    with pytest.raises(UnknownCommandError, match=r"Bias\.Get"):
+        lookup("Bias.Gte")
+    assert lookup("Bias_Get") is COMMANDS["Bias.Get"]
+
+
+def test_malformed_reply_body_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match=r"Scan\.FrameGet"):
+        protocol.decode_reply("Scan.FrameGet", b"\0" * 7)
+
+
+def test_error_reply_with_zeroed_values_decodes_the_error() -> None:
+    wire = protocol.encode_reply("Scan.FrameGet", None, ErrorInfo.of("frame locked"))
+    reply = protocol.decode_reply("Scan.FrameGet", wire[40:])
+    assert reply.error == ErrorInfo(1, "frame locked")
+    assert reply["width_m"] == 0.0
+
+
+def test_every_multi_field_reply_is_decoded_into_its_own_named_fields() -> None:
+    """The origin returned the first field of every reply; every field must keep its own value."""
+    multi = [spec for spec in COMMANDS.values() if len(spec.reply) > 1]
+    assert len(multi) >= 15
+    for spec in multi:
+        values = {f.name: _distinct(f, i) for i, f in enumerate(spec.reply)}
+        reply = protocol.decode_reply(spec, protocol.encode_reply(spec, values)[40:])
+        assert reply.values == values, spec.name
+
+
+def _distinct(f: Field, i: int) -> Any:
+    t = f.type
+    if t.is_integer:
+        return i + 1
+    if t.is_scalar:
+        return float(i + 1) * 0.5
+    if t is WireType.STR:
+        return f"path-{i}"
+    if t is WireType.STR_ARRAY:
+        return [f"item-{i}", "b"]
+    if t is WireType.F32_2D:
+        return [[float(i), 1.5], [2.5, 3.5]]
+    return [i + 1, i + 2] if t in (WireType.I32_ARRAY, WireType.U32_ARRAY) else [0.5 * i, 1.25]
+
+
+# --- property: every command round-trips ---------------------------------------------------
+
+
+def _strategy(f: Field) -> st.SearchStrategy[Any]:
+    t = f.type
+    ints = {
+        WireType.U16: st.integers(0, 2**16 - 1),
+        WireType.I16: st.integers(-(2**15), 2**15 - 1),
+        WireType.U32: st.integers(0, 2**32 - 1),
+        WireType.I32: st.integers(-(2**31), 2**31 - 1),
+    }
+    if t in ints:
+        return ints[t]
+    f32 = st.floats(width=32, allow_nan=False)
+    f64 = st.floats(allow_nan=False)
+    if t is WireType.F32:
+        return f32
+    if t is WireType.F64:
+        return f64
+    if t is WireType.STR:
+        return st.text(max_size=40)
+    if t is WireType.STR_ARRAY:
+        return st.lists(st.text(max_size=20), max_size=5)
+    if t is WireType.I32_ARRAY:
+        return st.lists(ints[WireType.I32], max_size=8)
+    if t is WireType.F32_ARRAY:
+        return st.lists(f32, max_size=8)
+    if t is WireType.F32_2D:
+        return st.integers(1, 3).flatmap(
+            lambda cols: st.lists(
+                st.lists(f32, min_size=cols, max_size=cols), min_size=1, max_size=3
+            )
+        )
+    raise AssertionError(t)
+
+
+def _values(fields: tuple[Field, ...]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({f.name: _strategy(f) for f in fields})
+
+
+@st.composite
+def _command_with_values(draw: st.DrawFn) -> tuple[CommandSpec, dict[str, Any], dict[str, Any]]:
+    spec = draw(st.sampled_from(sorted(COMMANDS.values(), key=lambda s: s.name)))
+    return spec, draw(_values(spec.args)), draw(_values(spec.reply))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_command_with_values())
+def test_every_command_round_trips_arguments_and_replies(
+    case: tuple[CommandSpec, dict[str, Any], dict[str, Any]],
+) -> None:
+    spec, args, values = case
+    header, decoded = protocol.decode_request(protocol.encode_request(spec, args))
+    assert header.name == spec.name and header.send_response
+    assert decoded == args
+    reply = protocol.decode_reply(spec, protocol.encode_reply(spec, values)[40:])
+    assert reply.ok and reply.values == values
+
+
+# --- the official client parses our replies and we decode its requests ----------------------
+
+
+class _LoopbackConnection:
+    """A socket stand-in for the official client: it answers each request with ``answer``."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.pending = b""
+
+    def send(self, data: bytes) -> int:
+        self.pending = self.answer(bytes(data))
+        return len(data)
+
+    def recv(self, n: int) -> bytes:
+        chunk, self.pending = self.pending[:n], self.pending[n:]
+        return chunk
+
+    def settimeout(self, _: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_OFFICIAL_BROKEN = {"Util.VersionGet"}  # the official client cannot parse its own reply format
+
+
+@pytest.mark.parametrize("name", sorted(set(COMMANDS) - _OFFICIAL_BROKEN))
+def test_official_client_round_trips_every_command(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = COMMANDS[name]
+    args = {f.name: _distinct(f, i) for i, f in enumerate(spec.args)}
+    values = {f.name: _distinct(f, i + 3) for i, f in enumerate(spec.reply)}
+    seen: list[dict[str, Any]] = []
+
+    def answer(request: bytes) -> bytes:
+        header, decoded = protocol.decode_request(request)
+        assert header.name == name
+        seen.append(decoded)
+        return protocol.encode_reply(spec, values)
+
+    client = nanonis_spm.Nanonis(_LoopbackConnection(answer))
+    result = getattr(client, name.replace(".", "_"))(
+        *[_official_arg(f, args[f.name]) for f in spec.args]
+    )
+    error, raw, parsed = result
+    assert seen == [args]
+    assert error == ""
+    assert protocol.decode_reply(spec, raw).values == values
+    if all(f.type.is_scalar for f in spec.reply):
+        assert parsed == list(values.values())
+    assert "error" not in capsys.readouterr().out
+
+
+def _official_arg(f: Field, value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value
