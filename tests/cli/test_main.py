@@ -22,3 +22,16 @@ def test_unknown_command_in_json_mode_prints_the_error_envelope(cli):
     assert result.json["ok"] is False
     assert result.json["exit_code"] == 3
     assert result.json["error"]["type"] == "usage_error"
+
+
+def test_help_lists_only_registered_groups_and_exits_0(cli):
+    result = cli("--help")
+    assert result.exit_code == 0
+    assert "config" in result.stdout and "doctor" in result.stdout
+
+
+def test_no_arguments_prints_help_and_exits_0(cli):
+    result = cli()
+    assert result.exit_code == 0
+    assert "Usage" in result.stdout
+    assert result.stderr == ""

@@ -98,6 +98,8 @@ def run(argv: list[str] | None = None) -> int:
         output.emit_error("interrupted", "interrupted", int(ExitCode.INTERRUPTED))
         return int(ExitCode.INTERRUPTED)
     except typer.TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            return int(ExitCode.OK)  # the help text was printed; asking for it is no error
         code = int(ExitCode.INVALID_INPUT)
         output.emit_error("usage_error", exc.format_message(), code)
         return code
