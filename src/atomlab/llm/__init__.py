@@ -28,14 +28,27 @@ from atomlab.llm.provider import (
     new_request_id,
     parse_output,
 )
+from atomlab.llm.queue import (
+    DEFAULT_PRICES,
+    Budget,
+    BudgetExceededError,
+    LlmQueue,
+    ModelPrice,
+    QueueStats,
+)
 from atomlab.llm.replay import CassetteMissError, ReplayProvider
 
 __all__ = [
+    "DEFAULT_PRICES",
+    "Budget",
+    "BudgetExceededError",
     "CassetteMissError",
     "GeminiProvider",
     "Generation",
     "GenerationRequest",
     "InvalidResponseError",
+    "LlmQueue",
+    "ModelPrice",
     "OfflineProvider",
     "OpenAICompatProvider",
     "Provider",
@@ -45,6 +58,7 @@ __all__ = [
     "ProviderRequestError",
     "ProviderServerError",
     "ProviderTimeoutError",
+    "QueueStats",
     "RateLimitedError",
     "ReplayProvider",
     "RetryableProviderError",

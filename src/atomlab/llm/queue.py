@@ -1,0 +1,516 @@
+"""The request queue every LLM call of a batch goes through: limits, retries, breaker, budget.
+
+One :class:`LlmQueue` wraps one provider::
+
+    queue = LlmQueue.from_settings(provider, settings.llm, concurrency=16)
+    generation = await queue.submit(request, key="features")   # key = the stage
+    queue.stats().cost_usd
+
+Per attempt, in this order: the budget is checked (an exhausted budget refuses *new* calls with
+:class:`BudgetExceededError`; calls already running finish and are counted), a server-requested
+pause (``Retry-After``) is waited out, a slot is taken for the key (per-stage bound) and then a
+global slot (an AIMD limit: halves on a 429, grows by one per window of successes back to the
+maximum), the circuit breaker is asked (no provider call while it is open), the provider is
+called. Transient failures (429, 5xx, timeouts, lost connections) are retried by the core
+:class:`~atomlab.core.resilience.RetryPolicy`: full-jitter back-off, ``Retry-After`` waited
+exactly. Answers that do not match the schema are never asked for again. Cancellation is never
+retried and always gives back slots and gauges. All waits go through the injectable clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from atomlab.core.clock import Clock, SystemClock
+from atomlab.core.errors import CircuitOpenError, PolicyRefusedError
+from atomlab.core.logging import get_logger
+from atomlab.core.metrics import Metrics
+from atomlab.core.resilience import CircuitBreaker, RetryPolicy, retry_after_seconds
+from atomlab.core.settings import LlmSettings
+from atomlab.llm.provider import (
+    Generation,
+    GenerationRequest,
+    InvalidResponseError,
+    ModelT,
+    Provider,
+    ProviderAuthError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderRequestError,
+    ProviderServerError,
+    ProviderTimeoutError,
+    RateLimitedError,
+    RetryableProviderError,
+    TokenUsage,
+)
+
+DEFAULT_CONCURRENCY = 8
+DEFAULT_KEY = "default"
+MIN_CONCURRENCY = 1
+DECREASE_FACTOR = 0.5
+TOKENS_PER_MTOK = 1_000_000
+# Request latencies of LLMs run from ~0.1 s to minutes; prometheus' default buckets stop at 10 s.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+RETRYABLE: tuple[type[BaseException], ...] = (RetryableProviderError, ProviderTimeoutError)
+
+_log = get_logger("atomlab.llm.queue")
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """List price in US dollars per million tokens."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, usage: TokenUsage) -> float:
+        return (
+            usage.prompt_tokens * self.input_per_mtok + usage.output_tokens * self.output_per_mtok
+        ) / TOKENS_PER_MTOK
+
+
+# Published list prices (USD per million tokens, standard tier, short prompts) when this table
+# was written; override or extend with the ``llm.prices`` setting ({model: [input, output]}).
+DEFAULT_PRICES: Mapping[str, ModelPrice] = {
+    "gemini-2.5-pro": ModelPrice(1.25, 10.0),
+    "gemini-2.5-flash": ModelPrice(0.30, 2.50),
+    "gemini-2.5-flash-lite": ModelPrice(0.10, 0.40),
+    "gpt-4o": ModelPrice(2.50, 10.0),
+    "gpt-4o-mini": ModelPrice(0.15, 0.60),
+    "offline-v1": ModelPrice(0.0, 0.0),
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits for a whole batch; ``None`` means unlimited."""
+
+    max_usd: float | None = None
+    max_tokens: int | None = None
+
+
+class BudgetExceededError(PolicyRefusedError):
+    """The batch's token or cost budget is spent; no new provider call is made."""
+
+    type_name = "budget_exceeded"
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """A snapshot of what the queue has done."""
+
+    submitted: int
+    completed: int
+    failed: int
+    in_flight: int
+    waiting: int
+    attempts: int
+    retries: int
+    rate_limited: int
+    prompt_tokens: int
+    output_tokens: int
+    cost_usd: float
+    concurrency_limit: int
+    budget_exhausted: bool
+
+
+class _AdaptiveLimit:
+    """A concurrency limit that halves on overload and grows back by one per window (AIMD).
+
+    A 429 from a call that started before the last decrease does not decrease again, so one
+    burst of rejections halves the limit once, not once per rejected call.
+    """
+
+    def __init__(self, maximum: int, minimum: int, *, adaptive: bool) -> None:
+        self.maximum = maximum
+        self.minimum = min(minimum, maximum)
+        self.adaptive = adaptive
+        self.limit = float(maximum)
+        self.in_use = 0
+        self.epoch = 0
+        self._changed = asyncio.Condition()
+
+    @property
+    def current(self) -> int:
+        return max(self.minimum, int(self.limit))
+
+    async def acquire(self) -> int:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_use < self.current)
+            self.in_use += 1
+            return self.epoch
+
+    async def release(self) -> None:
+        async with self._changed:
+            self.in_use -= 1
+            self._changed.notify_all()
+
+    def on_success(self) -> None:
+        if self.adaptive and self.limit < self.maximum:
+            self.limit = min(float(self.maximum), self.limit + 1.0 / max(self.limit, 1.0))
+
+    def on_overload(self, epoch: int) -> bool:
+        if not self.adaptive or epoch != self.epoch:
+            return False
+        self.limit = max(float(self.minimum), self.limit * DECREASE_FACTOR)
+        self.epoch += 1
+        return True
+
+
+class _Instruments:
+    def __init__(self, metrics: Metrics) -> None:
+        self.requests = metrics.counter(
+            "requests_total",
+            "Provider calls by outcome (ok, rate_limited, server_error, timeout, ...).",
+            labels=("provider", "model", "key", "outcome"),
+        )
+        self.retries = metrics.counter(
+            "retries_total", "Transport retries scheduled, by reason.", labels=("reason",)
+        )
+        self.inflight = metrics.gauge("inflight", "Provider calls in progress right now.")
+        self.waiting = metrics.gauge("waiting", "Requests waiting for a concurrency slot.")
+        self.limit = metrics.gauge("concurrency_limit", "Current adaptive concurrency limit.")
+        self.tokens = metrics.counter(
+            "tokens_total", "Tokens used, by direction.", labels=("model", "direction")
+        )
+        self.cost = metrics.counter("cost_usd_total", "Estimated spend in USD.", labels=("model",))
+        self.duration = metrics.histogram(
+            "request_duration_seconds",
+            "Duration of one provider call.",
+            labels=("key",),
+            buckets=LATENCY_BUCKETS,
+        )
+        self.queue_wait = metrics.histogram(
+            "queue_wait_seconds",
+            "Time a request waited for its slots.",
+            buckets=LATENCY_BUCKETS,
+        )
+
+
+class LlmQueue:
+    """Bounded, retried, metered access to one provider. Safe to share between tasks."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        per_key: Mapping[str, int] | None = None,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        budget: Budget | None = None,
+        prices: Mapping[str, ModelPrice] | None = None,
+        adaptive: bool = True,
+        min_concurrency: int = MIN_CONCURRENCY,
+        clock: Clock | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.provider = provider
+        self._clock = clock or SystemClock()
+        self.retry = replace(retry or RetryPolicy(), retry_on=RETRYABLE)
+        metrics = Metrics("llm", registry)
+        self.metrics = metrics
+        self.breaker = breaker or CircuitBreaker(
+            f"{provider.name}:{provider.model}",
+            clock=self._clock,
+            metrics_registry=metrics.registry,
+            capability="llm",
+        )
+        self.budget = budget or Budget()
+        self.prices = {**DEFAULT_PRICES, **(prices or {})}
+        self._limit = _AdaptiveLimit(concurrency, min_concurrency, adaptive=adaptive)
+        self._per_key_bounds = dict(per_key or {})
+        self._per_key: dict[str, asyncio.Semaphore] = {}
+        self._paused_until = 0.0
+        self._m = _Instruments(metrics)
+        self._m.limit.set(concurrency)
+        self._counts = dict.fromkeys(
+            ("submitted", "completed", "failed", "attempts", "retries", "rate_limited", "waiting"),
+            0,
+        )
+        self._in_flight = 0
+        self._usage = TokenUsage()
+        self._cost = 0.0
+        self._exhausted = False
+
+    @classmethod
+    def from_settings(
+        cls,
+        provider: Provider,
+        settings: LlmSettings,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        per_key: Mapping[str, int] | None = None,
+        clock: Clock | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> LlmQueue:
+        """A queue configured from the ``llm`` settings section (retries, breaker, budget)."""
+        clock = clock or SystemClock()
+        registry = registry if registry is not None else Metrics("llm").registry
+        retry = RetryPolicy(
+            max_attempts=settings.max_attempts,
+            initial_delay_s=settings.retry_initial_delay_s,
+            max_delay_s=settings.retry_max_delay_s,
+            clock=clock,
+        )
+        breaker = CircuitBreaker(
+            f"{provider.name}:{provider.model}",
+            failure_threshold=settings.breaker_failure_threshold,
+            reset_timeout_s=settings.breaker_reset_s,
+            clock=clock,
+            metrics_registry=registry,
+            capability="llm",
+        )
+        prices = {model: ModelPrice(*pair) for model, pair in settings.prices.items()}
+        return cls(
+            provider,
+            concurrency=concurrency,
+            per_key=per_key,
+            retry=retry,
+            breaker=breaker,
+            budget=Budget(settings.budget_usd, settings.budget_tokens),
+            prices=prices,
+            clock=clock,
+            registry=registry,
+        )
+
+    # --- public API ----------------------------------------------------------------------
+
+    async def submit(
+        self, request: GenerationRequest[ModelT], *, key: str = DEFAULT_KEY
+    ) -> Generation[ModelT]:
+        """Run ``request`` through the queue; return the answer or raise the final error.
+
+        ``key`` (usually the stage name) selects the per-key concurrency bound and labels
+        metrics. Raises :class:`BudgetExceededError`, :class:`CircuitOpenError` or the
+        provider's :class:`ProviderError` once retries are spent or not allowed.
+        """
+        self._counts["submitted"] += 1
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                generation = await self._attempt(request, key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if attempt >= self.retry.max_attempts or not self.retry.should_retry(exc):
+                    self._counts["failed"] += 1
+                    raise
+                delay = self.retry.delay_for(attempt, exc)
+                self._note_retry(request, key, attempt, exc, delay)
+                await self._clock.sleep_async(delay)
+                continue
+            self._counts["completed"] += 1
+            return replace(generation, attempts=attempt)
+
+    def stats(self) -> QueueStats:
+        return QueueStats(
+            submitted=self._counts["submitted"],
+            completed=self._counts["completed"],
+            failed=self._counts["failed"],
+            in_flight=self._in_flight,
+            waiting=self._counts["waiting"],
+            attempts=self._counts["attempts"],
+            retries=self._counts["retries"],
+            rate_limited=self._counts["rate_limited"],
+            prompt_tokens=self._usage.prompt_tokens,
+            output_tokens=self._usage.output_tokens,
+            cost_usd=round(self._cost, 9),
+            concurrency_limit=self._limit.current,
+            budget_exhausted=self._exhausted,
+        )
+
+    @property
+    def budget_exhausted(self) -> bool:
+        return self._exhausted
+
+    def price_of(self, model: str) -> ModelPrice | None:
+        return self.prices.get(model)
+
+    # --- one attempt ---------------------------------------------------------------------
+
+    async def _attempt(self, request: GenerationRequest[ModelT], key: str) -> Generation[ModelT]:
+        self._check_budget(request)
+        await self._wait_for_pause()
+        waited_from = self._clock.monotonic()
+        self._counts["waiting"] += 1
+        self._m.waiting.inc()
+        key_slot = self._key_semaphore(key)
+        try:
+            if key_slot is not None:
+                await key_slot.acquire()
+            try:
+                epoch = await self._limit.acquire()
+            except BaseException:
+                if key_slot is not None:
+                    key_slot.release()
+                raise
+        finally:
+            self._counts["waiting"] -= 1
+            self._m.waiting.dec()
+        self._m.queue_wait.observe(self._clock.monotonic() - waited_from)
+        try:
+            self._check_budget(request)  # the budget may have run out while we waited
+            self.breaker.before_call()
+            return await self._call(request, key, epoch)
+        except CircuitOpenError:
+            self._outcome(key, "circuit_open")
+            raise
+        finally:
+            await self._limit.release()
+            if key_slot is not None:
+                key_slot.release()
+
+    async def _call(
+        self, request: GenerationRequest[ModelT], key: str, epoch: int
+    ) -> Generation[ModelT]:
+        self._counts["attempts"] += 1
+        self._in_flight += 1
+        self._m.inflight.inc()
+        started = time.perf_counter()
+        try:
+            generation = await self.provider.generate(request)
+        except asyncio.CancelledError:
+            self.breaker.record_neutral()
+            self._outcome(key, "cancelled")
+            raise
+        except Exception as exc:
+            self._on_failure(exc, key, epoch)
+            raise
+        finally:
+            self._in_flight -= 1
+            self._m.inflight.dec()
+            self._m.duration.labels(key).observe(time.perf_counter() - started)
+        self.breaker.record_success()
+        self._limit.on_success()
+        self._m.limit.set(self._limit.current)
+        self._account(generation)
+        self._outcome(key, "ok")
+        return generation
+
+    def _on_failure(self, exc: Exception, key: str, epoch: int) -> None:
+        outcome = _outcome_of(exc)
+        self._outcome(key, outcome)
+        if isinstance(exc, RateLimitedError):
+            self._counts["rate_limited"] += 1
+            self.breaker.record_neutral()  # rate limiting is the limiter's job, not the breaker's
+            if self._limit.on_overload(epoch):
+                self._m.limit.set(self._limit.current)
+                _log.warning(
+                    "llm concurrency reduced after a rate limit",
+                    limit=self._limit.current,
+                    provider=self.provider.name,
+                )
+            pause = retry_after_seconds(exc, now=self._clock.now())
+            if pause:
+                self._paused_until = max(self._paused_until, self._clock.monotonic() + pause)
+        elif isinstance(exc, RETRYABLE):
+            self.breaker.record_failure()
+        else:
+            self.breaker.record_neutral()
+
+    def _outcome(self, key: str, outcome: str) -> None:
+        self._m.requests.labels(self.provider.name, self.provider.model, key, outcome).inc()
+
+    def _account(self, generation: Generation[Any]) -> None:
+        usage = generation.usage
+        self._usage = self._usage + usage
+        self._m.tokens.labels(generation.model, "prompt").inc(usage.prompt_tokens)
+        self._m.tokens.labels(generation.model, "output").inc(usage.output_tokens)
+        price = self.prices.get(generation.model) or self.prices.get(self.provider.model)
+        if price is not None:
+            cost = price.cost(usage)
+            self._cost += cost
+            self._m.cost.labels(generation.model).inc(cost)
+
+    def _check_budget(self, request: GenerationRequest[Any]) -> None:
+        budget = self.budget
+        over_usd = budget.max_usd is not None and self._cost >= budget.max_usd
+        over_tokens = (
+            budget.max_tokens is not None and self._usage.total_tokens >= budget.max_tokens
+        )
+        if not (over_usd or over_tokens):
+            return
+        if not self._exhausted:
+            _log.warning("llm budget exhausted; refusing new calls", **self._budget_details())
+        self._exhausted = True
+        self._outcome(DEFAULT_KEY, "budget")
+        limit = (
+            f"${budget.max_usd:.4f} (llm.budget_usd)"
+            if over_usd
+            else f"{budget.max_tokens} tokens (llm.budget_tokens)"
+        )
+        raise BudgetExceededError(
+            f"the LLM budget of {limit} is spent (${self._cost:.4f}, "
+            f"{self._usage.total_tokens} tokens so far); no new calls are made. "
+            "Raise the budget and resume to continue",
+            request_id=request.request_id,
+            **self._budget_details(),
+        )
+
+    def _budget_details(self) -> dict[str, Any]:
+        return {
+            "spent_usd": round(self._cost, 6),
+            "spent_tokens": self._usage.total_tokens,
+            "budget_usd": self.budget.max_usd,
+            "budget_tokens": self.budget.max_tokens,
+        }
+
+    async def _wait_for_pause(self) -> None:
+        while (remaining := self._paused_until - self._clock.monotonic()) > 0:
+            await self._clock.sleep_async(remaining)
+
+    def _key_semaphore(self, key: str) -> asyncio.Semaphore | None:
+        bound = self._per_key_bounds.get(key)
+        if bound is None:
+            return None
+        if key not in self._per_key:
+            self._per_key[key] = asyncio.Semaphore(bound)
+        return self._per_key[key]
+
+    def _note_retry(
+        self,
+        request: GenerationRequest[Any],
+        key: str,
+        attempt: int,
+        exc: Exception,
+        delay: float,
+    ) -> None:
+        reason = _outcome_of(exc)
+        self._counts["retries"] += 1
+        self._m.retries.labels(reason).inc()
+        _log.info(
+            "llm call failed transiently; transport retry scheduled",
+            request_id=request.request_id,
+            key=key,
+            attempt=attempt,
+            reason=reason,
+            delay_s=round(delay, 3),
+        )
+
+    def __repr__(self) -> str:
+        return f"LlmQueue({self.provider!r}, limit={self._limit.current})"
+
+
+def _outcome_of(exc: BaseException) -> str:
+    outcomes: tuple[tuple[type[BaseException], str], ...] = (
+        (RateLimitedError, "rate_limited"),
+        (ProviderServerError, "server_error"),
+        (ProviderTimeoutError, "timeout"),
+        (ProviderConnectionError, "connection"),
+        (InvalidResponseError, "invalid_response"),
+        (ProviderAuthError, "auth"),
+        (ProviderRequestError, "request_error"),
+        (BudgetExceededError, "budget"),
+        (ProviderError, "provider_error"),
+    )
+    return next((name for kind, name in outcomes if isinstance(exc, kind)), "error")
