@@ -1,0 +1,499 @@
+"""The service's end of ``/ws/isaac``: one simulator connection with exactly-once commands.
+
+The simulator dials in (it owns reconnect and back-off); this side owns the handshake, acks,
+resends, buffering while nobody is connected, the 10 s application heartbeat and dead-peer
+detection. Mount :meth:`SimulatorLink.handle` as a WebSocket route::
+
+    link = SimulatorLink(clock=SystemClock(), metrics=Metrics("swarm", registry))
+    link.on_event = coordinator.on_link_event        # async (type, payload) -> None
+    app.add_api_websocket_route("/ws/isaac", link.handle)
+    await link.send_command({"command_id": "c1", "agent_id": "a0", "action": "repair",
+                             "target": {"x": 1.2, "y": 3.4}}, idempotency_key="c1")
+
+The wire format and every event type are described in :mod:`atomlab.sim.swarm_wire`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.websockets import WebSocket, WebSocketState
+
+from atomlab.core.clock import Clock, SystemClock, utc_iso
+from atomlab.core.errors import CircuitOpenError, InvalidInputError
+from atomlab.core.logging import current_correlation_id, get_logger
+from atomlab.core.metrics import Metrics
+from atomlab.core.resilience import BreakerState, CircuitBreaker
+from atomlab.sim.swarm_channel import ReliableReceiver, ReliableSender
+from atomlab.sim.swarm_wire import (
+    PROTOCOL_VERSION,
+    AckPayload,
+    CommandPayload,
+    Envelope,
+    ErrorPayload,
+    HandshakePayload,
+    HeartbeatPayload,
+    LinkEvent,
+    MessageType,
+    WireError,
+    decode,
+    make_envelope,
+)
+
+EventHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+DEFAULT_ACK_TIMEOUT_S = 2.0
+DEFAULT_MAX_RESENDS = 5
+DEFAULT_HEARTBEAT_INTERVAL_S = 10.0
+DEFAULT_MISSED_HEARTBEATS = 3
+DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
+DEFAULT_MAX_BUFFER = 10_000
+# How often (in real seconds) the supervisor looks at the clock. Deadlines themselves are read
+# from the injected clock, so a FakeClock in tests decides when anything is due.
+DEFAULT_POLL_INTERVAL_S = 0.02
+BREAKER_FAILURES = 3
+BREAKER_RESET_S = 10.0
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_PEER_SILENT = 4000
+CLOSE_ACKS_MISSING = 4001
+CLOSE_REPLACED = 4002
+CLOSE_HANDSHAKE_TIMEOUT = 4003
+
+CAPABILITIES = ["seq", "ack", "idempotency", "heartbeat", "resend"]
+
+_log = get_logger(__name__)
+
+
+@dataclass
+class _Connection:
+    websocket: WebSocket
+    opened_at: float
+    last_heard: float
+    last_heartbeat_sent: float
+    handshaken: bool = False
+    closing: bool = False
+    detached: bool = False
+    failed: bool = False
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class _LinkMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        self.connected = metrics.gauge("link_connected", "1 while a simulator is connected.")
+        self.connections = metrics.counter(
+            "link_connections_total",
+            "Simulator connection attempts, by outcome.",
+            labels=("outcome",),
+        )
+        self.sent = metrics.counter(
+            "link_messages_sent_total", "Frames sent to the simulator.", labels=("type",)
+        )
+        self.received = metrics.counter(
+            "link_messages_received_total", "Frames received from the simulator.", labels=("type",)
+        )
+        self.resends = metrics.counter(
+            "link_resends_total", "Reliable messages sent again because no ack came in time."
+        )
+        self.duplicates = metrics.counter(
+            "link_duplicates_total", "Reliable messages received again and not processed again."
+        )
+        self.invalid = metrics.counter(
+            "link_invalid_frames_total", "Frames refused as malformed or out of protocol."
+        )
+        self.pending = metrics.gauge(
+            "link_pending_messages", "Reliable messages buffered or waiting for an ack."
+        )
+        self.dropped_peers = metrics.counter(
+            "link_dead_peer_total",
+            "Connections closed by this side, by reason.",
+            labels=("reason",),
+        )
+        self.ack_latency = metrics.histogram(
+            "link_ack_latency_seconds",
+            "Time from the first send of a reliable message to its ack.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+
+
+class SimulatorLink:
+    """Serves one simulator at a time and delivers commands to it exactly once."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
+        max_resends: int = DEFAULT_MAX_RESENDS,
+        heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+        missed_heartbeats: int = DEFAULT_MISSED_HEARTBEATS,
+        handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+        breaker: CircuitBreaker | None = None,
+        on_event: EventHandler | None = None,
+    ) -> None:
+        if heartbeat_interval_s <= 0 or missed_heartbeats < 1 or handshake_timeout_s <= 0:
+            raise ValueError(
+                "need heartbeat_interval_s > 0, missed_heartbeats >= 1, handshake_timeout_s > 0"
+            )
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or Metrics("swarm")
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.dead_after_s = heartbeat_interval_s * missed_heartbeats
+        self.handshake_timeout_s = handshake_timeout_s
+        self.poll_interval_s = poll_interval_s
+        self.on_event: EventHandler | None = on_event
+        self.peer: HandshakePayload | None = None
+        self.breaker = breaker or CircuitBreaker(
+            "simulator_link",
+            failure_threshold=BREAKER_FAILURES,
+            reset_timeout_s=BREAKER_RESET_S,
+            clock=self.clock,
+            metrics_registry=self.metrics.registry,
+            capability=self.metrics.capability,
+        )
+        self._sender = ReliableSender(
+            clock=self.clock,
+            ack_timeout_s=ack_timeout_s,
+            max_resends=max_resends,
+            max_pending=max_buffer,
+        )
+        self._receiver = ReliableReceiver()
+        self._conn: _Connection | None = None
+        self._keys_pending: dict[str, int] = {}  # idempotency key -> seq while unacked
+        self._m = _LinkMetrics(self.metrics)
+        self._m.connected.set(0)
+
+    # --- public API -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while a simulator is connected and has completed the handshake."""
+        conn = self._conn
+        return conn is not None and conn.handshaken and not conn.closing
+
+    @property
+    def session_id(self) -> str:
+        return self._sender.session_id
+
+    @property
+    def pending(self) -> int:
+        """Reliable messages buffered or waiting for an ack."""
+        return len(self._sender)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "pending": self.pending,
+            "session_id": self.session_id,
+            "peer_session_id": self.peer.session_id if self.peer else None,
+            "breaker": self.breaker.state.value,
+        }
+
+    async def send_command(
+        self,
+        command: Mapping[str, Any] | CommandPayload,
+        *,
+        idempotency_key: str,
+        correlation_id: str | None = None,
+    ) -> None:
+        """Queue ``command`` for the simulator; delivered exactly once, now or after a reconnect.
+
+        A key that is still waiting for its ack is not queued again. A key that was delivered
+        before is sent again; the simulator answers it from its record without re-running it.
+        Raises :class:`InvalidInputError` for a malformed command and
+        :class:`~atomlab.core.errors.UnavailableError` when the buffer is full.
+        """
+        if not idempotency_key:
+            raise InvalidInputError("idempotency_key must not be empty", field="idempotency_key")
+        payload = _command_payload(command)
+        if idempotency_key in self._keys_pending:
+            return
+        cid = correlation_id or current_correlation_id()
+        if cid is None and isinstance(command, Mapping):
+            raw_cid = command.get("correlation_id")
+            cid = str(raw_cid) if raw_cid else None
+        envelope = self._sender.stamp(
+            MessageType.COMMAND, payload, correlation_id=cid, idempotency_key=idempotency_key
+        )
+        assert envelope.seq is not None
+        self._keys_pending[idempotency_key] = envelope.seq
+        self._m.pending.set(len(self._sender))
+        conn = self._conn
+        if conn is not None and conn.handshaken and not conn.closing:
+            await self._transmit(conn, envelope)
+
+    async def handle(self, websocket: WebSocket) -> None:
+        """Serve one simulator connection until it closes (mount as the ``/ws/isaac`` route)."""
+        await websocket.accept()
+        try:
+            self.breaker.before_call()
+        except CircuitOpenError as exc:
+            self._m.connections.labels(outcome="refused").inc()
+            await self._refuse(websocket, "circuit_open", exc.message, CLOSE_TRY_AGAIN_LATER)
+            return
+        now = self.clock.monotonic()
+        conn = _Connection(websocket, opened_at=now, last_heard=now, last_heartbeat_sent=now)
+        previous = self._conn
+        if previous is not None:
+            await self._close(previous, CLOSE_REPLACED, "replaced by a new connection")
+        self._conn = conn
+        supervisor = asyncio.create_task(self._supervise(conn), name="swarm-link-supervisor")
+        try:
+            await self._send_raw(conn, self._handshake())
+            await self._read_loop(conn)
+        finally:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+            await self._detach(conn, "connection closed")
+            if not conn.handshaken and not conn.failed:
+                self.breaker.record_neutral()
+
+    async def close(self) -> None:
+        """Close the current connection (the buffer is kept)."""
+        conn = self._conn
+        if conn is not None:
+            await self._close(conn, CLOSE_GOING_AWAY, "service shutting down")
+
+    # --- connection lifecycle ---------------------------------------------------------------
+
+    def _handshake(self) -> Envelope:
+        payload = HandshakePayload(
+            role="coordinator",
+            session_id=self._sender.session_id,
+            heartbeat_interval_s=self.heartbeat_interval_s,
+            ack_timeout_s=self._sender.ack_timeout_s,
+            capabilities=CAPABILITIES,
+        )
+        return make_envelope(MessageType.HANDSHAKE, payload, clock=self.clock)
+
+    async def _read_loop(self, conn: _Connection) -> None:
+        while not conn.closing:
+            try:
+                message = await conn.websocket.receive()
+            except (RuntimeError, OSError):
+                return
+            if message.get("type") == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                raw = message.get("bytes")
+                text = raw.decode("utf-8", "replace") if raw is not None else ""
+            conn.last_heard = self.clock.monotonic()
+            await self._on_frame(conn, text)
+
+    async def _on_frame(self, conn: _Connection, text: str) -> None:
+        try:
+            envelope = decode(text)
+            body = envelope.parsed()
+        except WireError as exc:
+            self._m.invalid.inc()
+            _log.warning("swarm_link.invalid_frame", error=exc.message)
+            await self._send_error(conn, "invalid_frame", exc.message)
+            return
+        self._m.received.labels(type=envelope.type.value).inc()
+        if not conn.handshaken:
+            await self._on_handshake(conn, envelope, body)
+            return
+        if envelope.type is MessageType.ACK:
+            assert isinstance(body, AckPayload)
+            await self._on_ack(body)
+        elif envelope.reliable:
+            await self._on_reliable(conn, envelope)
+        elif envelope.type in (MessageType.HANDSHAKE, MessageType.COMMAND):
+            self._m.invalid.inc()
+            await self._send_error(conn, "unexpected", f"unexpected {envelope.type.value} frame")
+        else:
+            await self._emit(envelope.type.value, envelope.payload)
+
+    async def _on_handshake(self, conn: _Connection, envelope: Envelope, body: BaseModel) -> None:
+        if not isinstance(body, HandshakePayload) or body.role != "simulator":
+            reason = f"expected the simulator's handshake first, got {envelope.type.value}"
+            await self._fail_connection(conn, "bad_handshake", reason, CLOSE_PROTOCOL_ERROR)
+            return
+        if body.protocol_version.split(".")[0] != PROTOCOL_VERSION.split(".")[0]:
+            reason = (
+                f"protocol_version {body.protocol_version!r} is not supported "
+                f"(this service speaks {PROTOCOL_VERSION})"
+            )
+            await self._fail_connection(conn, "version_mismatch", reason, CLOSE_PROTOCOL_ERROR)
+            return
+        conn.handshaken = True
+        self.peer = body
+        if self._receiver.peer_changed(body.session_id):
+            _log.info("swarm_link.new_peer_session", peer_session=body.session_id)
+        self.breaker.record_success()
+        self._m.connections.labels(outcome="accepted").inc()
+        self._m.connected.set(1)
+        _log.info("swarm_link.up", agents=len(body.agents), pending=len(self._sender))
+        await self._emit(LinkEvent.LINK_UP.value, body.model_dump(mode="json"))
+        for pending in self._sender.unsent():
+            await self._transmit(conn, pending)
+
+    async def _on_ack(self, body: AckPayload) -> None:
+        acked = self._sender.ack(body.seq)
+        self._m.pending.set(len(self._sender))
+        if acked is None:
+            return
+        envelope, first_sent = acked
+        if first_sent is not None:
+            self._m.ack_latency.observe(max(self.clock.monotonic() - first_sent, 0.0))
+        if envelope.type is MessageType.COMMAND and envelope.idempotency_key:
+            if self._keys_pending.get(envelope.idempotency_key) == envelope.seq:
+                del self._keys_pending[envelope.idempotency_key]
+            payload = envelope.payload
+            await self._emit(
+                LinkEvent.COMMAND_DELIVERED.value,
+                {
+                    "idempotency_key": envelope.idempotency_key,
+                    "command_id": payload.get("command_id"),
+                    "agent_id": payload.get("agent_id"),
+                },
+            )
+
+    async def _on_reliable(self, conn: _Connection, envelope: Envelope) -> None:
+        assert envelope.seq is not None
+        duplicate = self._receiver.seen(envelope.seq)
+        if duplicate:
+            self._m.duplicates.inc()
+        else:
+            # Processed before the ack goes out: if this process dies first, the peer resends.
+            await self._emit(envelope.type.value, envelope.payload)
+            self._receiver.mark(envelope.seq)
+        ack = AckPayload(message_id=envelope.message_id, seq=envelope.seq, duplicate=duplicate)
+        await self._send_raw(
+            conn,
+            make_envelope(
+                MessageType.ACK, ack, clock=self.clock, correlation_id=envelope.correlation_id
+            ),
+        )
+
+    async def _supervise(self, conn: _Connection) -> None:
+        """Handshake deadline, resends, heartbeats and dead-peer detection, read off the clock."""
+        while not conn.closing:
+            await asyncio.sleep(self.poll_interval_s)
+            now = self.clock.monotonic()
+            if not conn.handshaken:
+                if now - conn.opened_at >= self.handshake_timeout_s:
+                    reason = f"no handshake within {self.handshake_timeout_s:g} s"
+                    await self._fail_connection(
+                        conn, "handshake_timeout", reason, CLOSE_HANDSHAKE_TIMEOUT
+                    )
+                continue
+            if now - conn.last_heard >= self.dead_after_s:
+                reason = f"nothing heard for {now - conn.last_heard:.1f} s"
+                await self._fail_connection(conn, "peer_silent", reason, CLOSE_PEER_SILENT)
+                continue
+            if self._sender.exhausted():
+                reason = f"no ack after {1 + self._sender.max_resends} sends"
+                await self._fail_connection(conn, "acks_missing", reason, CLOSE_ACKS_MISSING)
+                continue
+            for envelope in self._sender.due():
+                self._m.resends.inc()
+                await self._transmit(conn, envelope)
+            if now - conn.last_heartbeat_sent >= self.heartbeat_interval_s:
+                conn.last_heartbeat_sent = now
+                beat = HeartbeatPayload(role="coordinator", sent_at=utc_iso(self.clock.now()))
+                await self._send_raw(
+                    conn, make_envelope(MessageType.HEARTBEAT, beat, clock=self.clock)
+                )
+
+    async def _fail_connection(
+        self, conn: _Connection, reason: str, message: str, code: int
+    ) -> None:
+        _log.warning("swarm_link.closing", reason=reason, detail=message)
+        self._m.dropped_peers.labels(reason=reason).inc()
+        if not conn.handshaken:
+            self._m.connections.labels(outcome="handshake_failed").inc()
+        conn.failed = True
+        self.breaker.record_failure()
+        await self._send_error(conn, reason, message)
+        await self._close(conn, code, message)
+
+    async def _detach(self, conn: _Connection, reason: str) -> None:
+        """Forget ``conn`` once: unacked messages wait for the next connection."""
+        conn.closing = True
+        if conn.detached:
+            return
+        conn.detached = True
+        if self._conn is conn:
+            self._conn = None
+            self._sender.disconnected()
+            self._m.connected.set(0)
+        if conn.handshaken:
+            _log.info("swarm_link.down", reason=reason, pending=len(self._sender))
+            await self._emit(LinkEvent.LINK_DOWN.value, {"reason": reason})
+
+    async def _close(self, conn: _Connection, code: int, reason: str) -> None:
+        await self._detach(conn, reason)
+        if conn.websocket.application_state is not WebSocketState.DISCONNECTED:
+            with contextlib.suppress(Exception):
+                await conn.websocket.close(code=code, reason=reason[:120])
+
+    async def _refuse(self, websocket: WebSocket, code_name: str, message: str, code: int) -> None:
+        error = ErrorPayload(code=code_name, message=message)
+        with contextlib.suppress(Exception):
+            await websocket.send_text(
+                make_envelope(MessageType.ERROR, error, clock=self.clock).encode()
+            )
+            await websocket.close(code=code, reason=message[:120])
+
+    # --- sending ----------------------------------------------------------------------------
+
+    async def _transmit(self, conn: _Connection, envelope: Envelope) -> None:
+        assert envelope.seq is not None
+        if await self._send_raw(conn, envelope):
+            self._sender.mark_sent(envelope.seq)
+
+    async def _send_raw(self, conn: _Connection, envelope: Envelope) -> bool:
+        if conn.closing:
+            return False
+        try:
+            async with conn.send_lock:
+                await conn.websocket.send_text(envelope.encode())
+        except Exception as exc:  # a dead socket surfaces here in several shapes
+            _log.info("swarm_link.send_failed", error=f"{type(exc).__name__}: {exc}")
+            return False
+        self._m.sent.labels(type=envelope.type.value).inc()
+        return True
+
+    async def _send_error(self, conn: _Connection, code: str, message: str) -> None:
+        error = ErrorPayload(code=code, message=message)
+        await self._send_raw(conn, make_envelope(MessageType.ERROR, error, clock=self.clock))
+
+    async def _emit(self, event_type: str, payload: dict[str, Any]) -> None:
+        handler = self.on_event
+        if handler is None:
+            return
+        try:
+            await handler(event_type, payload)
+        except Exception as exc:  # the link outlives a faulty subscriber
+            _log.error("swarm_link.on_event_failed", event=event_type, error=repr(exc))
+
+
+def _command_payload(command: Mapping[str, Any] | CommandPayload) -> CommandPayload:
+    if isinstance(command, CommandPayload):
+        return command
+    try:
+        return CommandPayload.model_validate(dict(command))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err.get("loc", ())) or "command"
+        raise InvalidInputError(
+            f"command field {where!r}: {err.get('msg', 'invalid')}",
+            field=where,
+            value=repr(err.get("input"))[:80],
+        ) from exc
+
+
+__all__ = ["BreakerState", "EventHandler", "SimulatorLink"]

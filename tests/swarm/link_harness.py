@@ -1,0 +1,118 @@
+"""Test helpers: serve a SimulatorLink on uvicorn (127.0.0.1, port 0) and talk to it raw."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from websockets.asyncio.client import ClientConnection, connect
+
+from atomlab.core.clock import Clock
+from atomlab.sim.swarm_wire import (
+    AckPayload,
+    Envelope,
+    HandshakePayload,
+    MessageType,
+    decode,
+    make_envelope,
+    new_id,
+)
+from atomlab.swarm.link import SimulatorLink
+
+WAIT_S = 10.0  # safety net against a hang, never a timing assertion
+
+
+@asynccontextmanager
+async def serve_app(app: Any) -> AsyncIterator[int]:
+    """Run ``app`` on uvicorn in this event loop; yields the port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)  # connections queue in the backlog until uvicorn accepts them
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, WAIT_S)
+
+
+@asynccontextmanager
+async def serve_link(link: SimulatorLink) -> AsyncIterator[str]:
+    """Serve ``link.handle`` at ``/ws/isaac``; yields the URL."""
+    app = Starlette(routes=[WebSocketRoute("/ws/isaac", link.handle)])
+    async with serve_app(app) as port:
+        yield f"ws://127.0.0.1:{port}/ws/isaac"
+
+
+class EventRecorder:
+    """An ``on_event`` callback that remembers every event and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self._changed = asyncio.Condition()
+
+    async def __call__(self, event_type: str, payload: dict[str, Any]) -> None:
+        async with self._changed:
+            self.events.append((event_type, payload))
+            self._changed.notify_all()
+
+    def of(self, event_type: str) -> list[dict[str, Any]]:
+        return [payload for kind, payload in self.events if kind == event_type]
+
+    async def wait_for(self, event_type: str, count: int = 1) -> list[dict[str, Any]]:
+        async with asyncio.timeout(WAIT_S), self._changed:
+            await self._changed.wait_for(lambda: len(self.of(event_type)) >= count)
+        return self.of(event_type)
+
+
+class RawPeer:
+    """A hand-driven simulator end: every frame is sent and read explicitly."""
+
+    def __init__(self, ws: ClientConnection, clock: Clock) -> None:
+        self.ws = ws
+        self.clock = clock
+        self.session_id = new_id()
+        self._seq = 0
+
+    async def recv(self, *types: MessageType) -> Envelope:
+        """The next frame of one of ``types`` (any type if none given); others are skipped."""
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                envelope = decode(await self.ws.recv())
+                if not types or envelope.type in types:
+                    return envelope
+
+    async def send(self, envelope: Envelope) -> None:
+        await self.ws.send(envelope.encode())
+
+    async def handshake(self, session_id: str | None = None) -> Envelope:
+        """Read the service's handshake and answer it; returns the service's."""
+        theirs = await self.recv(MessageType.HANDSHAKE)
+        ours = HandshakePayload(role="simulator", session_id=session_id or self.session_id)
+        await self.send(make_envelope(MessageType.HANDSHAKE, ours, clock=self.clock))
+        return theirs
+
+    async def ack(self, envelope: Envelope) -> None:
+        assert envelope.seq is not None
+        body = AckPayload(message_id=envelope.message_id, seq=envelope.seq)
+        await self.send(make_envelope(MessageType.ACK, body, clock=self.clock))
+
+    def reliable(self, message_type: MessageType, payload: dict[str, Any]) -> Envelope:
+        self._seq += 1
+        return make_envelope(message_type, payload, clock=self.clock, seq=self._seq)
+
+
+@asynccontextmanager
+async def raw_peer(url: str, clock: Clock) -> AsyncIterator[RawPeer]:
+    async with connect(url, open_timeout=WAIT_S) as ws:
+        yield RawPeer(ws, clock)
