@@ -1,0 +1,70 @@
+"""The LLM batch engine: pipelines declared in YAML, run with cache, journal, resume and metrics.
+
+    pipeline = load_pipeline("defect-triage")
+    runner = PipelineRunner(pipeline, make_provider(settings.llm), cache=ResponseCache(dir))
+    summary = run_blocking(runner, Path("scans.jsonl"), Path("triage.jsonl"))
+
+See docs/engine.md for the pipeline format, the cache layout and the resume rules.
+"""
+
+from atomlab.engine.cache import CACHE_MODES, CacheMode, CacheReport, ResponseCache, cache_key
+from atomlab.engine.errors import MappingError, PipelineError, ProcessingError, ResumeRefusedError
+from atomlab.engine.journal import RunManifest, RunPaths
+from atomlab.engine.loaders import (
+    DirectoryMappingLoader,
+    DirectoryPromptLoader,
+    InMemoryMappingLoader,
+    InMemoryPromptLoader,
+    MappingLoader,
+    PromptLoader,
+)
+from atomlab.engine.metrics import EngineMetrics
+from atomlab.engine.pipeline import (
+    Pipeline,
+    PipelineSpec,
+    build_pipeline,
+    list_pipelines,
+    load_pipeline,
+    sample_input,
+)
+from atomlab.engine.runner import (
+    FailedItem,
+    PipelineRunner,
+    RunOptions,
+    RunSummary,
+    run_blocking,
+    scan_input,
+)
+
+__all__ = [
+    "CACHE_MODES",
+    "CacheMode",
+    "CacheReport",
+    "DirectoryMappingLoader",
+    "DirectoryPromptLoader",
+    "EngineMetrics",
+    "FailedItem",
+    "InMemoryMappingLoader",
+    "InMemoryPromptLoader",
+    "MappingError",
+    "MappingLoader",
+    "Pipeline",
+    "PipelineError",
+    "PipelineRunner",
+    "PipelineSpec",
+    "ProcessingError",
+    "PromptLoader",
+    "ResponseCache",
+    "ResumeRefusedError",
+    "RunManifest",
+    "RunOptions",
+    "RunPaths",
+    "RunSummary",
+    "build_pipeline",
+    "cache_key",
+    "list_pipelines",
+    "load_pipeline",
+    "run_blocking",
+    "sample_input",
+    "scan_input",
+]

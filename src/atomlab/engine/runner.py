@@ -1,0 +1,780 @@
+"""Run a pipeline over an input JSONL: pipelined stages, bounded concurrency, ordered output.
+
+Items are admitted up to ``max_items_in_flight``; each item runs its item stages, then fans out
+into levels. A level holds one of the item's ``fanout.max_concurrent`` slots from the start of
+its generation to the end of its mapping; generated levels wait in an ``asyncio.Queue`` for a
+mapping worker, so one level's generation overlaps the previous level's mapping. Provider calls
+share one semaphore of ``concurrency``. Finished items are written in input order the moment
+their predecessors are written, so memory stays bounded and the output is byte-identical
+whatever the concurrency::
+
+    runner = PipelineRunner(load_pipeline("defect-triage"), OfflineProvider(), cache=cache)
+    summary = await runner.run(Path("scans.jsonl"), Path("triage.jsonl"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from atomlab.core.errors import (
+    AtomlabError,
+    CircuitOpenError,
+    ConfigError,
+    ExitCode,
+    InterruptedRunError,
+    InvalidInputError,
+    NotFoundError,
+    PolicyRefusedError,
+    TerminatedError,
+)
+from atomlab.core.logging import get_logger
+from atomlab.engine.cache import ResponseCache, cache_key
+from atomlab.engine.errors import MappingError, ProcessingError, ResumeRefusedError
+from atomlab.engine.journal import (
+    Journal,
+    OrderedSink,
+    RunManifest,
+    RunPaths,
+    discard,
+    finalise,
+)
+from atomlab.engine.metrics import EngineMetrics
+from atomlab.engine.pipeline import (
+    SOURCE_REF_PREFIX,
+    Pipeline,
+    Stage,
+    canonical_json,
+    lookup,
+)
+from atomlab.llm import GenerationRequest, InvalidResponseError, Provider
+
+log = get_logger("atomlab.engine")
+
+StopKind = Literal["interrupt", "terminate"]
+DEFAULT_CONCURRENCY = 8
+WINDOW_FACTOR = 4  # finished items may wait this many admission windows for a slow predecessor
+HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How a run behaves; only ``strict`` and the provider/model affect the output bytes."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    max_items_in_flight: int | None = None
+    strict: bool = False
+    resume: bool = False
+    write_metrics: bool = True
+
+
+@dataclass
+class FailedItem:
+    item_id: str
+    stage: str
+    error_type: str
+    message: str
+    request_id: str | None
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``status`` is ``complete``, ``interrupted``, ``terminated`` or ``failed``."""
+
+    pipeline: str
+    output: Path
+    status: str = "running"
+    items: int = 0
+    ok: int = 0
+    rejected: int = 0
+    resumed_items: int = 0
+    calls: int = 0
+    cache_hits: int = 0
+    journal_hits: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    failed: list[FailedItem] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "output": str(self.output),
+            "status": self.status,
+            "items": self.items,
+            "ok": self.ok,
+            "rejected": self.rejected,
+            "resumed_items": self.resumed_items,
+            "calls": self.calls,
+            "cache_hits": self.cache_hits,
+            "journal_hits": self.journal_hits,
+            "tokens": {"prompt": self.prompt_tokens, "output": self.output_tokens},
+            "failed": [f.__dict__ for f in self.failed],
+        }
+
+
+@dataclass(frozen=True)
+class InputScan:
+    sha256: str
+    items: int
+
+
+def scan_input(path: Path, pipeline: Pipeline) -> InputScan:
+    """Hash the input and check every line (JSON object, id and required fields, unique ids)."""
+    if not path.is_file():
+        raise NotFoundError(
+            f"input file {str(path)!r} does not exist; pass a JSONL file with --input",
+            path=str(path),
+        )
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    seen: set[str] = set()
+    count = 0
+    for line_no, item in _read_lines(path):
+        for name in (pipeline.spec.item.id, *pipeline.spec.item.required):
+            if name not in item:
+                raise InvalidInputError(
+                    f"{path.name} line {line_no}: missing field {name!r}; every item of "
+                    f"pipeline {pipeline.name!r} needs {name!r}",
+                    path=str(path),
+                    line=line_no,
+                    field=name,
+                )
+        item_id = pipeline.item_id(item)
+        if item_id in seen:
+            raise InvalidInputError(
+                f"{path.name} line {line_no}: id {item_id!r} appears twice; ids must be unique",
+                path=str(path),
+                line=line_no,
+                field=pipeline.spec.item.id,
+                value=item_id,
+            )
+        seen.add(item_id)
+        fanout = pipeline.spec.fanout
+        if fanout and fanout.field:
+            _check_level_list(path, line_no, item, fanout.field, fanout.id)
+        count += 1
+    return InputScan(digest.hexdigest(), count)
+
+
+def _check_level_list(path: Path, line_no: int, item: dict[str, Any], name: str, key: str) -> None:
+    entries = item.get(name)
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and key in e for e in entries):
+        raise InvalidInputError(
+            f"{path.name} line {line_no}: {name!r} must be a list of objects each with {key!r}",
+            path=str(path),
+            line=line_no,
+            field=name,
+        )
+
+
+def _read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open("r", encoding="utf-8") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                item = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(
+                    f"{path.name} line {line_no} is not valid JSON ({exc.msg}); "
+                    "the input must hold one JSON object per line",
+                    path=str(path),
+                    line=line_no,
+                ) from None
+            if not isinstance(item, dict):
+                raise InvalidInputError(
+                    f"{path.name} line {line_no} is a JSON {type(item).__name__}, not an object",
+                    path=str(path),
+                    line=line_no,
+                )
+            yield line_no, item
+
+
+@dataclass
+class _Outcome:
+    index: int
+    item_id: str
+    outcome: str
+    line: bytes
+
+
+class _RunStoppedError(Exception):
+    """Raised inside the run when it must end early (signal, strict failure, fatal error)."""
+
+
+class PipelineRunner:
+    """Runs one pipeline with one provider; a library object the CLI only wraps."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        provider: Provider,
+        *,
+        cache: ResponseCache | None = None,
+        metrics: EngineMetrics | None = None,
+        options: RunOptions | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.provider = provider
+        self.cache = cache
+        self.metrics = metrics or EngineMetrics()
+        self.options = options or RunOptions()
+        self._on_progress = on_progress or (lambda _done, _total: None)
+        self._calls = asyncio.Semaphore(self.options.concurrency)
+        self._stop_kind: StopKind | None = None
+        self._fatal: BaseException | None = None
+        self._active: dict[int, asyncio.Task[None]] = {}
+        self._pending: dict[int, _Outcome] = {}
+        self._next = 0
+        self._progress = asyncio.Event()
+        self._journal: Journal | None = None
+        self._sink: OrderedSink | None = None
+        self._run_tag = uuid.uuid4().hex[:8]
+        self.summary = RunSummary(pipeline.name, Path())
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_kind is not None or self._fatal is not None
+
+    def manifest_for(self, input_sha256: str) -> RunManifest:
+        settings = {
+            "provider": self.provider.name,
+            "model": self.provider.model,
+            "strict": self.options.strict,
+            "schema_version": self.pipeline.schema_version,
+        }
+        return RunManifest(input_sha256, self.pipeline.name, self.pipeline.digest, settings)
+
+    def request_stop(self, kind: StopKind = "interrupt") -> None:
+        """Stop scheduling, cancel in-flight calls; :meth:`run` then flushes and raises."""
+        if self._stop_kind is None:
+            self._stop_kind = kind
+            log.warning("engine.stopping", reason=kind, in_flight_items=len(self._active))
+        for task in list(self._active.values()):
+            task.cancel()
+        self._progress.set()
+
+    async def run(self, input_path: Path, output_path: Path) -> RunSummary:
+        """Process ``input_path`` into ``output_path``; resumable when ``options.resume``."""
+        scan = scan_input(input_path, self.pipeline)
+        paths = RunPaths(output_path)
+        self.summary = RunSummary(self.pipeline.name, output_path, items=scan.items)
+        manifest = self.manifest_for(scan.sha256)
+        journal, done, out_end, rejects_end = self._open_journal(paths, manifest)
+        self._journal = journal
+        try:
+            if journal.status() == "complete" and paths.output.exists():
+                self.summary.status = "complete"
+                self.summary.resumed_items = done
+                return self.summary
+            self._sink = OrderedSink(paths, journal, out_end=out_end, rejects_end=rejects_end)
+            self._next = done
+            self.summary.resumed_items = done
+            self._on_progress(done, scan.items)
+            await self._feed(input_path, skip=done)
+            await self._settle()
+            self._sink.sync()
+            if self.stopping:
+                self._raise_stopped(journal)
+            self._sink.close()
+            finalise(paths)
+            journal.set_status("complete")
+            self.summary.status = "complete"
+            log.info("engine.run_complete", **_brief(self.summary))
+            return self.summary
+        finally:
+            if self._sink is not None:
+                self._sink.close()
+            journal.close()
+            if self.cache is not None:
+                self.cache.close()
+            if self.options.write_metrics:
+                self.metrics.write_textfile(str(paths.metrics))
+
+    def _open_journal(
+        self, paths: RunPaths, manifest: RunManifest
+    ) -> tuple[Journal, int, int, int]:
+        if not self.options.resume:
+            discard(paths)
+            journal = Journal(paths.journal)
+            journal.begin(manifest)
+            return journal, 0, 0, 0
+        if not paths.journal.exists():
+            raise ResumeRefusedError(
+                f"nothing to resume: no journal at {str(paths.journal)!r}; "
+                "run without --resume to start",
+                journal=str(paths.journal),
+            )
+        journal = Journal(paths.journal)
+        previous = journal.manifest()
+        changes = previous.differences(manifest) if previous else ["the journal has no manifest"]
+        if changes:
+            journal.close()
+            raise ResumeRefusedError(
+                "cannot resume "
+                + str(paths.output)
+                + ": "
+                + "; ".join(changes)
+                + ". Resume with the same input, pipeline and settings, or run without "
+                "--resume to start over (the cache keeps finished calls)",
+                changes=changes,
+            )
+        done, out_end, rejects_end, outcomes = journal.finished()
+        self.summary.ok = outcomes.get("ok", 0)
+        self.summary.rejected = outcomes.get("rejected", 0)
+        if journal.status() != "complete":
+            journal.set_status("running")
+        return journal, done, out_end, rejects_end
+
+    def _raise_stopped(self, journal: Journal) -> None:
+        if self._fatal is not None:
+            journal.set_status("failed")
+            self.summary.status = "failed"
+            raise self._fatal
+        kind = self._stop_kind
+        journal.set_status("interrupted")
+        written = self._next
+        message = (
+            f"stopped after {written} of {self.summary.items} items; "
+            f"continue with --resume (partial output in {RunPaths(self.summary.output).part})"
+        )
+        if kind == "terminate":
+            self.summary.status = "terminated"
+            raise TerminatedError(message, items_done=written)
+        self.summary.status = "interrupted"
+        raise InterruptedRunError(message, items_done=written)
+
+    # --- scheduling ---------------------------------------------------------------------
+
+    async def _feed(self, input_path: Path, *, skip: int) -> None:
+        limit = self.options.max_items_in_flight or self.options.concurrency
+        window = limit * WINDOW_FACTOR
+        index = -1
+        for _line_no, item in _read_lines(input_path):
+            index += 1
+            if index < skip:
+                continue
+            while not self.stopping and (
+                len(self._active) >= limit or index >= self._next + window
+            ):
+                self._progress.clear()
+                await self._progress.wait()
+            if self.stopping:
+                return
+            self._active[index] = asyncio.create_task(self._item_task(index, item))
+
+    async def _settle(self) -> None:
+        while self._active:
+            await asyncio.gather(*self._active.values(), return_exceptions=True)
+
+    async def _item_task(self, index: int, item: dict[str, Any]) -> None:
+        item_id = self.pipeline.item_id(item)
+        try:
+            record = await self._process(index, item_id, item)
+            self._deliver(_Outcome(index, item_id, "ok", _line(record)))
+        except asyncio.CancelledError:
+            pass  # stopping: the item stays unfinished in the journal
+        except _RunStoppedError:
+            pass
+        except ProcessingError as exc:
+            self._reject(index, item_id, exc)
+        finally:
+            self._active.pop(index, None)
+            self._progress.set()
+
+    def _reject(self, index: int, item_id: str, exc: ProcessingError) -> None:
+        failure = FailedItem(item_id, exc.stage, exc.type_name, exc.message, exc.request_id)
+        self.summary.failed.append(failure)
+        log.warning(
+            "engine.item_rejected",
+            item_id=item_id,
+            stage=exc.stage,
+            error=exc.type_name,
+            request_id=exc.request_id,
+        )
+        if self.options.strict:
+            self._stop_fatal(exc)
+            return
+        reject = {
+            "id": item_id,
+            "index": index,
+            "stage": exc.stage,
+            "error": {"type": exc.type_name, "message": exc.message},
+            "request_id": exc.request_id,
+        }
+        self._deliver(_Outcome(index, item_id, "rejected", _line(reject)))
+
+    def _stop_fatal(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+        for task in list(self._active.values()):
+            task.cancel()
+        self._progress.set()
+
+    def _deliver(self, outcome: _Outcome) -> None:
+        assert self._sink is not None
+        self._pending[outcome.index] = outcome
+        while self._next in self._pending:
+            ready = self._pending.pop(self._next)
+            self._sink.write(ready.index, ready.item_id, ready.outcome, ready.line)
+            if ready.outcome == "ok":
+                self.summary.ok += 1
+            else:
+                self.summary.rejected += 1
+            self.metrics.items.labels(outcome=ready.outcome).inc()
+            self._next += 1
+            self._on_progress(self._next, self.summary.items)
+
+    # --- one item -----------------------------------------------------------------------
+
+    async def _process(self, index: int, item_id: str, item: dict[str, Any]) -> dict[str, Any]:
+        assert self._journal is not None
+        run = _ItemRun(index, item_id, item, self._journal.stages_for(index))
+        stages: dict[str, Any] = {}
+        for stage in self.pipeline.item_stages:
+            context = self._context(item, stages)
+            stages[stage.name] = await self._generate(run, stage, stage.name, context)
+        levels = self.pipeline.level_entries(item)
+        level_results = await self._run_levels(run, stages, levels)
+        return {
+            "schema_version": self.pipeline.schema_version,
+            "pipeline": self.pipeline.name,
+            "id": item_id,
+            "input": item,
+            "stages": stages,
+            "levels": [
+                {"id": level_id, "entry": entry, "stages": level_results[position]}
+                for position, (level_id, entry) in enumerate(levels)
+            ],
+            "meta": {
+                "provider": self.provider.name,
+                "model": self.provider.model,
+                "pipeline_digest": self.pipeline.digest,
+            },
+        }
+
+    async def _run_levels(
+        self,
+        run: _ItemRun,
+        item_stages: dict[str, Any],
+        levels: list[tuple[str, dict[str, Any]]],
+    ) -> dict[int, dict[str, Any]]:
+        """Generate levels under the item's slot bound; map them as they come off the queue."""
+        results: dict[int, dict[str, Any]] = {}
+        if not levels:
+            return results
+        slots = asyncio.Semaphore(self.pipeline.max_concurrent_levels)
+        generated: asyncio.Queue[tuple[int, str, dict[str, Any], dict[str, Any]] | None] = (
+            asyncio.Queue()
+        )
+
+        async def produce(position: int, level_id: str, entry: dict[str, Any]) -> None:
+            await slots.acquire()
+            try:
+                outputs: dict[str, Any] = {}
+                for stage in self.pipeline.level_generate_stages:
+                    context = self._context(run.item, {**item_stages, **outputs}, level=entry)
+                    key = f"{stage.name}@{level_id}"
+                    outputs[stage.name] = await self._generate(run, stage, key, context)
+            except BaseException:
+                slots.release()
+                raise
+            await generated.put((position, level_id, entry, outputs))
+
+        async def consume() -> None:
+            while (job := await generated.get()) is not None:
+                position, level_id, entry, outputs = job
+                try:
+                    context = self._context(run.item, {**item_stages, **outputs}, level=entry)
+                    for stage in self.pipeline.level_map_stages:
+                        outputs[stage.name] = await self._map(run, stage, level_id, context)
+                    results[position] = outputs
+                finally:
+                    slots.release()
+
+        workers = [
+            asyncio.create_task(consume())
+            for _ in range(min(len(levels), self.pipeline.max_concurrent_levels))
+        ]
+        producers = [
+            asyncio.create_task(produce(position, level_id, entry))
+            for position, (level_id, entry) in enumerate(levels)
+        ]
+        try:
+            await _first_error(producers)
+            for _ in workers:
+                await generated.put(None)
+            await _first_error(workers)
+        finally:
+            for task in (*producers, *workers):
+                task.cancel()
+            await asyncio.gather(*producers, *workers, return_exceptions=True)
+        return results
+
+    def _context(
+        self, item: dict[str, Any], stages: Mapping[str, Any], *, level: Any = None
+    ) -> dict[str, Any]:
+        context: dict[str, Any] = {
+            "item": item,
+            "stages": stages,
+            "catalogues": self.pipeline.catalogues,
+        }
+        if level is not None:
+            context["level"] = level
+        return context
+
+    async def _map(
+        self, run: _ItemRun, stage: Stage, level_id: str, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One call per catalogue; answers keyed by source position are turned into source ids."""
+        source_path = stage.spec.source or ""
+        try:
+            found = lookup(context["stages"], source_path, where=f"stage {stage.name!r} source")
+        except KeyError as exc:
+            raise MappingError(str(exc), item_id=run.item_id, stage=stage.name) from None
+        many = isinstance(found, list)
+        sources = found if many else [found]
+        ids = [
+            _source_id(run.item_id, level_id, stage.name, position, source)
+            for position, source in enumerate(sources)
+        ]
+        refs = {f"{SOURCE_REF_PREFIX}{n + 1}": source for n, source in enumerate(sources)}
+        mapped: dict[str, Any] = {
+            "sources": [
+                {"id": sid, "path": f"{source_path}.{n}" if many else source_path}
+                for n, sid in enumerate(ids)
+            ],
+            "catalogues": {},
+        }
+        if not sources:
+            return mapped
+        for catalogue in stage.spec.catalogues:
+            model = self.pipeline.map_model(stage, catalogue, len(sources))
+            map_context = {
+                **context,
+                "sources": refs,
+                "catalogue": {"name": catalogue, "entries": self.pipeline.catalogues[catalogue]},
+            }
+            key = f"{stage.name}.{catalogue}@{level_id}"
+            answer = await self._call(run, stage, key, model, map_context, error=MappingError)
+            mapped["catalogues"][catalogue] = {
+                sid: sorted(set(answer[f"{SOURCE_REF_PREFIX}{n + 1}"])) for n, sid in enumerate(ids)
+            }
+        return mapped
+
+    async def _generate(
+        self, run: _ItemRun, stage: Stage, key: str, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        assert stage.output_model is not None
+        return await self._call(run, stage, key, stage.output_model, context, error=ProcessingError)
+
+    async def _call(
+        self,
+        run: _ItemRun,
+        stage: Stage,
+        key: str,
+        schema: type[BaseModel],
+        context: dict[str, Any],
+        *,
+        error: type[ProcessingError],
+    ) -> dict[str, Any]:
+        """Journal, then cache, then the provider: the first that has the answer gives it."""
+        if key in run.journaled:
+            self.summary.journal_hits += 1
+            return run.journaled[key]
+        if self.stopping:
+            raise _RunStoppedError
+        try:
+            prompt = stage.template.render(context)
+            system = self.pipeline.system.render(context) if self.pipeline.system else None
+        except KeyError as exc:
+            raise error(str(exc.args[0]), item_id=run.item_id, stage=key) from None
+        address = cache_key(
+            provider=self.provider.name,
+            model=self.provider.model,
+            prompt=prompt,
+            system=system,
+            schema=schema,
+            schema_version=self.pipeline.schema_version,
+            temperature=stage.spec.temperature,
+        )
+        value = self.cache.get(address, schema) if self.cache is not None else None
+        if value is not None:
+            self.summary.cache_hits += 1
+        else:
+            value = await self._ask(run, stage, key, schema, prompt, system, error)
+            if self.cache is not None:
+                self.cache.put(
+                    address,
+                    value,
+                    provider=self.provider.name,
+                    model=self.provider.model,
+                    stage=stage.name,
+                )
+        assert self._journal is not None
+        self._journal.record_stage(run.index, key, value)
+        return value
+
+    async def _ask(
+        self,
+        run: _ItemRun,
+        stage: Stage,
+        key: str,
+        schema: type[BaseModel],
+        prompt: str,
+        system: str | None,
+        error: type[ProcessingError],
+    ) -> dict[str, Any]:
+        request = GenerationRequest(
+            prompt=prompt,
+            schema=schema,
+            system=system,
+            temperature=stage.spec.temperature,
+            request_id=f"{self._run_tag}:{run.item_id}:{key}",
+        )
+        label = stage.name
+        self.metrics.submitted.labels(stage=label).inc()
+        async with self._calls:
+            if self.stopping:
+                raise _RunStoppedError
+            self.metrics.inflight.inc()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                generation = await self.provider.generate(request)
+            except AtomlabError as exc:
+                self.metrics.completed.labels(stage=label, outcome="error").inc()
+                raise self._stage_failure(exc, run, key, request.request_id, error) from exc
+            finally:
+                self.metrics.inflight.dec()
+                self.metrics.stage_duration.labels(stage=label).observe(loop.time() - started)
+        self.metrics.completed.labels(stage=label, outcome="ok").inc()
+        if generation.attempts > 1:
+            self.metrics.retries.labels(stage=label).inc(generation.attempts - 1)
+        self.summary.calls += 1
+        self.summary.prompt_tokens += generation.usage.prompt_tokens
+        self.summary.output_tokens += generation.usage.output_tokens
+        self.metrics.tokens.labels(kind="prompt").inc(generation.usage.prompt_tokens)
+        self.metrics.tokens.labels(kind="output").inc(generation.usage.output_tokens)
+        return generation.value.model_dump(mode="json")
+
+    def _stage_failure(
+        self,
+        exc: AtomlabError,
+        run: _ItemRun,
+        key: str,
+        request_id: str,
+        error: type[ProcessingError],
+    ) -> BaseException:
+        """Item failures become ``error``; run-level ones (auth, budget, breaker) stop the run."""
+        if isinstance(exc, ConfigError | PolicyRefusedError | CircuitOpenError):
+            exc.details.update(item_id=run.item_id, stage=key)
+            self._stop_fatal(exc)
+            return _RunStoppedError()
+        if isinstance(exc, InvalidResponseError) or not self.options.strict:
+            return error(
+                exc.message,
+                item_id=run.item_id,
+                stage=key,
+                request_id=getattr(exc, "request_id", "") or request_id,
+                cause=exc.type_name,
+            )
+        exc.details.update(item_id=run.item_id, stage=key)
+        failure = FailedItem(run.item_id, key, exc.type_name, exc.message, request_id)
+        self.summary.failed.append(failure)
+        self._stop_fatal(exc)
+        return _RunStoppedError()
+
+
+@dataclass
+class _ItemRun:
+    index: int
+    item_id: str
+    item: dict[str, Any]
+    journaled: dict[str, dict[str, Any]]
+
+
+async def _first_error(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for all ``tasks``; on the first failure cancel the rest and raise it."""
+    pending = set(tasks)
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+
+def _source_id(item_id: str, level_id: str, stage: str, position: int, source: Any) -> str:
+    """A short id for one mapped thing, stable for the same content at the same place."""
+    digest = hashlib.sha256(
+        canonical_json([item_id, level_id, stage, position, source]).encode()
+    ).digest()
+    return base64.b32encode(digest[:5]).decode("ascii")
+
+
+def _line(record: Mapping[str, Any]) -> bytes:
+    return (canonical_json(record) + "\n").encode("utf-8")
+
+
+def _brief(summary: RunSummary) -> dict[str, Any]:
+    data = summary.to_dict()
+    data.pop("failed")
+    return data
+
+
+def run_blocking(
+    runner: PipelineRunner,
+    input_path: Path,
+    output_path: Path,
+    *,
+    handle_signals: bool = True,
+) -> RunSummary:
+    """Run in a fresh event loop; SIGINT/SIGTERM stop it cleanly, a second signal exits at once."""
+
+    def on_signal(kind: str) -> None:
+        if runner.stopping:
+            code = ExitCode.INTERRUPTED if kind == "interrupt" else ExitCode.TERMINATED
+            os._exit(int(code))
+        runner.request_stop("terminate" if kind == "terminate" else "interrupt")
+
+    async def main() -> RunSummary:
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if handle_signals:
+            for sig, kind in ((signal.SIGINT, "interrupt"), (signal.SIGTERM, "terminate")):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, on_signal, kind)
+                    installed.append(sig)
+        try:
+            return await runner.run(input_path, output_path)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(main())
+
+
+__all__ = [
+    "FailedItem",
+    "InputScan",
+    "PipelineRunner",
+    "RunOptions",
+    "RunSummary",
+    "run_blocking",
+    "scan_input",
+]
