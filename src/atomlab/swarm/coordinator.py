@@ -1,0 +1,874 @@
+"""The swarm coordinator: from validated defects to verified repairs.
+
+It owns the service's state (defects, the repair queue, commands, agents, reservations) and
+three background workers started by the app's lifespan: the planner (orders new defects), the
+dispatcher (assigns queued defects to idle agents, event-driven) and the watchdog (heartbeat
+failure detection and stuck commands). The simulator link feeds it events through
+:meth:`SwarmCoordinator.on_link_event`.
+
+A defect's life: detected → queued (planned) → repairing (a ``repair`` command: the agent moves
+there and repairs, then a ``scan`` command re-checks the site) → completed when the scan finds it
+gone; otherwise repaired again up to the retry budget, then failed. A defect whose target breaks a
+safety rule is unrepairable and never produces a command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from atomlab.core.clock import Clock, SystemClock
+from atomlab.core.logging import correlation_scope, get_logger
+from atomlab.core.settings import SwarmSettings
+from atomlab.swarm.allocation import AgentSlot, JobSlot, allocate
+from atomlab.swarm.commands import CommandBook, RepairQueue
+from atomlab.swarm.db import StoreWriter, agent_row, command_row, defect_row
+from atomlab.swarm.metrics import SwarmMetrics
+from atomlab.swarm.models import (
+    UNITS_PER_NM,
+    Action,
+    AgentState,
+    AgentStatus,
+    Command,
+    CommandStatus,
+    Defect,
+    DefectStatus,
+    Point,
+    SensorCoordinateIn,
+    units_to_nm,
+)
+from atomlab.swarm.planner import LlmRouteAdvisor, PlanStop, RepairPath, plan_route
+from atomlab.swarm.reservations import ReservationTable, Vec
+from atomlab.swarm.validation import Rejection, SafetyLimits, SafetyValidator
+
+CommandSender = Callable[..., Awaitable[None]]
+
+THERMAL_HEADROOM_C = 20.0  # an agent must be this far below the repair budget to start one
+WATCHDOG_MIN_PERIOD_S = 0.05
+PLAN_IN_THREAD_ABOVE = 40  # plan bigger batches off the event loop
+DISPATCH_LOOKAHEAD = 4  # jobs considered per idle agent in one round
+
+log = get_logger(__name__)
+
+_SIM_STATUS = {
+    "idle": AgentStatus.IDLE,
+    "moving": AgentStatus.MOVING,
+    "repairing": AgentStatus.REPAIRING,
+    "scanning": AgentStatus.REPAIRING,
+    "halted": AgentStatus.ERROR,
+    "stuck": AgentStatus.ERROR,
+    "error": AgentStatus.ERROR,
+}
+
+
+@dataclass
+class Job:
+    """The defect an agent is working on and the command it is executing for it."""
+
+    defect_id: str
+    agent_id: str
+    command_id: str
+    started_at: float  # clock.monotonic() when the current command was issued
+
+
+@dataclass
+class IngestResult:
+    defect_ids: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    unrepairable: int = 0
+
+
+def _to_units(xyz_nm: dict[str, Any]) -> Vec:
+    return (
+        float(xyz_nm.get("x", 0.0)) * UNITS_PER_NM,
+        float(xyz_nm.get("y", 0.0)) * UNITS_PER_NM,
+        float(xyz_nm.get("z", 0.0)) * UNITS_PER_NM,
+    )
+
+
+def _point(v: Vec) -> Point:
+    return Point(round(v[0]), round(v[1]), round(v[2]))
+
+
+def _vec(p: Point) -> Vec:
+    return (float(p.x), float(p.y), float(p.z))
+
+
+class SwarmCoordinator:
+    """State and workers of one swarm service instance (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        settings: SwarmSettings,
+        clock: Clock | None = None,
+        metrics: SwarmMetrics | None = None,
+        send: CommandSender | None = None,
+        writer: StoreWriter | None = None,
+        advisor: LlmRouteAdvisor | None = None,
+        link_connected: Callable[[], bool] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or SwarmMetrics()
+        self.limits = SafetyLimits.from_settings(settings)
+        self.validator = SafetyValidator(self.limits)
+        self.send = send
+        self.writer = writer
+        self.advisor = advisor
+        self._link_connected = link_connected or (lambda: True)
+        self.defects: dict[str, Defect] = {}
+        self.queue = RepairQueue()
+        self.book = CommandBook()
+        self.agents: dict[str, AgentState] = {}
+        self.jobs: dict[str, Job] = {}
+        self.reservations = ReservationTable(self.limits.clearance_units)
+        self.halted = False
+        self.halt_reason: str | None = None
+        self.ground_truth: dict[str, Any] | None = None
+        self._active_keys: dict[tuple[int, int, int, str], str] = {}
+        self._inbox: list[Defect] = []
+        self._inbox_ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._outbox: asyncio.Queue[Command] = asyncio.Queue()
+        self._failed_at: dict[str, float] = {}
+        self._resend_on_link_up: list[str] = []
+        self._seq = 0
+        self._rank = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the planner, dispatcher, sender and watchdog tasks (inside a running loop)."""
+        workers = {
+            "swarm-planner": self._plan_worker(),
+            "swarm-dispatcher": self._dispatch_worker(),
+            "swarm-sender": self._send_worker(),
+            "swarm-watchdog": self._watch_worker(),
+        }
+        self._tasks = [asyncio.create_task(coro, name=name) for name, coro in workers.items()]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    # --- ingest -----------------------------------------------------------------------------
+
+    def check_batch(self, coordinates: Sequence[SensorCoordinateIn]) -> list[Rejection]:
+        """Grid and bounds check of a batch; field names like ``coordinates.3.x``."""
+        found: list[Rejection] = []
+        for index, coordinate in enumerate(coordinates):
+            found.extend(
+                self.validator.precision.check_coordinate(coordinate, f"coordinates.{index}")
+            )
+        return found
+
+    def ingest(
+        self,
+        coordinates: Sequence[SensorCoordinateIn],
+        *,
+        correlation_id: str,
+        defect_ids: Sequence[str | None] | None = None,
+    ) -> IngestResult:
+        """Record a validated batch and hand it to the planner; returns at once (no I/O)."""
+        result = IngestResult()
+        now = self.clock.now()
+        for index, c in enumerate(coordinates):
+            position = Point.from_nm(c.x, c.y, c.z)
+            key = (position.x, position.y, position.z, c.defect_type)
+            existing = self._active_keys.get(key)
+            if existing is not None:
+                result.duplicates += 1
+                result.defect_ids.append(existing)
+                self.metrics.defects.labels(outcome="duplicate").inc()
+                continue
+            given = defect_ids[index] if defect_ids is not None else None
+            defect_id = given if given and given not in self.defects else uuid.uuid4().hex[:12]
+            self._seq += 1
+            defect = Defect(
+                defect_id=defect_id,
+                position=position,
+                defect_type=c.defect_type,
+                severity=c.severity,
+                detected_at=now,
+                correlation_id=correlation_id,
+                seq=self._seq,
+                status=DefectStatus.DETECTED,
+            )
+            self.defects[defect_id] = defect
+            result.defect_ids.append(defect_id)
+            self.metrics.defects.labels(outcome="detected").inc()
+            reason = self.validator.unrepairable_reason(position)
+            if reason is not None:
+                defect.status = DefectStatus.UNREPAIRABLE
+                defect.reason = reason
+                result.unrepairable += 1
+                self.metrics.defects.labels(outcome="unrepairable").inc()
+                self._event("unrepairable", defect, detail=reason)
+            else:
+                self._active_keys[key] = defect_id
+                self._inbox.append(defect)
+            self._save_defect(defect)
+        if self._inbox:
+            self._inbox_ready.set()
+        self._update_gauges()
+        log.info(
+            "swarm.sensor_data",
+            accepted=len(result.defect_ids),
+            duplicates=result.duplicates,
+            unrepairable=result.unrepairable,
+            correlation_id=correlation_id,
+        )
+        return result
+
+    # --- planning ---------------------------------------------------------------------------
+
+    async def plan_pending(self) -> RepairPath | None:
+        """Order everything in the inbox and queue it (the planner worker's one step)."""
+        batch, self._inbox = self._inbox, []
+        self._inbox_ready.clear()
+        batch = [d for d in batch if d.status is DefectStatus.DETECTED]
+        if not batch:
+            return None
+        stops = [PlanStop(d.defect_id, d.position, d.severity, d.seq) for d in batch]
+        start = self._swarm_centre()
+        began = self.clock.monotonic()
+        if len(stops) > PLAN_IN_THREAD_ABOVE:
+            path = await asyncio.to_thread(plan_route, stops, start)
+        else:
+            path = plan_route(stops, start)
+        if self.advisor is not None:
+            path = await self.advisor.plan(stops, start, heuristic=path)
+        self.metrics.planning_seconds.observe(max(self.clock.monotonic() - began, 0.0))
+        self.metrics.plans.labels(source=path.source).inc()
+        by_id = {d.defect_id: d for d in batch}
+        for defect_id in path.order:
+            defect = by_id[defect_id]
+            if defect.status is not DefectStatus.DETECTED:
+                continue
+            self._rank += 1
+            defect.status = DefectStatus.QUEUED
+            self.queue.push(defect, rank=self._rank)
+            self._save_defect(defect)
+        self._update_gauges()
+        self._wake.set()
+        return path
+
+    def _swarm_centre(self) -> Point:
+        live = [a for a in self.agents.values() if a.status is not AgentStatus.DEAD]
+        if not live:
+            return self.limits.bounds.lo
+        n = len(live)
+        return Point(
+            round(sum(a.position.x for a in live) / n),
+            round(sum(a.position.y for a in live) / n),
+            round(sum(a.position.z for a in live) / n),
+        )
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    def eligible_agents(self) -> list[AgentState]:
+        budget = self.settings.repair_thermal_budget_c
+        return [
+            a
+            for a in self.agents.values()
+            if a.status is AgentStatus.IDLE
+            and a.agent_id not in self.jobs
+            and a.temperature_c <= budget - THERMAL_HEADROOM_C
+        ]
+
+    def dispatch_round(self) -> list[Command]:
+        """Assign queued defects to idle agents (safety > severity > fairness > distance)."""
+        if self.halted or not self.queue:
+            return []
+        agents = self.eligible_agents()
+        if not agents:
+            return []
+        candidates = self.queue.peek(limit=DISPATCH_LOOKAHEAD * len(agents))
+        slots = [JobSlot(d.defect_id, _vec(d.position), d.severity) for d in candidates]
+        agent_slots = [AgentSlot(a.agent_id, a.xyz, a.assigned_total) for a in agents]
+
+        def feasible(agent: AgentSlot, job: JobSlot) -> bool:
+            return self.reservations.is_free(agent.agent_id, agent.position, job.position)
+
+        pairs = allocate(slots, agent_slots, feasible=feasible, strategy=self.settings.assignment)
+        priority = {d.defect_id: i for i, d in enumerate(candidates)}
+        issued: list[Command] = []
+        for pair in sorted(pairs, key=lambda p: priority[p.job_id]):
+            agent = self.agents[pair.agent_id]
+            defect = self.defects[pair.job_id]
+            # Earlier pairs of this round reserved space: check again before committing.
+            if not self.reservations.is_free(agent.agent_id, agent.xyz, _vec(defect.position)):
+                continue
+            issued.append(self._start_job(agent, defect))
+        if issued:
+            self._update_gauges()
+        return issued
+
+    def _start_job(self, agent: AgentState, defect: Defect) -> Command:
+        self.queue.remove(defect.defect_id)
+        defect.status = DefectStatus.REPAIRING
+        defect.agent_id = agent.agent_id
+        agent.assigned_total += 1
+        agent.status = AgentStatus.MOVING
+        self.reservations.reserve(agent.agent_id, agent.xyz, _vec(defect.position))
+        command = self._issue(agent, defect, Action.REPAIR)
+        failed_at = self._failed_at.pop(defect.defect_id, None)
+        if failed_at is not None:
+            self.metrics.dispatch_seconds.observe(max(self.clock.monotonic() - failed_at, 0.0))
+        self._save_defect(defect)
+        self._save_agent(agent)
+        return command
+
+    def _issue(self, agent: AgentState, defect: Defect, action: Action) -> Command:
+        budget = min(self.settings.repair_thermal_budget_c, self.limits.max_temperature_c)
+        command = Command(
+            command_id=f"cmd-{uuid.uuid4().hex[:16]}",
+            defect_id=defect.defect_id,
+            agent_id=agent.agent_id,
+            action=action,
+            target=defect.position,
+            thermal_budget_c=budget,
+            correlation_id=defect.correlation_id,
+            created_at=self.clock.now(),
+            severity=defect.severity,
+        )
+        violations = self.validator.command_violations(command)
+        if violations:  # unreachable for validated defects; a last line of defence
+            raise AssertionError(f"refusing unsafe command: {violations}")
+        self.book.add(command)
+        self.jobs[agent.agent_id] = Job(
+            defect.defect_id, agent.agent_id, command.command_id, self.clock.monotonic()
+        )
+        agent.current_command = command.command_id
+        self.metrics.commands.labels(action=action.value, status="pending").inc()
+        self._save_command(command)
+        self._event("command_issued", defect, command=command)
+        self._outbox.put_nowait(command)
+        return command
+
+    def wire_payload(self, command: Command) -> dict[str, Any]:
+        """The ``command`` message's payload (nm on the wire)."""
+        if command.action is Action.HALT:
+            return {
+                "command_id": command.command_id,
+                "agent_id": command.agent_id,
+                "action": "halt",
+            }
+        return {
+            "command_id": command.command_id,
+            "agent_id": command.agent_id,
+            "action": command.action.value,
+            "target": command.target.as_nm_dict(),
+            "thermal_budget_c": command.thermal_budget_c,
+            "defect_id": command.defect_id,
+        }
+
+    # --- link events ------------------------------------------------------------------------
+
+    async def on_link_event(self, event_type: str, payload: dict[str, Any]) -> None:
+        """Consume one event of the simulator link (see :mod:`atomlab.sim.swarm_wire`)."""
+        handler = {
+            "link_up": self._on_link_up,
+            "link_down": self._on_link_down,
+            "command_delivered": self._on_delivered,
+            "command_result": self._on_result,
+            "agent_status": self._on_agent_status,
+            "heartbeat": self._on_heartbeat,
+            "sensor_data": self._on_sensor_data,
+            "proximity_alert": self._on_proximity_alert,
+            "ground_truth": self._on_ground_truth,
+        }.get(event_type)
+        if handler is None:
+            log.info("swarm.link_event_ignored", event=event_type)
+            return
+        handler(payload)
+        self._wake.set()
+
+    def _on_link_up(self, payload: dict[str, Any]) -> None:
+        now = self.clock.monotonic()
+        for info in payload.get("agents", []):
+            agent = self._agent(str(info["agent_id"]))
+            self._place(agent, _to_units(info.get("position", {})))
+            agent.temperature_c = float(info.get("temperature_c", agent.temperature_c))
+            speed = info.get("speed_nm_s")
+            agent.speed_units_s = float(speed) * UNITS_PER_NM if speed else None
+            if agent.agent_id not in self.jobs and agent.status is not AgentStatus.DEAD:
+                agent.status = _SIM_STATUS.get(str(info.get("status", "idle")), AgentStatus.IDLE)
+            agent.last_heartbeat = now
+            self._save_agent(agent)
+        for agent in self.agents.values():  # the link was down: nobody missed a beat
+            agent.last_heartbeat = max(agent.last_heartbeat, now)
+        resend, self._resend_on_link_up = self._resend_on_link_up, []
+        for command_id in resend:
+            command = self.book.find(command_id)
+            if command is not None and not command.status.terminal:
+                self._outbox.put_nowait(command)
+        log.info("swarm.link_up", agents=len(payload.get("agents", [])), resent=len(resend))
+
+    def _on_link_down(self, payload: dict[str, Any]) -> None:
+        log.warning("swarm.link_down", reason=payload.get("reason"))
+
+    def _on_delivered(self, payload: dict[str, Any]) -> None:
+        command = self.book.find(str(payload.get("command_id")))
+        if command is not None and command.status is CommandStatus.PENDING:
+            self._advance(command, CommandStatus.IN_PROGRESS, "delivered")
+
+    def _on_result(self, payload: dict[str, Any]) -> None:
+        command = self.book.find(str(payload.get("command_id")))
+        agent = self.agents.get(str(payload.get("agent_id")))
+        if agent is not None:
+            self._touch(agent)
+            if payload.get("position"):
+                self._place(agent, _to_units(payload["position"]), keep_reservation=True)
+            if payload.get("temperature_c") is not None:
+                agent.temperature_c = float(payload["temperature_c"])
+        if command is None or command.status.terminal:
+            return  # a late answer to a command we already gave up on: nothing to do
+        status = payload.get("status")
+        if status == "processing":
+            if command.status is CommandStatus.PENDING:
+                self._advance(command, CommandStatus.IN_PROGRESS, "processing")
+            return
+        if command.status is CommandStatus.PENDING:
+            self._advance(command, CommandStatus.IN_PROGRESS, "acknowledged")
+        reason = payload.get("reason")
+        if status == "completed":
+            self._advance(command, CommandStatus.COMPLETED, reason)
+            self._after_completed(command, payload)
+        elif status == "failed":
+            self._advance(command, CommandStatus.FAILED, reason or "failed")
+            self._after_failed(command, str(reason or "failed"))
+
+    def _after_completed(self, command: Command, payload: dict[str, Any]) -> None:
+        defect = self.defects.get(command.defect_id)
+        agent = self.agents.get(command.agent_id)
+        if defect is None or agent is None:
+            return
+        self.reservations.park(agent.agent_id, agent.xyz)
+        if command.action is Action.REPAIR:
+            defect.attempts += 1
+            self._save_defect(defect)
+            agent.status = AgentStatus.REPAIRING
+            self._issue(agent, defect, Action.SCAN)  # closed loop: verify before believing
+            return
+        if command.action is Action.SCAN:
+            if payload.get("defect_present") is False:
+                self._finish(defect, agent, DefectStatus.COMPLETED, "verified by re-scan")
+            else:
+                self._retry_or_fail(defect, agent, "defect still present after repair")
+
+    def _after_failed(self, command: Command, reason: str) -> None:
+        defect = self.defects.get(command.defect_id)
+        agent = self.agents.get(command.agent_id)
+        if defect is None or agent is None:
+            return
+        self.reservations.park(agent.agent_id, agent.xyz)
+        if reason == "halted":
+            self._release(defect, agent, reason)
+            return
+        if command.action is Action.REPAIR:
+            defect.attempts += 1
+        self._retry_or_fail(defect, agent, reason)
+
+    def _retry_or_fail(self, defect: Defect, agent: AgentState, reason: str) -> None:
+        if defect.attempts >= self.settings.retry_budget:
+            note = f"{reason}; gave up after {defect.attempts} repair attempts"
+            self._finish(defect, agent, DefectStatus.FAILED, note)
+            return
+        self.metrics.defects.labels(outcome="retried").inc()
+        self._event("retry", defect, detail=reason)
+        budget = self.settings.repair_thermal_budget_c
+        if self.halted or agent.temperature_c > budget - THERMAL_HEADROOM_C:
+            self._release(defect, agent, f"{reason}; agent too hot or swarm halted")
+            return
+        self._issue(agent, defect, Action.REPAIR)
+
+    def _release(self, defect: Defect, agent: AgentState, reason: str) -> None:
+        """Give the defect back to the queue and free the agent."""
+        self.jobs.pop(agent.agent_id, None)
+        agent.current_command = None
+        if agent.status is not AgentStatus.DEAD:
+            agent.status = AgentStatus.IDLE
+        defect.status = DefectStatus.QUEUED
+        defect.agent_id = None
+        self._rank += 1
+        self.queue.push(defect, rank=self._rank)
+        self._event("requeued", defect, detail=reason)
+        self._save_defect(defect)
+        self._save_agent(agent)
+        self._update_gauges()
+
+    def _finish(self, defect: Defect, agent: AgentState, status: DefectStatus, note: str) -> None:
+        defect.status = status
+        defect.reason = note
+        defect.completed_at = self.clock.now()
+        self._active_keys.pop(defect.dedupe_key, None)
+        self.jobs.pop(agent.agent_id, None)
+        agent.current_command = None
+        if agent.status is not AgentStatus.DEAD:
+            agent.status = AgentStatus.IDLE
+        outcome = "repaired" if status is DefectStatus.COMPLETED else "failed"
+        self.metrics.defects.labels(outcome=outcome).inc()
+        if status is DefectStatus.COMPLETED:
+            elapsed = (defect.completed_at - defect.detected_at).total_seconds()
+            self.metrics.repair_seconds.observe(max(elapsed, 0.0))
+        self._event(outcome, defect, detail=note)
+        self._save_defect(defect)
+        self._save_agent(agent)
+        self._update_gauges()
+
+    def _on_agent_status(self, payload: dict[str, Any]) -> None:
+        for info in payload.get("agents", []):
+            agent = self._agent(str(info["agent_id"]))
+            revived = agent.status is AgentStatus.DEAD
+            self._touch(agent)
+            self._place(agent, _to_units(info.get("position", {})), keep_reservation=True)
+            agent.temperature_c = float(info.get("temperature_c", agent.temperature_c))
+            reported = _SIM_STATUS.get(str(info.get("status")), AgentStatus.ERROR)
+            if agent.agent_id in self.jobs:
+                if reported is AgentStatus.ERROR:
+                    agent.status = AgentStatus.ERROR
+            else:
+                agent.status = reported
+                if reported is AgentStatus.IDLE:
+                    self.reservations.park(agent.agent_id, agent.xyz)
+            if revived:
+                self._save_agent(agent)
+        self._check_separation()
+
+    def _on_heartbeat(self, payload: dict[str, Any]) -> None:
+        for agent_id in payload.get("agents_alive", []):
+            agent = self.agents.get(str(agent_id))
+            if agent is not None:
+                self._touch(agent)
+
+    def _on_sensor_data(self, payload: dict[str, Any]) -> None:
+        coordinates: list[SensorCoordinateIn] = []
+        ids: list[str | None] = []
+        for raw in payload.get("coordinates", []):
+            try:
+                reading = SensorCoordinateIn.model_validate(
+                    {k: raw[k] for k in ("x", "y", "z", "defect_type", "severity") if k in raw}
+                )
+            except ValueError as exc:
+                log.warning("swarm.sensor_reading_rejected", error=str(exc)[:200])
+                continue
+            if self.check_batch([reading]):
+                log.warning("swarm.sensor_reading_out_of_bounds", reading=raw)
+                continue
+            coordinates.append(reading)
+            ids.append(raw.get("defect_id"))
+        if coordinates:
+            with correlation_scope() as cid:
+                self.ingest(coordinates, correlation_id=cid, defect_ids=ids)
+
+    def _on_proximity_alert(self, payload: dict[str, Any]) -> None:
+        self.metrics.separation_alerts.inc()
+        self.halt(
+            f"simulator reported agents {payload.get('agent_ids')} "
+            f"{payload.get('distance_nm')} nm apart"
+        )
+
+    def _on_ground_truth(self, payload: dict[str, Any]) -> None:
+        self.ground_truth = payload
+
+    # --- agents -----------------------------------------------------------------------------
+
+    def _agent(self, agent_id: str) -> AgentState:
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            agent = AgentState(agent_id=agent_id, position=Point(0, 0, 0))
+            agent.last_heartbeat = self.clock.monotonic()
+            self.agents[agent_id] = agent
+        return agent
+
+    def _touch(self, agent: AgentState) -> None:
+        agent.last_heartbeat = self.clock.monotonic()
+        agent.last_update = self.clock.now()
+        if agent.status is AgentStatus.DEAD:
+            agent.status = AgentStatus.IDLE if agent.agent_id not in self.jobs else agent.status
+            log.info("swarm.agent_back", agent_id=agent.agent_id)
+
+    def _place(self, agent: AgentState, location: Vec, *, keep_reservation: bool = False) -> None:
+        agent.location = location
+        agent.position = _point(location)
+        agent.last_update = self.clock.now()
+        reservation = self.reservations.get(agent.agent_id)
+        if reservation is None or not keep_reservation:
+            self.reservations.park(agent.agent_id, location)
+        elif reservation.start != reservation.end:
+            # Moving: the rest of the trip is what it still needs.
+            self.reservations.reserve(agent.agent_id, location, reservation.end)
+        else:
+            self.reservations.park(agent.agent_id, location)
+
+    def _check_separation(self) -> None:
+        live = {a.agent_id: a.xyz for a in self.agents.values() if a.status is not AgentStatus.DEAD}
+        ids = sorted(live)
+        sep = self.limits.separation_units
+        for i, a in enumerate(ids):
+            for b in ids[i + 1 :]:
+                pa, pb = live[a], live[b]
+                d2 = sum((pa[k] - pb[k]) ** 2 for k in range(3))
+                if d2 < sep * sep:
+                    self.metrics.separation_alerts.inc()
+                    self.halt(f"agents {a} and {b} reported {d2**0.5 / UNITS_PER_NM:.2f} nm apart")
+                    return
+
+    def halt(self, reason: str) -> None:
+        """E-stop: stop every agent and issue no further movement until :meth:`resume`."""
+        if self.halted:
+            return
+        self.halted = True
+        self.halt_reason = reason
+        self.metrics.halts.inc()
+        log.error("swarm.halt", reason=reason)
+        for agent in self.agents.values():
+            if agent.status is not AgentStatus.DEAD:
+                self._outbox.put_nowait(self._halt_command(agent))
+
+    def resume(self) -> None:
+        self.halted = False
+        self.halt_reason = None
+        self._wake.set()
+
+    def _halt_command(self, agent: AgentState) -> Command:
+        return Command(
+            command_id=f"halt-{uuid.uuid4().hex[:16]}",
+            defect_id="",
+            agent_id=agent.agent_id,
+            action=Action.HALT,
+            target=agent.position,
+            thermal_budget_c=self.limits.max_temperature_c,
+            correlation_id=uuid.uuid4().hex[:16],
+            created_at=self.clock.now(),
+        )
+
+    def check_agents(self) -> list[str]:
+        """Declare agents silent for ``missed_heartbeats`` intervals failed; stuck commands too."""
+        if not self._link_connected():
+            return []
+        now = self.clock.monotonic()
+        deadline = self.settings.heartbeat_interval_s * self.settings.missed_heartbeats
+        failed: list[str] = []
+        for agent in list(self.agents.values()):
+            if agent.status is AgentStatus.DEAD:
+                continue
+            if now - agent.last_heartbeat > deadline:
+                self.fail_agent(agent.agent_id, "missed heartbeats", dead=True)
+                failed.append(agent.agent_id)
+                continue
+            job = self.jobs.get(agent.agent_id)
+            if job is not None and now - job.started_at > self._command_timeout(agent, job):
+                self.fail_agent(agent.agent_id, "command timed out", dead=False)
+                failed.append(agent.agent_id)
+        return failed
+
+    def _command_timeout(self, agent: AgentState, job: Job) -> float:
+        defect = self.defects.get(job.defect_id)
+        travel = 0.0
+        if defect is not None and agent.speed_units_s:
+            travel = math.dist(agent.xyz, _vec(defect.position)) / agent.speed_units_s
+        return self.settings.command_timeout_s + 3 * travel
+
+    def fail_agent(self, agent_id: str, reason: str, *, dead: bool) -> None:
+        """Take the agent out of service and give its work to others (property 22)."""
+        agent = self.agents[agent_id]
+        agent.status = AgentStatus.DEAD if dead else AgentStatus.ERROR
+        self.metrics.agent_failures.labels(reason=reason).inc()
+        log.warning("swarm.agent_failed", agent_id=agent_id, reason=reason)
+        job = self.jobs.get(agent_id)
+        if not dead:
+            self._outbox.put_nowait(self._halt_command(agent))
+        if job is not None:
+            command = self.book.find(job.command_id)
+            if command is not None and not command.status.terminal:
+                self.book.advance(
+                    command.command_id,
+                    CommandStatus.FAILED,
+                    at=self.clock.now(),
+                    detail=f"agent failed: {reason}",
+                )
+                self.metrics.commands.labels(action=command.action.value, status="failed").inc()
+                self._save_command(command)
+            defect = self.defects.get(job.defect_id)
+            if defect is not None and not defect.status.terminal:
+                self._failed_at[defect.defect_id] = self.clock.monotonic()
+                self.metrics.reassignments.inc()
+                self._release(defect, agent, f"agent {agent_id} failed: {reason}")
+        # A lost agent is still somewhere on its reserved segment: it keeps blocking it.
+        agent.status = AgentStatus.DEAD if dead else AgentStatus.ERROR
+        self._save_agent(agent)
+        self._update_gauges()
+        self._wake.set()
+
+    # --- workers ----------------------------------------------------------------------------
+
+    async def _plan_worker(self) -> None:
+        while True:
+            await self._inbox_ready.wait()
+            try:
+                await self.plan_pending()
+            except Exception as exc:  # a planning bug must not stop the service
+                log.error("swarm.planning_failed", error=repr(exc))
+
+    async def _dispatch_worker(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                self.dispatch_round()
+            except Exception as exc:
+                log.error("swarm.dispatch_failed", error=repr(exc))
+
+    async def _send_worker(self) -> None:
+        while True:
+            command = await self._outbox.get()
+            if self.send is None:
+                continue
+            payload = self.wire_payload(command)
+            try:
+                with correlation_scope(command.correlation_id):
+                    await self.send(payload, idempotency_key=command.command_id)
+                log.info(
+                    "swarm.command_sent",
+                    command_id=command.command_id,
+                    agent_id=command.agent_id,
+                    action=payload["action"],
+                    correlation_id=command.correlation_id,
+                )
+            except Exception as exc:
+                log.error(
+                    "swarm.command_send_failed", command_id=command.command_id, error=repr(exc)
+                )
+
+    async def _watch_worker(self) -> None:
+        period = max(self.settings.heartbeat_interval_s / 4, WATCHDOG_MIN_PERIOD_S)
+        while True:
+            await self.clock.sleep_async(period)
+            if self._wake.is_set():
+                await asyncio.sleep(0)
+            try:
+                self.check_agents()
+            except Exception as exc:
+                log.error("swarm.watchdog_failed", error=repr(exc))
+
+    # --- persistence and bookkeeping --------------------------------------------------------
+
+    def _advance(self, command: Command, status: CommandStatus, detail: str | None) -> None:
+        self.book.advance(command.command_id, status, at=self.clock.now(), detail=detail)
+        self.metrics.commands.labels(action=command.action.value, status=status.value).inc()
+        self._save_command(command)
+        log.info(
+            "swarm.command_status",
+            command_id=command.command_id,
+            status=status.value,
+            correlation_id=command.correlation_id,
+        )
+
+    def _save_defect(self, defect: Defect) -> None:
+        if self.writer is not None:
+            self.writer.put("defect", defect_row(defect))
+
+    def _save_command(self, command: Command) -> None:
+        if self.writer is not None:
+            self.writer.put("command", command_row(command))
+
+    def _save_agent(self, agent: AgentState) -> None:
+        if self.writer is not None:
+            self.writer.put("agent", agent_row(agent))
+
+    def _event(
+        self,
+        event: str,
+        defect: Defect,
+        *,
+        detail: str | None = None,
+        command: Command | None = None,
+    ) -> None:
+        if self.writer is None:
+            return
+        self.writer.put(
+            "event",
+            {
+                "at": self.clock.now().isoformat(),
+                "event": event,
+                "defect_id": defect.defect_id,
+                "command_id": command.command_id if command else None,
+                "agent_id": command.agent_id if command else defect.agent_id,
+                "detail": detail,
+                "correlation_id": defect.correlation_id,
+            },
+        )
+
+    def _update_gauges(self) -> None:
+        self.metrics.queue_depth.set(len(self.queue))
+        self.metrics.pending_operations.set(
+            sum(1 for d in self.defects.values() if not d.status.terminal)
+        )
+        for status in AgentStatus:
+            self.metrics.agents.labels(status=status.value).set(
+                sum(1 for a in self.agents.values() if a.status is status)
+            )
+
+    # --- restart ----------------------------------------------------------------------------
+
+    def restore(
+        self, defects: Sequence[Defect], commands: Sequence[Command], agents: Sequence[AgentState]
+    ) -> None:
+        """Resume from a snapshot: queue what waited, keep in-flight commands to resend."""
+        now = self.clock.monotonic()
+        self.book.load(commands)
+        for agent in agents:
+            agent.last_heartbeat = now
+            if agent.status not in (AgentStatus.DEAD,):
+                agent.status = AgentStatus.IDLE
+            self.agents[agent.agent_id] = agent
+            self.reservations.park(agent.agent_id, agent.xyz)
+        active = {c.defect_id: c for c in commands if not c.status.terminal}
+        for defect in defects:
+            self.defects[defect.defect_id] = defect
+            self._seq = max(self._seq, defect.seq)
+            if defect.status.terminal:
+                continue
+            self._active_keys[defect.dedupe_key] = defect.defect_id
+            command = active.get(defect.defect_id)
+            if command is not None and command.agent_id in self.agents:
+                agent = self.agents[command.agent_id]
+                self.jobs[agent.agent_id] = Job(
+                    defect.defect_id, agent.agent_id, command.command_id, now
+                )
+                agent.current_command = command.command_id
+                agent.status = AgentStatus.MOVING
+                self.reservations.reserve(agent.agent_id, agent.xyz, _vec(defect.position))
+                self._resend_on_link_up.append(command.command_id)
+                defect.status = DefectStatus.REPAIRING
+            else:
+                defect.status = DefectStatus.QUEUED
+                defect.agent_id = None
+                self._rank += 1
+                self.queue.push(defect, rank=self._rank)
+        self._update_gauges()
+        log.info(
+            "swarm.restored",
+            defects=len(self.defects),
+            queued=len(self.queue),
+            in_flight=len(self._resend_on_link_up),
+        )
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def agent_view(self, agent: AgentState) -> dict[str, Any]:
+        x, y, z = (units_to_nm(v) for v in (agent.position.x, agent.position.y, agent.position.z))
+        return {"agent_id": agent.agent_id, "x": x, "y": y, "z": z, "status": agent.status.value}

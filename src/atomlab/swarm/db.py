@@ -1,0 +1,397 @@
+"""Persistence of defects, commands, agent states and repair events through SQLAlchemy 2.
+
+SQLite (``<home>/swarm.sqlite``, WAL) by default, PostgreSQL by URL. Writes never happen on the
+request path: the coordinator hands rows to :class:`StoreWriter`, a background task that
+batches them into one transaction per flush::
+
+    store = SwarmStore.open("sqlite:///tmp/swarm.sqlite")
+    snapshot = store.load()        # what a restarted service resumes from
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+
+from atomlab.core.clock import utc_iso
+from atomlab.core.errors import UnavailableError
+from atomlab.core.logging import get_logger
+from atomlab.swarm.models import (
+    Action,
+    AgentState,
+    AgentStatus,
+    Command,
+    CommandStatus,
+    Defect,
+    DefectStatus,
+    Point,
+)
+
+DEFAULT_DB_FILENAME = "swarm.sqlite"
+MAX_BATCH = 500
+
+log = get_logger(__name__)
+metadata = MetaData()
+
+defects_table = Table(
+    "defects",
+    metadata,
+    Column("defect_id", String(64), primary_key=True),
+    Column("x", Integer, nullable=False),
+    Column("y", Integer, nullable=False),
+    Column("z", Integer, nullable=False),
+    Column("defect_type", String(64), nullable=False),
+    Column("severity", Integer, nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False),
+    Column("reason", Text),
+    Column("agent_id", String(64)),
+    Column("seq", Integer, nullable=False),
+    Column("detected_at", String(32), nullable=False),
+    Column("completed_at", String(32)),
+    Column("correlation_id", String(64), nullable=False),
+)
+
+commands_table = Table(
+    "commands",
+    metadata,
+    Column("command_id", String(64), primary_key=True),
+    Column("defect_id", String(64), nullable=False, index=True),
+    Column("agent_id", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("target_x", Integer, nullable=False),
+    Column("target_y", Integer, nullable=False),
+    Column("target_z", Integer, nullable=False),
+    Column("thermal_budget_c", Float, nullable=False),
+    Column("severity", Integer, nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32)),
+    Column("correlation_id", String(64), nullable=False),
+    Column("detail", Text),
+)
+
+agent_states_table = Table(
+    "agent_states",
+    metadata,
+    Column("agent_id", String(64), primary_key=True),
+    Column("x", Integer, nullable=False),
+    Column("y", Integer, nullable=False),
+    Column("z", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("temperature_c", Float, nullable=False),
+    Column("assigned_total", Integer, nullable=False),
+    Column("last_update", String(32)),
+)
+
+repair_events_table = Table(
+    "repair_events",
+    metadata,
+    Column("event_id", Integer, primary_key=True, autoincrement=True),
+    Column("at", String(32), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("defect_id", String(64)),
+    Column("command_id", String(64)),
+    Column("agent_id", String(64)),
+    Column("detail", Text),
+    Column("correlation_id", String(64)),
+)
+
+RowKind = Literal["defect", "command", "agent", "event"]
+
+
+@dataclass
+class Snapshot:
+    """Everything a restarted service needs: defects, commands and agents as they were."""
+
+    defects: list[Defect] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    agents: list[AgentState] = field(default_factory=list)
+
+
+def default_db_url(home: Path) -> str:
+    return f"sqlite:///{home / DEFAULT_DB_FILENAME}"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return utc_iso(moment) if moment is not None else None
+
+
+def _dt(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def defect_row(d: Defect) -> dict[str, Any]:
+    return {
+        "defect_id": d.defect_id,
+        "x": d.position.x,
+        "y": d.position.y,
+        "z": d.position.z,
+        "defect_type": d.defect_type,
+        "severity": d.severity,
+        "status": d.status.value,
+        "attempts": d.attempts,
+        "reason": d.reason,
+        "agent_id": d.agent_id,
+        "seq": d.seq,
+        "detected_at": _iso(d.detected_at),
+        "completed_at": _iso(d.completed_at),
+        "correlation_id": d.correlation_id,
+    }
+
+
+def command_row(c: Command) -> dict[str, Any]:
+    return {
+        "command_id": c.command_id,
+        "defect_id": c.defect_id,
+        "agent_id": c.agent_id,
+        "action": c.action.value,
+        "target_x": c.target.x,
+        "target_y": c.target.y,
+        "target_z": c.target.z,
+        "thermal_budget_c": c.thermal_budget_c,
+        "severity": c.severity,
+        "status": c.status.value,
+        "created_at": _iso(c.created_at),
+        "updated_at": _iso(c.updated_at),
+        "correlation_id": c.correlation_id,
+        "detail": c.detail,
+    }
+
+
+def agent_row(a: AgentState) -> dict[str, Any]:
+    return {
+        "agent_id": a.agent_id,
+        "x": a.position.x,
+        "y": a.position.y,
+        "z": a.position.z,
+        "status": a.status.value,
+        "temperature_c": a.temperature_c,
+        "assigned_total": a.assigned_total,
+        "last_update": _iso(a.last_update),
+    }
+
+
+_TABLES: dict[RowKind, tuple[Table, str | None]] = {
+    "defect": (defects_table, "defect_id"),
+    "command": (commands_table, "command_id"),
+    "agent": (agent_states_table, "agent_id"),
+    "event": (repair_events_table, None),
+}
+
+
+class SwarmStore:
+    """The database behind the service; every method is synchronous (run it off the loop)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> SwarmStore:
+        """Connect to ``url`` and create the tables if needed; raises UnavailableError."""
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            engine = create_engine(url, future=True)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise UnavailableError(
+                f"cannot use database URL {url!r}: {exc}; pass sqlite:///PATH or "
+                "postgresql+psycopg://USER@HOST/DB to --db-url",
+                field="db_url",
+                value=url,
+            ) from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        try:
+            metadata.create_all(engine)
+        except SQLAlchemyError as exc:
+            raise UnavailableError(
+                f"cannot open the swarm database {url!r}: {exc.__class__.__name__}: {exc}",
+                field="db_url",
+                value=url,
+            ) from None
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def write(self, batch: Sequence[tuple[RowKind, dict[str, Any]]]) -> int:
+        """Upsert defects/commands/agents and append events in one transaction."""
+        latest: dict[tuple[RowKind, str], dict[str, Any]] = {}
+        events: list[dict[str, Any]] = []
+        for kind, row in batch:
+            _, key = _TABLES[kind]
+            if key is None:
+                events.append(row)
+            else:
+                latest[(kind, row[key])] = row  # the newest state of a row wins
+        with self.engine.begin() as conn:
+            for kind in ("defect", "command", "agent"):
+                rows = [row for (k, _), row in latest.items() if k == kind]
+                if rows:
+                    _upsert(conn, kind, rows)
+            if events:
+                conn.execute(insert(repair_events_table), events)
+        return len(latest) + len(events)
+
+    def load(self) -> Snapshot:
+        with self.engine.connect() as conn:
+            defects = [_defect(r._mapping) for r in conn.execute(select(defects_table))]
+            commands = [_command(r._mapping) for r in conn.execute(select(commands_table))]
+            agents = [_agent(r._mapping) for r in conn.execute(select(agent_states_table))]
+        defects.sort(key=lambda d: d.seq)
+        return Snapshot(defects, commands, agents)
+
+    def events(self, defect_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(repair_events_table).order_by(repair_events_table.c.event_id)
+        if defect_id is not None:
+            query = query.where(repair_events_table.c.defect_id == defect_id)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _upsert(conn: Connection, kind: RowKind, rows: list[dict[str, Any]]) -> None:
+    table, key = _TABLES[kind]
+    assert key is not None
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        stmt: Any = sqlite_insert(table)
+    elif dialect == "postgresql":
+        stmt = pg_insert(table)
+    else:  # any other database: delete + insert inside the transaction
+        conn.execute(table.delete().where(table.c[key].in_([r[key] for r in rows])))
+        conn.execute(insert(table), rows)
+        return
+    columns = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != key}
+    conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=columns), rows)
+
+
+def _defect(r: Any) -> Defect:
+    return Defect(
+        defect_id=r["defect_id"],
+        position=Point(r["x"], r["y"], r["z"]),
+        defect_type=r["defect_type"],
+        severity=r["severity"],
+        detected_at=_dt(r["detected_at"]) or datetime.fromtimestamp(0),
+        correlation_id=r["correlation_id"],
+        seq=r["seq"],
+        status=DefectStatus(r["status"]),
+        attempts=r["attempts"],
+        reason=r["reason"],
+        agent_id=r["agent_id"],
+        completed_at=_dt(r["completed_at"]),
+    )
+
+
+def _command(r: Any) -> Command:
+    return Command(
+        command_id=r["command_id"],
+        defect_id=r["defect_id"],
+        agent_id=r["agent_id"],
+        action=Action(r["action"]),
+        target=Point(r["target_x"], r["target_y"], r["target_z"]),
+        thermal_budget_c=r["thermal_budget_c"],
+        correlation_id=r["correlation_id"],
+        created_at=_dt(r["created_at"]) or datetime.fromtimestamp(0),
+        severity=r["severity"],
+        status=CommandStatus(r["status"]),
+        updated_at=_dt(r["updated_at"]),
+        detail=r["detail"],
+    )
+
+
+def _agent(r: Any) -> AgentState:
+    return AgentState(
+        agent_id=r["agent_id"],
+        position=Point(r["x"], r["y"], r["z"]),
+        status=AgentStatus(r["status"]),
+        temperature_c=r["temperature_c"],
+        assigned_total=r["assigned_total"],
+        last_update=_dt(r["last_update"]),
+    )
+
+
+class StoreWriter:
+    """Batches rows handed over by the coordinator and writes them off the event loop."""
+
+    def __init__(self, store: SwarmStore, *, on_written: Any = None) -> None:
+        self.store = store
+        self._queue: asyncio.Queue[tuple[RowKind, dict[str, Any]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._on_written = on_written
+        self.written = 0
+        self.errors = 0
+
+    def put(self, kind: RowKind, row: dict[str, Any]) -> None:
+        self._queue.put_nowait((kind, row))
+
+    def put_many(self, items: Iterable[tuple[RowKind, dict[str, Any]]]) -> None:
+        for item in items:
+            self._queue.put_nowait(item)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="swarm-db-writer")
+
+    async def flush(self) -> None:
+        """Wait until every row put so far is committed."""
+        await self._queue.join()
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                count = await asyncio.to_thread(self.store.write, batch)
+                self.written += count
+                if self._on_written is not None:
+                    self._on_written(count, None)
+            except SQLAlchemyError as exc:
+                self.errors += 1
+                log.error("swarm.db_write_failed", error=str(exc), rows=len(batch))
+                if self._on_written is not None:
+                    self._on_written(0, exc)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
