@@ -1,0 +1,391 @@
+"""``atomlab runs``: track a pipeline of commands, watch it, and inspect the run history.
+
+Every ``runs`` command first lets the reaper mark runs whose process died (``kill -9``) as
+crashed, so no run stays "running" forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from atomlab.cli import output
+from atomlab.core.errors import (
+    AtomlabError,
+    InterruptedRunError,
+    InvalidInputError,
+    TerminatedError,
+)
+from atomlab.tracking import (
+    RunCancelled,
+    RunIndex,
+    RunStatus,
+    RunTracker,
+    StepSpec,
+    TensorBoardMirror,
+    auto_view,
+    format_duration,
+    report,
+)
+
+app = typer.Typer(
+    help="Track long pipelines: run commands as steps, watch them, list and inspect runs.",
+    no_args_is_help=True,
+)
+
+FormatOption = Annotated[str, typer.Option("--format", "-f", help="text, json or md.")]
+RunArg = Annotated[str | None, typer.Argument(help="Run id or unique prefix (default: newest).")]
+WATCH_INTERVAL_S = 2.0
+
+
+def _home() -> Path:
+    return output.state().loaded.settings.home
+
+
+def _index() -> RunIndex:
+    return RunIndex.open(_home())
+
+
+@app.callback()
+def runs_root_command() -> None:
+    """Track long pipelines and inspect the run history (kept under <home>/runs)."""
+    settings = output.state().loaded.settings
+    with contextlib.suppress(sqlite3.Error, OSError), RunIndex.open(settings.home) as index:
+        index.reap(stale_after_s=settings.tracking.stale_after_s)
+
+
+def _parse_pairs(values: list[str], option: str, example: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name.strip() or not rest.strip():
+            raise InvalidInputError(
+                f"{option} {value!r} must look like {example}", field=option, value=value
+            )
+        pairs.append((name.strip(), rest.strip()))
+    return pairs
+
+
+@app.command("exec")
+def exec_command(
+    pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="Pipeline name.")],
+    step: Annotated[list[str], typer.Option("--step", "-s", help="NAME=COMMAND, repeat in order.")],
+    expect: Annotated[
+        list[str] | None,
+        typer.Option("--expect", help="NAME=SECONDS prior duration for the ETA."),
+    ] = None,
+    shell: Annotated[
+        bool, typer.Option("--shell", help="Run each COMMAND with /bin/sh -c.")
+    ] = False,
+    telemetry: Annotated[bool, typer.Option("--telemetry/--no-telemetry")] = True,
+    tensorboard: Annotated[
+        Path | None, typer.Option("--tensorboard", help="Mirror telemetry to this logdir.")
+    ] = None,
+    json_out: output.JsonOption = False,
+) -> None:
+    """Run COMMANDs as the steps of a tracked run (each in its own process group)."""
+    json_mode = output.use_json(json_out)
+    settings = output.state().loaded.settings
+    steps = _parse_pairs(step, "--step", "NAME=COMMAND (e.g. train='python train.py')")
+    priors = {
+        name: _positive_float(value, "--expect")
+        for name, value in _parse_pairs(expect or [], "--expect", "NAME=SECONDS")
+    }
+    specs = [StepSpec(name=name, expected_s=priors.get(name)) for name, _ in steps]
+    unknown = set(priors) - {name for name, _ in steps}
+    if unknown:
+        raise InvalidInputError(
+            f"--expect names unknown steps {sorted(unknown)}; use the names given to --step",
+            field="expect",
+        )
+    mirrors = []
+    logdir = tensorboard or settings.tracking.tensorboard_dir
+    if logdir is not None:
+        mirrors.append(TensorBoardMirror(logdir))
+    tracker = RunTracker(
+        pipeline,
+        specs,
+        home=settings.home,
+        settings=settings.tracking,
+        progress=auto_view(json_mode=json_mode),
+        telemetry=telemetry,
+        mirrors=mirrors,
+    )
+    try:
+        with tracker:
+            for name, command in steps:
+                argv: str | list[str] = command if shell else _split(command, name)
+                tracker.run_step(name, argv, shell=shell)
+    except RunCancelled as exc:
+        raise _cancelled_error(exc.signum, tracker.run_id) from None
+    record = tracker.record
+    assert record is not None
+    output.emit(
+        {"run": record.model_dump(mode="json")},
+        human=f"run {record.run_id} {record.status.value} in {record.duration_s:.1f} s "
+        f"({record.steps_done}/{record.steps_total} steps)\n"
+        + "\n".join(report.recommendations_text(record.recommendations)),
+    )
+
+
+def _split(command: str, name: str) -> list[str]:
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"--step {name}={command!r} is not a valid command line ({exc}); check the quoting",
+            field="step",
+            value=command,
+        ) from None
+    if not argv:
+        raise InvalidInputError(f"--step {name} has an empty command", field="step")
+    return argv
+
+
+def _positive_float(value: str, option: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number <= 0:
+        raise InvalidInputError(
+            f"{option} value {value!r} must be a positive number of seconds", field=option
+        )
+    return number
+
+
+def _cancelled_error(signum: int, run_id: str) -> AtomlabError:
+    message = f"run {run_id} cancelled by {signal.Signals(signum).name}"
+    if signum == signal.SIGINT:
+        return InterruptedRunError(message, run_id=run_id)
+    return TerminatedError(message, run_id=run_id)
+
+
+@app.command("status")
+def status_command(run: RunArg = None, json_out: output.JsonOption = False) -> None:
+    """Where a run is now: step X/N, elapsed, a fresh ETA, every step's state."""
+    with _index() as index:
+        record = index.load(run)
+        view = report.live_view(record, index)
+    output.emit({"run": view}, json_flag=json_out, human=report.status_text(view))
+
+
+@app.command("watch")
+def watch_command(
+    run: RunArg = None,
+    interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds.")] = 2.0,
+    json_out: output.JsonOption = False,
+) -> None:
+    """Follow a run until it ends; exit 1 if it failed, was cancelled or crashed."""
+    json_mode = output.use_json(json_out)
+    settings = output.state().loaded.settings
+    with _index() as index:
+        run_id = index.resolve(run).run_id
+        while True:
+            index.reap(stale_after_s=settings.tracking.stale_after_s)
+            record = index.load(run_id)
+            view = report.live_view(record, index)
+            if not json_mode:
+                sys.stderr.write(report.status_text(view).splitlines()[0] + "\n")
+                if view.get("current_step"):
+                    sys.stderr.write(report.status_text(view).splitlines()[1] + "\n")
+                sys.stderr.flush()
+            if not record.status.is_active:
+                break
+            time.sleep(interval)
+    output.emit({"run": view}, human=report.status_text(view))
+    if record.status is not RunStatus.COMPLETED:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_command(
+    status: Annotated[
+        list[str] | None, typer.Option("--status", help="Filter by status (repeatable).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="ISO date/time or age such as 2h, 7d.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Most rows.")] = 20,
+    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p")] = None,
+    json_out: output.JsonOption = False,
+) -> None:
+    """Past and current runs, newest first, from the index (no manifest is parsed)."""
+    with _index() as index:
+        rows = index.list_runs(status=status, since=since, pipeline=pipeline, limit=limit)
+
+    def human(console: Any) -> None:
+        from rich.table import Table
+
+        table = Table("run", "pipeline", "status", "steps", "created", "duration", "current")
+        for r in rows:
+            table.add_row(
+                r.run_id,
+                r.pipeline,
+                r.status,
+                f"{r.steps_done}/{r.steps_total}",
+                r.created_at[:19].replace("T", " "),
+                format_duration(r.duration_s),
+                r.current_step or "",
+            )
+        console.print(table if rows else "no runs match")
+
+    output.emit({"runs": [r.to_dict() for r in rows]}, json_flag=json_out, human=human)
+
+
+def _render(run: str | None, fmt: str) -> tuple[dict[str, Any], str]:
+    if fmt not in ("text", "json", "md", "markdown"):
+        raise InvalidInputError(
+            f"--format {fmt!r} is not known; use text, json or md", field="format"
+        )
+    with _index() as index:
+        record = index.load(run)
+        view = report.live_view(record, index)
+    if fmt in ("md", "markdown"):
+        return view, report.markdown(record)
+    text = report.status_text(view)
+    if record.summary or record.recommendations:
+        text += "\n" + "\n".join(
+            [f"  {k}: {v}" for k, v in record.summary.items()]
+            + report.recommendations_text(record.recommendations)
+        )
+    return view, text
+
+
+@app.command("show")
+def show_command(
+    run: Annotated[str, typer.Argument(help="Run id or unique prefix, or 'latest'.")],
+    fmt: FormatOption = "text",
+    json_out: output.JsonOption = False,
+) -> None:
+    """One run in full: steps, summary, recommendations (text, json or md)."""
+    view, text = _render(run, fmt)
+    json_mode = json_out or fmt == "json"
+    output.emit({"run": view}, json_flag=json_mode, human=text)
+
+
+@app.command("export")
+def export_command(
+    run: Annotated[str, typer.Argument(help="Run id or unique prefix, or 'latest'.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="json or md.")] = "md",
+    output_path: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
+    json_out: output.JsonOption = False,
+) -> None:
+    """Write a run as JSON or Markdown to a file (atomically) or stdout."""
+    if fmt not in ("json", "md", "markdown"):
+        raise InvalidInputError(f"--format {fmt!r} is not known; use json or md", field="format")
+    view, text = _render(run, fmt)
+    body = output.to_jsonable(view) if fmt == "json" else None
+    content = json.dumps(body, indent=2, ensure_ascii=False) + "\n" if body else text
+    if output_path is None:
+        if output.use_json(json_out):
+            output.emit({"run_id": view["run_id"], "format": fmt, "content": content})
+        else:
+            sys.stdout.write(content)
+        return
+    tmp = output_path.with_name(f".{output_path.name}.tmp")
+    try:
+        tmp.write_text(content, encoding="utf-8")
+        tmp.replace(output_path)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot write --output {str(output_path)!r}: {exc.strerror}; pick a writable path",
+            field="output",
+        ) from None
+    output.emit(
+        {"run_id": view["run_id"], "format": fmt, "path": str(output_path)},
+        json_flag=json_out,
+        human=f"wrote {output_path}",
+    )
+
+
+@app.command("summary")
+def summary_command(run: RunArg = None, json_out: output.JsonOption = False) -> None:
+    """Telemetry aggregates and recommendations, recomputed from the run's telemetry."""
+    with _index() as index:
+        record = index.load(run)
+        data = report.summarise(record, index)
+    output.emit(data, json_flag=json_out, human=report.summary_text(data))
+
+
+@app.command("ps")
+def ps_command(json_out: output.JsonOption = False) -> None:
+    """Tracked runs alive on this machine now, with their step, ETA and CPU."""
+    import socket
+
+    with _index() as index:
+        rows = index.list_runs(status=["running", "pending"], limit=1000)
+        here = socket.gethostname()
+        views = [report.live_view(index.load(r.run_id), index) for r in rows if r.host == here]
+    lines = []
+    for v in views:
+        sample = v.get("last_sample") or {}
+        eta = (v.get("eta") or {}).get("remaining_s")
+        lines.append(
+            f"{v['run_id']}  pid {v['pid']}  {v['pipeline']}  step {v.get('position') or '-'}"
+            f"/{v['steps_total']} {v.get('current_step') or ''}  ETA "
+            f"{format_duration(eta)}  cpu {sample.get('proc_cpu_pct', '-')}%  "
+            f"rss {sample.get('proc_rss_mb', '-')} MB"
+        )
+    output.emit(
+        {"runs": views},
+        json_flag=json_out,
+        human="\n".join(lines) if lines else "no tracked run is alive on this machine",
+    )
+
+
+@app.command("prune")
+def prune_command(
+    keep: Annotated[int | None, typer.Option("--keep", min=1, help="Runs to keep.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
+    json_out: output.JsonOption = False,
+) -> None:
+    """Delete the oldest finished runs beyond the retention setting; never a live run."""
+    settings = output.state().loaded.settings
+    count = keep if keep is not None else settings.tracking.retention_runs
+    with _index() as index:
+        removed = index.prune(keep=count, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    output.emit(
+        {"removed": removed, "dry_run": dry_run, "kept": count},
+        json_flag=json_out,
+        human=f"{verb} {len(removed)} run(s)" + "".join(f"\n  {r}" for r in removed),
+    )
+
+
+@app.command("reindex")
+def reindex_command(json_out: output.JsonOption = False) -> None:
+    """Rebuild the history index from the run directories."""
+    with _index() as index:
+        count = index.rebuild()
+    output.emit({"indexed": count}, json_flag=json_out, human=f"indexed {count} run(s)")
+
+
+@app.command("tensorboard")
+def tensorboard_command(
+    run: Annotated[str, typer.Argument(help="Run id or unique prefix, or 'latest'.")],
+    logdir: Annotated[Path, typer.Option("--logdir", help="TensorBoard log directory.")],
+    json_out: output.JsonOption = False,
+) -> None:
+    """Write a recorded run's telemetry and steps as TensorBoard event files."""
+    from atomlab.tracking.tensorboard import export_run
+
+    with _index() as index:
+        record = index.load(run)
+    target = export_run(record, report.load_samples(record), logdir)
+    output.emit(
+        {"run_id": record.run_id, "logdir": str(target)},
+        json_flag=json_out,
+        human=f"wrote {target} (view with: tensorboard --logdir {logdir})",
+    )

@@ -1,0 +1,84 @@
+"""Run tracking and telemetry for long pipelines (in-process Python or subprocess steps).
+
+    from atomlab.tracking import RunTracker
+
+    with RunTracker("imitation", ["collect", "train"], home=home) as run:
+        with run.step("collect", units=100):
+            ...
+            run.advance()
+        run.run_step("train", ["python", "train.py"])
+
+See docs/tracking.md for the data model, files, the ETA algorithm and the rules.
+"""
+
+from atomlab.tracking import report
+from atomlab.tracking.eta import estimate_remaining, format_duration
+from atomlab.tracking.gpu import GpuProbe
+from atomlab.tracking.history import RunIndex, RunSummary, parse_since
+from atomlab.tracking.models import (
+    EtaEstimate,
+    PerfResult,
+    Recommendation,
+    RunRecord,
+    RunStatus,
+    Severity,
+    StepRecord,
+    StepSpec,
+    StepStatus,
+)
+from atomlab.tracking.progress import (
+    NullProgress,
+    PlainProgress,
+    ProgressState,
+    ProgressView,
+    RichProgress,
+    auto_view,
+)
+from atomlab.tracking.recommend import RuleInput, RuleThresholds, evaluate
+from atomlab.tracking.sampler import TelemetrySampler
+from atomlab.tracking.store import iter_jsonl, read_run, runs_root, tail_jsonl
+from atomlab.tracking.tensorboard import TensorBoardMirror
+from atomlab.tracking.tracker import (
+    RunCancelled,
+    RunTracker,
+    StepFailedError,
+    report_progress,
+)
+
+__all__ = [
+    "EtaEstimate",
+    "GpuProbe",
+    "NullProgress",
+    "PerfResult",
+    "PlainProgress",
+    "ProgressState",
+    "ProgressView",
+    "Recommendation",
+    "RichProgress",
+    "RuleInput",
+    "RuleThresholds",
+    "RunCancelled",
+    "RunIndex",
+    "RunRecord",
+    "RunStatus",
+    "RunSummary",
+    "RunTracker",
+    "Severity",
+    "StepFailedError",
+    "StepRecord",
+    "StepSpec",
+    "StepStatus",
+    "TelemetrySampler",
+    "TensorBoardMirror",
+    "auto_view",
+    "estimate_remaining",
+    "evaluate",
+    "format_duration",
+    "iter_jsonl",
+    "parse_since",
+    "read_run",
+    "report",
+    "report_progress",
+    "runs_root",
+    "tail_jsonl",
+]

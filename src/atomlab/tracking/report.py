@@ -1,0 +1,213 @@
+"""Views of a recorded run for people and tools: live status, text, Markdown and JSON.
+
+The CLI only prints what these functions return, so everything it shows is available from
+Python too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from atomlab.core.clock import Clock, SystemClock
+from atomlab.tracking import recommend
+from atomlab.tracking.eta import estimate_remaining, format_duration
+from atomlab.tracking.history import RunIndex
+from atomlab.tracking.models import Recommendation, RunRecord, StepStatus
+from atomlab.tracking.store import TELEMETRY_FILE, iter_jsonl, tail_jsonl
+from atomlab.tracking.tracker import run_throughput, summarise_samples
+
+_MARK = {
+    StepStatus.PENDING: " ",
+    StepStatus.RUNNING: ">",
+    StepStatus.COMPLETED: "x",
+    StepStatus.FAILED: "!",
+    StepStatus.SKIPPED: "-",
+    StepStatus.CANCELLED: "c",
+}
+
+
+def live_view(
+    record: RunRecord, index: RunIndex | None, clock: Clock | None = None
+) -> dict[str, Any]:
+    """The run as ``runs status`` shows it: live elapsed times and a fresh ETA while running."""
+    now = (clock or SystemClock()).now()
+    view = record.model_dump(mode="json")
+    current = record.current_step
+    view["steps_done"] = record.steps_done
+    view["steps_total"] = record.steps_total
+    view["current_step"] = current.name if current else None
+    view["position"] = record.position(current) if current else None
+    view["elapsed_s"] = _elapsed(record.started_at, record.ended_at, now)
+    if record.status.is_active:
+        elapsed = _elapsed(current.started_at, None, now) if current else None
+        history: list[dict[str, float]] = []
+        if index is not None:
+            with contextlib.suppress(sqlite3.Error):
+                history = index.step_history(record.pipeline, exclude=record.run_id)
+        eta = estimate_remaining(record.steps, history=history, current_elapsed_s=elapsed)
+        view["eta"] = eta.model_dump(mode="json")
+        view["current_step_elapsed_s"] = elapsed
+        view["heartbeat_age_s"] = _elapsed(record.heartbeat_at, None, now)
+    last = tail_jsonl(Path(record.run_dir) / TELEMETRY_FILE, 1)
+    view["last_sample"] = last[0] if last else None
+    return view
+
+
+def status_text(view: dict[str, Any]) -> str:
+    """Human lines for ``runs status``: headline, step list, ETA."""
+    lines = [
+        f"Run {view['run_id']} ({view['pipeline']}): {view['status']}, "
+        f"{view['steps_done']}/{view['steps_total']} steps, elapsed "
+        f"{format_duration(view['elapsed_s'])}"
+    ]
+    if view.get("current_step"):
+        eta = view.get("eta") or {}
+        lines.append(
+            f"Step {view['position']}/{view['steps_total']}: {view['current_step']} "
+            f"(step {format_duration(view.get('current_step_elapsed_s'))}, ETA "
+            f"{format_duration(eta.get('remaining_s'))} "
+            f"[{format_duration(eta.get('low_s'))}-{format_duration(eta.get('high_s'))}], "
+            f"basis {eta.get('basis', 'none')})"
+        )
+    for step in view["steps"]:
+        status = StepStatus(step["status"])
+        extra = (
+            f" {format_duration(step['duration_s'])}" if step.get("duration_s") is not None else ""
+        )
+        if step.get("units_total"):
+            extra += f" {step['units_done']:g}/{step['units_total']:g} units"
+        if step.get("reason"):
+            extra += f" ({step['reason']})"
+        lines.append(
+            f"  [{_MARK[status]}] {step['order']}. {step['title'] or step['name']}: "
+            f"{status.value}{extra}"
+        )
+    if view.get("reason"):
+        lines.append(f"Reason: {view['reason']}")
+    return "\n".join(lines)
+
+
+def load_samples(record: RunRecord) -> list[dict[str, Any]]:
+    return list(iter_jsonl(Path(record.run_dir) / TELEMETRY_FILE))
+
+
+def summarise(record: RunRecord, index: RunIndex | None) -> dict[str, Any]:
+    """Telemetry aggregates and recommendations, recomputed from ``telemetry.jsonl``.
+
+    Works for crashed runs too, whose tracker never wrote a summary.
+    """
+    samples = load_samples(record)
+    for sample in samples:
+        gpus = sample.get("gpus") or []
+        utils = [g["util_pct"] for g in gpus if g.get("util_pct") is not None]
+        if utils:
+            sample["gpu_util_pct"] = sum(utils) / len(utils)
+    summary = summarise_samples(samples)
+    summary["throughput"] = record.summary.get("throughput", run_throughput(record))
+    history: list[dict[str, float]] = []
+    baseline, runs = None, 0
+    if index is not None:
+        with contextlib.suppress(sqlite3.Error):
+            history = index.step_history(record.pipeline, exclude=record.run_id)
+            baseline, runs = index.throughput_baseline(record.pipeline, exclude=record.run_id)
+    summary["throughput_baseline"] = baseline
+    summary["baseline_runs"] = runs
+    findings = recommend.evaluate(
+        recommend.RuleInput(
+            record=record.model_copy(update={"summary": summary}),
+            samples=samples,
+            step_history=history,
+            throughput_baseline=baseline,
+            baseline_runs=runs,
+        )
+    )
+    return {
+        "run_id": record.run_id,
+        "pipeline": record.pipeline,
+        "status": record.status.value,
+        "summary": summary,
+        "recommendations": [f.model_dump(mode="json") for f in findings],
+    }
+
+
+def recommendations_text(findings: Sequence[Recommendation | dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    for item in findings:
+        f = item if isinstance(item, Recommendation) else Recommendation.model_validate(item)
+        lines.append(f"[{f.severity.value.upper()}] {f.rule}: {f.message}")
+        evidence = ", ".join(f"{k}={v}" for k, v in f.evidence.items())
+        lines.append(f"    evidence: {evidence}")
+        lines.extend(f"    - {action}" for action in f.actions)
+    return lines
+
+
+def summary_text(data: dict[str, Any]) -> str:
+    lines = [f"Run {data['run_id']} ({data['pipeline']}): {data['status']}", "Telemetry:"]
+    lines.extend(f"  {k}: {v}" for k, v in data["summary"].items())
+    findings = data["recommendations"]
+    lines.append("Recommendations:" if findings else "Recommendations: none (healthy run)")
+    lines.extend(recommendations_text(findings))
+    return "\n".join(lines)
+
+
+def markdown(record: RunRecord) -> str:
+    """The run as a Markdown report (``runs export --format md``)."""
+    out = [
+        f"# Run {record.run_id}",
+        "",
+        f"- Pipeline: `{record.pipeline}`",
+        f"- Status: **{record.status.value}**" + (f" ({record.reason})" if record.reason else ""),
+        f"- Started: {record.started_at}",
+        f"- Ended: {record.ended_at or '-'}",
+        f"- Duration: {format_duration(record.duration_s)}",
+        f"- Host: {record.host} (pid {record.pid})",
+        "",
+        "## Steps",
+        "",
+        "| # | Step | Status | Duration | Units | Note |",
+        "|---|------|--------|----------|-------|------|",
+    ]
+    for step in record.steps:
+        units = f"{step.units_done:g}/{step.units_total:g}" if step.units_total else ""
+        note = (step.reason or "").replace("|", "\\|")
+        out.append(
+            f"| {step.order} | {step.label} | {step.status.value} | "
+            f"{format_duration(step.duration_s)} | {units} | {note} |"
+        )
+    out += ["", "## Summary", ""]
+    out += [f"- {k}: {v}" for k, v in record.summary.items()] or ["- (none)"]
+    out += ["", "## Recommendations", ""]
+    if not record.recommendations:
+        out.append("None: the run looked healthy.")
+    for f in record.recommendations:
+        out.append(f"- **{f.severity.value.upper()}** `{f.rule}`: {f.message}")
+        out.append(f"  - evidence: {', '.join(f'{k}={v}' for k, v in f.evidence.items())}")
+        out.extend(f"  - action: {a}" for a in f.actions)
+    return "\n".join(out) + "\n"
+
+
+def _elapsed(start: str | None, end: str | None, now: datetime) -> float | None:
+    if not start:
+        return None
+    try:
+        begin = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        finish = datetime.fromisoformat(end.replace("Z", "+00:00")) if end else now
+    except ValueError:
+        return None
+    return round((finish - begin.astimezone(UTC)).total_seconds(), 3)
+
+
+__all__ = [
+    "live_view",
+    "load_samples",
+    "markdown",
+    "recommendations_text",
+    "status_text",
+    "summarise",
+    "summary_text",
+]
