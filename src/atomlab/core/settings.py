@@ -73,6 +73,13 @@ class TrajectorySettings(Section):
 class TrackingSettings(Section):
     retention_runs: int = Field(default=20, ge=20)
     telemetry_interval_s: float = Field(default=1.0, gt=0)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    stale_after_s: float = Field(default=15.0, gt=0)
+    progress_interval_s: float = Field(default=10.0, gt=0, le=10.0)
+    process_rescan_s: float = Field(default=5.0, gt=0)
+    gpu: bool = True
+    tensorboard_dir: Path | None = None
+    perf_suites: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class LlmSettings(Section):
