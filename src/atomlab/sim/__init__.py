@@ -1,1 +1,41 @@
-"""Simulators: the world atomlab acts on when no real instrument or swarm is attached."""
+"""Simulated instruments: an STM that speaks the Nanonis TCP protocol over a seeded surface.
+
+::
+
+    from atomlab.sim import start_simulator_in_thread
+    with start_simulator_in_thread(seed=0, ports=[0]) as sim:
+        port = sim.ports[0]      # connect any Nanonis TCP client to 127.0.0.1:port
+"""
+
+from atomlab.sim.spm import (
+    DEFAULT_HOST,
+    DEFAULT_PORTS,
+    SimulatorThread,
+    SpmSimulator,
+    start_simulator_in_thread,
+)
+from atomlab.sim.stm_commands import CommandRefusedError, StmCommands
+from atomlab.sim.stm_physics import (
+    CRASH_GAP_M,
+    KAPPA_PER_M,
+    SIGNAL_NAMES,
+    Disturbances,
+    SimEvent,
+    StmPhysics,
+)
+
+__all__ = [
+    "CRASH_GAP_M",
+    "DEFAULT_HOST",
+    "DEFAULT_PORTS",
+    "KAPPA_PER_M",
+    "SIGNAL_NAMES",
+    "CommandRefusedError",
+    "Disturbances",
+    "SimEvent",
+    "SimulatorThread",
+    "SpmSimulator",
+    "StmCommands",
+    "StmPhysics",
+    "start_simulator_in_thread",
+]

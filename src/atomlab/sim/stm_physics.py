@@ -1,0 +1,492 @@
+"""The physics of the simulated STM, stepped at a fixed loop rate on an injectable clock.
+
+Tunnelling current ``I = G0 · V · exp(-2κ·gap)`` (κ = 1e10 m⁻¹) with preamplifier noise and
+saturation; a PI Z controller on log10(|I| / setpoint) with Nanonis' gain convention
+(``I gain = P / time constant``); tip motion (Follow Me and the scan raster); seeded
+disturbances (tip changes, thermal drift, tip crashes when the gap closes).
+
+Time only moves when :meth:`StmPhysics.advance_to` is called with a later clock reading, so a
+test drives it with a :class:`~atomlab.core.clock.FakeClock` and never sleeps.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from atomlab.sim.stm_scan import ScanEngine
+from atomlab.surface import LATTICE_UNIT_M, Surface
+
+KAPPA_PER_M = 1.0e10
+"""Inverse decay length of the tunnelling current (work function about 4 eV)."""
+G0_S = 7.748091729e-5
+"""Conductance quantum: the current at zero gap is G0 · V."""
+DECADES_PER_M = 2.0 * KAPPA_PER_M / math.log(10.0)
+CURRENT_FLOOR_A = 1e-15
+CRASH_GAP_M = 1.0e-10
+"""A gap below this is a tip crash."""
+
+DEFAULT_LOOP_RATE_HZ = 1000.0
+DEFAULT_ACQ_PERIOD_S = 0.02
+DEFAULT_BIAS_V = 0.1
+DEFAULT_SETPOINT_A = 100e-12
+DEFAULT_P_GAIN_M = 3e-11
+DEFAULT_TIME_CONSTANT_S = 1e-3
+DEFAULT_Z_HIGH_M = 200e-9
+DEFAULT_Z_LOW_M = -200e-9
+HOME_Z_M = 50e-9
+DEFAULT_FOLME_SPEED_M_S = 100e-9
+PREAMP_NOISE_A = 1e-12
+RELATIVE_NOISE = 0.01
+PREAMP_GAINS = (1e6, 1e7, 1e8, 1e9, 1e10)
+"""Selectable preamplifier gains in V/A; the current saturates at 10 V / gain."""
+DEFAULT_GAIN_INDEX = 3
+PREAMP_OUTPUT_LIMIT_V = 10.0
+COARSE_STEP_XY_M = 100e-9
+COARSE_STEP_Z_M = 50e-9
+MAX_CATCHUP_S = 30.0
+"""Longer gaps between clock readings are fast-forwarded instead of stepped one by one."""
+
+SIGNAL_NAMES: tuple[str, ...] = (
+    "Current (A)",
+    "Bias (V)",
+    "Z (m)",
+    "X (m)",
+    "Y (m)",
+    "Setpoint Error (A)",
+    *(f"Input {n} (V)" for n in range(1, 9)),
+    *(f"Output {n} (V)" for n in range(1, 9)),
+    "LI Demod 1 X (A)",
+    "LI Demod 1 Y (A)",
+    "Phase (deg)",
+    "Amplitude (m)",
+    "Frequency Shift (Hz)",
+    "Excitation (V)",
+    "Temperature 1 (K)",
+    "Z Ctrl Setpoint (A)",
+    "Time (s)",
+    "Counter 1 (Hz)",
+)
+"""The signal list (``Signals.NamesGet``), index 0 first."""
+
+CURRENT, BIAS, Z, X, Y, SETPOINT_ERROR = range(6)
+INPUT_1 = 6
+OUTPUT_1 = 14
+TEMPERATURE, SETPOINT_SIGNAL, TIME = 28, 29, 30
+
+
+@dataclass(frozen=True, slots=True)
+class Disturbances:
+    """How often things go wrong. All draws come from the simulator's seeded generator."""
+
+    tip_change_rate_per_s: float = 1.0 / 240.0
+    drift_xy_m_s: float = 5e-12
+    drift_z_m_s: float = 2e-12
+    crashes: bool = True
+
+    @classmethod
+    def none(cls) -> Disturbances:
+        """No tip changes, no drift (crashes still happen: they are the operator's doing)."""
+        return cls(tip_change_rate_per_s=0.0, drift_xy_m_s=0.0, drift_z_m_s=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class SimEvent:
+    """Something that happened to the instrument: ``tip_change``, ``tip_crash``, ``tip_restored``,
+    ``scan_started``, ``scan_finished``..."""
+
+    t_s: float
+    kind: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class TipState:
+    """The tip apex: a healthy tip has factor 1 and no extra noise."""
+
+    current_factor: float = 1.0
+    extra_noise_a: float = 0.0
+    crashed: bool = False
+    in_contact: bool = False
+    changes: int = 0
+    crashes: int = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self.current_factor == 1.0 and self.extra_noise_a == 0.0 and not self.crashed
+
+
+@dataclass(slots=True)
+class ZController:
+    """Nanonis-style PI controller state. ``GainGet`` reports I = P / T."""
+
+    on: bool = True
+    setpoint_a: float = DEFAULT_SETPOINT_A
+    p_gain_m: float = DEFAULT_P_GAIN_M
+    time_constant_s: float = DEFAULT_TIME_CONSTANT_S
+    z_m: float = 0.0
+    integrator_m: float = 0.0
+    high_m: float = DEFAULT_Z_HIGH_M
+    low_m: float = DEFAULT_Z_LOW_M
+    switch_off_delay_s: float = 0.0
+    tip_lift_m: float = 0.0
+
+    @property
+    def i_gain(self) -> float:
+        return self.p_gain_m / self.time_constant_s if self.time_constant_s > 0 else 0.0
+
+
+@dataclass(slots=True)
+class FollowMe:
+    target: tuple[float, float] | None = None
+    speed_m_s: float = DEFAULT_FOLME_SPEED_M_S
+    custom_speed: bool = True
+
+
+@dataclass(slots=True)
+class DriftState:
+    velocity: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    offset: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    compensation_on: bool = False
+    compensation: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    saturation_limit: float = 0.1
+
+
+class StmPhysics:
+    """The simulated instrument's state and its time evolution.
+
+    Piezo coordinates (x, y, z) are what the controller reports; the surface is sampled at
+    ``piezo + coarse offset + drift``, with piezo (0, 0) over the centre of the surface.
+    """
+
+    def __init__(
+        self,
+        surface: Surface,
+        *,
+        seed: int = 0,
+        start_s: float = 0.0,
+        loop_rate_hz: float = DEFAULT_LOOP_RATE_HZ,
+        acq_period_s: float = DEFAULT_ACQ_PERIOD_S,
+        disturbances: Disturbances | None = None,
+    ) -> None:
+        self.surface = surface
+        self.seed = seed
+        self.rng = random.Random(f"stm:{seed}")
+        self.disturbances = disturbances if disturbances is not None else Disturbances()
+        self.t_s = start_s
+        self._t0_s = start_s
+        self._steps = 0
+        self.loop_rate_hz = loop_rate_hz
+        self.dt_s = 1.0 / loop_rate_hz
+        self.acq_period_s = acq_period_s
+        self._next_publish_s = start_s + acq_period_s
+        self.published: list[float] = []
+        self.published_at_s = start_s
+
+        self.bias_v = DEFAULT_BIAS_V
+        self.z = ZController()
+        self.x_m = 0.0
+        self.y_m = 0.0
+        self.folme = FollowMe()
+        self.scan = ScanEngine()
+        self.tip = TipState()
+        self.drift = DriftState(velocity=self._draw_drift())
+        self.gain_index = DEFAULT_GAIN_INDEX
+        self.coarse_steps = [0, 0, 0]
+        self.events: list[SimEvent] = []
+        self.current_a = 0.0
+        self._was_below_crash = False
+
+        self.z.z_m = self.surface_height() + self.equilibrium_gap()
+        self.z.integrator_m = self.z.z_m
+        self.current_a = self._measure(self.gap())
+        self.published = self.signal_values()
+
+    # ----------------------------------------------------------------- geometry
+    def surface_xy(self) -> tuple[float, float]:
+        """Where on the surface (metres, surface frame) the tip apex is."""
+        cx = self.surface.width * LATTICE_UNIT_M / 2 + self.coarse_steps[0] * COARSE_STEP_XY_M
+        cy = self.surface.height * LATTICE_UNIT_M / 2 + self.coarse_steps[1] * COARSE_STEP_XY_M
+        return self.x_m + cx + self.drift.offset[0], self.y_m + cy + self.drift.offset[1]
+
+    def surface_height(self) -> float:
+        """Surface height under the tip in the piezo's z frame (coarse Z and drift included)."""
+        sx, sy = self.surface_xy()
+        return (
+            self.surface.height_at(sx, sy)
+            + self.drift.offset[2]
+            - self.coarse_steps[2] * COARSE_STEP_Z_M
+        )
+
+    def gap(self) -> float:
+        return self.z.z_m - self.surface_height()
+
+    def equilibrium_gap(self) -> float:
+        """The gap at which a healthy tip draws exactly the setpoint current at this bias."""
+        conductance = abs(self.z.setpoint_a / self.bias_v) if self.bias_v else 0.0
+        if conductance <= 0:
+            return 1e-9
+        return max(0.0, -math.log(conductance / G0_S) / (2.0 * KAPPA_PER_M))
+
+    @property
+    def saturation_a(self) -> float:
+        return PREAMP_OUTPUT_LIMIT_V / PREAMP_GAINS[self.gain_index]
+
+    # ----------------------------------------------------------------- time
+    def advance_to(self, t_s: float) -> None:
+        """Run the control loop up to clock time ``t_s`` in fixed steps of ``1 / loop_rate``."""
+        span = t_s - self.t_s
+        if span < self.dt_s:
+            return
+        if span > MAX_CATCHUP_S:
+            self._fast_forward(span - MAX_CATCHUP_S)
+        steps = int((t_s - self.t_s) / self.dt_s)
+        step = self._step
+        for _ in range(steps):
+            step()
+
+    def set_loop_rate(self, loop_rate_hz: float) -> None:
+        """Change the control-loop rate (``Util.RTFreqSet``) from now on."""
+        self._t0_s, self._steps = self.t_s, 0
+        self.loop_rate_hz = loop_rate_hz
+        self.dt_s = 1.0 / loop_rate_hz
+
+    def _step(self) -> None:
+        dt = self.dt_s
+        self._steps += 1
+        # time from a step count, so a long run does not accumulate rounding
+        self.t_s = self._t0_s + self._steps * dt
+        self._move_tip(dt)
+        self._drift(dt)
+        if self.disturbances.tip_change_rate_per_s > 0 and (
+            self.rng.random() < self.disturbances.tip_change_rate_per_s * dt
+        ):
+            self.tip_change()
+        gap = self.gap()
+        self._check_crash(gap)
+        self.current_a = self._measure(gap)
+        if self.z.on:
+            self._control(dt)
+        if self.scan.status_running and self.scan.advance(dt, self.signal_subset):
+            self.events.append(SimEvent(self.t_s, "scan_finished"))
+        if self.t_s >= self._next_publish_s:
+            self.published = self.signal_values()
+            self.published_at_s = self.t_s
+            self._next_publish_s += self.acq_period_s
+            if self._next_publish_s <= self.t_s:
+                self._next_publish_s = self.t_s + self.acq_period_s
+
+    def _move_tip(self, dt: float) -> None:
+        if self.scan.status_running:
+            self.x_m, self.y_m = self.scan.tip_position()
+            return
+        target = self.folme.target
+        if target is None:
+            return
+        dx, dy = target[0] - self.x_m, target[1] - self.y_m
+        dist = math.hypot(dx, dy)
+        travel = self.folme_speed() * dt
+        if dist <= travel:
+            self.x_m, self.y_m = target
+            self.folme.target = None
+        else:
+            self.x_m += dx * travel / dist
+            self.y_m += dy * travel / dist
+
+    def _drift(self, dt: float) -> None:
+        vx, vy, vz = self.drift.velocity
+        if self.drift.compensation_on:
+            cx, cy, cz = self.drift.compensation
+            vx, vy, vz = vx - cx, vy - cy, vz - cz
+        offset = self.drift.offset
+        offset[0] += vx * dt
+        offset[1] += vy * dt
+        offset[2] += vz * dt
+
+    def _control(self, dt: float) -> None:
+        z = self.z
+        error = math.log10(
+            max(abs(self.current_a), CURRENT_FLOOR_A) / max(abs(z.setpoint_a), CURRENT_FLOOR_A)
+        )
+        z.integrator_m = min(z.high_m, max(z.low_m, z.integrator_m + z.i_gain * error * dt))
+        z.z_m = min(z.high_m, max(z.low_m, z.integrator_m + z.p_gain_m * error))
+
+    def _check_crash(self, gap: float) -> None:
+        below = gap < CRASH_GAP_M
+        self.tip.in_contact = below
+        if below and not self._was_below_crash and self.disturbances.crashes:
+            self.tip.crashed = True
+            self.tip.crashes += 1
+            self.tip.current_factor *= self.rng.uniform(0.05, 0.3)
+            self.tip.extra_noise_a += self.rng.uniform(20e-12, 80e-12)
+            self.events.append(SimEvent(self.t_s, "tip_crash", f"gap {gap * 1e9:.3f} nm"))
+        self._was_below_crash = below
+
+    def _measure(self, gap: float) -> float:
+        ideal = G0_S * self.bias_v * math.exp(-2.0 * KAPPA_PER_M * max(gap, 0.0))
+        true_a = ideal * self.tip.current_factor
+        sigma = PREAMP_NOISE_A + RELATIVE_NOISE * abs(true_a) + self.tip.extra_noise_a
+        measured = true_a + self.rng.gauss(0.0, sigma)
+        limit = self.saturation_a
+        return min(limit, max(-limit, measured))
+
+    def _fast_forward(self, span: float) -> None:
+        """Skip ``span`` seconds without stepping: drift, tip changes and whole scan lines."""
+        self.t_s += span
+        self._t0_s, self._steps = self.t_s, 0
+        vx, vy, vz = self.drift.velocity
+        self.drift.offset[0] += vx * span
+        self.drift.offset[1] += vy * span
+        self.drift.offset[2] += vz * span
+        expected = self.disturbances.tip_change_rate_per_s * span
+        if expected > 0 and self.rng.random() < 1.0 - math.exp(-expected):
+            self.tip_change()
+        if self.scan.status_running:
+            fwd, bwd = self.scan.speed.line_times(self.scan.frame.width_m)
+            lines = int(span / (fwd + bwd)) if fwd + bwd > 0 else self.scan.buffer.lines
+            if self.scan.skip_lines(lines, self._ideal_line):
+                self.events.append(SimEvent(self.t_s, "scan_finished"))
+        if self.folme.target is not None:
+            self.x_m, self.y_m = self.folme.target
+            self.folme.target = None
+        if self.z.on:
+            self.z.z_m = self.surface_height() + self.equilibrium_gap()
+            self.z.integrator_m = self.z.z_m
+        self._next_publish_s = self.t_s + self.acq_period_s
+
+    def _ideal_line(self, line: int, forward: bool) -> dict[int, NDArray[np.float64]]:
+        """A scan line as a perfectly tracking controller would record it (fast-forward only)."""
+        xs, ys = self.scan.line_path(line)
+        offset_x, offset_y = self.surface_xy()
+        heights = self.surface.heights(xs + offset_x - self.x_m, ys + offset_y - self.y_m)
+        z = heights + self.drift.offset[2] + self.equilibrium_gap()
+        values: dict[int, NDArray[np.float64]] = {}
+        for ch in self.scan.buffer.channels:
+            if ch == Z:
+                values[ch] = z
+            elif ch == CURRENT:
+                values[ch] = np.full_like(z, self.z.setpoint_a)
+            elif ch == X:
+                values[ch] = xs
+            elif ch == Y:
+                values[ch] = ys
+            else:
+                values[ch] = np.full_like(z, self.signal_values()[ch])
+        return values
+
+    def _draw_drift(self) -> tuple[float, float, float]:
+        d = self.disturbances
+
+        def draw(scale: float) -> float:
+            return self.rng.choice((-1.0, 1.0)) * self.rng.uniform(0.5, 1.5) * scale
+
+        return draw(d.drift_xy_m_s), draw(d.drift_xy_m_s), draw(d.drift_z_m_s)
+
+    # ----------------------------------------------------------------- actions
+    def folme_speed(self) -> float:
+        if self.folme.custom_speed:
+            return self.folme.speed_m_s
+        return self.scan.speed.speeds(self.scan.frame.width_m)[0]
+
+    def tip_change(self) -> None:
+        """The apex picks up or loses an atom: the current jumps by a factor and gets noisier."""
+        factor = math.exp(self.rng.uniform(-1.2, 1.2))
+        self.tip.current_factor *= factor
+        self.tip.extra_noise_a += self.rng.uniform(3e-12, 20e-12)
+        self.tip.changes += 1
+        self.events.append(SimEvent(self.t_s, "tip_change", f"current x{factor:.2f}"))
+
+    def restore_tip(self, reason: str) -> None:
+        self.tip.current_factor = 1.0
+        self.tip.extra_noise_a = 0.0
+        self.tip.crashed = False
+        self.events.append(SimEvent(self.t_s, "tip_restored", reason))
+
+    def bias_pulse(self, pulse_v: float) -> bool:
+        """A pulse of 2 V or more fixes a damaged tip half of the time. Returns True if it did."""
+        if self.tip.healthy or abs(pulse_v) < 2.0:
+            return False
+        if self.rng.random() < 0.5:
+            self.restore_tip(f"bias pulse {pulse_v:g} V")
+            return True
+        return False
+
+    def set_z_on(self, on: bool) -> None:
+        if on and not self.z.on:
+            self.z.integrator_m = self.z.z_m  # bumpless switch-on
+        self.z.on = on
+
+    def withdraw(self) -> None:
+        self.z.on = False
+        self.z.z_m = self.z.high_m
+        self.z.integrator_m = self.z.z_m
+
+    def home(self) -> None:
+        self.z.on = False
+        self.z.z_m = min(self.z.high_m, max(self.z.low_m, HOME_Z_M))
+        self.z.integrator_m = self.z.z_m
+
+    def start_scan(self, direction_up: bool) -> None:
+        self.folme.target = None
+        self.scan.start(direction_up)
+        self.x_m, self.y_m = self.scan.start_position()
+        self.events.append(SimEvent(self.t_s, "scan_started"))
+
+    # ----------------------------------------------------------------- signals
+    def signal_values(self) -> list[float]:
+        """Every signal now, in :data:`SIGNAL_NAMES` order."""
+        values = [0.0] * len(SIGNAL_NAMES)
+        self._fill_core(values)
+        values[INPUT_1] = self.current_a * PREAMP_GAINS[self.gain_index]
+        values[OUTPUT_1] = self.bias_v
+        values[TEMPERATURE] = 4.3
+        values[SETPOINT_SIGNAL] = self.z.setpoint_a
+        values[TIME] = self.t_s
+        return values
+
+    def signal_subset(self, indexes: Sequence[int]) -> list[float]:
+        """The values of a few signals now (what a scan records at each pixel)."""
+        if all(i < 6 for i in indexes):
+            core = [0.0] * 6
+            self._fill_core(core)
+            return [core[i] for i in indexes]
+        values = self.signal_values()
+        return [values[i] for i in indexes]
+
+    def _fill_core(self, values: list[float]) -> None:
+        values[CURRENT] = self.current_a
+        values[BIAS] = self.bias_v
+        values[Z] = self.z.z_m
+        values[X] = self.x_m
+        values[Y] = self.y_m
+        sign = 1.0 if self.bias_v >= 0 else -1.0
+        values[SETPOINT_ERROR] = self.current_a - sign * abs(self.z.setpoint_a)
+
+    def snapshot(self) -> dict[str, object]:
+        """A JSON-able view of the state, for logs, tests and demos."""
+        return {
+            "t_s": self.t_s,
+            "bias_v": self.bias_v,
+            "current_a": self.current_a,
+            "z_m": self.z.z_m,
+            "z_on": self.z.on,
+            "setpoint_a": self.z.setpoint_a,
+            "gap_m": self.gap(),
+            "x_m": self.x_m,
+            "y_m": self.y_m,
+            "scan_running": self.scan.status_running,
+            "tip": {
+                "healthy": self.tip.healthy,
+                "crashed": self.tip.crashed,
+                "changes": self.tip.changes,
+                "crashes": self.tip.crashes,
+                "current_factor": self.tip.current_factor,
+            },
+            "drift_offset_m": list(self.drift.offset),
+            "surface_version": self.surface.version,
+        }
