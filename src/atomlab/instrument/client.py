@@ -1,0 +1,330 @@
+"""A Nanonis TCP client on the shared protocol codec: timeouts that hold, reconnects, named fields.
+
+Unlike the official ``nanonis-spm`` client, the per-call timeout stays in force for every call,
+each reply is decoded into named fields, and a broken connection is reopened on the next call::
+
+    with NanonisClient("127.0.0.1", 6501, call_timeout_s=2.0) as nanonis:
+        nanonis.call("Bias.Set", {"bias_v": 0.5})
+        frame = nanonis.call("Scan.FrameGet")          # frame["height_m"], frame["angle_deg"], ...
+        current, z = nanonis.read_signals([0, 30])     # one Signals.ValsGet round trip
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self
+
+from atomlab.core.errors import ConnectionFailedError, InvalidInputError, OperationTimeoutError
+from atomlab.core.logging import get_logger
+from atomlab.instrument import protocol
+from atomlab.instrument.commands import CommandSpec
+from atomlab.instrument.errors import FramingError, ProtocolError
+from atomlab.instrument.protocol import HEADER_SIZE, Reply
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 6501
+DEFAULT_PORTS: Final = (6501, 6502, 6503, 6504)
+DEFAULT_CONNECT_TIMEOUT_S: Final = 2.0
+DEFAULT_CALL_TIMEOUT_S: Final = 5.0
+_RECV_CHUNK: Final = 65536
+
+_log = get_logger("atomlab.instrument.client")
+
+
+def is_idempotent(command: str) -> bool:
+    """Reads and plain settings may be sent twice; actions (pulses, moves, scans) may not."""
+    verb = command.rsplit(".", 1)[-1]
+    return verb.endswith(("Get", "Set"))
+
+
+class NanonisClient:
+    """One TCP connection to a Nanonis controller; calls are serialised, so threads may share it.
+
+    ``connect_timeout_s`` bounds opening the connection, ``call_timeout_s`` bounds every call from
+    sending the request to the last reply byte (``call(..., timeout_s=...)`` overrides it once).
+    After a timeout or a broken connection the socket is closed (a late reply must never be read
+    as the answer to the next call) and the next call reconnects; a read or a plain setting is
+    retried once on a fresh connection, an action is not.
+    """
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+        retry_idempotent: bool = True,
+    ) -> None:
+        for name, value in (
+            ("connect_timeout_s", connect_timeout_s),
+            ("call_timeout_s", call_timeout_s),
+        ):
+            if not value > 0:
+                raise InvalidInputError(f"{name} must be > 0 seconds, got {value!r}", field=name)
+        self.host = host
+        self.port = port
+        self.connect_timeout_s = connect_timeout_s
+        self.call_timeout_s = call_timeout_s
+        self.retry_idempotent = retry_idempotent
+        self._sock: socket.socket | None = None
+        self._buf = bytearray()
+        self._lock = threading.RLock()
+        self._signal_names: list[str] | None = None
+        self.reconnects = 0
+        self._ever_connected = False
+
+    def __repr__(self) -> str:
+        state = "connected" if self._sock is not None else "closed"
+        return f"NanonisClient({self.host!r}, {self.port}, {state})"
+
+    # --- connection ------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def connect(self) -> Self:
+        """Open the connection (no-op when open); ConnectionFailedError when it cannot."""
+        with self._lock:
+            if self._sock is None:
+                self._sock = self._open()
+                if self._ever_connected:
+                    self.reconnects += 1
+                self._ever_connected = True
+        return self
+
+    def _open(self) -> socket.socket:
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
+        except TimeoutError:
+            raise OperationTimeoutError(
+                f"no answer from {self.address} within {self.connect_timeout_s} s; is the "
+                "instrument (or `atomlab sim spm`) running and the port right?",
+                address=self.address,
+            ) from None
+        except OSError as exc:
+            raise ConnectionFailedError(
+                f"cannot connect to {self.address}: {exc.strerror or exc}; start the instrument's "
+                "TCP interface (or `atomlab sim spm`) or pass --host/--port",
+                address=self.address,
+            ) from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self.call_timeout_s)
+        self._buf.clear()
+        return sock
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        sock, self._sock = self._sock, None
+        self._buf.clear()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def __enter__(self) -> Self:
+        return self.connect()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- calls -----------------------------------------------------------------------------
+
+    def call(
+        self,
+        command: str | CommandSpec,
+        args: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+        check: bool = True,
+    ) -> Reply:
+        """Send one command and return its reply decoded into named fields.
+
+        Raises :class:`InstrumentError` when the instrument reports an error (unless
+        ``check=False``), :class:`ArgumentError` for bad arguments (nothing is sent),
+        :class:`OperationTimeoutError` / :class:`ConnectionFailedError` on transport failures.
+        """
+        spec = protocol.spec_of(command)
+        request = protocol.encode_request(spec, args)
+        timeout = self.call_timeout_s if timeout_s is None else timeout_s
+        with self._lock:
+            try:
+                reply = self._round_trip(spec, request, timeout)
+            except ConnectionFailedError as exc:
+                if not (self.retry_idempotent and is_idempotent(spec.name)) or isinstance(
+                    exc, OperationTimeoutError
+                ):
+                    raise
+                _log.info("retrying on a fresh connection", command=spec.name, reason=exc.message)
+                reply = self._round_trip(spec, request, timeout)
+        return reply.raise_for_error() if check else reply
+
+    def _round_trip(self, spec: CommandSpec, request: bytes, timeout: float) -> Reply:
+        sock = self.connect()._sock
+        assert sock is not None
+        deadline = time.monotonic() + timeout
+        try:
+            sock.settimeout(timeout)
+            sock.sendall(request)
+            header = protocol.read_response_header(self._read(sock, HEADER_SIZE, deadline))
+            body = self._read(sock, header.body_size, deadline)
+        except TimeoutError:
+            self._drop()
+            raise OperationTimeoutError(
+                f"{spec.name}: no reply from {self.address} within {timeout} s "
+                "(the connection was closed; the next call reconnects)",
+                command=spec.name,
+                address=self.address,
+                timeout_s=timeout,
+            ) from None
+        except FramingError as exc:
+            self._drop()
+            raise ProtocolError(
+                f"{spec.name}: {self.address} sent bytes that are not a Nanonis reply: "
+                f"{exc.message}",
+                command=spec.name,
+            ) from None
+        except OSError as exc:
+            self._drop()
+            raise ConnectionFailedError(
+                f"{spec.name}: connection to {self.address} broke: {exc.strerror or exc}",
+                command=spec.name,
+                address=self.address,
+            ) from None
+        if header.name != spec.name:
+            self._drop()
+            raise ProtocolError(
+                f"{spec.name}: {self.address} answered for {header.name!r}; connection closed",
+                command=spec.name,
+            )
+        return protocol.decode_reply(spec, body)
+
+    def _read(self, sock: socket.socket, n: int, deadline: float) -> bytes:
+        buf = self._buf
+        while len(buf) < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            sock.settimeout(remaining)
+            chunk = sock.recv(max(_RECV_CHUNK, n - len(buf)))
+            if not chunk:
+                raise ConnectionResetError(0, "the instrument closed the connection")
+            buf += chunk
+        data = bytes(buf[:n])
+        del buf[:n]
+        return data
+
+    # --- conveniences over the command table -----------------------------------------------
+
+    def get(
+        self, command: str, field: str | None = None, args: Mapping[str, Any] | None = None
+    ) -> Any:
+        """One reply field by name (the only field when ``field`` is None)."""
+        reply = self.call(command, args)
+        if field is None:
+            if len(reply.values) != 1:
+                raise InvalidInputError(
+                    f"{command} replies with {list(reply.values)}; name the field to read",
+                    command=command,
+                )
+            return next(iter(reply.values.values()))
+        return reply[field]
+
+    def signal_names(self, *, refresh: bool = False) -> list[str]:
+        """Signal names, index 0 first (cached per client)."""
+        with self._lock:
+            if self._signal_names is None or refresh:
+                self._signal_names = list(self.call("Signals.NamesGet")["names"])
+            return list(self._signal_names)
+
+    def signal_index(self, name: str) -> int:
+        """The index of a signal by its full name (``"Current (A)"``) or its name without unit."""
+        names = self.signal_names()
+        for i, candidate in enumerate(names):
+            if candidate == name or candidate.split(" (", 1)[0] == name:
+                return i
+        raise InvalidInputError(
+            f"no signal called {name!r} on {self.address}; signals: {names[:12]}...",
+            signal=name,
+        )
+
+    def read_signals(
+        self, indexes: Sequence[int] | Iterable[int], *, wait: bool = False
+    ) -> list[float]:
+        """Values of several signals in one ``Signals.ValsGet`` round trip, in the order asked."""
+        idx = list(indexes)
+        values: list[float] = self.call("Signals.ValsGet", {"indexes": idx, "wait": int(wait)})[
+            "values"
+        ]
+        if len(values) != len(idx):
+            raise ProtocolError(
+                f"Signals.ValsGet: asked for {len(idx)} signals, got {len(values)} values",
+                command="Signals.ValsGet",
+            )
+        return values
+
+
+@dataclass(frozen=True)
+class PortProbe:
+    """What ``probe_ports`` found on one port."""
+
+    port: int
+    answers: bool
+    connect_ms: float | None = None
+    round_trip_ms: float | None = None
+    bias_v: float | None = None
+    error: str | None = None
+
+
+def probe_port(
+    host: str,
+    port: int,
+    *,
+    timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    calls: int = 5,
+) -> PortProbe:
+    """Connect to one port; time the connect and the median ``Bias.Get`` round trip."""
+    client = NanonisClient(host, port, connect_timeout_s=timeout_s, call_timeout_s=timeout_s)
+    try:
+        start = time.perf_counter()
+        client.connect()
+        connect_ms = (time.perf_counter() - start) * 1e3
+        samples = []
+        bias = None
+        for _ in range(max(calls, 1)):
+            t0 = time.perf_counter()
+            bias = client.get("Bias.Get")
+            samples.append((time.perf_counter() - t0) * 1e3)
+        samples.sort()
+        return PortProbe(
+            port, True, round(connect_ms, 3), round(samples[len(samples) // 2], 3), bias
+        )
+    except (ConnectionFailedError, ProtocolError) as exc:
+        return PortProbe(port, False, error=exc.message)
+    finally:
+        client.close()
+
+
+def probe_ports(
+    host: str, ports: Iterable[int], *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+) -> list[PortProbe]:
+    """:func:`probe_port` on each port, in order."""
+    return [probe_port(host, p, timeout_s=timeout_s) for p in ports]

@@ -1,0 +1,461 @@
+"""Guarded writes: nothing reaches the instrument unless the catalog's limits and safety allow it.
+
+Every write of a spec goes through a :class:`WritePlan`: the allow-writes gate, the bounds, the
+largest single step (a bigger ``set`` becomes a ramp of smaller steps), the slew limit (steps are
+paced), the cooldown between writes, and a dry run that only prints the plan. Each attempt,
+refused or not, is appended to a JSON-lines audit log (when, what, old, new, plan, who), and
+in-process listeners hear about every step sent, so a trajectory recorder can tell operator
+actions made through the guard from anything else::
+
+    guard = WriteGuard(client, load_catalog(), allow_writes=True, audit_log=home / "audit.jsonl")
+    guard.add_listener(lambda event: print(event.spec, event.value))
+    guard.set("bias_v", 0.5)                        # ramps in 0.1 V steps at <= 1 V/s
+    guard.plan_set("bias_v", 9.0)                   # PolicyRefusedError: outside -5..5 V
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import math
+import os
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from atomlab.core.clock import Clock, SystemClock, utc_iso
+from atomlab.core.errors import AtomlabError, InvalidInputError, PolicyRefusedError
+from atomlab.core.logging import get_logger
+from atomlab.instrument.catalog import Catalog, CatalogEntry
+from atomlab.instrument.client import NanonisClient
+from atomlab.instrument.commands import lookup
+
+AUDIT_LOG_NAME: Final = "instrument-audit.jsonl"
+_REL_TOLERANCE: Final = (
+    1e-6  # float32 on the wire: a step of exactly max_step may read back a hair over
+)
+
+Outcome = Literal["done", "dry_run", "refused", "failed"]
+
+_log = get_logger("atomlab.instrument.guard")
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """What a write will do: the values sent, in order, and the pause between them."""
+
+    id: str
+    spec: str
+    label: str
+    unit: str
+    mode: Literal["set", "ramp"]
+    command: str
+    old: float
+    target: float
+    steps: tuple[float, ...]
+    interval_s: float
+    notes: tuple[str, ...] = ()
+
+    @property
+    def duration_s(self) -> float:
+        return max(len(self.steps) - 1, 0) * self.interval_s
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["steps"] = list(self.steps)
+        out["notes"] = list(self.notes)
+        out["duration_s"] = round(self.duration_s, 6)
+        return out
+
+
+@dataclass(frozen=True)
+class WriteEvent:
+    """One value sent to the instrument through the guard."""
+
+    plan_id: str
+    spec: str
+    label: str
+    command: str
+    step: int
+    steps: int
+    old: float
+    value: float
+    when: str
+    monotonic_s: float
+    who: str
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    plan: WritePlan
+    outcome: Outcome
+    steps_sent: int = 0
+    readback: float | int | bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "steps_sent": self.steps_sent,
+            "readback": self.readback,
+            "plan": self.plan.to_dict(),
+        }
+
+
+WriteListener = Callable[[WriteEvent], None]
+
+
+def default_who() -> str:
+    """``user@pid`` of this process, recorded in the audit log when no caller name is given."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@pid{os.getpid()}"
+
+
+@dataclass
+class WriteGuard:
+    """The only way atomlab writes specs. Thread-safe; one guard per client."""
+
+    client: NanonisClient
+    catalog: Catalog
+    allow_writes: bool = False
+    dry_run: bool = False
+    audit_log: Path | None = None
+    who: str = field(default_factory=default_who)
+    clock: Clock = field(default_factory=SystemClock)
+    _listeners: list[WriteListener] = field(default_factory=list, init=False, repr=False)
+    _last_write: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+
+    def add_listener(self, listener: WriteListener) -> Callable[[], None]:
+        """Call ``listener`` after every value sent; returns a function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    # --- planning ------------------------------------------------------------------------
+
+    def plan_set(self, name: str, value: float) -> WritePlan:
+        """Plan a write of ``value``; a change larger than ``max_step`` becomes paced steps."""
+        entry = self.catalog.spec(name)
+        target = self._checked_value(entry, value, "value")
+        old = self._read_old(entry)
+        safety = entry.safety
+        steps: list[float] = [target]
+        notes: list[str] = []
+        if safety.max_step is not None and abs(target - old) > _allowed(safety.max_step):
+            steps = _ramp_values(old, target, safety.max_step)[1:]
+            notes.append(f"change of {_fmt(target - old, entry)} split into {len(steps)} steps")
+        interval = safety.ramp_interval_s
+        if safety.max_slew_per_s is not None and len(steps) > 1:
+            paced = _largest_step(old, steps) / safety.max_slew_per_s
+            if paced > interval:
+                interval = paced
+                notes.append(f"paced to {safety.max_slew_per_s:g} {entry.unit}/s")
+        if len(steps) == 1 and safety.max_slew_per_s is not None and safety.max_step is None:
+            notes.append("single step: slew limit needs max_step to split the change")
+        return self._plan(entry, "set", old, target, steps, interval, notes)
+
+    def plan_ramp(
+        self,
+        name: str,
+        start: float,
+        end: float,
+        step: float,
+        *,
+        interval_s: float | None = None,
+    ) -> WritePlan:
+        """Plan a ramp from ``start`` to ``end`` in steps of ``step`` (sign is inferred)."""
+        entry = self.catalog.spec(name)
+        first = self._checked_value(entry, start, "start")
+        last = self._checked_value(entry, end, "end")
+        if not (math.isfinite(step) and step > 0):
+            raise InvalidInputError(f"ramp step must be a positive number, got {step!r}", step=step)
+        safety = entry.safety
+        interval = safety.ramp_interval_s if interval_s is None else interval_s
+        if interval < 0 or not math.isfinite(interval):
+            raise InvalidInputError(f"--interval-s must be >= 0, got {interval!r}")
+        if safety.max_step is not None and step > _allowed(safety.max_step):
+            self._refuse(
+                entry,
+                f"ramp step {_fmt(step, entry)} exceeds max_step {_fmt(safety.max_step, entry)} "
+                f"for {entry.name}; use a step <= {safety.max_step:g}",
+            )
+        old = self._read_old(entry)
+        if safety.max_step is not None and abs(first - old) > _allowed(safety.max_step):
+            self._refuse(
+                entry,
+                f"ramp starts {_fmt(first - old, entry)} away from the current value "
+                f"{_fmt(old, entry)}, more than max_step {_fmt(safety.max_step, entry)}; start "
+                f"the ramp nearer {old:g}",
+            )
+        steps = _ramp_values(first, last, step)
+        notes: list[str] = []
+        if safety.max_slew_per_s is not None and len(steps) > 1:
+            needed = _largest_step(first, steps[1:]) / safety.max_slew_per_s
+            if interval + 1e-12 < needed:
+                self._refuse(
+                    entry,
+                    f"steps of {_fmt(step, entry)} every {interval:g} s exceed the slew limit "
+                    f"{safety.max_slew_per_s:g} {entry.unit}/s for {entry.name}; use "
+                    f"--interval-s {needed:.3g} or more",
+                )
+        return self._plan(entry, "ramp", old, last, steps, interval, notes)
+
+    def _plan(
+        self,
+        entry: CatalogEntry,
+        mode: Literal["set", "ramp"],
+        old: float,
+        target: float,
+        steps: list[float],
+        interval: float,
+        notes: list[str],
+    ) -> WritePlan:
+        assert entry.set is not None
+        coerced = tuple(float(entry.coerce(v)) if entry.type != "float" else v for v in steps)
+        return WritePlan(
+            id=uuid.uuid4().hex[:12],
+            spec=entry.name,
+            label=entry.label,
+            unit=entry.unit,
+            mode=mode,
+            command=entry.set.command,
+            old=old,
+            target=target,
+            steps=coerced,
+            interval_s=interval,
+            notes=tuple(notes),
+        )
+
+    def _checked_value(self, entry: CatalogEntry, value: float, what: str) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InvalidInputError(
+                f"{entry.name}: {what} {value!r} is not a number", field=entry.name
+            ) from None
+        if not math.isfinite(number):
+            raise InvalidInputError(f"{entry.name}: {what} must be finite, got {value!r}")
+        if entry.type != "float" and not number.is_integer():
+            raise InvalidInputError(
+                f"{entry.name} takes whole numbers ({entry.type}); {what} {value!r} is not one",
+                field=entry.name,
+            )
+        limits = entry.limits
+        assert limits is not None  # validated by the catalog
+        if not limits.contains(number):
+            self._refuse(
+                entry,
+                f"{entry.name} = {_fmt(number, entry)} is outside its limits "
+                f"{limits.min:g}..{limits.max:g} {entry.unit}".rstrip()
+                + "; nothing was sent",
+                value=number,
+            )
+        return number
+
+    def _read_old(self, entry: CatalogEntry) -> float:
+        return float(self.client.call(entry.get.command, entry.get.args)[entry.get.field])
+
+    def _refuse(self, entry: CatalogEntry, reason: str, **details: Any) -> None:
+        self._audit(
+            {"what": entry.name, "label": entry.label, "outcome": "refused", "reason": reason}
+        )
+        raise PolicyRefusedError(reason, spec=entry.name, **details)
+
+    # --- executing -----------------------------------------------------------------------
+
+    def set(self, name: str, value: float, *, plan_only: bool = False) -> WriteResult:
+        """Plan and (unless ``plan_only`` or dry-run) execute a write of ``value``."""
+        with self._lock:
+            return self.execute(self.plan_set(name, value), plan_only=plan_only)
+
+    def ramp(
+        self,
+        name: str,
+        start: float,
+        end: float,
+        step: float,
+        *,
+        interval_s: float | None = None,
+        plan_only: bool = False,
+    ) -> WriteResult:
+        """Plan and (unless ``plan_only`` or dry-run) execute a ramp."""
+        with self._lock:
+            plan = self.plan_ramp(name, start, end, step, interval_s=interval_s)
+            return self.execute(plan, plan_only=plan_only)
+
+    def execute(self, plan: WritePlan, *, plan_only: bool = False) -> WriteResult:
+        """Send the plan's steps, paced, after the gate and the cooldown allow it."""
+        entry = self.catalog.spec(plan.spec)
+        if plan_only or self.dry_run:
+            self._audit_plan(plan, "dry_run", 0)
+            return WriteResult(plan, "dry_run")
+        with self._lock:
+            if not self.allow_writes:
+                self._refuse(
+                    entry,
+                    "writes are disabled; enable them with instrument.allow_writes: true in "
+                    "atomlab.yaml, ATOMLAB_INSTRUMENT__ALLOW_WRITES=1 or --allow-writes "
+                    "(or use --plan-only to see the plan)",
+                )
+            self._check_cooldown(entry)
+            base = self._base_args(entry)
+            sent = 0
+            try:
+                for i, value in enumerate(plan.steps):
+                    if i:
+                        self.clock.sleep(plan.interval_s)
+                    self._send(entry, plan, base, i, value)
+                    sent += 1
+            except AtomlabError as exc:
+                self._audit_plan(plan, "failed", sent, reason=exc.message)
+                raise
+            finally:
+                if sent:
+                    self._last_write[entry.name] = self.clock.now().timestamp()
+            readback = self._readback(entry)
+            self._audit_plan(plan, "done", sent, readback=readback)
+            return WriteResult(plan, "done", sent, readback)
+
+    def _check_cooldown(self, entry: CatalogEntry) -> None:
+        """Cooldowns count wall time and survive restarts: the audit log holds the last write."""
+        cooldown = entry.safety.cooldown_s
+        if cooldown <= 0:
+            return
+        last = self._last_write.get(entry.name)
+        if last is None and self.audit_log is not None:
+            last = _last_done_write(self.audit_log, entry.name)
+        if last is None:
+            return
+        wait = cooldown - (self.clock.now().timestamp() - last)
+        if wait > 0:
+            self._refuse(
+                entry,
+                f"{entry.name} was written {cooldown - wait:.3g} s ago; its cooldown is "
+                f"{cooldown:g} s, retry in {wait:.3g} s",
+                retry_in_s=round(wait, 3),
+            )
+
+    def _base_args(self, entry: CatalogEntry) -> dict[str, Any]:
+        """The other arguments of the set command, read from ``get`` so they do not change."""
+        assert entry.set is not None
+        set_spec = lookup(entry.set.command)
+        others = [f for f in set_spec.args if f.name != entry.set.field]
+        base: dict[str, Any] = {}
+        if any(f.name not in entry.set.args and f.required for f in others):
+            current = self.client.call(entry.get.command, entry.get.args).values
+            for f in others:
+                if f.name in current:
+                    base[f.name] = current[f.name]
+        base.update(entry.set.args)
+        return base
+
+    def _send(
+        self, entry: CatalogEntry, plan: WritePlan, base: Mapping[str, Any], i: int, value: float
+    ) -> None:
+        assert entry.set is not None
+        wire_value: Any = entry.coerce(value) if entry.type != "float" else value
+        if entry.type == "bool":
+            wire_value = int(wire_value)
+        self.client.call(entry.set.command, {**base, entry.set.field: wire_value})
+        event = WriteEvent(
+            plan_id=plan.id,
+            spec=entry.name,
+            label=entry.label,
+            command=entry.set.command,
+            step=i,
+            steps=len(plan.steps),
+            old=plan.old if i == 0 else plan.steps[i - 1],
+            value=value,
+            when=utc_iso(self.clock.now()),
+            monotonic_s=self.clock.monotonic(),
+            who=self.who,
+        )
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception as exc:  # a broken listener must not stop a ramp halfway
+                _log.warning("write listener failed", error=repr(exc), spec=entry.name)
+
+    def _readback(self, entry: CatalogEntry) -> float | int | bool | None:
+        try:
+            return entry.coerce(self._read_old(entry))
+        except AtomlabError:
+            return None
+
+    # --- audit ---------------------------------------------------------------------------
+
+    def _audit_plan(self, plan: WritePlan, outcome: Outcome, sent: int, **extra: Any) -> None:
+        self._audit(
+            {
+                "what": plan.spec,
+                "label": plan.label,
+                "command": plan.command,
+                "old": plan.old,
+                "new": plan.target,
+                "outcome": outcome,
+                "steps_sent": sent,
+                "plan": plan.to_dict(),
+                **extra,
+            }
+        )
+
+    def _audit(self, record: dict[str, Any]) -> None:
+        if self.audit_log is None:
+            return
+        line = json.dumps({"when": utc_iso(self.clock.now()), "who": self.who, **record})
+        self.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        with self.audit_log.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+
+def read_audit_log(path: Path) -> list[dict[str, Any]]:
+    """The audit records in ``path`` (oldest first); a torn last line is skipped."""
+    records: list[dict[str, Any]] = []
+    with contextlib.suppress(FileNotFoundError), path.open(encoding="utf-8") as fh:
+        for line in fh:
+            with contextlib.suppress(json.JSONDecodeError):
+                records.append(json.loads(line))
+    return records
+
+
+def _last_done_write(path: Path, spec: str) -> float | None:
+    """Wall time (epoch seconds) of the last completed write of ``spec`` in the audit log."""
+    for record in reversed(read_audit_log(path)):
+        if record.get("what") == spec and record.get("steps_sent", 0) > 0:
+            with contextlib.suppress(KeyError, ValueError, TypeError):
+                when = datetime.strptime(record["when"], "%Y-%m-%dT%H:%M:%S.%fZ")
+                return when.replace(tzinfo=UTC).timestamp()
+    return None
+
+
+def _allowed(limit: float) -> float:
+    return limit * (1 + _REL_TOLERANCE)
+
+
+def _ramp_values(start: float, end: float, step: float) -> list[float]:
+    """``start``, then values ``step`` apart towards ``end``, ending exactly on ``end``."""
+    distance = end - start
+    n = max(math.ceil(abs(distance) / step - _REL_TOLERANCE), 1) if distance else 0
+    direction = 1.0 if distance >= 0 else -1.0
+    values = [start + direction * step * i for i in range(n)]
+    values.append(end)
+    return values
+
+
+def _largest_step(old: float, steps: list[float] | tuple[float, ...]) -> float:
+    previous, largest = old, 0.0
+    for value in steps:
+        largest = max(largest, abs(value - previous))
+        previous = value
+    return largest
+
+
+def _fmt(value: float, entry: CatalogEntry) -> str:
+    return f"{value:g} {entry.unit}".rstrip()
