@@ -102,7 +102,11 @@ class LlmSettings(Section):
 
 class EngineSettings(Section):
     concurrency: int = Field(default=8, ge=1)
-    cache_dir: Path | None = None
+    cache_dir: Path | None = None  # default <home>/engine/cache
+    cache_mode: Literal["read-write", "read-only", "refresh", "off"] = "read-write"
+    queue: bool = True  # route provider calls through the LLM queue (retries, breaker, budget)
+    strict: bool = False  # a failed stage stops the run instead of rejecting the item
+    max_items_in_flight: int | None = Field(default=None, ge=1)  # default: concurrency
 
 
 class SwarmZone(Section):

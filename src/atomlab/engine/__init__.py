@@ -9,7 +9,7 @@ See docs/engine.md for the pipeline format, the cache layout and the resume rule
 
 from atomlab.engine.cache import CACHE_MODES, CacheMode, CacheReport, ResponseCache, cache_key
 from atomlab.engine.errors import MappingError, PipelineError, ProcessingError, ResumeRefusedError
-from atomlab.engine.journal import RunManifest, RunPaths
+from atomlab.engine.journal import RunManifest, RunPaths, describe_run
 from atomlab.engine.loaders import (
     DirectoryMappingLoader,
     DirectoryPromptLoader,
@@ -19,6 +19,7 @@ from atomlab.engine.loaders import (
     PromptLoader,
 )
 from atomlab.engine.metrics import EngineMetrics
+from atomlab.engine.migrations import MIGRATIONS, RecordV11, migrate_file, migrate_record
 from atomlab.engine.pipeline import (
     Pipeline,
     PipelineSpec,
@@ -38,6 +39,7 @@ from atomlab.engine.runner import (
 
 __all__ = [
     "CACHE_MODES",
+    "MIGRATIONS",
     "CacheMode",
     "CacheReport",
     "DirectoryMappingLoader",
@@ -54,6 +56,7 @@ __all__ = [
     "PipelineSpec",
     "ProcessingError",
     "PromptLoader",
+    "RecordV11",
     "ResponseCache",
     "ResumeRefusedError",
     "RunManifest",
@@ -62,8 +65,11 @@ __all__ = [
     "RunSummary",
     "build_pipeline",
     "cache_key",
+    "describe_run",
     "list_pipelines",
     "load_pipeline",
+    "migrate_file",
+    "migrate_record",
     "run_blocking",
     "sample_input",
     "scan_input",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from atomlab.core.errors import NotFoundError
 from atomlab.core.sqlite import connect, migrate
 from atomlab.engine.errors import ResumeRefusedError
 from atomlab.engine.pipeline import canonical_json
@@ -259,6 +260,33 @@ def finalise(paths: RunPaths) -> None:
             os.close(fd)
 
 
+def describe_run(output: Path) -> dict[str, Any]:
+    """The state of the run writing ``output``: status, items finished, what it was started with."""
+    paths = RunPaths(output)
+    if not paths.journal.exists():
+        raise NotFoundError(
+            f"no run journal for {str(output)!r} (looked for {str(paths.journal)!r})",
+            path=str(paths.journal),
+        )
+    journal = Journal(paths.journal)
+    try:
+        manifest = journal.manifest()
+        done, out_end, rejects_end, outcomes = journal.finished()
+        return {
+            "output": str(output),
+            "journal": str(paths.journal),
+            "status": journal.status(),
+            "items_finished": done,
+            "ok": outcomes.get("ok", 0),
+            "rejected": outcomes.get("rejected", 0),
+            "output_bytes": out_end,
+            "rejects_bytes": rejects_end,
+            "manifest": manifest.__dict__ if manifest else None,
+        }
+    finally:
+        journal.close()
+
+
 def discard(paths: RunPaths) -> None:
     """Remove a previous run's journal and part files (a fresh run starts from nothing)."""
     for path in (
@@ -278,6 +306,7 @@ __all__ = [
     "OrderedSink",
     "RunManifest",
     "RunPaths",
+    "describe_run",
     "discard",
     "finalise",
 ]

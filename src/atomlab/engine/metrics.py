@@ -48,7 +48,7 @@ class EngineMetrics:
             "tokens_total", "Tokens used by provider calls, per kind.", labels=("kind",)
         )
         self.breaker_state = metrics.gauge(
-            "breaker_state", "LLM circuit breaker: 0 closed, 1 half-open, 2 open."
+            "breaker_state", "LLM circuit breaker: 0 closed, 1 open, 2 half-open."
         )
 
     def cache_event(self, event: str) -> None:

@@ -59,7 +59,7 @@ from atomlab.engine.pipeline import (
     canonical_json,
     lookup,
 )
-from atomlab.llm import GenerationRequest, InvalidResponseError, Provider
+from atomlab.llm import Generation, GenerationRequest, InvalidResponseError, LlmQueue, Provider
 
 log = get_logger("atomlab.engine")
 
@@ -67,6 +67,7 @@ StopKind = Literal["interrupt", "terminate"]
 DEFAULT_CONCURRENCY = 8
 WINDOW_FACTOR = 4  # finished items may wait this many admission windows for a slow predecessor
 HASH_CHUNK = 1 << 20
+_BREAKER_LEVELS = {"closed": 0, "open": 1, "half_open": 2}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,6 +225,7 @@ class PipelineRunner:
         pipeline: Pipeline,
         provider: Provider,
         *,
+        queue: LlmQueue | None = None,
         cache: ResponseCache | None = None,
         metrics: EngineMetrics | None = None,
         options: RunOptions | None = None,
@@ -231,6 +233,7 @@ class PipelineRunner:
     ) -> None:
         self.pipeline = pipeline
         self.provider = provider
+        self.queue = queue
         self.cache = cache
         self.metrics = metrics or EngineMetrics()
         self.options = options or RunOptions()
@@ -656,7 +659,7 @@ class PipelineRunner:
             loop = asyncio.get_running_loop()
             started = loop.time()
             try:
-                generation = await self.provider.generate(request)
+                generation = await self._send(request, label)
             except AtomlabError as exc:
                 self.metrics.completed.labels(stage=label, outcome="error").inc()
                 raise self._stage_failure(exc, run, key, request.request_id, error) from exc
@@ -671,7 +674,16 @@ class PipelineRunner:
         self.summary.output_tokens += generation.usage.output_tokens
         self.metrics.tokens.labels(kind="prompt").inc(generation.usage.prompt_tokens)
         self.metrics.tokens.labels(kind="output").inc(generation.usage.output_tokens)
-        return generation.value.model_dump(mode="json")
+        value: dict[str, Any] = generation.value.model_dump(mode="json")
+        return value
+
+    async def _send(self, request: GenerationRequest[Any], stage: str) -> Generation[Any]:
+        if self.queue is None:
+            return await self.provider.generate(request)
+        try:
+            return await self.queue.submit(request, key=stage)
+        finally:
+            self.metrics.breaker_state.set(_BREAKER_LEVELS.get(self.queue.breaker.state.value, 0))
 
     def _stage_failure(
         self,
