@@ -1,4 +1,6 @@
-"""Simulated instruments: an STM that speaks the Nanonis TCP protocol over a seeded surface.
+"""Simulators: the world atomlab acts on when no real instrument or swarm is attached.
+
+The STM simulator speaks the Nanonis TCP protocol over a seeded :mod:`atomlab.surface`:
 
 ::
 

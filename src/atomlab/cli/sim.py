@@ -1,0 +1,82 @@
+"""``atomlab sim``: run the simulators (one command per simulated device)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import typer
+
+from atomlab.cli import output
+from atomlab.core.errors import InterruptedRunError, TerminatedError
+from atomlab.sim import SpmSimulator
+
+app = typer.Typer(
+    name="sim",
+    help="Run simulated instruments.",
+    no_args_is_help=True,
+)
+
+
+@app.command("spm")
+def spm(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to listen on (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--port",
+            help="Port to listen on; repeat for several (default 6501-6504, 0 = any free port).",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the surface and the disturbances.")
+    ] = None,
+    json_out: output.JsonOption = False,
+) -> None:
+    """Run the STM simulator (Nanonis TCP protocol) until Ctrl-C or SIGTERM."""
+    settings = output.state().loaded.settings.sim
+    simulator = SpmSimulator(
+        seed=settings.seed if seed is None else seed,
+        host=host or settings.host,
+        ports=port or settings.ports,
+    )
+    received = asyncio.run(_serve(simulator, json_out))
+    if received == signal.SIGTERM:
+        raise TerminatedError("STM simulator stopped on SIGTERM", ports=simulator.ports)
+    raise InterruptedRunError("STM simulator stopped on Ctrl-C", ports=simulator.ports)
+
+
+async def _serve(simulator: SpmSimulator, json_out: bool) -> signal.Signals:
+    """Serve until SIGINT or SIGTERM; return the signal that stopped it."""
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[signal.Signals] = loop.create_future()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, _resolve, stop, signum)
+    try:
+        await simulator.start()
+        where = ", ".join(f"{simulator.host}:{p}" for p in simulator.ports)
+        output.emit(
+            {
+                "event": "listening",
+                "host": simulator.host,
+                "ports": simulator.ports,
+                "seed": simulator.seed,
+                "defects": len(simulator.surface.defects),
+            },
+            json_flag=json_out,
+            human=f"STM simulator (seed {simulator.seed}) listening on {where}; "
+            "Ctrl-C or SIGTERM stops it",
+        )
+        return await stop
+    finally:
+        await simulator.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _resolve(stop: asyncio.Future[signal.Signals], signum: signal.Signals) -> None:
+    if not stop.done():
+        stop.set_result(signum)
