@@ -382,18 +382,33 @@ async def test_metrics_use_the_atomlab_llm_prefix() -> None:
     )
 
 
-async def test_retry_logs_speak_of_transport_retries_only(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    from atomlab.core.logging import configure_logging
+async def test_retry_logs_speak_of_transport_retries_only() -> None:
+    from structlog.testing import capture_logs
 
-    configure_logging("INFO", "json")
     clock = FakeClock()
-    await make_queue(ScriptedProvider([server_error(), None]), clock).submit(req())
-    with pytest.raises(InvalidResponseError):
-        await make_queue(ScriptedProvider([InvalidResponseError("bad")]), clock).submit(req())
-    logged = capsys.readouterr()
-    text = (logged.out + logged.err).lower()
-    assert "transport retry" in text
-    assert "regenerat" not in text
-    assert "retry the generation" not in text
+    with capture_logs() as logs:
+        await make_queue(ScriptedProvider([server_error(), None]), clock).submit(req())
+        with pytest.raises(InvalidResponseError):
+            await make_queue(ScriptedProvider([InvalidResponseError("bad")]), clock).submit(req())
+    events = [str(entry["event"]).lower() for entry in logs]
+    assert events == ["llm call failed transiently; transport retry scheduled"]
+    assert not any("regenerat" in e or "retry the generation" in e for e in events)
+
+
+async def test_a_call_that_hangs_past_the_deadline_is_a_retryable_timeout() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider(hold=asyncio.Event())  # never released
+    queue = make_queue(
+        provider, clock, call_timeout_s=0.01, retry=RetryPolicy(max_attempts=2, clock=clock)
+    )
+    with pytest.raises(ProviderTimeoutError, match=r"llm\.timeout_s"):
+        await queue.submit(req())
+    assert provider.calls == 2
+    assert queue.stats().in_flight == 0
+
+
+def test_a_usd_budget_for_an_unpriced_model_is_refused_at_start() -> None:
+    from atomlab.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"llm\.prices"):
+        LlmQueue(ScriptedProvider(), budget=Budget(max_usd=1.0))

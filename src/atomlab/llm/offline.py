@@ -121,6 +121,9 @@ class OfflineProvider:
         )
         return json.dumps(builder.value(schema, "$"), separators=(",", ":"), ensure_ascii=False)
 
+    async def aclose(self) -> None:
+        """Nothing to close; here so every built-in provider can be closed the same way."""
+
     def __repr__(self) -> str:
         return f"OfflineProvider(model={self.model!r}, latency_s={self.latency_s})"
 

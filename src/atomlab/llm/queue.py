@@ -28,7 +28,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from atomlab.core.clock import Clock, SystemClock
-from atomlab.core.errors import CircuitOpenError, PolicyRefusedError
+from atomlab.core.errors import CircuitOpenError, ConfigError, PolicyRefusedError
 from atomlab.core.logging import get_logger
 from atomlab.core.metrics import Metrics
 from atomlab.core.resilience import CircuitBreaker, RetryPolicy, retry_after_seconds
@@ -55,6 +55,7 @@ DEFAULT_KEY = "default"
 MIN_CONCURRENCY = 1
 DECREASE_FACTOR = 0.5
 TOKENS_PER_MTOK = 1_000_000
+TIMEOUT_GRACE_S = 5.0  # the whole-call deadline sits above the transport's own timeout
 # Request latencies of LLMs run from ~0.1 s to minutes; prometheus' default buckets stop at 10 s.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 RETRYABLE: tuple[type[BaseException], ...] = (RetryableProviderError, ProviderTimeoutError)
@@ -208,6 +209,7 @@ class LlmQueue:
         prices: Mapping[str, ModelPrice] | None = None,
         adaptive: bool = True,
         min_concurrency: int = MIN_CONCURRENCY,
+        call_timeout_s: float | None = None,
         clock: Clock | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
@@ -226,6 +228,13 @@ class LlmQueue:
         )
         self.budget = budget or Budget()
         self.prices = {**DEFAULT_PRICES, **(prices or {})}
+        if self.budget.max_usd is not None and provider.model not in self.prices:
+            raise ConfigError(
+                f"llm.budget_usd is set but model {provider.model!r} has no price; add it to "
+                f"llm.prices as {{{provider.model!r}: [input_usd_per_mtok, output_usd_per_mtok]}}",
+                field="llm.prices",
+            )
+        self.call_timeout_s = call_timeout_s
         self._limit = _AdaptiveLimit(concurrency, min_concurrency, adaptive=adaptive)
         self._per_key_bounds = dict(per_key or {})
         self._per_key: dict[str, asyncio.Semaphore] = {}
@@ -278,6 +287,7 @@ class LlmQueue:
             breaker=breaker,
             budget=Budget(settings.budget_usd, settings.budget_tokens),
             prices=prices,
+            call_timeout_s=settings.timeout_s + TIMEOUT_GRACE_S,
             clock=clock,
             registry=registry,
         )
@@ -312,6 +322,12 @@ class LlmQueue:
             self._counts["completed"] += 1
             return replace(generation, attempts=attempt)
 
+    async def aclose(self) -> None:
+        """Close the provider's connections (when it has any)."""
+        close = getattr(self.provider, "aclose", None)
+        if close is not None:
+            await close()
+
     def stats(self) -> QueueStats:
         return QueueStats(
             submitted=self._counts["submitted"],
@@ -339,7 +355,7 @@ class LlmQueue:
     # --- one attempt ---------------------------------------------------------------------
 
     async def _attempt(self, request: GenerationRequest[ModelT], key: str) -> Generation[ModelT]:
-        self._check_budget(request)
+        self._check_budget(request, key)
         await self._wait_for_pause()
         waited_from = self._clock.monotonic()
         self._counts["waiting"] += 1
@@ -359,7 +375,7 @@ class LlmQueue:
             self._m.waiting.dec()
         self._m.queue_wait.observe(self._clock.monotonic() - waited_from)
         try:
-            self._check_budget(request)  # the budget may have run out while we waited
+            self._check_budget(request, key)  # the budget may have run out while we waited
             self.breaker.before_call()
             return await self._call(request, key, epoch)
         except CircuitOpenError:
@@ -378,7 +394,7 @@ class LlmQueue:
         self._m.inflight.inc()
         started = time.perf_counter()
         try:
-            generation = await self.provider.generate(request)
+            generation = await self._generate(request)
         except asyncio.CancelledError:
             self.breaker.record_neutral()
             self._outcome(key, "cancelled")
@@ -396,6 +412,21 @@ class LlmQueue:
         self._account(generation)
         self._outcome(key, "ok")
         return generation
+
+    async def _generate(self, request: GenerationRequest[ModelT]) -> Generation[ModelT]:
+        if self.call_timeout_s is None:
+            return await self.provider.generate(request)
+        try:
+            async with asyncio.timeout(self.call_timeout_s):
+                return await self.provider.generate(request)
+        except TimeoutError as exc:
+            raise ProviderTimeoutError(
+                f"{self.provider.name} call took longer than {self.call_timeout_s} s "
+                "(llm.timeout_s)",
+                provider=self.provider.name,
+                model=self.provider.model,
+                request_id=request.request_id,
+            ) from exc
 
     def _on_failure(self, exc: Exception, key: str, epoch: int) -> None:
         outcome = _outcome_of(exc)
@@ -432,7 +463,7 @@ class LlmQueue:
             self._cost += cost
             self._m.cost.labels(generation.model).inc(cost)
 
-    def _check_budget(self, request: GenerationRequest[Any]) -> None:
+    def _check_budget(self, request: GenerationRequest[Any], key: str) -> None:
         budget = self.budget
         over_usd = budget.max_usd is not None and self._cost >= budget.max_usd
         over_tokens = (
@@ -443,7 +474,7 @@ class LlmQueue:
         if not self._exhausted:
             _log.warning("llm budget exhausted; refusing new calls", **self._budget_details())
         self._exhausted = True
-        self._outcome(DEFAULT_KEY, "budget")
+        self._outcome(key, "budget")
         limit = (
             f"${budget.max_usd:.4f} (llm.budget_usd)"
             if over_usd

@@ -185,6 +185,12 @@ class ReplayProvider:
             path=str(self.path_for(key)),
         )
 
+    async def aclose(self) -> None:
+        """Close the recording provider's connections, if any."""
+        close = getattr(self.inner, "aclose", None)
+        if close is not None:
+            await close()
+
     def __repr__(self) -> str:
         mode = "record" if self.recording else "replay"
         return f"ReplayProvider({str(self.directory)!r}, mode={mode}, model={self.model!r})"
