@@ -1,0 +1,76 @@
+"""``atomlab sim spm`` as a user runs it: a real process that answers and stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import CliResult
+from tests.sim.conftest import Wire
+
+LAUNCH = [sys.executable, "-c", "from atomlab.cli.main import main; main()"]
+
+
+def start_server(*extra: str) -> tuple[subprocess.Popen[str], dict[str, object]]:
+    proc = subprocess.Popen(
+        [*LAUNCH, "sim", "spm", "--port", "0", "--port", "0", "--seed", "3", "--json", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the process announces itself once it listens
+    if not line:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"the simulator did not start: {err}")
+    return proc, json.loads(line)
+
+
+@pytest.mark.parametrize(
+    ("signum", "exit_code", "error_type"),
+    [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
+)
+def test_the_simulator_process_answers_and_stops_cleanly_on_a_signal(
+    signum: signal.Signals, exit_code: int, error_type: str
+) -> None:
+    proc, ready = start_server()
+    try:
+        assert ready["ok"] is True and ready["seed"] == 3
+        ports = ready["ports"]
+        assert isinstance(ports, list) and len(ports) == 2
+        for port in ports:
+            wire = Wire(port)
+            assert wire.ok("Bias.Get")["bias_v"] > 0
+            wire.close()
+        proc.send_signal(signum)
+        out, _err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == exit_code
+    envelope = json.loads(out.strip().splitlines()[-1])
+    assert envelope["error"]["type"] == error_type and envelope["exit_code"] == exit_code
+
+
+def test_a_taken_port_exits_4_and_names_the_port(cli: Callable[..., CliResult]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("sim", "spm", "--port", str(port), "--json")
+    assert result.exit_code == 4
+    assert result.json["error"]["type"] == "unavailable"
+    assert str(port) in result.json["error"]["message"]
+
+
+def test_sim_group_lists_spm(cli: Callable[..., CliResult]) -> None:
+    result = cli("sim", "--help")
+    assert result.exit_code == 0 and "spm" in result.stdout
