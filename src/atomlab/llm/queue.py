@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -122,10 +123,11 @@ class QueueStats:
 
 
 class _AdaptiveLimit:
-    """A concurrency limit that halves on overload and grows back by one per window (AIMD).
+    """A FIFO concurrency limit that halves on overload and grows back by one per window (AIMD).
 
     A 429 from a call that started before the last decrease does not decrease again, so one
-    burst of rejections halves the limit once, not once per rejected call.
+    burst of rejections halves the limit once, not once per rejected call. A released slot is
+    handed to the oldest waiter directly (no thundering herd, no overtaking).
     """
 
     def __init__(self, maximum: int, minimum: int, *, adaptive: bool) -> None:
@@ -135,26 +137,36 @@ class _AdaptiveLimit:
         self.limit = float(maximum)
         self.in_use = 0
         self.epoch = 0
-        self._changed = asyncio.Condition()
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
     def current(self) -> int:
         return max(self.minimum, int(self.limit))
 
     async def acquire(self) -> int:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.in_use < self.current)
+        if not self._waiters and self.in_use < self.current:
             self.in_use += 1
             return self.epoch
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+        return self.epoch
 
-    async def release(self) -> None:
-        async with self._changed:
-            self.in_use -= 1
-            self._changed.notify_all()
+    def release(self) -> None:
+        self.in_use -= 1
+        self._wake()
 
     def on_success(self) -> None:
         if self.adaptive and self.limit < self.maximum:
             self.limit = min(float(self.maximum), self.limit + 1.0 / max(self.limit, 1.0))
+            self._wake()
 
     def on_overload(self, epoch: int) -> bool:
         if not self.adaptive or epoch != self.epoch:
@@ -162,6 +174,13 @@ class _AdaptiveLimit:
         self.limit = max(float(self.minimum), self.limit * DECREASE_FACTOR)
         self.epoch += 1
         return True
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_use < self.current:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_use += 1
+                waiter.set_result(None)
 
 
 class _Instruments:
@@ -240,7 +259,11 @@ class LlmQueue:
         self._per_key: dict[str, asyncio.Semaphore] = {}
         self._paused_until = 0.0
         self._m = _Instruments(metrics)
-        self._m.limit.set(concurrency)
+        # Gauges are read when scraped, so they are exact and cost nothing per call.
+        self._m.inflight.set_function(lambda: self._in_flight)
+        self._m.waiting.set_function(lambda: self._counts["waiting"])
+        self._m.limit.set_function(lambda: self._limit.current)
+        self._children: dict[tuple[str, ...], Any] = {}
         self._counts = dict.fromkeys(
             ("submitted", "completed", "failed", "attempts", "retries", "rate_limited", "waiting"),
             0,
@@ -320,7 +343,7 @@ class LlmQueue:
                 await self._clock.sleep_async(delay)
                 continue
             self._counts["completed"] += 1
-            return replace(generation, attempts=attempt)
+            return generation if attempt == 1 else replace(generation, attempts=attempt)
 
     async def aclose(self) -> None:
         """Close the provider's connections (when it has any)."""
@@ -359,7 +382,6 @@ class LlmQueue:
         await self._wait_for_pause()
         waited_from = self._clock.monotonic()
         self._counts["waiting"] += 1
-        self._m.waiting.inc()
         key_slot = self._key_semaphore(key)
         try:
             if key_slot is not None:
@@ -372,7 +394,6 @@ class LlmQueue:
                 raise
         finally:
             self._counts["waiting"] -= 1
-            self._m.waiting.dec()
         self._m.queue_wait.observe(self._clock.monotonic() - waited_from)
         try:
             self._check_budget(request, key)  # the budget may have run out while we waited
@@ -382,7 +403,7 @@ class LlmQueue:
             self._outcome(key, "circuit_open")
             raise
         finally:
-            await self._limit.release()
+            self._limit.release()
             if key_slot is not None:
                 key_slot.release()
 
@@ -391,7 +412,6 @@ class LlmQueue:
     ) -> Generation[ModelT]:
         self._counts["attempts"] += 1
         self._in_flight += 1
-        self._m.inflight.inc()
         started = time.perf_counter()
         try:
             generation = await self._generate(request)
@@ -404,11 +424,9 @@ class LlmQueue:
             raise
         finally:
             self._in_flight -= 1
-            self._m.inflight.dec()
-            self._m.duration.labels(key).observe(time.perf_counter() - started)
+            self._child(self._m.duration, key).observe(time.perf_counter() - started)
         self.breaker.record_success()
         self._limit.on_success()
-        self._m.limit.set(self._limit.current)
         self._account(generation)
         self._outcome(key, "ok")
         return generation
@@ -435,7 +453,6 @@ class LlmQueue:
             self._counts["rate_limited"] += 1
             self.breaker.record_neutral()  # rate limiting is the limiter's job, not the breaker's
             if self._limit.on_overload(epoch):
-                self._m.limit.set(self._limit.current)
                 _log.warning(
                     "llm concurrency reduced after a rate limit",
                     limit=self._limit.current,
@@ -449,19 +466,27 @@ class LlmQueue:
         else:
             self.breaker.record_neutral()
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: prometheus' own lookup costs microseconds."""
+        cache_key = (metric._name, *labels)
+        child = self._children.get(cache_key)
+        if child is None:
+            child = self._children[cache_key] = metric.labels(*labels)
+        return child
+
     def _outcome(self, key: str, outcome: str) -> None:
-        self._m.requests.labels(self.provider.name, self.provider.model, key, outcome).inc()
+        self._child(self._m.requests, self.provider.name, self.provider.model, key, outcome).inc()
 
     def _account(self, generation: Generation[Any]) -> None:
         usage = generation.usage
         self._usage = self._usage + usage
-        self._m.tokens.labels(generation.model, "prompt").inc(usage.prompt_tokens)
-        self._m.tokens.labels(generation.model, "output").inc(usage.output_tokens)
+        self._child(self._m.tokens, generation.model, "prompt").inc(usage.prompt_tokens)
+        self._child(self._m.tokens, generation.model, "output").inc(usage.output_tokens)
         price = self.prices.get(generation.model) or self.prices.get(self.provider.model)
         if price is not None:
             cost = price.cost(usage)
             self._cost += cost
-            self._m.cost.labels(generation.model).inc(cost)
+            self._child(self._m.cost, generation.model).inc(cost)
 
     def _check_budget(self, request: GenerationRequest[Any], key: str) -> None:
         budget = self.budget
@@ -518,7 +543,7 @@ class LlmQueue:
     ) -> None:
         reason = _outcome_of(exc)
         self._counts["retries"] += 1
-        self._m.retries.labels(reason).inc()
+        self._child(self._m.retries, reason).inc()
         _log.info(
             "llm call failed transiently; transport retry scheduled",
             request_id=request.request_id,
