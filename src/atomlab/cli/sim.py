@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from atomlab.cli import output
+from atomlab.cli.sim_swarm import swarm
 from atomlab.core.errors import InterruptedRunError, TerminatedError
 from atomlab.sim import SpmSimulator
 
@@ -17,6 +18,8 @@ app = typer.Typer(
     help="Run simulated instruments.",
     no_args_is_help=True,
 )
+
+app.command("swarm")(swarm)
 
 
 @app.command("spm")

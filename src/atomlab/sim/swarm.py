@@ -133,15 +133,24 @@ class SwarmSimulator:
         """Ask :meth:`run` to finish after the current tick."""
         self._stopping.set()
 
-    async def run(self, *, duration_s: float | None = None) -> GroundTruthPayload:
-        """Simulate until :meth:`stop` or ``duration_s`` simulated seconds; returns the summary."""
-        link = asyncio.create_task(self.connect_loop(), name="swarm-sim-link")
+    async def run(
+        self, *, duration_s: float | None = None, max_connect_attempts: int | None = None
+    ) -> GroundTruthPayload:
+        """Simulate until :meth:`stop` or ``duration_s`` simulated seconds; returns the summary.
+
+        Raises :class:`ConnectionFailedError` when ``max_connect_attempts`` attempts in a row
+        fail (by default it keeps trying).
+        """
+        link = asyncio.create_task(
+            self.connect_loop(max_attempts=max_connect_attempts), name="swarm-sim-link"
+        )
         try:
-            await self._world_loop(duration_s)
+            await self._world_loop(duration_s, link)
         finally:
             self._stopping.set()
             await self._drop_connection()
-            link.cancel()
+            if not link.done():
+                link.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionFailedError):
                 await link
             summary = self.world.summary()
@@ -150,11 +159,14 @@ class SwarmSimulator:
 
     # --- the world ----------------------------------------------------------------------------
 
-    async def _world_loop(self, duration_s: float | None) -> None:
+    async def _world_loop(self, duration_s: float | None, link: asyncio.Task[None]) -> None:
         config = self.world.config
         next_status = 0.0
         next_heartbeat = 0.0
         while not self._stopping.is_set():
+            failure = link.exception() if link.done() and not link.cancelled() else None
+            if failure is not None:
+                raise failure
             if duration_s is not None and self.world.t >= duration_s - 1e-9:
                 return
             await self.clock.sleep_async(config.tick_s)

@@ -1,0 +1,161 @@
+"""``atomlab sim swarm``: run the swarm simulator against a swarm service's ``/ws/isaac``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from atomlab.cli import output
+from atomlab.core.clock import Clock, SystemClock
+from atomlab.core.errors import InterruptedRunError, TerminatedError
+from atomlab.sim.swarm import ScaledClock, SwarmSimulator
+from atomlab.sim.swarm_world import FaultConfig, GroundTruthLog, SwarmConfig, SwarmWorld
+
+DEFAULT_URL = "ws://127.0.0.1:8000/ws/isaac"
+
+
+def _prob(help_text: str) -> Any:
+    return typer.Option(min=0.0, max=1.0, help=help_text)
+
+
+def swarm(
+    url: Annotated[str, typer.Option("--url", help="The service's WebSocket.")] = DEFAULT_URL,
+    agents: Annotated[int, typer.Option("--agents", min=1, help="Number of agents.")] = 16,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of surface, agents and faults.")
+    ] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", min=0.0, help="Stop after this many simulated seconds."),
+    ] = None,
+    time_scale: Annotated[
+        float,
+        typer.Option("--time-scale", min=0.001, help="Simulated seconds per real second."),
+    ] = 1.0,
+    ground_truth: Annotated[
+        Path | None,
+        typer.Option(
+            "--ground-truth",
+            help="JSONL log of true positions, executions and repairs "
+            "(default <home>/swarm-sim/ground-truth-<seed>.jsonl).",
+        ),
+    ] = None,
+    width_nm: Annotated[float, typer.Option("--width-nm", min=1.0, help="Surface width.")] = 20.0,
+    height_nm: Annotated[
+        float, typer.Option("--height-nm", min=1.0, help="Surface height.")
+    ] = 20.0,
+    defects: Annotated[int, typer.Option("--defects", min=0, help="Seeded defects.")] = 12,
+    speed: Annotated[float, typer.Option("--speed", min=0.01, help="Agent speed in nm/s.")] = 2.0,
+    repair_success: Annotated[float, _prob("Chance that one repair works.")] = 0.8,
+    drift: Annotated[float, _prob("Chance that an arrival lands 0.1 nm off.")] = 0.1,
+    drop: Annotated[float, _prob("Chance that a frame is lost (each way).")] = 0.0,
+    duplicate: Annotated[float, _prob("Chance that a frame is sent twice.")] = 0.0,
+    ack_loss: Annotated[float, _prob("Chance that an ack is never sent.")] = 0.0,
+    malformed: Annotated[float, _prob("Chance of a garbage frame before a real one.")] = 0.0,
+    stuck: Annotated[float, _prob("Chance that a command hangs until halted.")] = 0.0,
+    disconnect_rate: Annotated[
+        float, typer.Option("--disconnect-rate", min=0.0, help="Link cuts per simulated second.")
+    ] = 0.0,
+    disconnect_every: Annotated[
+        float | None,
+        typer.Option("--disconnect-every", min=0.001, help="Cut the link every N seconds."),
+    ] = None,
+    death_rate: Annotated[
+        float, typer.Option("--death-rate", min=0.0, help="Deaths per agent per second.")
+    ] = 0.0,
+    max_dead: Annotated[
+        int, typer.Option("--max-dead", min=0, help="At most this many agents die.")
+    ] = 0,
+    heartbeat: Annotated[
+        float, typer.Option("--heartbeat", min=0.001, help="Heartbeat interval in seconds.")
+    ] = 10.0,
+    connect_attempts: Annotated[
+        int | None,
+        typer.Option("--connect-attempts", min=1, help="Give up after N failed attempts."),
+    ] = None,
+    json_out: output.JsonOption = False,
+) -> None:
+    """Simulate a repair swarm on a seeded surface, connected to the swarm service.
+
+    Runs until --duration, Ctrl-C or SIGTERM; prints what really happened (the ground truth).
+    """
+    settings = output.state().loaded.settings
+    seed = settings.sim.seed if seed is None else seed
+    faults = FaultConfig(
+        drop_prob=drop,
+        duplicate_prob=duplicate,
+        ack_loss_prob=ack_loss,
+        malformed_prob=malformed,
+        stuck_prob=stuck,
+        disconnect_rate_per_s=disconnect_rate,
+        disconnect_every_s=disconnect_every,
+        agent_death_rate_per_s=death_rate,
+        max_dead_agents=max_dead,
+    )
+    config = SwarmConfig(
+        agents=agents,
+        seed=seed,
+        width_nm=width_nm,
+        height_nm=height_nm,
+        defects=defects,
+        speed_nm_s=speed,
+        repair_success_prob=repair_success,
+        drift_prob=drift,
+        heartbeat_interval_s=heartbeat,
+        faults=faults,
+    )
+    log_path = ground_truth or settings.home / "swarm-sim" / f"ground-truth-{seed}.jsonl"
+    world = SwarmWorld(config, ground_truth=GroundTruthLog(log_path))
+    clock: Clock = SystemClock() if time_scale == 1.0 else ScaledClock(time_scale)
+    simulator = SwarmSimulator(world, url=url, clock=clock)
+    if not output.use_json(json_out):
+        typer.echo(
+            f"swarm simulator: {agents} agents, {len(world.surface.defects)} defects, seed {seed}; "
+            f"connecting to {url} (Ctrl-C stops)",
+            err=True,
+        )
+    summary, received = asyncio.run(_run(simulator, duration, connect_attempts))
+    payload = {
+        **summary,
+        "seed": seed,
+        "connections": simulator.connections,
+        "ground_truth": str(log_path),
+        "faults": dict(world.faults.counts),
+    }
+    if received == signal.SIGTERM:
+        raise TerminatedError("swarm simulator stopped on SIGTERM", **payload)
+    if received == signal.SIGINT:
+        raise InterruptedRunError("swarm simulator stopped on Ctrl-C", **payload)
+    output.emit(
+        payload,
+        json_flag=json_out,
+        human=(
+            f"simulated {summary['t_s']:.1f} s: {summary['repairs_succeeded']} repairs, "
+            f"{summary['defects_remaining']} defects left, {summary['violations']} separation "
+            f"violations (min {summary['min_separation_nm']} nm); ground truth in {log_path}"
+        ),
+    )
+
+
+async def _run(
+    simulator: SwarmSimulator, duration: float | None, connect_attempts: int | None
+) -> tuple[dict[str, Any], signal.Signals | None]:
+    loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum)
+        simulator.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        summary = await simulator.run(duration_s=duration, max_connect_attempts=connect_attempts)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return summary.model_dump(), (received[0] if received else None)
