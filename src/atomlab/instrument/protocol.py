@@ -321,10 +321,27 @@ class _Codec:
                 return self.scalar.pack(*ordered)
             except (struct.error, OverflowError, TypeError):
                 pass  # fall through to the checked path for a message that names the field
+        else:
+            fast = self._encode_unchecked(ordered)
+            if fast is not None:
+                return fast
         checked = [_check_value(command, f, v) for f, v in zip(self.fields, ordered, strict=True)]
         out = bytearray()
         for f, v in zip(self.fields, checked, strict=True):
             _encode_one(f, v, out)
+        return bytes(out)
+
+    def _encode_unchecked(self, ordered: Sequence[Any]) -> bytes | None:
+        """Encode without per-element checks (the simulator's hot path for arrays); None when
+        a value does not pack as is, so the checked path can name the bad field."""
+        out = bytearray()
+        try:
+            for f, v in zip(self.fields, ordered, strict=True):
+                if isinstance(v, str | bool) and f.type is not WireType.STR:
+                    return None
+                _encode_one(f, v, out)
+        except (struct.error, OverflowError, TypeError, ValueError, AttributeError):
+            return None
         return bytes(out)
 
     def decode(self, body: bytes | memoryview, offset: int = 0) -> tuple[dict[str, Any], int]:
