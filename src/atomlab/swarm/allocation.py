@@ -71,7 +71,8 @@ def allocate(
         return []
     ok: Feasible = feasible or (lambda _a, _j: True)
     chosen_jobs = _servable_jobs(jobs, agents, ok)
-    chosen_agents = fairness_order(agents)[: len(chosen_jobs)]
+    able = [a for a in fairness_order(agents) if any(ok(a, job) for job in chosen_jobs)]
+    chosen_agents = able[: len(chosen_jobs)]
     if strategy == "round_robin":
         return _round_robin(chosen_jobs, chosen_agents, ok)
     return _hungarian(chosen_jobs, chosen_agents, ok)

@@ -377,7 +377,11 @@ class SwarmCoordinator:
     # --- link events ------------------------------------------------------------------------
 
     async def on_link_event(self, event_type: str, payload: dict[str, Any]) -> None:
-        """Consume one event of the simulator link (see :mod:`atomlab.sim.swarm_wire`)."""
+        """The link's ``on_event`` callback (see :mod:`atomlab.sim.swarm_wire` for the types)."""
+        self.handle_event(event_type, payload)
+
+    def handle_event(self, event_type: str, payload: dict[str, Any]) -> None:
+        """Apply one simulator event to the state; wakes the dispatcher."""
         handler = {
             "link_up": self._on_link_up,
             "link_down": self._on_link_down,
@@ -689,8 +693,11 @@ class SwarmCoordinator:
         self.metrics.agent_failures.labels(reason=reason).inc()
         log.warning("swarm.agent_failed", agent_id=agent_id, reason=reason)
         job = self.jobs.get(agent_id)
-        if not dead:
-            self._outbox.put_nowait(self._halt_command(agent))
+        # Best effort: a silent agent may still hear us. It is then taken to stand where it was
+        # last heard (the simulator's dead agents stop), so its reservation shrinks to that
+        # point and the defect it was heading for can be given to another agent.
+        self._outbox.put_nowait(self._halt_command(agent))
+        self.reservations.park(agent.agent_id, agent.xyz)
         if job is not None:
             command = self.book.find(job.command_id)
             if command is not None and not command.status.terminal:
@@ -707,7 +714,6 @@ class SwarmCoordinator:
                 self._failed_at[defect.defect_id] = self.clock.monotonic()
                 self.metrics.reassignments.inc()
                 self._release(defect, agent, f"agent {agent_id} failed: {reason}")
-        # A lost agent is still somewhere on its reserved segment: it keeps blocking it.
         agent.status = AgentStatus.DEAD if dead else AgentStatus.ERROR
         self._save_agent(agent)
         self._update_gauges()
@@ -735,23 +741,33 @@ class SwarmCoordinator:
     async def _send_worker(self) -> None:
         while True:
             command = await self._outbox.get()
-            if self.send is None:
-                continue
-            payload = self.wire_payload(command)
-            try:
-                with correlation_scope(command.correlation_id):
-                    await self.send(payload, idempotency_key=command.command_id)
-                log.info(
-                    "swarm.command_sent",
-                    command_id=command.command_id,
-                    agent_id=command.agent_id,
-                    action=payload["action"],
-                    correlation_id=command.correlation_id,
-                )
-            except Exception as exc:
-                log.error(
-                    "swarm.command_send_failed", command_id=command.command_id, error=repr(exc)
-                )
+            await self._deliver(command)
+
+    async def flush_outbox(self) -> int:
+        """Hand every command issued so far to the link now; returns how many."""
+        count = 0
+        while not self._outbox.empty():
+            await self._deliver(self._outbox.get_nowait())
+            count += 1
+        return count
+
+    async def _deliver(self, command: Command) -> None:
+        if self.send is None:
+            return
+        payload = self.wire_payload(command)
+        try:
+            with correlation_scope(command.correlation_id):
+                await self.send(payload, idempotency_key=command.command_id)
+        except Exception as exc:
+            log.error("swarm.command_send_failed", command_id=command.command_id, error=repr(exc))
+            return
+        log.info(
+            "swarm.command_sent",
+            command_id=command.command_id,
+            agent_id=command.agent_id,
+            action=payload["action"],
+            correlation_id=command.correlation_id,
+        )
 
     async def _watch_worker(self) -> None:
         period = max(self.settings.heartbeat_interval_s / 4, WATCHDOG_MIN_PERIOD_S)

@@ -92,13 +92,22 @@ class ReservationTable:
         return self._by_agent.get(agent_id)
 
     def blockers(self, agent_id: str, start: Vec, end: Vec) -> list[str]:
-        """Agents whose reservation comes closer than the clearance to ``start``→``end``."""
-        return [
-            other.agent_id
-            for other in self._by_agent.values()
-            if other.agent_id != agent_id
-            and segment_distance(start, end, other.start, other.end) < self.clearance
-        ]
+        """Agents whose reservation comes closer than the clearance to ``start``→``end``.
+
+        An agent already too close to another (after an E-stop, or drift) may still make a move
+        along which it never gets closer than it is now: that is how a jam clears itself.
+        """
+        found = []
+        for other in self._by_agent.values():
+            if other.agent_id == agent_id:
+                continue
+            closest = segment_distance(start, end, other.start, other.end)
+            if closest >= self.clearance:
+                continue
+            now = segment_distance(start, start, other.start, other.end)
+            if closest < now - 1e-9:
+                found.append(other.agent_id)
+        return found
 
     def is_free(self, agent_id: str, start: Vec, end: Vec) -> bool:
         return not self.blockers(agent_id, start, end)
