@@ -1,8 +1,9 @@
-"""A small Nanonis-protocol server for the client tests, built on our own protocol module.
+"""Servers for the instrument tests: the real STM simulator, and a small state server.
 
-It decodes every request and answers from state: a ``X.Set`` stores its arguments, the matching
-``X.Get`` returns them. It can also misbehave on purpose (hang, drop the connection, answer with
-garbage), which the real simulator need not offer.
+``sim`` is :mod:`atomlab.sim` (what users run), started in-process on a free port. ``StateServer``
+is a small Nanonis-protocol server built on our own protocol module: it decodes every request and
+answers from state (a ``X.Set`` stores its arguments, the matching ``X.Get`` returns them), and it
+can misbehave on purpose (hang, drop the connection), which the simulator does not offer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from atomlab.instrument import protocol
 from atomlab.instrument.commands import COMMANDS, lookup
 from atomlab.instrument.errors import ProtocolError
 from atomlab.instrument.protocol import HEADER_SIZE, ErrorInfo
+from atomlab.sim import SimulatorThread, start_simulator_in_thread
 
 SIGNALS = ["Current (A)", "Bias (V)", "Z (m)", "X (m)", "Y (m)"]
 
@@ -122,3 +124,10 @@ def state_server() -> Iterator[StateServer]:
     server = StateServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorThread]:
+    """The STM simulator on 127.0.0.1 and a free port (``sim.ports[0]``)."""
+    with start_simulator_in_thread(seed=0, ports=[0]) as simulator:
+        yield simulator

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 
 import pytest
 
 from atomlab.core.errors import ConnectionFailedError, OperationTimeoutError
 from atomlab.instrument.client import NanonisClient, probe_ports
+from atomlab.instrument.commands import COMMANDS
 from atomlab.instrument.errors import ArgumentError, InstrumentError, UnknownCommandError
+from atomlab.sim import SimulatorThread
 
 from .conftest import StateServer
 
@@ -18,22 +21,27 @@ def client_for(server: StateServer, **kw: float) -> NanonisClient:
     return NanonisClient("127.0.0.1", server.port, **kw)
 
 
-def test_set_then_get_round_trips_the_bias(state_server: StateServer) -> None:
-    with client_for(state_server) as nanonis:
+def sim_client(sim: SimulatorThread, **kw: float) -> NanonisClient:
+    return NanonisClient(sim.host, sim.ports[0], **kw)
+
+
+def test_set_then_get_round_trips_the_bias_exactly(sim: SimulatorThread) -> None:
+    with sim_client(sim) as nanonis:
         nanonis.call("Bias.Set", {"bias_v": -0.5})
         assert nanonis.get("Bias.Get") == -0.5
-    assert state_server.requests == ["Bias.Set", "Bias.Get"]
+        nanonis.call("Bias.Set", {"bias_v": 0.123})
+        assert nanonis.get("Bias.Get") == struct.unpack(">f", struct.pack(">f", 0.123))[0]
 
 
-def test_each_scan_frame_field_reads_back_its_own_value(state_server: StateServer) -> None:
+def test_each_scan_frame_field_reads_back_its_own_value(sim: SimulatorThread) -> None:
     frame = {
-        "center_x_m": 1e-9,
-        "center_y_m": -2e-9,
+        "center_x_m": 1e-8,
+        "center_y_m": -2e-8,
         "width_m": 3e-8,
         "height_m": 4e-8,
         "angle_deg": 12.5,
     }
-    with client_for(state_server) as nanonis:
+    with sim_client(sim) as nanonis:
         nanonis.call("Scan.FrameSet", frame)
         reply = nanonis.call("Scan.FrameGet")
         for name, value in frame.items():
@@ -41,18 +49,36 @@ def test_each_scan_frame_field_reads_back_its_own_value(state_server: StateServe
             assert nanonis.get("Scan.FrameGet", name) == reply[name]
 
 
-def test_gain_reply_keeps_p_t_and_i_apart(state_server: StateServer) -> None:
-    with client_for(state_server) as nanonis:
-        nanonis.call("ZCtrl.GainSet", {"p_gain": 2e-10, "time_constant_s": 1e-4, "i_gain": 2e-6})
+def test_gain_reply_keeps_p_t_and_i_apart(sim: SimulatorThread) -> None:
+    with sim_client(sim) as nanonis:
+        nanonis.call("ZCtrl.GainSet", {"p_gain": 2e-10, "time_constant_s": 1e-4, "i_gain": 0.0})
         gains = nanonis.call("ZCtrl.GainGet").values
     assert gains == pytest.approx({"p_gain": 2e-10, "time_constant_s": 1e-4, "i_gain": 2e-6})
 
 
-def test_signals_are_read_in_one_batched_call(state_server: StateServer) -> None:
-    with client_for(state_server) as nanonis:
-        assert nanonis.signal_index("Z") == 2
-        assert nanonis.read_signals([4, 0, 2]) == [4.0, 0.0, 2.0]
-    assert state_server.requests == ["Signals.NamesGet", "Signals.ValsGet"]
+def test_every_multi_field_get_of_the_simulator_decodes_into_named_fields(
+    sim: SimulatorThread,
+) -> None:
+    """The origin returned the first field of every reply; here each field keeps its name."""
+    multi = [
+        spec
+        for spec in COMMANDS.values()
+        if len(spec.reply) > 1 and all(not f.required for f in spec.args)
+    ]
+    with sim_client(sim) as nanonis:
+        for spec in multi:
+            reply = nanonis.call(spec)
+            assert tuple(reply.values) == spec.reply_names, spec.name
+
+
+def test_signals_are_read_in_one_batched_call(sim: SimulatorThread) -> None:
+    with sim_client(sim) as nanonis:
+        nanonis.call("Bias.Set", {"bias_v": 0.25})
+        nanonis.call("ZCtrl.SetpntSet", {"setpoint": 2e-10})
+        bias, setpoint = nanonis.signal_index("Bias"), nanonis.signal_index("Z Ctrl Setpoint (A)")
+        values = nanonis.read_signals([setpoint, bias], wait=True)
+    assert values == pytest.approx([2e-10, 0.25])
+    assert sim.sim.commands.calls == 4  # Bias.Set, SetpntSet, NamesGet (cached), ValsGet
 
 
 def test_instrument_errors_raise_or_come_back_unchecked(state_server: StateServer) -> None:
@@ -123,6 +149,9 @@ def test_threads_share_one_client_without_mixing_replies(state_server: StateServ
             got = nanonis.read_signals([index, 0])
             if got != [float(index), 0.0]:
                 failures.append(f"{index}: {got}")
+            frame = nanonis.call("Bias.Get")
+            if frame.command != "Bias.Get":
+                failures.append(f"{index}: {frame.command}")
 
     threads = [threading.Thread(target=worker, args=(i % 5,)) for i in range(6)]
     for t in threads:
@@ -134,10 +163,12 @@ def test_threads_share_one_client_without_mixing_replies(state_server: StateServ
     assert state_server.connections == 1
 
 
-def test_probe_ports_reports_which_ports_answer(state_server: StateServer) -> None:
+def test_probe_ports_reports_which_ports_answer(sim: SimulatorThread) -> None:
     with socket.create_server(("127.0.0.1", 0)) as probe:
         closed = probe.getsockname()[1]
-    found = probe_ports("127.0.0.1", [state_server.port, closed], timeout_s=1.0)
+    found = probe_ports("127.0.0.1", [sim.ports[0], closed], timeout_s=1.0)
     assert [p.answers for p in found] == [True, False]
-    assert found[0].round_trip_ms is not None and found[0].bias_v == pytest.approx(0.1)
+    assert found[0].round_trip_ms is not None and found[0].bias_v == pytest.approx(
+        sim.physics.bias_v, rel=1e-6
+    )
     assert "cannot connect" in (found[1].error or "")

@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -182,7 +183,7 @@ def test_no_planned_step_exceeds_max_step_or_leaves_the_limits(
     """Invariant: a set plan ends on the target, and every step stays in limits and <= max_step."""
     state_server.state["Bias.Get"] = {"bias_v": old}
     plan = make_guard(client, audit).plan_set("bias_v", target)
-    assert plan.old == old and plan.steps[-1] == target
-    for a, b in itertools.pairwise((old, *plan.steps)):
+    assert np.float32(plan.old) == np.float32(old) and plan.steps[-1] == target
+    for a, b in itertools.pairwise((plan.old, *plan.steps)):
         assert abs(b - a) <= 0.1 * (1 + 1e-6)
         assert -5.0 <= b <= 5.0

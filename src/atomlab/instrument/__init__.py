@@ -1,7 +1,42 @@
-"""Talk to a Nanonis SPM controller (or the atomlab simulator) over the Nanonis TCP protocol."""
+"""Talk to a Nanonis SPM controller (or the atomlab simulator) over the Nanonis TCP protocol.
+
+::
+
+    from atomlab.instrument import NanonisClient, WriteGuard, load_catalog
+
+    with NanonisClient("127.0.0.1", 6501) as nanonis:
+        frame = nanonis.call("Scan.FrameGet")                 # named fields: frame["width_m"]
+        guard = WriteGuard(nanonis, load_catalog(), allow_writes=True)
+        guard.set("bias_v", 0.5)                              # bounded, ramped, audited
+
+The protocol codec (:mod:`atomlab.instrument.protocol`) and the command table
+(:mod:`atomlab.instrument.commands`) are shared with the simulator. The QCodes driver lives in
+:mod:`atomlab.instrument.qcodes_driver` (needs the ``qcodes`` extra).
+"""
 
 from __future__ import annotations
 
+from atomlab.instrument.catalog import (
+    Catalog,
+    CatalogEntry,
+    Limits,
+    Safety,
+    Source,
+    load_catalog,
+    parse_catalog,
+    read_value,
+    read_values,
+)
+from atomlab.instrument.client import (
+    DEFAULT_CALL_TIMEOUT_S,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_PORT,
+    DEFAULT_PORTS,
+    NanonisClient,
+    PortProbe,
+    probe_port,
+    probe_ports,
+)
 from atomlab.instrument.commands import COMMANDS, CommandSpec, Field, WireType, is_known, lookup
 from atomlab.instrument.errors import (
     ArgumentError,
@@ -10,20 +45,53 @@ from atomlab.instrument.errors import (
     ProtocolError,
     UnknownCommandError,
 )
+from atomlab.instrument.guard import (
+    AUDIT_LOG_NAME,
+    WriteEvent,
+    WriteGuard,
+    WriteListener,
+    WritePlan,
+    WriteResult,
+    read_audit_log,
+)
 from atomlab.instrument.protocol import ErrorInfo, Reply
 
 __all__ = [
+    "AUDIT_LOG_NAME",
     "COMMANDS",
+    "DEFAULT_CALL_TIMEOUT_S",
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_PORT",
+    "DEFAULT_PORTS",
     "ArgumentError",
+    "Catalog",
+    "CatalogEntry",
     "CommandSpec",
     "ErrorInfo",
     "Field",
     "FramingError",
     "InstrumentError",
+    "Limits",
+    "NanonisClient",
+    "PortProbe",
     "ProtocolError",
     "Reply",
+    "Safety",
+    "Source",
     "UnknownCommandError",
     "WireType",
+    "WriteEvent",
+    "WriteGuard",
+    "WriteListener",
+    "WritePlan",
+    "WriteResult",
     "is_known",
+    "load_catalog",
     "lookup",
+    "parse_catalog",
+    "probe_port",
+    "probe_ports",
+    "read_audit_log",
+    "read_value",
+    "read_values",
 ]

@@ -17,12 +17,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from atomlab.core.errors import ConfigError, NotFoundError
 from atomlab.instrument.client import NanonisClient
-from atomlab.instrument.commands import COMMANDS
+from atomlab.instrument.commands import COMMANDS, WireType, lookup
 
 DEFAULT_RAMP_INTERVAL_S: Final = 0.05
 PACKAGED_CATALOG: Final = "catalog.yaml"
@@ -82,12 +83,18 @@ class CatalogEntry(_Model):
     def writable(self) -> bool:
         return self.set is not None
 
-    def coerce(self, value: Any) -> float | int | bool:
-        """A raw wire value as this entry's type."""
+    def coerce(self, value: Any, *, float32: bool = False) -> float | int | bool:
+        """A raw wire value as this entry's type.
+
+        ``float32``: the value came off the wire as a float32, so give the shortest decimal that
+        encodes to the same float32 (0.1, not 0.10000000149011612); it re-encodes bit-identically.
+        """
         if self.type == "int":
             return round(float(value))
         if self.type == "bool":
             return bool(round(float(value)))
+        if float32:
+            return float(str(np.float32(value)))
         return float(value)
 
     def describe(self) -> dict[str, Any]:
@@ -272,7 +279,7 @@ def read_values(
     if batched:
         values = client.read_signals([index for _, index in batched])
         for (entry, _), value in zip(batched, values, strict=True):
-            out[entry.name] = entry.coerce(value)
+            out[entry.name] = entry.coerce(value, float32=True)
     replies: dict[tuple[str, tuple[tuple[str, Any], ...]], Mapping[str, Any]] = {}
     for entry in chosen:
         if entry.name in out:
@@ -280,7 +287,8 @@ def read_values(
         key = (entry.get.command, tuple(sorted(entry.get.args.items())))
         if key not in replies:
             replies[key] = client.call(entry.get.command, entry.get.args).values
-        out[entry.name] = entry.coerce(replies[key][entry.get.field])
+        is_f32 = lookup(entry.get.command).reply_field(entry.get.field).type is WireType.F32
+        out[entry.name] = entry.coerce(replies[key][entry.get.field], float32=is_f32)
     return {e.name: out[e.name] for e in chosen}
 
 

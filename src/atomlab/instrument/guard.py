@@ -31,7 +31,7 @@ from typing import Any, Final, Literal
 from atomlab.core.clock import Clock, SystemClock, utc_iso
 from atomlab.core.errors import AtomlabError, InvalidInputError, PolicyRefusedError
 from atomlab.core.logging import get_logger
-from atomlab.instrument.catalog import Catalog, CatalogEntry
+from atomlab.instrument.catalog import Catalog, CatalogEntry, read_value
 from atomlab.instrument.client import NanonisClient
 from atomlab.instrument.commands import lookup
 
@@ -260,7 +260,7 @@ class WriteGuard:
         return number
 
     def _read_old(self, entry: CatalogEntry) -> float:
-        return float(self.client.call(entry.get.command, entry.get.args)[entry.get.field])
+        return float(read_value(self.client, entry))
 
     def _refuse(self, entry: CatalogEntry, reason: str, **details: Any) -> None:
         self._audit(
