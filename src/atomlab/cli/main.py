@@ -13,6 +13,7 @@ from atomlab.cli import output
 from atomlab.cli.config import app as config_app
 from atomlab.cli.doctor import doctor
 from atomlab.cli.engine import app as engine_app
+from atomlab.cli.instrument import app as instrument_app
 from atomlab.cli.runs import app as runs_app
 from atomlab.cli.sim import app as sim_app
 from atomlab.core.errors import AtomlabError, ExitCode
@@ -86,6 +87,7 @@ def root(
 
 app.add_typer(config_app, name="config")
 app.add_typer(engine_app, name="engine")
+app.add_typer(instrument_app, name="instrument")
 app.add_typer(runs_app, name="runs")
 app.add_typer(sim_app, name="sim")
 app.command("doctor")(doctor)

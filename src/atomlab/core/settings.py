@@ -52,6 +52,8 @@ class InstrumentSettings(Section):
     connect_timeout_s: float = Field(default=2.0, gt=0)
     call_timeout_s: float = Field(default=5.0, gt=0)
     allow_writes: bool = False
+    catalog_path: Path | None = None
+    audit_log: Path | None = None
 
 
 class SimSettings(Section):
@@ -133,6 +135,7 @@ class SwarmSettings(Section):
     missed_heartbeats: int = Field(default=3, ge=1)
     ack_timeout_s: float = Field(default=5.0, gt=0)
     retry_budget: int = Field(default=3, ge=1)
+    command_timeout_s: float = Field(default=60.0, gt=0)
     assignment: Literal["hungarian", "round_robin"] = "hungarian"
     llm_planner: bool = False
     llm_timeout_s: float = Field(default=2.0, gt=0)
