@@ -126,6 +126,26 @@ async def test_429_carries_retry_after() -> None:
     assert caught.value.retry_after == "9"
 
 
+async def test_429_without_header_uses_the_retry_info_detail() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        body = {
+            "error": {
+                "code": 429,
+                "message": "Quota exceeded",
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [
+                    {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"},
+                ],
+            }
+        }
+        return httpx.Response(429, json=body)
+
+    with pytest.raises(RateLimitedError) as caught:
+        await provider(handler).generate(request())
+    assert caught.value.retry_after == "37"
+
+
 async def test_403_is_an_auth_error() -> None:
     def handler(req: httpx.Request) -> httpx.Response:
         return error(403, "PERMISSION_DENIED")

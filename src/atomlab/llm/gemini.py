@@ -123,9 +123,8 @@ class GeminiProvider:
         if isinstance(exc, errors.APIError):
             headers = getattr(exc.response, "headers", None) or {}
             body = f"{exc.status or ''} {exc.message or ''}".strip()
-            return error_for_status(
-                int(exc.code), body, retry_after=headers.get("retry-after"), **where
-            )
+            retry_after = headers.get("retry-after") or _retry_delay(exc.details)
+            return error_for_status(int(exc.code), body, retry_after=retry_after, **where)
         if isinstance(exc, httpx.TimeoutException):
             return ProviderTimeoutError(
                 f"gemini did not answer within {self.timeout_s} s (llm.timeout_s)", **where
@@ -168,3 +167,17 @@ def _usage_of(response: Any) -> TokenUsage:
     # Thinking tokens are billed as output.
     output = (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0)
     return TokenUsage(prompt_tokens=meta.prompt_token_count or 0, output_tokens=output)
+
+
+def _retry_delay(details: Any) -> str | None:
+    """Seconds from a ``google.rpc.RetryInfo`` detail (``"retryDelay": "37s"``), if present.
+
+    Gemini's 429s usually carry the wait there rather than in a ``Retry-After`` header.
+    """
+    error = details.get("error", {}) if isinstance(details, dict) else {}
+    for item in error.get("details", []) if isinstance(error, dict) else []:
+        if isinstance(item, dict) and str(item.get("@type", "")).endswith("RetryInfo"):
+            delay = str(item.get("retryDelay", "")).strip()
+            if delay.endswith("s") and delay[:-1].replace(".", "", 1).isdigit():
+                return delay[:-1]
+    return None
