@@ -1,0 +1,192 @@
+"""Infer operator actions from spec samples: a spec that changed beyond its tolerance is an action.
+
+The first sample is the baseline (no action). With ``coalesce_s > 0`` further changes of the same
+spec within ``coalesce_s`` of its previous change extend one pending action (a ramp becomes one
+action from the first old value to the last new value). Whether a change was made by atomlab itself
+is asked of an :class:`OwnWrites` ledger, fed by the instrument guard's write listener.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from atomlab.trajectory.records import ActionEvent, ActionSource, Value
+
+#: How long a write made through the guard stays attributable to a later change.
+DEFAULT_OWN_WRITE_MEMORY_S = 60.0
+
+
+@dataclass(frozen=True)
+class OwnWrite:
+    """A write atomlab made through its guard: which spec, which value, when (monotonic s)."""
+
+    spec_label: str
+    value: Value
+    at_monotonic: float
+
+
+class OwnWrites:
+    """Thread-safe ledger of the writes atomlab made itself, to tag actions ``self``.
+
+    Feed it from the guard's write listener (:meth:`note`); the detector asks :meth:`claims`
+    whether a change of a spec to a value matches a write made since the previous sample.
+    """
+
+    def __init__(self, *, memory_s: float = DEFAULT_OWN_WRITE_MEMORY_S) -> None:
+        self._memory_s = memory_s
+        self._writes: deque[OwnWrite] = deque()
+        self._lock = threading.Lock()
+
+    def note(self, spec_label: str, value: Value, at_monotonic: float) -> None:
+        with self._lock:
+            self._writes.append(OwnWrite(spec_label, value, at_monotonic))
+            while self._writes and self._writes[0].at_monotonic < at_monotonic - self._memory_s:
+                self._writes.popleft()
+
+    def claims(self, spec_label: str, value: Value, since: float, until: float, tol: float) -> bool:
+        """True if a write of ``spec_label`` to ``value`` (within ``tol``) fell in the interval."""
+        with self._lock:
+            return any(
+                w.spec_label == spec_label
+                and since <= w.at_monotonic <= until
+                and values_equal(w.value, value, tol)
+                for w in self._writes
+            )
+
+
+def values_equal(a: Value, b: Value, tolerance: float = 0.0) -> bool:
+    """Numbers are equal within ``tolerance`` (NaN equals NaN); anything else by ``==``."""
+    if _is_number(a) and _is_number(b):
+        x, y = float(a), float(b)  # type: ignore[arg-type]
+        if math.isnan(x) or math.isnan(y):
+            return math.isnan(x) and math.isnan(y)
+        return abs(x - y) <= tolerance
+    return a == b
+
+
+def _is_number(value: Value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass
+class _Pending:
+    event: ActionEvent
+    last_change_dt_s: float
+
+
+class ActionDetector:
+    """Turns a stream of spec samples into :class:`ActionEvent` s (see the module docstring)."""
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        *,
+        tolerances: dict[str, float] | None = None,
+        action_window_s: float,
+        coalesce_s: float = 0.0,
+        own_writes: OwnWrites | None = None,
+    ) -> None:
+        self._labels = tuple(labels)
+        self._tolerances = [float((tolerances or {}).get(label, 0.0)) for label in self._labels]
+        self._window = action_window_s
+        self._coalesce_s = coalesce_s
+        self._own = own_writes
+        self._last: tuple[Value, ...] | None = None
+        self._last_monotonic = -math.inf
+        self._pending: dict[int, _Pending] = {}
+        self._next_idx = 0
+
+    @property
+    def actions_started(self) -> int:
+        return self._next_idx
+
+    def observe(
+        self,
+        *,
+        sample_idx: int,
+        dt_s: float,
+        at_utc: str,
+        at_monotonic: float,
+        values: Sequence[Value],
+        emit: Callable[[ActionEvent], None],
+    ) -> None:
+        """Compare ``values`` with the previous sample; emit finished actions through ``emit``."""
+        since = self._last_monotonic
+        self._last_monotonic = at_monotonic
+        if self._last is None:
+            self._last = tuple(values)
+            return
+        self._emit_quiet(dt_s, emit)
+        previous = self._last
+        self._last = tuple(values)
+        for k, (old, new) in enumerate(zip(previous, values, strict=True)):
+            if values_equal(old, new, self._tolerances[k]):
+                continue
+            source = self._source(k, new, since, at_monotonic)
+            pending = self._pending.get(k)
+            if pending is not None:
+                pending.event = _extend(pending.event, new, dt_s, self._window)
+                pending.last_change_dt_s = dt_s
+                continue
+            event = ActionEvent(
+                action_idx=self._next_idx,
+                sample_idx=sample_idx,
+                dt_s=dt_s,
+                end_dt_s=dt_s,
+                detected_at_utc=at_utc,
+                spec_label=self._labels[k],
+                old_value=old,
+                new_value=new,
+                delta=_delta(old, new),
+                steps=1,
+                source=source,
+                window_start_dt_s=dt_s - self._window,
+                window_end_dt_s=dt_s + self._window,
+            )
+            self._next_idx += 1
+            if self._coalesce_s > 0:
+                self._pending[k] = _Pending(event, dt_s)
+            else:
+                emit(event)
+
+    def finish(self, emit: Callable[[ActionEvent], None]) -> None:
+        """Emit every pending (coalescing) action; call once when the run ends."""
+        self._emit_quiet(math.inf, emit)
+
+    def _emit_quiet(self, dt_s: float, emit: Callable[[ActionEvent], None]) -> None:
+        for k in sorted(self._pending, key=lambda i: self._pending[i].event.action_idx):
+            if dt_s - self._pending[k].last_change_dt_s > self._coalesce_s:
+                emit(self._pending.pop(k).event)
+
+    def _source(self, k: int, new: Value, since: float, until: float) -> ActionSource:
+        if self._own is not None and self._own.claims(
+            self._labels[k], new, since, until, max(self._tolerances[k], _relative_eps(new))
+        ):
+            return "self"
+        return "external"
+
+
+def _extend(event: ActionEvent, new: Value, dt_s: float, window_s: float) -> ActionEvent:
+    return replace(
+        event,
+        new_value=new,
+        delta=_delta(event.old_value, new),
+        end_dt_s=dt_s,
+        steps=event.steps + 1,
+        window_end_dt_s=dt_s + window_s,
+    )
+
+
+def _delta(old: Value, new: Value) -> float | None:
+    if _is_number(old) and _is_number(new):
+        return float(new) - float(old)  # type: ignore[arg-type]
+    return None
+
+
+def _relative_eps(value: Value) -> float:
+    """Float32 wire values round-trip with ~1e-7 relative error; accept that when matching."""
+    return abs(float(value)) * 1e-6 if _is_number(value) else 0.0  # type: ignore[arg-type]
