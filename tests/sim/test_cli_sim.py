@@ -40,9 +40,9 @@ def start_server(*extra: str) -> tuple[subprocess.Popen[str], dict[str, object]]
 def test_the_simulator_process_answers_and_stops_cleanly_on_a_signal(
     signum: signal.Signals, exit_code: int, error_type: str
 ) -> None:
-    proc, ready = start_server()
+    proc, ready = start_server("--no-disturbances")
     try:
-        assert ready["ok"] is True and ready["seed"] == 3
+        assert ready["ok"] is True and ready["seed"] == 3 and ready["disturbances"] is False
         ports = ready["ports"]
         assert isinstance(ports, list) and len(ports) == 2
         for port in ports:

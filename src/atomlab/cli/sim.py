@@ -11,7 +11,7 @@ import typer
 from atomlab.cli import output
 from atomlab.cli.sim_swarm import swarm
 from atomlab.core.errors import InterruptedRunError, TerminatedError
-from atomlab.sim import SpmSimulator
+from atomlab.sim import Disturbances, SpmSimulator
 
 app = typer.Typer(
     name="sim",
@@ -37,6 +37,12 @@ def spm(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed of the surface and the disturbances.")
     ] = None,
+    no_disturbances: Annotated[
+        bool,
+        typer.Option(
+            "--no-disturbances", help="No tip changes and no drift (tip crashes still happen)."
+        ),
+    ] = False,
     json_out: output.JsonOption = False,
 ) -> None:
     """Run the STM simulator (Nanonis TCP protocol) until Ctrl-C or SIGTERM."""
@@ -45,6 +51,7 @@ def spm(
         seed=settings.seed if seed is None else seed,
         host=host or settings.host,
         ports=port or settings.ports,
+        disturbances=Disturbances.none() if no_disturbances else None,
     )
     received = asyncio.run(_serve(simulator, json_out))
     if received == signal.SIGTERM:
@@ -68,6 +75,7 @@ async def _serve(simulator: SpmSimulator, json_out: bool) -> signal.Signals:
                 "ports": simulator.ports,
                 "seed": simulator.seed,
                 "defects": len(simulator.surface.defects),
+                "disturbances": simulator.physics.disturbances != Disturbances.none(),
             },
             json_flag=json_out,
             human=f"STM simulator (seed {simulator.seed}) listening on {where}; "
