@@ -582,7 +582,10 @@ class StmCommands:
 
     @_handles("Signals.ValsGet")
     async def signals_vals_get(self, a: Args) -> Values:
-        indexes = [self._signal_index(i) for i in a["indexes"]]
+        indexes = a["indexes"]
+        if indexes and (min(indexes) < 0 or max(indexes) >= len(SIGNAL_NAMES)):
+            for index in indexes:
+                self._signal_index(index)
         await self._fresh_sample(a["wait"])
         published = self.physics.published
         return {"values": [published[i] for i in indexes]}
