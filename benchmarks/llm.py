@@ -6,8 +6,8 @@ Run: ``uv run python benchmarks/llm.py [--latency-ms 20] [--calls-per-slot 30]``
 2. throughput against concurrency with a fixed simulated latency: calls/s as a fraction of the
    ideal C/L, for the bare semaphore and for the queue;
 3. a 429 flood: a simulated server that admits K concurrent calls and answers 429 with
-   ``Retry-After`` beyond that; the queue starts at 64 and adapts (AIMD). Reports the 429 share
-   and throughput against the ideal K/L.
+   ``Retry-After`` beyond that; the queue starts at 64, with a fixed limit (baseline) and
+   adaptive (AIMD). Reports the 429 share and throughput against the ideal K/L.
 """
 
 from __future__ import annotations
@@ -119,9 +119,11 @@ async def through_queue(concurrency: int, calls: int, latency_s: float) -> float
     return calls / (time.perf_counter() - start)
 
 
-async def flood(capacity: int, calls: int, latency_s: float) -> tuple[float, float, int]:
+async def flood(
+    capacity: int, calls: int, latency_s: float, *, adaptive: bool
+) -> tuple[float, float, int]:
     provider = SimulatedProvider(latency_s, capacity=capacity)
-    queue = _queue(provider, 64)
+    queue = _queue(provider, 64, adaptive=adaptive)
     start = time.perf_counter()
     await asyncio.gather(*(queue.submit(_request(i)) for i in range(calls)))
     rate = calls / (time.perf_counter() - start)
@@ -129,7 +131,7 @@ async def flood(capacity: int, calls: int, latency_s: float) -> tuple[float, flo
 
 
 async def main(latency_ms: float, calls_per_slot: int) -> None:
-    configure_logging("WARNING", "console")  # one line per retry would drown the figures
+    configure_logging("ERROR", "console")  # one line per retry would drown the figures
     latency_s = latency_ms / 1000
     direct, queued = await overhead(20_000)
     print("1. overhead per call (provider doing no work, 20,000 sequential calls)")
@@ -146,12 +148,13 @@ async def main(latency_ms: float, calls_per_slot: int) -> None:
         print(f"   {concurrency:<5} {bare:10.1%}     {ours:8.1%}   {ours / bare:6.2f}")
     print()
     capacity = 8
-    rate, rejected, limit = await flood(capacity, 600, latency_s)
     print(f"3. 429 flood: server admits {capacity} at once, queue starts at 64 (600 calls)")
-    print(
-        f"   throughput {rate / (capacity / latency_s):.1%} of ideal K/L, "
-        f"429 share {rejected:.1%}, final limit {limit}"
-    )
+    for label, adaptive in (("fixed limit (baseline)", False), ("adaptive (AIMD)", True)):
+        rate, rejected, limit = await flood(capacity, 600, latency_s, adaptive=adaptive)
+        print(
+            f"   {label:<24} throughput {rate / (capacity / latency_s):6.1%} of ideal K/L, "
+            f"429 share {rejected:6.1%}, final limit {limit}"
+        )
 
 
 if __name__ == "__main__":

@@ -453,7 +453,7 @@ class LlmQueue:
             self._counts["rate_limited"] += 1
             self.breaker.record_neutral()  # rate limiting is the limiter's job, not the breaker's
             if self._limit.on_overload(epoch):
-                _log.warning(
+                _log.info(
                     "llm concurrency reduced after a rate limit",
                     limit=self._limit.current,
                     provider=self.provider.name,
