@@ -379,7 +379,14 @@ class PipelineRunner:
                 await self._progress.wait()
             if self.stopping:
                 return
-            self._active[index] = asyncio.create_task(self._item_task(index, item))
+            task = asyncio.create_task(self._item_task(index, item))
+            self._active[index] = task
+            # A done callback (not a finally) also runs for a task cancelled before it started.
+            task.add_done_callback(lambda _task, done=index: self._forget(done))
+
+    def _forget(self, index: int) -> None:
+        self._active.pop(index, None)
+        self._progress.set()
 
     async def _settle(self) -> None:
         while self._active:
@@ -396,9 +403,6 @@ class PipelineRunner:
             pass
         except ProcessingError as exc:
             self._reject(index, item_id, exc)
-        finally:
-            self._active.pop(index, None)
-            self._progress.set()
 
     def _reject(self, index: int, item_id: str, exc: ProcessingError) -> None:
         failure = FailedItem(item_id, exc.stage, exc.type_name, exc.message, exc.request_id)

@@ -1,0 +1,145 @@
+"""The response cache: content addresses, SHA-256 checks on read, self-healing, validate/purge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from atomlab.core.sqlite import connect
+from atomlab.engine import ResponseCache, cache_key
+
+
+class Answer(BaseModel):
+    text: str
+
+
+class AnswerV2(BaseModel):
+    text: str
+    score: int
+
+
+def _key(**changes: object) -> str:
+    base: dict[str, object] = {
+        "provider": "offline",
+        "model": "m",
+        "prompt": "p",
+        "system": None,
+        "schema": Answer,
+        "schema_version": "1.1",
+        "temperature": 0.0,
+    }
+    base.update(changes)
+    return cache_key(**base)  # type: ignore[arg-type]
+
+
+def _filled(directory: Path, count: int) -> tuple[ResponseCache, list[str]]:
+    cache = ResponseCache(directory)
+    keys = [_key(prompt=f"prompt {n}") for n in range(count)]
+    for n, key in enumerate(keys):
+        cache.put(key, {"text": f"answer {n}"}, provider="offline", model="m", stage="s")
+    return cache, keys
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"provider": "gemini"},
+        {"model": "m2"},
+        {"prompt": "q"},
+        {"system": "be brief"},
+        {"schema": AnswerV2},
+        {"schema_version": "1.2"},
+        {"temperature": 0.7},
+        {"max_output_tokens": 100},
+    ],
+)
+def test_every_input_of_a_generation_changes_the_key(change: dict[str, object]) -> None:
+    assert _key(**change) != _key()
+    assert _key() == _key()
+
+
+def test_stored_answers_are_read_back(tmp_path: Path) -> None:
+    cache, keys = _filled(tmp_path, 2)
+    assert cache.get(keys[1], Answer) == {"text": "answer 1"}
+    assert cache.get(_key(prompt="never stored"), Answer) is None
+    assert (cache.hits, cache.misses, cache.corrupt) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "alter", "delete", "not-the-schema"])
+def test_a_damaged_entry_is_a_counted_miss_and_is_purged(damage: str, tmp_path: Path) -> None:
+    cache, keys = _filled(tmp_path, 1)
+    path = cache.entry_path(keys[0])
+    body = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(body[:10])
+    elif damage == "alter":
+        path.write_bytes(body.replace(b"answer", b"ANSWER"))
+    elif damage == "delete":
+        path.unlink()
+    events: list[str] = []
+    cache = ResponseCache(tmp_path, on_event=events.append)
+    schema = AnswerV2 if damage == "not-the-schema" else Answer
+    assert cache.get(keys[0], schema) is None
+    assert events == ["corrupt", "miss"]
+    assert not path.exists()
+    assert cache.validate().entries == 0
+
+
+def test_read_only_mode_counts_corruption_but_changes_nothing(tmp_path: Path) -> None:
+    cache, keys = _filled(tmp_path, 1)
+    path = cache.entry_path(keys[0])
+    path.write_bytes(b"garbage")
+    reader = ResponseCache(tmp_path, mode="read-only")
+    assert reader.get(keys[0], Answer) is None
+    reader.put(_key(prompt="new"), {"text": "x"}, provider="offline", model="m")
+    assert reader.corrupt == 1
+    assert path.read_bytes() == b"garbage"
+    assert reader.stats()["entries"] == 1
+
+
+def test_off_and_refresh_modes_never_read(tmp_path: Path) -> None:
+    _, keys = _filled(tmp_path, 1)
+    assert ResponseCache(tmp_path, mode="off").get(keys[0], Answer) is None
+    refresh = ResponseCache(tmp_path, mode="refresh")
+    assert refresh.get(keys[0], Answer) is None
+    refresh.put(keys[0], {"text": "fresh"}, provider="offline", model="m")
+    assert ResponseCache(tmp_path).get(keys[0], Answer) == {"text": "fresh"}
+
+
+def test_validate_reports_exactly_the_corrupt_entries_and_fix_removes_them(
+    tmp_path: Path,
+) -> None:
+    cache, keys = _filled(tmp_path, 6)
+    for key in keys[:3]:
+        cache.entry_path(key).write_bytes(b"{}")
+    orphan = cache.entry_path("ff" + "0" * 62)
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_text("{}")
+    report = cache.validate()
+    assert sorted(report.corrupt) == sorted(keys[:3])
+    assert report.ok == 3
+    assert report.orphans == [orphan.stem]
+    fixed = cache.validate(fix=True)
+    assert fixed.purged == 4
+    again = cache.validate()
+    assert (again.entries, again.ok, again.corrupt, again.orphans) == (3, 3, [], [])
+
+
+def test_purge_by_stage_and_all(tmp_path: Path) -> None:
+    cache, _ = _filled(tmp_path, 3)
+    cache.put(_key(prompt="other"), {"text": "o"}, provider="offline", model="m", stage="t")
+    assert cache.purge(stage="t") == 1
+    assert cache.stats()["stages"] == {"s": {"entries": 3, "bytes": cache.stats()["bytes"]}}
+    assert cache.purge() == 3
+    assert cache.stats()["entries"] == 0
+    assert list((tmp_path / "entries").glob("*/*.json")) == []
+
+
+def test_manifest_schema_is_versioned(tmp_path: Path) -> None:
+    cache, _ = _filled(tmp_path, 1)
+    cache.close()
+    conn = connect(tmp_path / "manifest.sqlite")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
