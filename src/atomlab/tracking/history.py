@@ -220,12 +220,6 @@ class RunIndex:
             )
             self._conn.executemany("INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?)", steps)
 
-    def heartbeat(self, run_id: str, at: str, eta_s: float | None) -> None:
-        with self._lock, self._conn:
-            self._conn.execute(
-                "UPDATE runs SET heartbeat_at = ?, eta_s = ? WHERE run_id = ?", (at, eta_s, run_id)
-            )
-
     def delete(self, run_id: str) -> None:
         with self._lock, self._conn:
             self._conn.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from atomlab.tracking.models import Recommendation, RunRecord, Severity, StepStatus
@@ -51,7 +51,12 @@ class RuleInput:
     step_history: Sequence[Mapping[str, float]] = ()
     throughput_baseline: float | None = None
     baseline_runs: int = 0
-    thresholds: RuleThresholds = field(default_factory=RuleThresholds)
+    thresholds: RuleThresholds | None = None
+
+    @property
+    def th(self) -> RuleThresholds:
+        """The thresholds given, else the module's ``DEFAULT_THRESHOLDS`` (read at call time)."""
+        return self.thresholds or DEFAULT_THRESHOLDS
 
 
 Rule = Callable[[RuleInput], list[Recommendation]]
@@ -91,15 +96,15 @@ def _gpu_util(sample: Sample) -> float | None:
 
 
 def cpu_saturation(data: RuleInput) -> list[Recommendation]:
-    limit = data.thresholds.cpu_saturated_pct
+    limit = data.th.cpu_saturated_pct
 
     def saturated(s: Sample) -> bool:
         return max(s.get("sys_cpu_pct") or 0.0, s.get("proc_cpu_norm_pct") or 0.0) >= limit
 
     span, stretch = _longest_stretch(data.samples, saturated)
-    if span < data.thresholds.sustain_s:
+    if span < data.th.sustain_s:
         return []
-    severity = Severity.CRITICAL if span >= data.thresholds.critical_sustain_s else Severity.WARNING
+    severity = Severity.CRITICAL if span >= data.th.critical_sustain_s else Severity.WARNING
     return [
         Recommendation(
             rule="cpu_saturation",
@@ -122,12 +127,12 @@ def cpu_saturation(data: RuleInput) -> list[Recommendation]:
 
 
 def memory_pressure(data: RuleInput) -> list[Recommendation]:
-    warn = data.thresholds.memory_warning_pct
+    warn = data.th.memory_warning_pct
     span, stretch = _longest_stretch(data.samples, lambda s: (s.get("sys_mem_pct") or 0.0) >= warn)
-    if span < data.thresholds.sustain_s:
+    if span < data.th.sustain_s:
         return []
     peak = max(float(s.get("sys_mem_pct") or 0.0) for s in stretch)
-    critical = peak >= data.thresholds.memory_critical_pct
+    critical = peak >= data.th.memory_critical_pct
     return [
         Recommendation(
             rule="memory_pressure",
@@ -149,7 +154,7 @@ def memory_pressure(data: RuleInput) -> list[Recommendation]:
 
 
 def gpu_idle_while_cpu_busy(data: RuleInput) -> list[Recommendation]:
-    th = data.thresholds
+    th = data.th
 
     def idle_gpu_busy_cpu(s: Sample) -> bool:
         util = _gpu_util(s)
@@ -181,7 +186,7 @@ def gpu_idle_while_cpu_busy(data: RuleInput) -> list[Recommendation]:
 
 
 def throughput_below_baseline(data: RuleInput) -> list[Recommendation]:
-    th = data.thresholds
+    th = data.th
     measured = data.record.summary.get("throughput")
     baseline = data.throughput_baseline
     if measured is None or baseline is None or baseline <= 0:
@@ -214,7 +219,7 @@ def throughput_below_baseline(data: RuleInput) -> list[Recommendation]:
 
 
 def step_slower_than_history(data: RuleInput) -> list[Recommendation]:
-    th = data.thresholds
+    th = data.th
     findings: list[Recommendation] = []
     for step in data.record.steps:
         if step.status is not StepStatus.COMPLETED or step.duration_s is None:

@@ -221,7 +221,7 @@ class RunTracker:
         for mirror in self._mirrors:
             mirror.open(self.record)
         self._refresh_eta()
-        self._persist()
+        self._persist(index=True)
         self._event("run.started", pid=os.getpid(), steps=[s.name for s in self.specs])
         self.view.event(f"[{run_id}] started {self.pipeline} ({len(self.specs)} steps)")
         self._retain()
@@ -260,7 +260,9 @@ class RunTracker:
             if self._signal is not None:
                 record.exit_signal = signal.Signals(self._signal).name
             record.eta.remaining_s = 0.0 if status is RunStatus.COMPLETED else None
-            self._persist(fsync=True)  # the terminal state is on disk before anything slow
+            self._persist(
+                fsync=True, index=True
+            )  # the terminal state is on disk before anything slow
         self._event(f"run.{status.value}", reason=reason)
         self._stop.set()
         self._stop_child()
@@ -270,7 +272,7 @@ class RunTracker:
         self._take_final_sample()
         self._summarise()
         with self._lock:
-            self._persist(fsync=True)
+            self._persist(fsync=True, index=True)
         self.view.event(
             f"[{record.run_id}] {status.value} after {record.duration_s:.1f} s"
             + (f": {reason}" if reason else "")
@@ -482,15 +484,17 @@ class RunTracker:
 
     def _stop_child(self) -> None:
         child = self._child
-        if child is None or child.poll() is not None:
+        if child is None:
             return
-        _signal_group(child.pid, signal.SIGTERM)
-        try:
-            child.wait(timeout=CHILD_GRACE_S)
-        except subprocess.TimeoutExpired:
-            _signal_group(child.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
+        if child.poll() is None:
+            _signal_group(child.pid, signal.SIGTERM)
+            try:
                 child.wait(timeout=CHILD_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _signal_group(child.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=CHILD_GRACE_S)
+        _signal_group(child.pid, signal.SIGKILL)  # leftovers of the step's group
         record = self._require()
         for step in record.steps:
             if step.pid == child.pid:
@@ -511,10 +515,12 @@ class RunTracker:
             _log.warning("runs.index_unavailable", error=str(exc))
             return None
 
-    def _persist(self, *, fsync: bool = False) -> None:
+    def _persist(self, *, fsync: bool = False, index: bool = False) -> None:
+        """Replace ``run.json``; also update the index at start, heartbeats and the end only,
+        so step transitions of many parallel runs never queue on the shared index."""
         record = self._require()
         save_run(record, fsync=fsync)
-        if self.index is not None:
+        if index and self.index is not None:
             try:
                 self.index.upsert(record)
             except sqlite3.Error as exc:  # run.json stays the truth; `runs reindex` repairs
@@ -606,10 +612,7 @@ class RunTracker:
                 return
             record.heartbeat_at = utc_iso(self.clock.now())
             self._refresh_eta()
-            save_run(record)
-            if self.index is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    self.index.heartbeat(record.run_id, record.heartbeat_at, record.eta.remaining_s)
+            self._persist(index=True)
 
     def progress_state(self) -> ProgressState:
         record = self._require()

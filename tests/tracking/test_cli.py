@@ -1,0 +1,121 @@
+"""`atomlab runs ...` end to end, in-process through the cli fixture."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+PY = sys.executable
+BUSY_STEP = f'{PY} -c "import time; e=time.time()+0.3\nwhile time.time()<e: pass"'
+
+
+def run_exec(cli, *steps: str, pipeline: str = "demo", extra: tuple[str, ...] = ()):
+    args = ["runs", "exec", "--pipeline", pipeline]
+    for step in steps:
+        args += ["--step", step]
+    return cli(*args, *extra, "--json")
+
+
+def test_exec_runs_steps_and_prints_the_run(cli):
+    result = run_exec(cli, f"prep={PY} -c 'print(1)'", "work=true", extra=("--expect", "prep=2"))
+    assert result.exit_code == 0, result.stderr
+    run = result.json["run"]
+    assert run["status"] == "completed"
+    assert [s["status"] for s in run["steps"]] == ["completed", "completed"]
+    assert run["steps"][0]["expected_s"] == 2
+    assert "Step 1/2: prep started" in result.stderr  # plain progress lines in --json mode
+    assert Path(run["steps"][0]["log_path"]).read_text().strip() == "1"
+
+
+def test_exec_failure_exits_1_with_the_step_and_log(cli):
+    result = run_exec(cli, "ok=true", "bad=false", "never=true")
+    assert result.exit_code == 1
+    error = result.json["error"]
+    assert error["type"] == "step_failed" and "'bad'" in error["message"]
+    status = cli("runs", "status", "--json").json["run"]
+    assert status["status"] == "failed"
+    assert [s["status"] for s in status["steps"]] == ["completed", "failed", "skipped"]
+
+
+def test_exec_input_errors_exit_3(cli):
+    assert run_exec(cli, "no-equals-sign").exit_code == 3
+    assert run_exec(cli, "a=true", extra=("--expect", "zzz=3")).exit_code == 3
+    assert run_exec(cli, "a=true", extra=("--expect", "a=-1")).exit_code == 3
+    bad_quote = run_exec(cli, "a=echo 'unterminated")
+    assert bad_quote.exit_code == 3 and "quoting" in bad_quote.json["error"]["message"]
+
+
+def test_list_show_export_summary(cli, tmp_path):
+    run_exec(cli, "a=true", pipeline="alpha")
+    run_exec(cli, "a=false", pipeline="beta")
+    listed = cli("runs", "list", "--json").json["runs"]
+    assert [r["pipeline"] for r in listed] == ["beta", "alpha"]
+    failed = cli("runs", "list", "--status", "failed", "--json").json["runs"]
+    assert [r["pipeline"] for r in failed] == ["beta"]
+    assert (
+        cli("runs", "list", "--pipeline", "alpha", "--limit", "1", "--json").json["runs"][0][
+            "pipeline"
+        ]
+        == "alpha"
+    )
+    assert cli("runs", "list", "--since", "1h", "--json").json["runs"]
+    assert cli("runs", "list", "--status", "nonsense").exit_code == 3
+
+    run_id = listed[1]["run_id"]
+    text = cli("runs", "show", run_id)
+    assert text.exit_code == 0 and f"Run {run_id} (alpha): completed" in text.stdout
+    md = cli("runs", "show", run_id, "--format", "md").stdout
+    assert md.startswith(f"# Run {run_id}") and "| 1 | a | completed |" in md
+    as_json = cli("runs", "show", run_id, "--format", "json").json
+    assert as_json["run"]["run_id"] == run_id
+
+    target = tmp_path / "report.md"
+    exported = cli("runs", "export", run_id, "--format", "md", "--output", str(target), "--json")
+    assert exported.json["path"] == str(target)
+    assert target.read_text().startswith(f"# Run {run_id}")
+    out = cli("runs", "export", run_id, "--format", "json")
+    assert json.loads(out.stdout)["run_id"] == run_id
+
+    summary = cli("runs", "summary", run_id, "--json").json
+    assert summary["summary"]["telemetry_samples"] >= 1
+    assert summary["recommendations"] == []
+    assert cli("runs", "show", "nope").exit_code == 3
+
+
+def test_status_ps_prune_reindex_on_an_empty_and_a_used_home(cli):
+    assert cli("runs", "status").exit_code == 3  # no runs yet: not found
+    assert cli("runs", "ps", "--json").json["runs"] == []
+    run_exec(cli, "a=true")
+    assert cli("runs", "status", "--json").json["run"]["steps_done"] == 1
+    assert cli("runs", "prune", "--dry-run", "--json").json["removed"] == []
+    assert cli("runs", "reindex", "--json").json["indexed"] == 1
+    watched = cli("runs", "watch", "--json")
+    assert watched.exit_code == 0 and watched.json["run"]["status"] == "completed"
+
+
+def test_watch_exits_1_for_a_failed_run(cli):
+    run_exec(cli, "a=false")
+    assert cli("runs", "watch").exit_code == 1
+
+
+def test_cpu_saturating_run_gets_a_recommendation(cli, monkeypatch):
+    """Recommendations fire on a run built to saturate the CPU (thresholds shortened)."""
+    from atomlab.tracking import recommend
+
+    monkeypatch.setattr(
+        recommend,
+        "DEFAULT_THRESHOLDS",
+        recommend.RuleThresholds(sustain_s=0.5, cpu_saturated_pct=80),
+    )
+    monkeypatch.setenv("ATOMLAB_TRACKING__TELEMETRY_INTERVAL_S", "0.05")
+    burn = (
+        f'{PY} -c "import os, time\n'
+        "for _ in range(os.cpu_count()-1):\n"
+        "    if os.fork()==0: break\n"
+        'e=time.time()+2\nwhile time.time()<e: pass"'
+    )
+    result = run_exec(cli, f"burn={burn}", pipeline="hot")
+    assert result.exit_code == 0, result.stdout
+    findings = result.json["run"]["recommendations"]
+    assert [f["rule"] for f in findings] == ["cpu_saturation"]

@@ -1,0 +1,137 @@
+"""Signals, kill -9 and parallel runs with real processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from atomlab.tracking import RunIndex, iter_jsonl
+
+from .conftest import atomlab_process, wait_until
+
+
+def _running_run(home: Path) -> dict:
+    """The run.json of the one run in ``home`` once its first step's process is up."""
+
+    def probe() -> dict | None:
+        for path in (home / "runs").glob("*/run.json"):
+            try:
+                data = json.loads(path.read_text())
+            except ValueError:
+                return None  # never happens: run.json is replaced atomically
+            if data["steps"][0].get("pid"):
+                return data
+        return None
+
+    return wait_until(probe)
+
+
+def _cleanup_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("signum", "exit_code"),
+    [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 143)],
+)
+def test_signal_cancels_run_and_stops_the_step_process_group(home, signum, exit_code):
+    proc = atomlab_process(
+        home, "runs", "exec", "-p", "sig", "-s", "long=sleep 60", "-s", "after=true"
+    )
+    data = _running_run(home)
+    step_pid = data["steps"][0]["pid"]
+    try:
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        _cleanup_group(step_pid)
+    assert proc.returncode == exit_code, err.decode()
+    record = json.loads(Path(data["run_dir"], "run.json").read_text())
+    assert record["status"] == "cancelled"
+    assert record["exit_signal"] == signal.Signals(signum).name
+    assert [s["status"] for s in record["steps"]] == ["cancelled", "skipped"]
+    assert not psutil.pid_exists(step_pid) or psutil.Process(step_pid).status() == "zombie"
+    events = [e["event"] for e in iter_jsonl(Path(data["run_dir"]) / "events.jsonl")]
+    assert "run.cancelled" in events and "step.process_stopped" in events
+
+
+def test_kill_9_run_is_marked_crashed_by_next_runs_command(home, cli):
+    proc = atomlab_process(home, "runs", "exec", "-p", "crash", "-s", "long=sleep 60")
+    data = _running_run(home)
+    step_pid = data["steps"][0]["pid"]
+    try:
+        proc.kill()
+        proc.wait(timeout=20)
+    finally:
+        _cleanup_group(step_pid)
+    assert json.loads(Path(data["run_dir"], "run.json").read_text())["status"] == "running"
+    result = cli("runs", "list", "--json")
+    assert result.exit_code == 0
+    (row,) = result.json["runs"]
+    assert row["status"] == "crashed"
+    record = json.loads(Path(data["run_dir"], "run.json").read_text())
+    assert record["status"] == "crashed" and record["steps"][0]["status"] == "failed"
+
+
+def test_live_run_is_never_reaped(home, cli):
+    proc = atomlab_process(home, "runs", "exec", "-p", "alive", "-s", "long=sleep 60")
+    data = _running_run(home)
+    try:
+        result = cli("runs", "list", "--json")
+        assert result.json["runs"][0]["status"] == "running"
+        ps = cli("runs", "ps", "--json")
+        assert [r["run_id"] for r in ps.json["runs"]] == [data["run_id"]]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+        _cleanup_group(data["steps"][0]["pid"])
+
+
+WORKER = """
+import sys
+from atomlab.core.settings import TrackingSettings
+from atomlab.tracking import RunTracker
+steps = [f"s{i}" for i in range(20)]
+with RunTracker("par", steps, home=sys.argv[1], monitor=False, handle_signals=False,
+                settings=TrackingSettings(gpu=False, telemetry_interval_s=1e-6)) as run:
+    for name in steps:
+        with run.step(name):
+            run.tick()
+print(run.run_id)
+"""
+
+
+def test_eight_parallel_runs_lose_no_line_and_share_no_id(home):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(home)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(8)
+    ]
+    ids = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+        ids.append(out.decode().strip())
+    assert len(set(ids)) == 8
+    for run_id in ids:
+        run_dir = home / "runs" / run_id
+        events = list(iter_jsonl(run_dir / "events.jsonl"))
+        assert len(events) == 2 + 2 * 20  # run start/end + start/end of each step
+        raw = (run_dir / "telemetry.jsonl").read_bytes().splitlines()
+        assert len(raw) == 21 and all(json.loads(line) for line in raw)
+    with RunIndex.open(home) as index:
+        rows = index.list_runs(limit=100)
+    assert sorted(r.run_id for r in rows) == sorted(ids)
+    assert {r.status for r in rows} == {"completed"}
