@@ -412,3 +412,16 @@ def test_a_usd_budget_for_an_unpriced_model_is_refused_at_start() -> None:
 
     with pytest.raises(ConfigError, match=r"llm\.prices"):
         LlmQueue(ScriptedProvider(), budget=Budget(max_usd=1.0))
+
+
+async def test_a_retry_after_beyond_the_cap_fails_instead_of_sleeping() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider([rate_limited(3600), None])
+    queue = make_queue(provider, clock, max_retry_after_s=300)
+    with pytest.raises(RateLimitedError, match="3600 s") as caught:
+        await queue.submit(req())
+    assert clock.sleeps == []
+    assert provider.calls == 1
+    await queue.submit(req(2))  # no global hour-long pause either
+    assert clock.sleeps == []
+    assert caught.value.details["request_id"] == "r0"

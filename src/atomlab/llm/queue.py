@@ -56,7 +56,9 @@ DEFAULT_KEY = "default"
 MIN_CONCURRENCY = 1
 DECREASE_FACTOR = 0.5
 TOKENS_PER_MTOK = 1_000_000
-TIMEOUT_GRACE_S = 5.0  # the whole-call deadline sits above the transport's own timeout
+TIMEOUT_GRACE_S = 5.0
+# A Retry-After longer than this means a spent quota, not a burst: fail instead of sleeping.
+DEFAULT_MAX_RETRY_AFTER_S = 300.0  # the whole-call deadline sits above the transport's own timeout
 # Request latencies of LLMs run from ~0.1 s to minutes; prometheus' default buckets stop at 10 s.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 RETRYABLE: tuple[type[BaseException], ...] = (RetryableProviderError, ProviderTimeoutError)
@@ -229,6 +231,7 @@ class LlmQueue:
         adaptive: bool = True,
         min_concurrency: int = MIN_CONCURRENCY,
         call_timeout_s: float | None = None,
+        max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
         clock: Clock | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
@@ -254,6 +257,7 @@ class LlmQueue:
                 field="llm.prices",
             )
         self.call_timeout_s = call_timeout_s
+        self.max_retry_after_s = max_retry_after_s
         self._limit = _AdaptiveLimit(concurrency, min_concurrency, adaptive=adaptive)
         self._per_key_bounds = dict(per_key or {})
         self._per_key: dict[str, asyncio.Semaphore] = {}
@@ -339,11 +343,30 @@ class LlmQueue:
                     self._counts["failed"] += 1
                     raise
                 delay = self.retry.delay_for(attempt, exc)
+                if delay > self.max_retry_after_s:
+                    self._counts["failed"] += 1
+                    raise self._too_long_to_wait(exc, delay, request) from exc
                 self._note_retry(request, key, attempt, exc, delay)
                 await self._clock.sleep_async(delay)
                 continue
             self._counts["completed"] += 1
             return generation if attempt == 1 else replace(generation, attempts=attempt)
+
+    def _too_long_to_wait(
+        self, exc: Exception, delay: float, request: GenerationRequest[Any]
+    ) -> Exception:
+        if not isinstance(exc, RateLimitedError):
+            return exc
+        return RateLimitedError(
+            f"{self.provider.name} asks to wait {delay:.0f} s before the next call, longer "
+            f"than the queue waits ({self.max_retry_after_s:.0f} s): the quota is probably "
+            "spent for a long period; resume later or use another key or model",
+            retry_after=delay,
+            provider=self.provider.name,
+            model=self.provider.model,
+            request_id=request.request_id,
+            status=exc.status,
+        )
 
     async def aclose(self) -> None:
         """Close the provider's connections (when it has any)."""
@@ -459,7 +482,7 @@ class LlmQueue:
                     provider=self.provider.name,
                 )
             pause = retry_after_seconds(exc, now=self._clock.now())
-            if pause:
+            if pause and pause <= self.max_retry_after_s:
                 self._paused_until = max(self._paused_until, self._clock.monotonic() + pause)
         elif isinstance(exc, RETRYABLE):
             self.breaker.record_failure()
