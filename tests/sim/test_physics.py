@@ -175,3 +175,25 @@ def test_a_long_clock_jump_is_fast_forwarded_and_finishes_the_scan() -> None:
     assert physics.scan.scans_finished == 1
     assert np.isfinite(physics.scan.images[(2, False)]).all()
     assert physics.t_s == pytest.approx(3600.0, abs=physics.dt_s)
+
+
+def test_published_signals_are_averaged_over_the_acquisition_period() -> None:
+    physics = quiet()
+    physics.set_z_on(False)
+    instantaneous, published = [], []
+    period_steps = round(physics.acq_period_s * physics.loop_rate_hz)
+    for k in range(1, 60 * period_steps + 1):
+        physics.advance_to(k * physics.dt_s + 1e-9)
+        instantaneous.append(physics.current_a)
+        if k % period_steps == 0:
+            published.append(physics.published[0])
+    assert np.mean(published) == pytest.approx(np.mean(instantaneous), rel=0.01)
+    assert np.std(published) < 0.5 * np.std(instantaneous)
+
+
+def test_drift_compensation_also_holds_across_a_fast_forward() -> None:
+    physics = StmPhysics(Surface.generate(0), seed=4)
+    physics.drift.compensation_on = True
+    physics.drift.compensation = physics.drift.velocity
+    physics.advance_to(500.0)
+    assert physics.drift.offset == pytest.approx([0.0, 0.0, 0.0], abs=1e-18)

@@ -226,3 +226,20 @@ async def test_a_taken_port_is_reported_as_unavailable() -> None:
         with pytest.raises(UnavailableError, match=str(port)):
             async with SpmSimulator(ports=[0, port]):
                 pass
+
+
+def test_the_thread_runner_reports_a_taken_port() -> None:
+    from atomlab.sim import start_simulator_in_thread
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UnavailableError, match=str(port)):
+            start_simulator_in_thread(ports=[port])
+
+
+def test_a_command_name_with_an_underscore_is_unknown_on_the_wire(wire: Wire) -> None:
+    wire.send_raw(pad_name("Bias_Get") + struct.pack(">iHH", 0, 1, 0))
+    reply = wire.read_reply("Bias.Get")
+    assert reply.error is not None and "did you mean 'Bias.Get'" in reply.error.description

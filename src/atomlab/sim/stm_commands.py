@@ -156,6 +156,10 @@ class StmCommands:
             spec = lookup(name)
         except ProtocolError as exc:
             return encode_error_reply(name, exc.message)
+        if spec.name != name:  # lookup is lenient ("Bias_Get"); the wire is not
+            return encode_error_reply(
+                name, f"unknown command {name!r}; did you mean {spec.name!r}?"
+            )
         return encode_reply(spec, error=ErrorInfo.of(f"{spec.name} is not simulated"))
 
     # ----------------------------------------------------------------- waiting

@@ -187,6 +187,11 @@ class StmPhysics:
         self._next_publish_s = start_s + acq_period_s
         self.published: list[float] = []
         self.published_at_s = start_s
+        # running sums of the oversampled signals (current, Z, setpoint error) since the last
+        # publication: a published value is their average over the acquisition period
+        self._sum_current = 0.0
+        self._sum_z = 0.0
+        self._samples = 0
 
         self.bias_v = DEFAULT_BIAS_V
         self.z = ZController()
@@ -274,12 +279,27 @@ class StmPhysics:
             self._control(dt)
         if self.scan.status_running and self.scan.advance(dt, self.signal_subset):
             self.events.append(SimEvent(self.t_s, "scan_finished"))
+        self._sum_current += self.current_a
+        self._sum_z += self.z.z_m
+        self._samples += 1
         if self.t_s >= self._next_publish_s:
-            self.published = self.signal_values()
-            self.published_at_s = self.t_s
+            self._publish()
             self._next_publish_s += self.acq_period_s
             if self._next_publish_s <= self.t_s:
                 self._next_publish_s = self.t_s + self.acq_period_s
+
+    def _publish(self) -> None:
+        values = self.signal_values()
+        if self._samples:
+            mean_current = self._sum_current / self._samples
+            values[CURRENT] = mean_current
+            values[Z] = self._sum_z / self._samples
+            values[INPUT_1] = mean_current * PREAMP_GAINS[self.gain_index]
+            values[SETPOINT_ERROR] = mean_current - self._signed_setpoint()
+        self.published = values
+        self.published_at_s = self.t_s
+        self._sum_current = self._sum_z = 0.0
+        self._samples = 0
 
     def _move_tip(self, dt: float) -> None:
         if self.scan.status_running:
@@ -298,11 +318,16 @@ class StmPhysics:
             self.x_m += dx * travel / dist
             self.y_m += dy * travel / dist
 
-    def _drift(self, dt: float) -> None:
+    def net_drift_velocity(self) -> tuple[float, float, float]:
+        """Thermal drift minus the drift compensation, when that is on (m/s)."""
         vx, vy, vz = self.drift.velocity
         if self.drift.compensation_on:
             cx, cy, cz = self.drift.compensation
             vx, vy, vz = vx - cx, vy - cy, vz - cz
+        return vx, vy, vz
+
+    def _drift(self, dt: float) -> None:
+        vx, vy, vz = self.net_drift_velocity()
         offset = self.drift.offset
         offset[0] += vx * dt
         offset[1] += vy * dt
@@ -339,7 +364,7 @@ class StmPhysics:
         """Skip ``span`` seconds without stepping: drift, tip changes and whole scan lines."""
         self.t_s += span
         self._t0_s, self._steps = self.t_s, 0
-        vx, vy, vz = self.drift.velocity
+        vx, vy, vz = self.net_drift_velocity()
         self.drift.offset[0] += vx * span
         self.drift.offset[1] += vy * span
         self.drift.offset[2] += vz * span
@@ -358,6 +383,8 @@ class StmPhysics:
             self.z.z_m = self.surface_height() + self.equilibrium_gap()
             self.z.integrator_m = self.z.z_m
         self._next_publish_s = self.t_s + self.acq_period_s
+        self._sum_current = self._sum_z = 0.0
+        self._samples = 0
 
     def _ideal_line(self, line: int, forward: bool) -> dict[int, NDArray[np.float64]]:
         """A scan line as a perfectly tracking controller would record it (fast-forward only)."""
@@ -464,8 +491,11 @@ class StmPhysics:
         values[Z] = self.z.z_m
         values[X] = self.x_m
         values[Y] = self.y_m
-        sign = 1.0 if self.bias_v >= 0 else -1.0
-        values[SETPOINT_ERROR] = self.current_a - sign * abs(self.z.setpoint_a)
+        values[SETPOINT_ERROR] = self.current_a - self._signed_setpoint()
+
+    def _signed_setpoint(self) -> float:
+        """The setpoint with the sign the current has at this bias."""
+        return abs(self.z.setpoint_a) if self.bias_v >= 0 else -abs(self.z.setpoint_a)
 
     def snapshot(self) -> dict[str, object]:
         """A JSON-able view of the state, for logs, tests and demos."""
