@@ -103,7 +103,7 @@ class MonitorConfig(BaseModel):
         return build_config(data)
 
     def require_runnable(self) -> None:
-        """Raise :class:`InvalidInputError` unless a run name is staged and tolerances fit specs."""
+        """Raise :class:`InvalidInputError` unless a run name is staged (and tolerances fit)."""
         if not self.run_name:
             raise InvalidInputError(
                 "no run name is staged (run_name is empty); stage one with "
@@ -111,6 +111,10 @@ class MonitorConfig(BaseModel):
                 field="run_name",
                 value=self.run_name,
             )
+        self.require_tolerances_known()
+
+    def require_tolerances_known(self) -> None:
+        """Raise :class:`ConfigError` when a tolerance names a spec that is not recorded."""
         unknown = sorted(set(self.tolerances) - set(self.specs))
         if unknown:
             raise ConfigError(

@@ -149,6 +149,11 @@ class TrajectoryStore:
             self._conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None
         )
 
+    def require_new_run_name(self, name: str) -> None:
+        """Raise :class:`InvalidInputError` (exit 3) when a run called ``name`` exists."""
+        if self.has_run(name):
+            raise _duplicate_run(name)
+
     def create_run(
         self,
         config: MonitorConfig,
@@ -159,8 +164,7 @@ class TrajectoryStore:
         started_at_utc: str,
     ) -> RunInfo:
         """Insert the run and its catalogs in one transaction; a duplicate name writes nothing."""
-        if self.has_run(config.run_name):
-            raise _duplicate_run(config.run_name)
+        self.require_new_run_name(config.run_name)
         try:
             with self._conn:
                 ensure_value_columns(self._conn, "signal_samples", len(signals))

@@ -1,0 +1,427 @@
+"""``atomlab trajectory``: stage and run the monitor, query runs and actions, export (JSON output).
+
+Every command prints one JSON object (the seed's ``nqctl`` contract); errors use the common
+envelope and exit codes of docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+
+from atomlab.cli import output
+from atomlab.core.errors import ConfigError, InterruptedRunError, TerminatedError
+from atomlab.core.settings import AtomlabSettings
+from atomlab.instrument import NanonisClient, load_catalog
+from atomlab.trajectory import (
+    Monitor,
+    MonitorConfig,
+    OwnWrites,
+    RunSummary,
+    catalog_listing,
+    clear_staged,
+    clear_staged_run_name,
+    default_config_path,
+    defaults_from_settings,
+    load_staged,
+    open_store,
+    save_staged,
+)
+from atomlab.trajectory.export import FORMATS, export_run, plot_window
+from atomlab.trajectory.source import InstrumentSource
+
+app = typer.Typer(
+    name="trajectory",
+    help="Record every signal and operator action into SQLite; query and export recordings.",
+    no_args_is_help=True,
+)
+monitor_app = typer.Typer(help="Stage and run the trajectory monitor.", no_args_is_help=True)
+config_app = typer.Typer(help="The staged monitor config (run name, signals, specs, timing).")
+runs_app = typer.Typer(help="Recorded runs.", no_args_is_help=True)
+action_app = typer.Typer(help="Inferred operator actions and their signal windows.")
+
+
+@app.callback()
+def _json_by_default() -> None:
+    """JSON output by default for this group (results and error envelopes alike)."""
+    output.use_json(True)
+
+
+app.add_typer(monitor_app, name="monitor")
+monitor_app.add_typer(config_app, name="config", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(action_app, name="action", no_args_is_help=True)
+
+ConfigPathOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config-path",
+        help="Staged monitor config (default: <home>/trajectory/monitor-config.json).",
+    ),
+]
+DbPathOption = Annotated[
+    Path | None,
+    typer.Option("--db-path", help="Trajectory database (default: the staged config's db_path)."),
+]
+RunNameOption = Annotated[
+    str | None, typer.Option("--run-name", help="Run to query (default: the latest run).")
+]
+CatalogOption = Annotated[
+    Path | None, typer.Option("--catalog", help="Catalog YAML (default: the packaged one).")
+]
+
+
+def _settings() -> AtomlabSettings:
+    return output.state().loaded.settings
+
+
+def _config_path(path: Path | None) -> Path:
+    return path if path is not None else default_config_path(_settings())
+
+
+def _staged(path: Path | None) -> MonitorConfig:
+    return load_staged(_config_path(path), defaults=defaults_from_settings(_settings()))
+
+
+def _db_path(db_path: Path | None, config_path: Path | None = None) -> Path:
+    if db_path is not None:
+        return db_path
+    return _staged(config_path).resolved_db_path(_settings().home)
+
+
+def _emit(payload: dict[str, Any]) -> None:
+    output.emit(payload)
+
+
+def _split(csv_labels: str | None) -> tuple[str, ...] | None:
+    if csv_labels is None:
+        return None
+    return tuple(part.strip() for part in csv_labels.split(",") if part.strip())
+
+
+# ---------------------------------------------------------------------- monitor config
+
+
+@config_app.command("show")
+def config_show(config_path: ConfigPathOption = None) -> None:
+    """Print the staged config (defaults where nothing is staged)."""
+    path = _config_path(config_path)
+    config = _staged(config_path)
+    _emit({"config_path": path, "staged": path.exists(), "config": config.model_dump(mode="json")})
+
+
+@config_app.command("set")
+def config_set(
+    config_path: ConfigPathOption = None,
+    run_name: Annotated[
+        str | None, typer.Option("--run-name", help="Name of the next run (single-use).")
+    ] = None,
+    signals: Annotated[
+        str | None, typer.Option("--signals", help="Comma-separated signal labels.")
+    ] = None,
+    specs: Annotated[
+        str | None, typer.Option("--specs", help="Comma-separated spec labels.")
+    ] = None,
+    interval_s: Annotated[
+        float | None, typer.Option("--interval-s", help="Seconds between ticks (default 0.1).")
+    ] = None,
+    rotate_entries: Annotated[
+        int | None,
+        typer.Option("--rotate-entries", help="Samples per segment (default 6000)."),
+    ] = None,
+    action_window_s: Annotated[
+        float | None,
+        typer.Option("--action-window-s", help="Signal context before/after an action (2.5)."),
+    ] = None,
+    db_path: Annotated[
+        Path | None, typer.Option("--db-path", help="Database to record into.")
+    ] = None,
+    tolerance: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tolerance", help="LABEL=VALUE: ignore changes of a spec up to VALUE (repeatable)."
+        ),
+    ] = None,
+    coalesce_s: Annotated[
+        float | None,
+        typer.Option("--coalesce-s", help="Merge changes of one spec closer than this (0: off)."),
+    ] = None,
+    flush_interval_s: Annotated[
+        float | None,
+        typer.Option("--flush-interval-s", help="Longest time a sample waits to be committed."),
+    ] = None,
+) -> None:
+    """Change staged values; only the options given change."""
+    path = _config_path(config_path)
+    current = _staged(config_path)
+    tolerances = None
+    if tolerance:
+        tolerances = dict(current.tolerances)
+        tolerances.update(_parse_tolerances(tolerance))
+    config = current.with_changes(
+        run_name=run_name,
+        signals=_split(signals),
+        specs=_split(specs),
+        interval_s=interval_s,
+        rotate_entries=rotate_entries,
+        action_window_s=action_window_s,
+        db_path=db_path,
+        tolerances=tolerances,
+        coalesce_s=coalesce_s,
+        flush_interval_s=flush_interval_s,
+    )
+    config.require_tolerances_known()
+    save_staged(path, config)
+    _emit({"config_path": path, "staged": True, "config": config.model_dump(mode="json")})
+
+
+def _parse_tolerances(items: list[str]) -> dict[str, float]:
+    parsed: dict[str, float] = {}
+    for item in items:
+        label, sep, value = item.rpartition("=")
+        try:
+            parsed[label.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not label.strip():
+            raise ConfigError(
+                f"invalid --tolerance {item!r}: write LABEL=VALUE, e.g. --tolerance 'Bias=0.001'",
+                field="tolerances",
+                value=item,
+            )
+    return parsed
+
+
+@config_app.command("clear")
+def config_clear(config_path: ConfigPathOption = None) -> None:
+    """Forget the staged config (back to the defaults, no run name)."""
+    path = _config_path(config_path)
+    existed = clear_staged(path)
+    config = _staged(config_path)
+    _emit(
+        {
+            "config_path": path,
+            "cleared": existed,
+            "staged": False,
+            "config": config.model_dump(mode="json"),
+        }
+    )
+
+
+# ---------------------------------------------------------------------- monitor catalog + run
+
+
+@monitor_app.command("list-signals")
+def list_signals(catalog: CatalogOption = None) -> None:
+    """Read-only signals the monitor can record (any entry of Signals.NamesGet works too)."""
+    loaded = load_catalog(catalog or _settings().instrument.catalog_path)
+    rows = catalog_listing(loaded, "signals")
+    _emit({"catalog": loaded.source, "count": len(rows), "signals": rows})
+
+
+@monitor_app.command("list-specs")
+def list_specs(catalog: CatalogOption = None) -> None:
+    """Settable specs whose changes the monitor records as actions, with units and limits."""
+    loaded = load_catalog(catalog or _settings().instrument.catalog_path)
+    rows = catalog_listing(loaded, "specs")
+    _emit({"catalog": loaded.source, "count": len(rows), "specs": rows})
+
+
+@monitor_app.command("run")
+def monitor_run(
+    config_path: ConfigPathOption = None,
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", min=0, help="Stop after this many seconds (default: Ctrl-C)."),
+    ] = None,
+    max_samples: Annotated[
+        int | None, typer.Option("--max-samples", min=1, help="Stop after this many samples.")
+    ] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Instrument address.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Instrument TCP port.")] = None,
+    catalog: CatalogOption = None,
+) -> None:
+    """Record the staged config until --duration / --max-samples / Ctrl-C / SIGTERM.
+
+    The staged run name is cleared afterwards in every case; stage a new one for the next run.
+    """
+    path = _config_path(config_path)
+    settings = _settings()
+    try:
+        config = _staged(config_path)
+        config.require_runnable()
+        summary = _record(config, settings, duration, max_samples, host, port, catalog)
+    finally:
+        clear_staged_run_name(path)
+    payload = summary.to_dict()
+    if summary.status == "interrupted":
+        raise InterruptedRunError(_stopped_message(summary), **payload)
+    if summary.status == "terminated":
+        raise TerminatedError(_stopped_message(summary), **payload)
+    _emit(payload)
+
+
+def _stopped_message(summary: RunSummary) -> str:
+    return (
+        f"run {summary.run_name!r} {summary.status} after {summary.duration_s:.1f} s; "
+        f"{summary.samples} samples and {summary.actions} actions flushed to {summary.db_path}"
+    )
+
+
+def _record(
+    config: MonitorConfig,
+    settings: AtomlabSettings,
+    duration: float | None,
+    max_samples: int | None,
+    host: str | None,
+    port: int | None,
+    catalog: Path | None,
+) -> RunSummary:
+    if duration is not None and max_samples is not None:
+        raise typer.BadParameter("give --duration or --max-samples, not both")
+    inst = settings.instrument
+    entries = load_catalog(catalog or inst.catalog_path)
+    with open_store(config.resolved_db_path(settings.home), read_only=False) as store:
+        store.require_new_run_name(config.run_name)
+        client = NanonisClient(
+            host or inst.host,
+            port or inst.port,
+            connect_timeout_s=inst.connect_timeout_s,
+            call_timeout_s=inst.call_timeout_s,
+        )
+        with client:
+            client.connect()
+            monitor = Monitor(
+                InstrumentSource(client, entries), config, store, own_writes=OwnWrites()
+            )
+            with _stop_on_signals(monitor):
+                return monitor.run(duration_s=duration, max_samples=max_samples)
+
+
+@contextmanager
+def _stop_on_signals(monitor: Monitor) -> Iterator[None]:
+    """SIGINT/SIGTERM end the run cleanly (flush, mark, summary); a second SIGINT forces it."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and monitor.stopping:
+            raise KeyboardInterrupt
+        if signum == signal.SIGTERM:
+            monitor.stop("terminated", "SIGTERM")
+        else:
+            monitor.stop("interrupted", "SIGINT (Ctrl-C)")
+
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, handler)
+    except ValueError:  # not the main thread: the caller stops the monitor itself
+        pass
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+# ---------------------------------------------------------------------- queries
+
+
+@runs_app.command("list")
+def runs_list(db_path: DbPathOption = None) -> None:
+    """Every recorded run, newest first."""
+    path = _db_path(db_path)
+    with open_store(path) as store:
+        runs = [_run_row(run.to_dict()) for run in store.runs()]
+    _emit({"db_path": path, "count": len(runs), "runs": runs})
+
+
+def _run_row(run: dict[str, Any]) -> dict[str, Any]:
+    keep = (
+        "name",
+        "status",
+        "started_at_utc",
+        "ended_at_utc",
+        "samples",
+        "actions",
+        "errors",
+        "missed_ticks",
+        "interval_s",
+        "writer_alive",
+    )
+    return {key: run[key] for key in keep}
+
+
+@runs_app.command("show")
+def runs_show(db_path: DbPathOption = None, run_name: RunNameOption = None) -> None:
+    """One run in full: config, instrument, counters, catalogs, errors and missed ticks."""
+    path = _db_path(db_path)
+    with open_store(path) as store:
+        run = store.run(run_name)
+        payload = {
+            "db_path": path,
+            "run": run.to_dict(),
+            "signals": [ch.__dict__ for ch in store.catalog("signals", run.name)],
+            "specs": [ch.__dict__ for ch in store.catalog("specs", run.name)],
+            "errors": [e.__dict__ for e in store.errors(run.name)],
+            "missed": [m.__dict__ for m in store.missed(run.name)],
+        }
+    _emit(payload)
+
+
+@action_app.command("list")
+def action_list(db_path: DbPathOption = None, run_name: RunNameOption = None) -> None:
+    """The run's inferred actions (the latest run unless --run-name)."""
+    path = _db_path(db_path)
+    with open_store(path) as store:
+        run = store.run(run_name)
+        actions = [a.__dict__ for a in store.actions(run.name)]
+    _emit({"db_path": path, "run_name": run.name, "count": len(actions), "actions": actions})
+
+
+@action_app.command("show")
+def action_show(
+    action_idx: Annotated[int, typer.Option("--action-idx", min=0, help="Which action (0-based).")],
+    db_path: DbPathOption = None,
+    run_name: RunNameOption = None,
+    with_signal_window: Annotated[
+        bool, typer.Option("--with-signal-window", help="Add the signals around the action.")
+    ] = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw the window to this PNG file.")
+    ] = None,
+) -> None:
+    """One action; with its signal window (marked complete or partial) and an optional plot."""
+    path = _db_path(db_path)
+    with open_store(path) as store:
+        run = store.run(run_name)
+        action = store.action(action_idx, run.name)
+        payload: dict[str, Any] = {"db_path": path, "run_name": run.name, "action": action.__dict__}
+        if with_signal_window or plot is not None:
+            window = store.signal_window(action.window_start_dt_s, action.window_end_dt_s, run.name)
+            if with_signal_window:
+                payload["signal_window"] = window.to_dict()
+            if plot is not None:
+                payload["plot"] = plot_window(window, action, plot)
+    _emit(payload)
+
+
+@app.command("export")
+def export(
+    run_name: Annotated[str, typer.Option("--run-name", help="Run to export.")],
+    fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "csv",
+    db_path: DbPathOption = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for the files (default: current).")
+    ] = Path(),
+) -> None:
+    """Write the run's signals, specs and actions as CSV or Parquet (atomlab[parquet])."""
+    path = _db_path(db_path)
+    with open_store(path) as store:
+        files = export_run(store, run_name, fmt, out)
+    _emit({"db_path": path, "run_name": run_name, "format": fmt, "files": files})

@@ -1,0 +1,169 @@
+"""The trajectory database: schema, single-use run names, wide sample rows, windows."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from atomlab.core.errors import InvalidInputError, NotFoundError
+from atomlab.trajectory import ChannelInfo, MonitorConfig, Sample, open_store
+from atomlab.trajectory.records import ActionEvent, MissedTicks
+
+TABLES = {
+    "runs",
+    "signal_catalog",
+    "spec_catalog",
+    "signal_samples",
+    "spec_samples",
+    "action_events",
+    "monitor_errors",
+    "missed_ticks",
+}
+
+
+def _channels(labels, unit="m"):
+    return [
+        ChannelInfo(label=x, unit=unit, source_command="Fake.Get", source_field=x) for x in labels
+    ]
+
+
+def _create(store, name="run-1", n_signals=2, n_specs=1, **config):
+    cfg = MonitorConfig(
+        run_name=name,
+        signals=tuple(f"s{k}" for k in range(n_signals)),
+        specs=tuple(f"p{k}" for k in range(n_specs)),
+        **config,
+    )
+    return store.create_run(
+        cfg,
+        signals=_channels(cfg.signals),
+        specs=_channels(cfg.specs, "V"),
+        instrument={"kind": "fake"},
+        started_at_utc="2026-01-01T00:00:00.000000Z",
+    )
+
+
+def _write(store, run, records, n_signals=2, n_specs=1):
+    writer = store.record_writer(
+        run, n_signals=n_signals, n_specs=n_specs, flush_interval_s=0.05, max_batch=100
+    )
+    for record in records:
+        writer.put(record)
+    writer.close()
+
+
+def _sample(k, n_signals=2, interval=0.1):
+    return Sample(k, k, k * interval, k * interval, 0.001, tuple([float(k)] * n_signals), (0.1,))
+
+
+def test_initialize_schema_creates_required_tables_wal_and_version(db):
+    with open_store(db, read_only=False) as store:
+        names = {r[0] for r in store.connection.execute("SELECT name FROM sqlite_master")}
+        assert names >= TABLES
+        assert store.connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store.connection.execute("PRAGMA user_version").fetchone()[0] == 1
+        indexes = {
+            r[0]
+            for r in store.connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        assert {
+            "signal_samples_by_time",
+            "action_events_by_time",
+            "missed_ticks_by_time",
+        } <= indexes
+
+
+def test_a_duplicate_run_name_is_refused_and_nothing_is_written(db):
+    with open_store(db, read_only=False) as store:
+        run = _create(store)
+        _write(store, run, [_sample(0)])
+        with pytest.raises(InvalidInputError, match="already holds a run named 'run-1'"):
+            _create(store, n_signals=3)
+        counts = [
+            store.connection.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
+            for t in ("runs", "signal_catalog", "spec_catalog", "signal_samples")
+        ]
+        assert counts == [1, 2, 1, 1]
+
+
+def test_catalog_rows_hold_label_unit_source_and_limits(db):
+    with open_store(db, read_only=False) as store:
+        cfg = MonitorConfig(
+            run_name="r", signals=("Z",), specs=("Bias",), tolerances={"Bias": 0.01}
+        )
+        spec = ChannelInfo(
+            label="Bias",
+            unit="V",
+            source_command="Bias.Get",
+            source_field="bias_v",
+            min_value=-5.0,
+            max_value=5.0,
+            set_command="Bias.Set",
+        )
+        store.create_run(
+            cfg,
+            signals=_channels(["Z"]),
+            specs=[spec],
+            instrument={},
+            started_at_utc="2026-01-01T00:00:00Z",
+        )
+        row = dict(store.connection.execute("SELECT * FROM spec_catalog").fetchone())
+    assert row["label"] == "Bias" and row["unit"] == "V" and row["source_field"] == "bias_v"
+    assert (row["min_value"], row["max_value"], row["tolerance"]) == (-5.0, 5.0, 0.01)
+    assert row["set_command"] == "Bias.Set"
+
+
+def test_more_signals_than_base_columns_get_their_own_columns(db):
+    with open_store(db, read_only=False) as store:
+        run = _create(store, n_signals=20)
+        _write(store, run, [_sample(k, 20) for k in range(3)], n_signals=20)
+    rows = list(open_store(db).samples("signals"))
+    assert len(rows) == 3 and rows[2]["s19"] == 2.0 and rows[2]["s0"] == 2.0
+
+
+def test_signal_window_is_marked_complete_or_partial(db):
+    with open_store(db, read_only=False) as store:
+        run = _create(store, action_window_s=0.3)
+        records = [_sample(k) for k in range(10)]
+        records.append(MissedTicks(10, 2, 1.0, 1.2, "late"))
+        records.extend(_sample(k) for k in range(12, 20))  # sample_idx == tick here
+        _write(store, run, records)
+    reader = open_store(db)
+    inside = reader.signal_window(0.2, 0.8)
+    assert inside.complete and inside.partial_reason is None and inside.count == 7
+    assert inside.values["s0"] == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    assert inside.units == {"s0": "m", "s1": "m"}
+    early = reader.signal_window(-0.5, 0.3)
+    assert not early.complete and "before the run" in early.partial_reason
+    late = reader.signal_window(1.7, 2.5)
+    assert not late.complete and "not reached the window end" in late.partial_reason
+    gap = reader.signal_window(0.9, 1.3)
+    assert gap.complete and gap.missed_ticks == 2
+    with open_store(db, read_only=False) as store:
+        store.finish_run(run.id, status="completed", ended_at_utc="x", reason="done")
+    assert "run ended" in open_store(db).signal_window(1.7, 2.5).partial_reason
+
+
+def test_actions_are_stored_with_their_index_and_read_back(db):
+    event = ActionEvent(
+        0, 3, 0.3, 0.3, "2026-01-01T00:00:00.3Z", "p0", 0.1, 0.2, 0.1, 1, "external", -2.2, 2.8
+    )
+    with open_store(db, read_only=False) as store:
+        run = _create(store)
+        _write(store, run, [_sample(0), event])
+    reader = open_store(db)
+    assert reader.action(0) == event
+    with pytest.raises(NotFoundError, match="has no action 1"):
+        reader.action(1)
+    with pytest.raises(NotFoundError, match="no run named 'nope'"):
+        reader.actions("nope")
+
+
+def test_a_read_only_store_never_creates_a_database(tmp_path):
+    with pytest.raises(NotFoundError):
+        open_store(tmp_path / "missing.sqlite")
+    assert not (tmp_path / "missing.sqlite").exists()
+    sqlite3.connect(tmp_path / "empty.sqlite").close()
+    with pytest.raises(NotFoundError, match="no trajectory data"):
+        open_store(tmp_path / "empty.sqlite")
