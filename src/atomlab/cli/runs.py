@@ -34,6 +34,7 @@ from atomlab.tracking import (
     TensorBoardMirror,
     auto_view,
     format_duration,
+    perf,
     report,
 )
 
@@ -389,3 +390,67 @@ def tensorboard_command(
         json_flag=json_out,
         human=f"wrote {target} (view with: tensorboard --logdir {logdir})",
     )
+
+
+@app.command("perf-tests")
+def perf_tests_command(
+    suite: Annotated[
+        list[str] | None, typer.Option("--suite", help="Suite name (repeatable; default all).")
+    ] = None,
+    list_only: Annotated[bool, typer.Option("--list", help="List the suites and exit.")] = False,
+    json_out: output.JsonOption = False,
+) -> None:
+    """Run performance suites, judge them against their stored history; exit 1 on a failure."""
+    json_mode = output.use_json(json_out)
+    settings = output.state().loaded.settings
+    suites = perf.select_suites(settings.tracking, suite or [])
+    if list_only:
+        rows = [
+            {"name": s.name, "metric": s.metric, "unit": s.unit, "description": s.description}
+            for s in suites
+        ]
+        output.emit(
+            {"suites": rows},
+            human="\n".join(
+                f"{r['name']}: {r['metric']} ({r['unit']}) {r['description']}" for r in rows
+            ),
+        )
+        return
+    try:
+        specs = [StepSpec(name=s.name) for s in suites]
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid perf suite name: {exc}", field="suite") from None
+    tracker = RunTracker(
+        "perf-tests",
+        specs,
+        home=settings.home,
+        settings=settings.tracking,
+        progress=auto_view(json_mode=json_mode),
+    )
+    try:
+        with _index() as index, tracker:
+            results = perf.run_suites(
+                index, suites, run_id=tracker.run_id, on_suite=lambda s: tracker.step(s.name)
+            )
+            assert tracker.record is not None
+            tracker.record.summary["perf"] = [r.model_dump(mode="json") for r in results]
+    except RunCancelled as exc:
+        raise _cancelled_error(exc.signum, tracker.run_id) from None
+    findings = perf.recommendations_for(results)
+    lines = [
+        f"{r.status.upper():12} {r.suite}: {r.metric} = "
+        + (f"{r.value:.4g} {r.unit}" if r.value is not None else "none")
+        + (f" (baseline {r.baseline:.4g}, ratio {r.ratio})" if r.baseline is not None else "")
+        + (f" [{r.note}]" if r.note else "")
+        for r in results
+    ]
+    output.emit(
+        {
+            "run_id": tracker.run_id,
+            "results": [r.model_dump(mode="json") for r in results],
+            "recommendations": [f.model_dump(mode="json") for f in findings],
+        },
+        human="\n".join(lines + report.recommendations_text(findings)),
+    )
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)

@@ -11,7 +11,7 @@
 See docs/tracking.md for the data model, files, the ETA algorithm and the rules.
 """
 
-from atomlab.tracking import report
+from atomlab.tracking import perf, report
 from atomlab.tracking.eta import estimate_remaining, format_duration
 from atomlab.tracking.gpu import GpuProbe
 from atomlab.tracking.history import RunIndex, RunSummary, parse_since
@@ -76,6 +76,7 @@ __all__ = [
     "format_duration",
     "iter_jsonl",
     "parse_since",
+    "perf",
     "read_run",
     "report",
     "report_progress",
