@@ -171,6 +171,9 @@ class SpmSimulator:
                         await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
+        except Exception:  # never let one connection's failure reach the event loop
+            with contextlib.suppress(Exception):
+                _log.exception("connection handler failed; closing it", peer=peer)
         finally:
             self._writers.discard(writer)
             writer.close()

@@ -439,7 +439,7 @@ class StmCommands:
         scan = self.physics.scan
         timeout_ms = a["timeout_ms"]
         start = self.clock.monotonic()
-        deadline = start + (MAX_WAIT_S if timeout_ms < 0 else timeout_ms / 1000.0)
+        deadline = math.inf if timeout_ms < 0 else start + timeout_ms / 1000.0  # -1: forever
         finished = scan.scans_finished
         while scan.running and scan.scans_finished == finished:
             now = self.clock.monotonic()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -49,6 +50,8 @@ DEFAULT_GAIN_INDEX = 3
 PREAMP_OUTPUT_LIMIT_V = 10.0
 COARSE_STEP_XY_M = 100e-9
 COARSE_STEP_Z_M = 50e-9
+MAX_EVENTS = 10_000
+"""The event log keeps this many of the latest events."""
 MAX_CATCHUP_S = 30.0
 """Longer gaps between clock readings are fast-forwarded instead of stepped one by one."""
 
@@ -203,7 +206,7 @@ class StmPhysics:
         self.drift = DriftState(velocity=self._draw_drift())
         self.gain_index = DEFAULT_GAIN_INDEX
         self.coarse_steps = [0, 0, 0]
-        self.events: list[SimEvent] = []
+        self.events: deque[SimEvent] = deque(maxlen=MAX_EVENTS)
         self.current_a = 0.0
         self._was_below_crash = False
 
