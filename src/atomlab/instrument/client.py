@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +27,7 @@ from atomlab.core.logging import get_logger
 from atomlab.instrument import protocol
 from atomlab.instrument.commands import CommandSpec
 from atomlab.instrument.errors import FramingError, ProtocolError
-from atomlab.instrument.protocol import HEADER_SIZE, Reply
+from atomlab.instrument.protocol import HEADER_SIZE, CommandCodec, Reply
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 6501
@@ -33,6 +35,7 @@ DEFAULT_PORTS: Final = (6501, 6502, 6503, 6504)
 DEFAULT_CONNECT_TIMEOUT_S: Final = 2.0
 DEFAULT_CALL_TIMEOUT_S: Final = 5.0
 _RECV_CHUNK: Final = 65536
+_KERNEL_TIMEOUTS: Final = sys.platform.startswith(("linux", "darwin"))
 
 _log = get_logger("atomlab.instrument.client")
 
@@ -77,6 +80,8 @@ class NanonisClient:
         self._buf = bytearray()
         self._lock = threading.RLock()
         self._signal_names: list[str] | None = None
+        self._codecs: dict[str, CommandCodec] = {}
+        self._timeout_set: float | None = None
         self.reconnects = 0
         self._ever_connected = False
 
@@ -120,7 +125,10 @@ class NanonisClient:
                 address=self.address,
             ) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(self.call_timeout_s)
+        self._timeout_set = None
+        if _KERNEL_TIMEOUTS:
+            sock.settimeout(None)  # blocking; SO_RCVTIMEO/SO_SNDTIMEO bound each call instead
+        self._set_timeout(sock, self.call_timeout_s)
         self._buf.clear()
         return sock
 
@@ -162,75 +170,126 @@ class NanonisClient:
         ``check=False``), :class:`ArgumentError` for bad arguments (nothing is sent),
         :class:`OperationTimeoutError` / :class:`ConnectionFailedError` on transport failures.
         """
-        spec = protocol.spec_of(command)
-        request = protocol.encode_request(spec, args)
+        key = command if isinstance(command, str) else command.name
+        codec = self._codecs.get(key)
+        if codec is None or (not isinstance(command, str) and codec.spec is not command):
+            codec = self._codecs[key] = protocol.codec(command)
+        request = codec.encode_request(args)
         timeout = self.call_timeout_s if timeout_s is None else timeout_s
         with self._lock:
             try:
-                reply = self._round_trip(spec, request, timeout)
+                reply = self._round_trip(codec, request, timeout)
             except ConnectionFailedError as exc:
-                if not (self.retry_idempotent and is_idempotent(spec.name)) or isinstance(
-                    exc, OperationTimeoutError
+                name = codec.spec.name
+                if isinstance(exc, OperationTimeoutError) or not (
+                    self.retry_idempotent and is_idempotent(name)
                 ):
                     raise
-                _log.info("retrying on a fresh connection", command=spec.name, reason=exc.message)
-                reply = self._round_trip(spec, request, timeout)
-        return reply.raise_for_error() if check else reply
+                _log.info("retrying on a fresh connection", command=name, reason=exc.message)
+                reply = self._round_trip(codec, request, timeout)
+        if check and reply.error is not None:
+            reply.raise_for_error()
+        return reply
 
-    def _round_trip(self, spec: CommandSpec, request: bytes, timeout: float) -> Reply:
-        sock = self.connect()._sock
+    def _round_trip(self, codec: CommandCodec, request: bytes, timeout: float) -> Reply:
+        sock = self._sock or self.connect()._sock
         assert sock is not None
-        deadline = time.monotonic() + timeout
+        name = codec.spec.name
         try:
-            sock.settimeout(timeout)
-            sock.sendall(request)
-            header = protocol.read_response_header(self._read(sock, HEADER_SIZE, deadline))
-            body = self._read(sock, header.body_size, deadline)
+            body = self._exchange(sock, codec.name32, request, timeout)
         except TimeoutError:
             self._drop()
             raise OperationTimeoutError(
-                f"{spec.name}: no reply from {self.address} within {timeout} s "
+                f"{name}: no reply from {self.address} within {timeout} s "
                 "(the connection was closed; the next call reconnects)",
-                command=spec.name,
+                command=name,
                 address=self.address,
                 timeout_s=timeout,
             ) from None
-        except FramingError as exc:
+        except ProtocolError as exc:
             self._drop()
             raise ProtocolError(
-                f"{spec.name}: {self.address} sent bytes that are not a Nanonis reply: "
-                f"{exc.message}",
-                command=spec.name,
+                f"{name}: {self.address} sent bytes that are not its reply: "
+                f"{exc.message}; connection closed",
+                command=name,
             ) from None
         except OSError as exc:
             self._drop()
             raise ConnectionFailedError(
-                f"{spec.name}: connection to {self.address} broke: {exc.strerror or exc}",
-                command=spec.name,
+                f"{name}: connection to {self.address} broke: {exc.strerror or exc}",
+                command=name,
                 address=self.address,
             ) from None
-        if header.name != spec.name:
-            self._drop()
-            raise ProtocolError(
-                f"{spec.name}: {self.address} answered for {header.name!r}; connection closed",
-                command=spec.name,
-            )
-        return protocol.decode_reply(spec, body)
+        return codec.decode_reply(body)
 
-    def _read(self, sock: socket.socket, n: int, deadline: float) -> bytes:
+    def _exchange(
+        self, sock: socket.socket, name32: bytes, request: bytes, timeout: float
+    ) -> bytes:
+        """Send one request and return the body of its reply (the hot path: one send, one recv)."""
+        if timeout != self._timeout_set:
+            self._set_timeout(sock, timeout)
+        try:
+            sock.sendall(request)
+        except BlockingIOError:  # SO_SNDTIMEO expired: the peer stopped reading
+            raise TimeoutError from None
+        buf = self._buf
+        if not buf:
+            try:
+                chunk = sock.recv(_RECV_CHUNK)
+            except BlockingIOError:  # SO_RCVTIMEO expired
+                raise TimeoutError from None
+            if (
+                len(chunk) >= HEADER_SIZE
+                and chunk[:32] == name32
+                and len(chunk) == HEADER_SIZE + int.from_bytes(chunk[32:36], "big", signed=True)
+            ):
+                return chunk[HEADER_SIZE:]  # the whole reply arrived in one segment
+            if not chunk:
+                raise ConnectionResetError(0, "the instrument closed the connection")
+            buf += chunk
+        deadline = time.monotonic() + timeout
+        self._fill(sock, HEADER_SIZE, deadline)
+        if buf[:32] != name32:
+            header = protocol.read_response_header(bytes(buf[:HEADER_SIZE]))  # FramingError
+            raise ProtocolError(f"the reply is for {header.name!r}")
+        size = int.from_bytes(buf[32:36], "big", signed=True)
+        if not 0 <= size <= protocol.MAX_BODY_SIZE:
+            raise FramingError(f"the reply header announces a body of {size} bytes")
+        end = HEADER_SIZE + size
+        self._fill(sock, end, deadline)
+        body = bytes(buf[HEADER_SIZE:end])
+        del buf[:end]
+        return body
+
+    def _fill(self, sock: socket.socket, n: int, deadline: float) -> None:
+        """Read until the buffer holds ``n`` bytes (the slow path: a reply in several parts)."""
         buf = self._buf
         while len(buf) < n:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
-            sock.settimeout(remaining)
-            chunk = sock.recv(max(_RECV_CHUNK, n - len(buf)))
+            self._set_timeout(sock, remaining)
+            try:
+                chunk = sock.recv(max(_RECV_CHUNK, n - len(buf)))
+            except BlockingIOError:  # SO_RCVTIMEO expired
+                raise TimeoutError from None
             if not chunk:
                 raise ConnectionResetError(0, "the instrument closed the connection")
             buf += chunk
-        data = bytes(buf[:n])
-        del buf[:n]
-        return data
+
+    def _set_timeout(self, sock: socket.socket, timeout: float) -> None:
+        """Kernel-level send/receive timeouts where available: no poll() before every recv."""
+        if timeout == self._timeout_set:
+            return
+        if _KERNEL_TIMEOUTS:
+            seconds = int(timeout)
+            micros = max(int((timeout - seconds) * 1e6), 0 if seconds else 1)
+            timeval = struct.pack("ll", seconds, micros)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        else:
+            sock.settimeout(timeout)
+        self._timeout_set = timeout
 
     # --- conveniences over the command table -----------------------------------------------
 

@@ -371,30 +371,70 @@ def _zero(t: WireType) -> Any:
 
 
 @dataclass(slots=True)
-class _CompiledCommand:
+class CommandCodec:
+    """One command's compiled codec; get it with :func:`codec` and keep it for hot loops."""
+
     spec: CommandSpec
     name32: bytes
     args: _Codec
     reply: _Codec
     args_size: int = 0
+    ok_body: struct.Struct | None = None
     request_prefix: struct.Struct | None = None
     ok_reply: struct.Struct | None = None
 
+    def encode_request(
+        self, args: Mapping[str, Any] | None = None, *, send_response: bool = True
+    ) -> bytes:
+        """See :func:`encode_request`."""
+        ordered = self.args.ordered(self.spec.name, args or {}, kind="argument")
+        flag = 1 if send_response else 0
+        if self.request_prefix is not None:
+            try:
+                return self.request_prefix.pack(self.name32, self.args_size, flag, 0, *ordered)
+            except (struct.error, OverflowError, TypeError):
+                pass  # the checked path below names the bad field
+        body = self.args.encode(self.spec.name, ordered)
+        return _REQUEST_HEADER.pack(self.name32, len(body), flag, 0) + body
 
-_COMPILED: dict[str, _CompiledCommand] = {}
+    def decode_reply(self, body: bytes | memoryview) -> Reply:
+        """See :func:`decode_reply`."""
+        name = self.spec.name
+        if self.ok_body is not None and len(body) == self.ok_body.size:
+            *fields, status, length = self.ok_body.unpack(body)
+            if status == 0 and length == 0:  # the common case: scalars and no error
+                return Reply(name, dict(zip(self.reply.names, fields, strict=True)))
+        try:
+            values, offset = self.reply.decode(body)
+            error = _read_error_section(body, offset)
+        except _TruncatedError:
+            error = _bare_error_section(body)
+            if error is None:
+                raise ProtocolError(
+                    f"{name}: reply body of {len(body)} bytes does not match the fields "
+                    f"{list(self.reply.names)} followed by an error section",
+                    command=name,
+                ) from None
+            return Reply(name, {}, error)
+        return Reply(name, values, error)
 
 
-def _compiled(command: str | CommandSpec) -> _CompiledCommand:
+_COMPILED: dict[str, CommandCodec] = {}
+
+
+def codec(command: str | CommandSpec) -> CommandCodec:
+    """The compiled codec of a command (cached): ``codec("Bias.Get").decode_reply(body)``."""
     spec = lookup(command) if isinstance(command, str) else command
     hit = _COMPILED.get(spec.name)
     if hit is not None and hit.spec is spec:
         return hit
     args, reply = _Codec.compile(spec.args), _Codec.compile(spec.reply)
-    compiled = _CompiledCommand(spec, pad_name(spec.name), args, reply)
+    compiled = CommandCodec(spec, pad_name(spec.name), args, reply)
     if args.scalar is not None:
         compiled.args_size = args.scalar.size
         compiled.request_prefix = struct.Struct(">32siHH" + args.scalar.format[1:])
     if reply.scalar is not None:
+        compiled.ok_body = struct.Struct(reply.scalar.format + "Ii")
         compiled.ok_reply = struct.Struct(">32si4x" + reply.scalar.format[1:] + "Ii")
     _COMPILED[spec.name] = compiled
     return compiled
@@ -425,7 +465,7 @@ class ErrorInfo:
         return self.status != 0 or bool(self.description)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     """A decoded reply: values by field name, and the error section when it reports one."""
 
@@ -470,16 +510,7 @@ def encode_request(
 ) -> bytes:
     """Header and body of one request. Missing arguments take their defaults or raise
     :class:`ArgumentError` naming the argument; so do unknown names and out-of-range values."""
-    c = _compiled(command)
-    ordered = c.args.ordered(c.spec.name, args or {}, kind="argument")
-    flag = 1 if send_response else 0
-    if c.request_prefix is not None:
-        try:
-            return c.request_prefix.pack(c.name32, c.args_size, flag, 0, *ordered)
-        except (struct.error, OverflowError, TypeError):
-            pass  # the checked path below names the bad field
-    body = c.args.encode(c.spec.name, ordered)
-    return _REQUEST_HEADER.pack(c.name32, len(body), flag, 0) + body
+    return codec(command).encode_request(args, send_response=send_response)
 
 
 def decode_reply(command: str | CommandSpec, body: bytes | memoryview) -> Reply:
@@ -488,21 +519,7 @@ def decode_reply(command: str | CommandSpec, body: bytes | memoryview) -> Reply:
     A body that holds only an error section (what a server sends for a command it does not
     know) decodes to a reply without values. Raises :class:`ProtocolError` on malformed bodies.
     """
-    c = _compiled(command)
-    name = c.spec.name
-    try:
-        values, offset = c.reply.decode(body)
-        error = _read_error_section(body, offset)
-    except _TruncatedError:
-        error = _bare_error_section(body)
-        if error is None:
-            raise ProtocolError(
-                f"{name}: reply body of {len(body)} bytes does not match the fields "
-                f"{list(c.reply.names)} followed by an error section",
-                command=name,
-            ) from None
-        return Reply(name, {}, error)
-    return Reply(name, values, error)
+    return codec(command).decode_reply(body)
 
 
 def _read_error_section(body: bytes | memoryview, offset: int) -> ErrorInfo | None:
@@ -532,7 +549,7 @@ def decode_args(command: str | CommandSpec, body: bytes | memoryview) -> dict[st
 
     Raises :class:`ArgumentError` when the body is shorter or longer than the signature needs.
     """
-    c = _compiled(command)
+    c = codec(command)
     try:
         values, offset = c.args.decode(body)
     except _TruncatedError:
@@ -560,7 +577,7 @@ def encode_reply(
     With an ``error`` and no ``values`` the reply fields are zeros, so any client can still
     parse the error section.
     """
-    c = _compiled(command)
+    c = codec(command)
     name = c.spec.name
     if values is None:
         if error is None and c.spec.reply:
@@ -608,10 +625,12 @@ __all__ = [
     "HEADER_SIZE",
     "MAX_BODY_SIZE",
     "NAME_SIZE",
+    "CommandCodec",
     "ErrorInfo",
     "Reply",
     "RequestHeader",
     "ResponseHeader",
+    "codec",
     "decode_args",
     "decode_reply",
     "decode_request",

@@ -1,0 +1,190 @@
+"""Benchmark: our NanonisClient against the official ``nanonis_spm`` client, both on the simulator.
+
+Run: ``uv run python benchmarks/instrument.py [--calls N] [--connections K]``.
+
+Starts ``atomlab sim spm`` in a subprocess (so clients and server do not share a GIL), then
+measures calls/s and p50/p99 latency of ``Bias.Get`` and of ``Signals.ValsGet`` for 32 signals
+with each client, and the simulator's aggregate rate with K concurrent client processes.
+Targets: ours >= 5x the official client's call rate; the simulator >= 5,000 calls/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import multiprocessing
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import nanonis_spm
+
+from atomlab.instrument import NanonisClient, protocol
+
+SIGNALS = list(range(32))
+READY_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Figures:
+    calls_per_s: float
+    p50_us: float
+    p99_us: float
+
+
+def measure(calls: dict[str, Callable[[], object]], n: int, rounds: int) -> dict[str, Figures]:
+    """Interleave the contenders in ``rounds`` rounds of ``n // rounds`` calls each, so a
+    noisy machine slows all of them alike; calls/s is the median round, latencies all calls."""
+    per_round = max(n // rounds, 1)
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    rates: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():  # warm up
+        for _ in range(min(200, per_round)):
+            call()
+    for _ in range(rounds):
+        for name, call in calls.items():
+            mine = samples[name]
+            start = time.perf_counter()
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                call()
+                mine.append(time.perf_counter() - t0)
+            rates[name].append(per_round / (time.perf_counter() - start))
+    out = {}
+    for name, mine in samples.items():
+        mine.sort()
+        out[name] = Figures(
+            statistics.median(rates[name]),
+            statistics.median(mine) * 1e6,
+            mine[min(len(mine) - 1, int(len(mine) * 0.99))] * 1e6,
+        )
+    return out
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def simulator(ports: list[int]) -> Iterator[None]:
+    args = [sys.executable, "-m", "atomlab", "sim", "spm", "--seed", "0"]
+    for port in ports:
+        args += ["--port", str(port)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:  # cross-process readiness: poll until the port accepts
+            try:
+                socket.create_connection(("127.0.0.1", ports[0]), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("the simulator did not start") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def official(port: int) -> nanonis_spm.Nanonis:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5.0)
+    return nanonis_spm.Nanonis(sock)
+
+
+def hammer(port: int, calls: int) -> tuple[float, float]:
+    """One client process: ``calls`` Bias.Get round trips; returns its wall start and end."""
+    with NanonisClient("127.0.0.1", port) as client:
+        client.call("Bias.Get")
+        start = time.time()
+        for _ in range(calls):
+            client.call("Bias.Get")
+        return start, time.time()
+
+
+def raw_exchange(sock: socket.socket, request: bytes) -> Callable[[], object]:
+    """The floor: send prebuilt bytes and read the reply, no encoding or decoding at all."""
+
+    def call() -> bytes:
+        sock.sendall(request)
+        data = sock.recv(65536)
+        size = 40 + int.from_bytes(data[32:36], "big")
+        while len(data) < size:
+            data += sock.recv(65536)
+        return data
+
+    return call
+
+
+def report(name: str, figures: dict[str, Figures]) -> None:
+    print(name)
+    for who, f in figures.items():
+        print(
+            f"  {who:<24}: {f.calls_per_s:10,.0f} calls/s   p50 {f.p50_us:8.1f} us"
+            f"   p99 {f.p99_us:8.1f} us"
+        )
+    ours, theirs = figures["atomlab NanonisClient"], figures["official nanonis_spm"]
+    print(
+        f"  {'ratio ours/official':<24}: {ours.calls_per_s / theirs.calls_per_s:10.1f}x calls/s"
+        f"   {theirs.p50_us / ours.p50_us:6.1f}x p50"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=6000)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--connections", type=int, default=2)
+    args = parser.parse_args()
+    ports = [free_port() for _ in range(args.connections)]
+    with simulator(ports):
+        port = ports[0]
+        theirs = official(port)
+        raw = socket.create_connection(("127.0.0.1", port))
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        vals_request = protocol.encode_request("Signals.ValsGet", {"indexes": SIGNALS, "wait": 0})
+        with NanonisClient("127.0.0.1", port) as ours, contextlib.redirect_stdout(io.StringIO()):
+            bias = measure(
+                {
+                    "official nanonis_spm": theirs.Bias_Get,
+                    "atomlab NanonisClient": lambda: ours.call("Bias.Get"),
+                    "raw socket (floor)": raw_exchange(raw, protocol.encode_request("Bias.Get")),
+                },
+                args.calls,
+                args.rounds,
+            )
+            vals = measure(
+                {
+                    "official nanonis_spm": lambda: theirs.Signals_ValsGet(SIGNALS, 0),
+                    "atomlab NanonisClient": lambda: ours.read_signals(SIGNALS),
+                    "raw socket (floor)": raw_exchange(raw, vals_request),
+                },
+                args.calls,
+                args.rounds,
+            )
+        theirs.close()
+        raw.close()
+        per_client = max(args.calls // 2, 1000)
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(len(ports)) as pool:
+            spans = pool.starmap(hammer, [(p, per_client) for p in ports])
+        window = max(end for _, end in spans) - min(start for start, _ in spans)
+        aggregate = per_client * len(ports) / window
+    print(f"calls per contender: {args.calls} in {args.rounds} interleaved rounds")
+    print("simulator: `atomlab sim spm` in its own process")
+    report("Bias.Get", bias)
+    report("Signals.ValsGet (32 signals)", vals)
+    print(
+        f"simulator aggregate       : {aggregate:10,.0f} calls/s "
+        f"({len(ports)} connections, Bias.Get, one client process each)"
+    )
+
+
+if __name__ == "__main__":
+    main()
