@@ -48,7 +48,7 @@ from atomlab.swarm.validation import Rejection, SafetyLimits, SafetyValidator
 
 CommandSender = Callable[..., Awaitable[None]]
 
-THERMAL_HEADROOM_C = 20.0  # an agent must be this far below the repair budget to start one
+HALT_REASONS = frozenset({"halted", "proximity_halt"})  # not the repair's fault: no attempt used
 WATCHDOG_MIN_PERIOD_S = 0.05
 PLAN_IN_THREAD_ABOVE = 40  # plan bigger batches off the event loop
 DISPATCH_LOOKAHEAD = 4  # jobs considered per idle agent in one round
@@ -60,7 +60,7 @@ _SIM_STATUS = {
     "moving": AgentStatus.MOVING,
     "repairing": AgentStatus.REPAIRING,
     "scanning": AgentStatus.REPAIRING,
-    "halted": AgentStatus.ERROR,
+    "halted": AgentStatus.IDLE,  # a halted agent takes the next command it is given
     "stuck": AgentStatus.ERROR,
     "error": AgentStatus.ERROR,
 }
@@ -138,6 +138,7 @@ class SwarmCoordinator:
         self._outbox: asyncio.Queue[Command] = asyncio.Queue()
         self._failed_at: dict[str, float] = {}
         self._resend_on_link_up: list[str] = []
+        self._down_since: float | None = None
         self._seq = 0
         self._rank = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -284,13 +285,14 @@ class SwarmCoordinator:
             for a in self.agents.values()
             if a.status is AgentStatus.IDLE
             and a.agent_id not in self.jobs
-            and a.temperature_c <= budget - THERMAL_HEADROOM_C
+            and a.temperature_c <= budget - self.settings.thermal_headroom_c
         ]
 
     def dispatch_round(self) -> list[Command]:
         """Assign queued defects to idle agents (safety > severity > fairness > distance)."""
         if self.halted or not self.queue:
             return []
+        self._give_up_blocked()
         agents = self.eligible_agents()
         if not agents:
             return []
@@ -314,6 +316,26 @@ class SwarmCoordinator:
         if issued:
             self._update_gauges()
         return issued
+
+    def _give_up_blocked(self) -> None:
+        """Yield protection: a defect a failed agent sits on cannot be reached safely."""
+        dead = [a for a in self.agents.values() if a.status is AgentStatus.DEAD]
+        if not dead:
+            return
+        clearance = self.limits.clearance_units
+        for defect in self.queue.peek():
+            for agent in dead:
+                if math.dist(agent.xyz, _vec(defect.position)) < clearance:
+                    self.queue.remove(defect.defect_id)
+                    self._active_keys.pop(defect.dedupe_key, None)
+                    defect.status = DefectStatus.UNREPAIRABLE
+                    defect.reason = f"blocked by failed agent {agent.agent_id}"
+                    defect.completed_at = self.clock.now()
+                    self.metrics.defects.labels(outcome="unrepairable").inc()
+                    self._event("unrepairable", defect, detail=defect.reason)
+                    self._save_defect(defect)
+                    break
+        self._update_gauges()
 
     def _start_job(self, agent: AgentState, defect: Defect) -> Command:
         self.queue.remove(defect.defect_id)
@@ -411,8 +433,14 @@ class SwarmCoordinator:
                 agent.status = _SIM_STATUS.get(str(info.get("status", "idle")), AgentStatus.IDLE)
             agent.last_heartbeat = now
             self._save_agent(agent)
-        for agent in self.agents.values():  # the link was down: nobody missed a beat
-            agent.last_heartbeat = max(agent.last_heartbeat, now)
+        # Agents the simulator did not list were silent before the link went down too; they
+        # get credit only for the time nobody could hear them.
+        listed = {str(info["agent_id"]) for info in payload.get("agents", [])}
+        downtime = now - self._down_since if self._down_since is not None else 0.0
+        self._down_since = None
+        for agent in self.agents.values():
+            if agent.agent_id not in listed:
+                agent.last_heartbeat = min(agent.last_heartbeat + downtime, now)
         resend, self._resend_on_link_up = self._resend_on_link_up, []
         for command_id in resend:
             command = self.book.find(command_id)
@@ -421,6 +449,7 @@ class SwarmCoordinator:
         log.info("swarm.link_up", agents=len(payload.get("agents", [])), resent=len(resend))
 
     def _on_link_down(self, payload: dict[str, Any]) -> None:
+        self._down_since = self.clock.monotonic()
         log.warning("swarm.link_down", reason=payload.get("reason"))
 
     def _on_delivered(self, payload: dict[str, Any]) -> None:
@@ -478,7 +507,7 @@ class SwarmCoordinator:
         if defect is None or agent is None:
             return
         self.reservations.park(agent.agent_id, agent.xyz)
-        if reason == "halted":
+        if reason in HALT_REASONS:
             self._release(defect, agent, reason)
             return
         if command.action is Action.REPAIR:
@@ -493,7 +522,7 @@ class SwarmCoordinator:
         self.metrics.defects.labels(outcome="retried").inc()
         self._event("retry", defect, detail=reason)
         budget = self.settings.repair_thermal_budget_c
-        if self.halted or agent.temperature_c > budget - THERMAL_HEADROOM_C:
+        if self.halted or agent.temperature_c > budget - self.settings.thermal_headroom_c:
             self._release(defect, agent, f"{reason}; agent too hot or swarm halted")
             return
         self._issue(agent, defect, Action.REPAIR)
