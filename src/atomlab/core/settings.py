@@ -129,6 +129,7 @@ class SwarmSettings(Section):
     no_go_zones: list[SwarmZone] = Field(default_factory=list)
     max_temperature_c: float = Field(default=120.0, gt=0, le=120.0)
     repair_thermal_budget_c: float = Field(default=95.0, gt=0, le=120.0)
+    thermal_headroom_c: float = Field(default=45.0, ge=0)  # start a repair only this far below
     separation_nm: float = Field(default=0.5, ge=0.5)
     planning_margin_nm: float = Field(default=0.2, ge=0.0)
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
