@@ -107,6 +107,7 @@ class SwarmSimulator:
         self.open_timeout_s = open_timeout_s
         self.poll_interval_s = poll_interval_s
         self.faults = world.faults
+        self.time_scale = self.clock.scale if isinstance(self.clock, ScaledClock) else 1.0
         self.sender = ReliableSender(
             clock=self.clock, ack_timeout_s=ack_timeout_s, max_resends=max_resends
         )
@@ -233,7 +234,8 @@ class SwarmSimulator:
                 raise WireError(f"expected a handshake, got {theirs.type.value}")
             if body.protocol_version.split(".")[0] != PROTOCOL_VERSION.split(".")[0]:
                 raise WireError(f"service speaks protocol {body.protocol_version}")
-            self._server_heartbeat_s = body.heartbeat_interval_s
+            # The service counts real seconds; this clock may run faster (ScaledClock).
+            self._server_heartbeat_s = body.heartbeat_interval_s * self.time_scale
             self.receiver.peer_changed(body.session_id)
             await ws.send(self._handshake().encode())
             self._ws = ws
