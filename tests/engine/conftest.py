@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from atomlab.core.logging import configure_logging
 from atomlab.engine import (
     InMemoryMappingLoader,
     InMemoryPromptLoader,
@@ -92,6 +93,12 @@ class FakeProvider:
 
     def stages_called(self) -> list[str]:
         return [r.request_id.split(":", 2)[2] for r in self.requests]
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging() -> None:
+    """Bind logging to this test's stderr (a CLI test before may have bound a closed stream)."""
+    configure_logging("WARNING", "console")
 
 
 @pytest.fixture

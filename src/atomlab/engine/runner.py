@@ -213,6 +213,12 @@ class _Outcome:
     line: bytes
 
 
+class UnexpectedEngineError(AtomlabError):
+    """The engine broke one of its own invariants (a bug); the run stays resumable."""
+
+    type_name = "engine_bug"
+
+
 class _RunStoppedError(Exception):
     """Raised inside the run when it must end early (signal, strict failure, fatal error)."""
 
@@ -294,6 +300,13 @@ class PipelineRunner:
             self._sink.sync()
             if self.stopping:
                 self._raise_stopped(journal)
+            if self._next != scan.items:  # never call a run complete with an item missing
+                journal.set_status("failed")
+                raise UnexpectedEngineError(
+                    f"only {self._next} of {scan.items} items were written; "
+                    "resume with --resume (this is a bug, please report it)",
+                    written=self._next,
+                )
             self._sink.close()
             finalise(paths)
             journal.set_status("complete")
@@ -403,9 +416,14 @@ class PipelineRunner:
             pass
         except ProcessingError as exc:
             self._reject(index, item_id, exc)
+        except Exception as exc:  # a bug or an unforeseen error: never lose the item silently
+            self._stop_fatal(exc)
+            with contextlib.suppress(Exception):
+                log.error("engine.item_crashed", item_id=item_id, error=repr(exc))
 
     def _reject(self, index: int, item_id: str, exc: ProcessingError) -> None:
-        failure = FailedItem(item_id, exc.stage, exc.type_name, exc.message, exc.request_id)
+        cause = str(exc.details.get("cause", exc.type_name))
+        failure = FailedItem(item_id, exc.stage, cause, exc.message, exc.request_id)
         self.summary.failed.append(failure)
         log.warning(
             "engine.item_rejected",

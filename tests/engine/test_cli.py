@@ -1,0 +1,204 @@
+"""``atomlab engine ...`` as a user runs it: offline runs, resume guards, cache care, migrate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atomlab.engine.pipeline import builtin_pipelines_dir
+
+Cli = Callable[..., Any]
+
+
+def _sample(cli: Cli, name: str, path: Path) -> Path:
+    result = cli("engine", "sample", name, "--output", str(path), "--json")
+    assert result.exit_code == 0, result.stdout
+    return path
+
+
+def _run(cli: Cli, *args: str) -> Any:
+    return cli("engine", "run", *args, "--provider", "offline", "--json")
+
+
+def test_pipelines_lists_both_shipped_pipelines(cli: Cli) -> None:
+    result = cli("engine", "pipelines", "--json")
+    assert result.exit_code == 0
+    assert [p["name"] for p in result.json["pipelines"]] == ["defect-triage", "service-evolution"]
+
+
+@pytest.mark.parametrize("name", ["service-evolution", "defect-triage"])
+def test_run_offline_writes_every_item_and_a_metrics_file(
+    cli: Cli, name: str, tmp_path: Path
+) -> None:
+    src = _sample(cli, name, tmp_path / "in.jsonl")
+    out = tmp_path / "out.jsonl"
+    result = _run(cli, name, "--input", str(src), "--output", str(out))
+    assert result.exit_code == 0, result.stdout
+    assert result.json["status"] == "complete"
+    assert result.json["ok"] == 4
+    assert len(out.read_text().splitlines()) == 4
+    metrics = Path(result.json["metrics_file"]).read_text()
+    for name_ in (
+        "atomlab_engine_queue_inflight",
+        "atomlab_engine_queue_submitted_total",
+        "atomlab_engine_queue_completed_total",
+        "atomlab_engine_stage_duration_seconds_bucket",
+        "atomlab_engine_cache_misses_total",
+    ):
+        assert name_ in metrics
+    assert 'le="600.0"' in metrics
+
+
+def test_resume_after_completion_makes_no_call_and_keeps_the_bytes(
+    cli: Cli, tmp_path: Path
+) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    out = tmp_path / "out.jsonl"
+    _run(cli, "defect-triage", "-i", str(src), "-o", str(out))
+    before = out.read_bytes()
+    result = _run(cli, "defect-triage", "-i", str(src), "-o", str(out), "--resume")
+    assert result.exit_code == 0
+    assert result.json["calls"] == 0 and result.json["resumed_items"] == 4
+    assert out.read_bytes() == before
+
+
+def test_second_run_is_served_from_the_cache(cli: Cli, tmp_path: Path) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    first = _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "a.jsonl"))
+    second = _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "b.jsonl"))
+    assert first.json["calls"] == second.json["cache_hits"] > 0
+    assert second.json["calls"] == 0
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+
+
+def test_resume_with_a_changed_input_is_refused_naming_the_change(cli: Cli, tmp_path: Path) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    out = tmp_path / "out.jsonl"
+    _run(cli, "defect-triage", "-i", str(src), "-o", str(out))
+    src.write_text(src.read_text().splitlines()[0] + "\n")
+    result = _run(cli, "defect-triage", "-i", str(src), "-o", str(out), "--resume")
+    assert result.exit_code == 2
+    assert result.json["error"]["type"] == "resume_refused"
+    assert "the input changed" in result.json["error"]["message"]
+
+
+def test_invalid_input_names_the_line_and_field(cli: Cli, tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"scan_id": "a", "defects": []}\n{"defects": []}\n')
+    result = _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "o.jsonl"))
+    assert result.exit_code == 3
+    assert "line 2: missing field 'scan_id'" in result.json["error"]["message"]
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_progress_is_hidden_when_stderr_is_not_a_terminal(cli: Cli, tmp_path: Path) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    result = cli("engine", "run", "defect-triage", "-i", str(src), "-o", str(tmp_path / "o.jsonl"))
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    assert "4 ok, 0 rejected" in result.stdout
+
+
+def test_progress_shows_on_a_terminal_but_not_with_json_logs(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    shown = cli("engine", "run", "defect-triage", "-i", str(src), "-o", str(tmp_path / "a.jsonl"))
+    assert "defect-triage" in shown.stderr
+    hidden = cli(
+        "engine", "run", "defect-triage", "-i", str(src), "-o", str(tmp_path / "b.jsonl"),
+        "--json-logs",
+    )  # fmt: skip
+    assert "━" not in hidden.stderr and "defect-triage ━" not in hidden.stderr
+    assert hidden.exit_code == 0
+
+
+def test_trace_ids_print_the_request_ids_of_failed_items(cli: Cli, tmp_path: Path) -> None:
+    """Replay with an empty cassette folder: every call misses, every item is rejected."""
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    out = tmp_path / "o.jsonl"
+    result = cli(
+        "engine", "run", "defect-triage", "-i", str(src), "-o", str(out),
+        "--provider", "replay", "--trace-ids",
+    )  # fmt: skip
+    assert result.exit_code == 0
+    assert "4 rejected" in result.stdout
+    assert result.stderr.count("failed item ") == 4
+    assert "(cassette_miss)" in result.stderr
+    assert "failed item scan-0001 stage summary" in result.stderr
+    rejects = [json.loads(x) for x in out.with_name("o.rejects.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rejects] == ["scan-0001", "scan-0002", "scan-0003", "scan-0004"]
+
+
+def test_strict_mode_exits_with_the_documented_code(cli: Cli, tmp_path: Path) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    result = cli(
+        "engine", "run", "defect-triage", "-i", str(src), "-o", str(tmp_path / "o.jsonl"),
+        "--provider", "replay", "--strict", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 3
+    assert result.json["error"]["details"]["stage"] == "summary"
+
+
+def test_cache_validate_reports_corrupt_entries_and_fix_repairs(cli: Cli, tmp_path: Path) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    cache = tmp_path / "cache"
+    _run(
+        cli,
+        "defect-triage",
+        "-i",
+        str(src),
+        "-o",
+        str(tmp_path / "o.jsonl"),
+        "--cache-dir",
+        str(cache),
+    )
+    entries = sorted((cache / "entries").glob("*/*.json"))
+    for entry in entries[:2]:
+        entry.write_bytes(entry.read_bytes()[:-5])
+    bad = cli("engine", "cache", "validate", "--cache-dir", str(cache), "--json")
+    assert bad.exit_code == 3
+    assert bad.json["error"]["details"]["corrupt"] == 2
+    fixed = cli("engine", "cache", "validate", "--cache-dir", str(cache), "--fix", "--json")
+    assert fixed.exit_code == 0 and fixed.json["purged"] == 2
+    stats = cli("engine", "cache", "stats", "--cache-dir", str(cache), "--json")
+    assert stats.json["entries"] == len(entries) - 2
+    rerun = _run(
+        cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "p.jsonl"),
+        "--cache-dir", str(cache),
+    )  # fmt: skip
+    assert rerun.json["calls"] == 2
+    purged = cli("engine", "cache", "purge", "--cache-dir", str(cache), "--json")
+    assert purged.json["purged"] == len(entries)
+
+
+def test_status_shows_the_journal(cli: Cli, tmp_path: Path) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    out = tmp_path / "o.jsonl"
+    _run(cli, "defect-triage", "-i", str(src), "-o", str(out))
+    result = cli("engine", "status", "--output", str(out), "--json")
+    assert result.json["status"] == "complete"
+    assert result.json["items_finished"] == 4
+    assert result.json["manifest"]["pipeline"] == "defect-triage"
+    missing = cli("engine", "status", "--output", str(tmp_path / "nope.jsonl"), "--json")
+    assert missing.exit_code == 3
+
+
+def test_migrate_writes_a_valid_deterministic_file(cli: Cli, tmp_path: Path) -> None:
+    src = tmp_path / "old.jsonl"
+    src.write_bytes(
+        (builtin_pipelines_dir() / "service-evolution" / "sample-1.0.jsonl").read_bytes()
+    )
+    args = ("engine", "migrate", "--from", "1.0", "--to", "1.1", "-i", str(src))
+    first = cli(*args, "-o", str(tmp_path / "a.jsonl"), "--json")
+    cli(*args, "-o", str(tmp_path / "b.jsonl"), "--json")
+    assert first.exit_code == 0 and first.json["records"] == 2
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    same = cli(*args, "-o", str(src), "--json")
+    assert same.exit_code == 3

@@ -1,0 +1,118 @@
+"""The engine behind the LLM queue: 429 floods, budgets and the wording of its logs."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atomlab.core.clock import FakeClock
+from atomlab.core.errors import PolicyRefusedError
+from atomlab.core.logging import configure_logging
+from atomlab.core.resilience import RetryPolicy
+from atomlab.engine import EngineMetrics, PipelineRunner, RunOptions, RunPaths
+from atomlab.llm import Budget, GenerationRequest, LlmQueue, RateLimitedError
+from tests.engine.conftest import FakeProvider, tiny_pipeline, write_items
+
+ENGINE_SRC = Path(__file__).resolve().parents[2] / "src" / "atomlab" / "engine"
+# Generation is one-shot: only transport retries exist, and logs must never say otherwise.
+GENERATION_RETRY = re.compile(r"regenerat|retry(ing)? (the )?generation|re-?ask", re.IGNORECASE)
+ANY_RETRY = re.compile(r"retr(y|ies|ied|ying)", re.IGNORECASE)
+
+
+def _queue(provider: Any, **kw: Any) -> LlmQueue:
+    clock = FakeClock()
+    retry = RetryPolicy(max_attempts=6, initial_delay_s=0.1, clock=clock)
+    return LlmQueue(provider, concurrency=4, retry=retry, clock=clock, **kw)
+
+
+async def _run(provider: Any, src: Path, out: Path, **kw: Any) -> tuple[Any, EngineMetrics]:
+    metrics = EngineMetrics()
+    runner = PipelineRunner(
+        tiny_pipeline(), provider, metrics=metrics, options=RunOptions(write_metrics=False), **kw
+    )
+    return await runner.run(src, out), metrics
+
+
+async def test_a_flood_of_429s_is_retried_and_the_output_is_unchanged(tmp_path: Path) -> None:
+    src = write_items(tmp_path / "in.jsonl", 4)
+    await _run(FakeProvider(), src, tmp_path / "expected.jsonl")
+    flood = 0
+
+    async def hook(request: GenerationRequest[Any]) -> None:
+        nonlocal flood
+        if flood < 12:
+            flood += 1
+            raise RateLimitedError("HTTP 429", retry_after="0.5", status=429)
+
+    provider = FakeProvider(hook)
+    summary, metrics = await _run(provider, src, tmp_path / "out.jsonl", queue=_queue(provider))
+    assert summary.ok == 4
+    assert (tmp_path / "out.jsonl").read_bytes() == (tmp_path / "expected.jsonl").read_bytes()
+    retried = sum(
+        s.value for m in metrics.retries.collect() for s in m.samples if s.name.endswith("_total")
+    )
+    assert retried == 12
+
+
+async def test_an_exhausted_budget_stops_the_run_cleanly_and_resumably(tmp_path: Path) -> None:
+    src = write_items(tmp_path / "in.jsonl", 6)
+    out = tmp_path / "out.jsonl"
+    provider = FakeProvider()
+    queue = _queue(provider, budget=Budget(max_tokens=400))
+    with pytest.raises(PolicyRefusedError) as caught:
+        await _run(provider, src, out, queue=queue)
+    assert caught.value.type_name == "budget_exceeded"
+    assert RunPaths(out).journal.exists() and not out.exists()
+    resumed = PipelineRunner(
+        tiny_pipeline(), FakeProvider(), options=RunOptions(resume=True, write_metrics=False)
+    )
+    assert (await resumed.run(src, out)).status == "complete"
+    expected = tmp_path / "expected.jsonl"
+    await _run(FakeProvider(), src, expected)
+    assert out.read_bytes() == expected.read_bytes()
+
+
+async def test_logs_never_speak_of_a_retry_when_none_happens(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    configure_logging("DEBUG", "json", stream=stream)
+    try:
+        src = write_items(tmp_path / "in.jsonl", 3)
+
+        async def hook(request: GenerationRequest[Any]) -> None:
+            if request.request_id.endswith("item-001:summary"):
+                from atomlab.llm import InvalidResponseError
+
+                raise InvalidResponseError("answer is not JSON")
+
+        provider = FakeProvider(hook)
+        await _run(provider, src, tmp_path / "out.jsonl", queue=_queue(provider))
+    finally:
+        configure_logging("WARNING", "console")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    assert any(line.get("event") == "engine.item_rejected" for line in lines)
+    for line in lines:
+        assert not ANY_RETRY.search(json.dumps(line)), line
+
+
+def test_engine_log_messages_never_promise_a_generation_retry() -> None:
+    """Static lint: every string literal in a log call of the engine's source."""
+    offenders = []
+    for path in sorted(ENGINE_SRC.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr not in {"debug", "info", "warning", "error", "exception"}:
+                continue
+            for arg in ast.walk(node):
+                text = arg.value if isinstance(arg, ast.Constant) else None
+                if isinstance(text, str) and GENERATION_RETRY.search(text):
+                    offenders.append(f"{path.name}:{node.lineno}: {text!r}")
+    assert offenders == []
+    assert GENERATION_RETRY.search("will regenerate the answer")  # the lint can fail
