@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -395,9 +396,9 @@ class PipelineRunner:
             task = asyncio.create_task(self._item_task(index, item))
             self._active[index] = task
             # A done callback (not a finally) also runs for a task cancelled before it started.
-            task.add_done_callback(lambda _task, done=index: self._forget(done))
+            task.add_done_callback(functools.partial(self._forget, index))
 
-    def _forget(self, index: int) -> None:
+    def _forget(self, index: int, _task: asyncio.Task[None]) -> None:
         self._active.pop(index, None)
         self._progress.set()
 
