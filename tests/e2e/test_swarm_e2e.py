@@ -59,6 +59,14 @@ async def wait_all_terminal(client: httpx.AsyncClient, expected: int) -> list[di
             await asyncio.sleep(0.2)
 
 
+async def wait_first_completed(client: httpx.AsyncClient) -> None:
+    async with asyncio.timeout(DEADLINE_S):
+        while True:
+            if (await client.get("/api/defects", params={"status": "completed"})).json():
+                return
+            await asyncio.sleep(0.1)
+
+
 def min_separation(records: list[dict[str, Any]]) -> float:
     """Smallest distance between any two agents in any logged tick (computed here, not by the
     simulator)."""
@@ -124,3 +132,32 @@ async def test_forced_disconnects_and_a_dead_agent_still_settle_every_defect(
     assert min_separation(records) >= SEPARATION_NM
     keys = [r["key"] for r in records if r["kind"] == "execute"]
     assert len(keys) == len(set(keys))
+
+
+async def test_a_service_restart_mid_run_loses_nothing_and_runs_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    gt = tmp_path / "gt.jsonl"
+    world = SwarmWorld(SwarmConfig(agents=6, seed=4, defects=8), ground_truth=GroundTruthLog(gt))
+    expected = len(world.surface.defects)
+    async with serve_app(service_app(tmp_path), lifespan="on") as port:
+        sim = SwarmSimulator(world, url=f"ws://127.0.0.1:{port}/ws/isaac", clock=ScaledClock(5.0))
+        task = asyncio.create_task(sim.run())
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            await wait_first_completed(client)
+    try:
+        # Same database, same port: the simulator reconnects on its own.
+        async with (
+            serve_app(service_app(tmp_path), lifespan="on", port=port),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+        ):
+            settled = await wait_all_terminal(client, expected)
+    finally:
+        sim.stop()
+        await asyncio.wait_for(task, 30)
+    records = read_ground_truth(gt)
+    assert len(settled) == expected
+    assert sim.connections >= 2
+    keys = [r["key"] for r in records if r["kind"] == "execute"]
+    assert len(keys) == len(set(keys))
+    assert min_separation(records) >= SEPARATION_NM

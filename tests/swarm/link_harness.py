@@ -29,12 +29,12 @@ WAIT_S = 10.0  # safety net against a hang, never a timing assertion
 
 
 @asynccontextmanager
-async def serve_app(app: Any, *, lifespan: str = "off") -> AsyncIterator[int]:
+async def serve_app(app: Any, *, lifespan: str = "off", port: int = 0) -> AsyncIterator[int]:
     """Run ``app`` on uvicorn in this event loop; yields the port (``lifespan="on"`` for apps
     whose lifespan starts workers)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     sock.listen(64)  # connections queue in the backlog until uvicorn accepts them
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=False)
