@@ -23,7 +23,7 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -589,7 +589,8 @@ class PipelineRunner:
         }
         if not sources:
             return mapped
-        for catalogue in stage.spec.catalogues:
+
+        async def one(catalogue: str) -> None:
             model = self.pipeline.map_model(stage, catalogue, len(sources))
             map_context = {
                 **context,
@@ -601,6 +602,9 @@ class PipelineRunner:
             mapped["catalogues"][catalogue] = {
                 sid: sorted(set(answer[f"{SOURCE_REF_PREFIX}{n + 1}"])) for n, sid in enumerate(ids)
             }
+
+        # The catalogues of one level are independent: map them at the same time.
+        await _all_or_cancel([one(catalogue) for catalogue in stage.spec.catalogues])
         return mapped
 
     async def _generate(
@@ -752,6 +756,17 @@ async def _first_error(tasks: list[asyncio.Task[None]]) -> None:
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
+
+
+async def _all_or_cancel(coroutines: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``coroutines`` concurrently; on the first failure cancel the others and raise it."""
+    tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]
+    try:
+        await _first_error(tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _source_id(item_id: str, level_id: str, stage: str, position: int, source: Any) -> str:
