@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import nanonis_spm
 
@@ -98,14 +99,29 @@ def official(port: int) -> nanonis_spm.Nanonis:
     return nanonis_spm.Nanonis(sock)
 
 
-def hammer(port: int, calls: int) -> tuple[float, float]:
-    """One client process: ``calls`` Bias.Get round trips; returns its wall start and end."""
+def hammer(port: int, start: Any, duration_s: float, counts: Any) -> None:
+    """One client process: connect, wait for the others, then Bias.Get for ``duration_s``."""
     with NanonisClient("127.0.0.1", port) as client:
         client.call("Bias.Get")
-        start = time.time()
-        for _ in range(calls):
+        start.wait()
+        calls, end = 0, time.perf_counter() + duration_s
+        while time.perf_counter() < end:
             client.call("Bias.Get")
-        return start, time.time()
+            calls += 1
+    counts.put(calls)
+
+
+def aggregate_rate(ports: list[int], duration_s: float) -> float:
+    """Calls/s the simulator served to ``len(ports)`` client processes running at once."""
+    ctx = multiprocessing.get_context("spawn")
+    start, counts = ctx.Barrier(len(ports)), ctx.Queue()
+    procs = [ctx.Process(target=hammer, args=(p, start, duration_s, counts)) for p in ports]
+    for proc in procs:
+        proc.start()
+    total = sum(counts.get(timeout=120) for _ in procs)
+    for proc in procs:
+        proc.join()
+    return total / duration_s
 
 
 def raw_exchange(sock: socket.socket, request: bytes) -> Callable[[], object]:
@@ -141,6 +157,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=6000)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--connections", type=int, default=2)
+    parser.add_argument("--duration-s", type=float, default=2.0)
     args = parser.parse_args()
     ports = [free_port() for _ in range(args.connections)]
     with simulator(ports):
@@ -170,12 +187,7 @@ def main() -> None:
             )
         theirs.close()
         raw.close()
-        per_client = max(args.calls // 2, 1000)
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(len(ports)) as pool:
-            spans = pool.starmap(hammer, [(p, per_client) for p in ports])
-        window = max(end for _, end in spans) - min(start for start, _ in spans)
-        aggregate = per_client * len(ports) / window
+        aggregate = aggregate_rate(ports, args.duration_s)
     print(f"calls per contender: {args.calls} in {args.rounds} interleaved rounds")
     print("simulator: `atomlab sim spm` in its own process")
     report("Bias.Get", bias)

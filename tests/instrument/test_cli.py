@@ -84,6 +84,8 @@ def test_each_scan_frame_field_set_through_the_cli_reads_back(
         assert result.exit_code == 0, result.stdout
     for name, value in wanted.items():
         assert cli("instrument", "get", name, *at(sim), "--json").json["value"] == float(value)
+    frame = cli("instrument", "get", "Scan.FrameGet", *at(sim), "--json").json["values"]
+    assert frame == {name.removeprefix("scan_frame_"): float(v) for name, v in wanted.items()}
 
 
 def test_set_accepts_negative_numbers_and_writes_the_audit_log(

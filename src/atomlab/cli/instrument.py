@@ -172,7 +172,7 @@ def get(
     output.use_json(json_out)
     if "." in name and is_known(name):
         with _client(host, port, timeout_s) as client:
-            values = client.call(name).values
+            values = client.call(name).display_values()
         human = "\n".join(f"{k} = {v}" for k, v in values.items()) or f"{name}: ok"
         output.emit({"command": name, "values": values}, human=human)
         return

@@ -17,13 +17,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from atomlab.core.errors import ConfigError, NotFoundError
 from atomlab.instrument.client import NanonisClient
 from atomlab.instrument.commands import COMMANDS, WireType, lookup
+from atomlab.instrument.protocol import shortest_float32
 
 DEFAULT_RAMP_INTERVAL_S: Final = 0.05
 PACKAGED_CATALOG: Final = "catalog.yaml"
@@ -94,7 +94,7 @@ class CatalogEntry(_Model):
         if self.type == "bool":
             return bool(round(float(value)))
         if float32:
-            return float(str(np.float32(value)))
+            return shortest_float32(value)
         return float(value)
 
     def describe(self) -> dict[str, Any]:

@@ -81,6 +81,7 @@ class NanonisClient:
         self._lock = threading.RLock()
         self._signal_names: list[str] | None = None
         self._codecs: dict[str, CommandCodec] = {}
+        self._batch: _SignalBatch | None = None
         self._timeout_set: float | None = None
         self.reconnects = 0
         self._ever_connected = False
@@ -175,10 +176,17 @@ class NanonisClient:
         if codec is None or (not isinstance(command, str) and codec.spec is not command):
             codec = self._codecs[key] = protocol.codec(command)
         request = codec.encode_request(args)
+        reply = codec.decode_reply(self._send(codec, request, timeout_s))
+        if check and reply.error is not None:
+            reply.raise_for_error()
+        return reply
+
+    def _send(self, codec: CommandCodec, request: bytes, timeout_s: float | None) -> bytes:
+        """One request/reply exchange under the lock (retried once if idempotent); the body."""
         timeout = self.call_timeout_s if timeout_s is None else timeout_s
         with self._lock:
             try:
-                reply = self._round_trip(codec, request, timeout)
+                return self._round_trip(codec, request, timeout)
             except ConnectionFailedError as exc:
                 name = codec.spec.name
                 if isinstance(exc, OperationTimeoutError) or not (
@@ -186,12 +194,9 @@ class NanonisClient:
                 ):
                     raise
                 _log.info("retrying on a fresh connection", command=name, reason=exc.message)
-                reply = self._round_trip(codec, request, timeout)
-        if check and reply.error is not None:
-            reply.raise_for_error()
-        return reply
+                return self._round_trip(codec, request, timeout)
 
-    def _round_trip(self, codec: CommandCodec, request: bytes, timeout: float) -> Reply:
+    def _round_trip(self, codec: CommandCodec, request: bytes, timeout: float) -> bytes:
         sock = self._sock or self.connect()._sock
         assert sock is not None
         name = codec.spec.name
@@ -220,7 +225,7 @@ class NanonisClient:
                 command=name,
                 address=self.address,
             ) from None
-        return codec.decode_reply(body)
+        return body
 
     def _exchange(
         self, sock: socket.socket, name32: bytes, request: bytes, timeout: float
@@ -328,17 +333,45 @@ class NanonisClient:
     def read_signals(
         self, indexes: Sequence[int] | Iterable[int], *, wait: bool = False
     ) -> list[float]:
-        """Values of several signals in one ``Signals.ValsGet`` round trip, in the order asked."""
-        idx = list(indexes)
-        values: list[float] = self.call("Signals.ValsGet", {"indexes": idx, "wait": int(wait)})[
-            "values"
-        ]
-        if len(values) != len(idx):
+        """Values of several signals in one ``Signals.ValsGet`` round trip, in the order asked.
+
+        A monitor polls the same signals again and again, so the last request and the layout of
+        its reply are kept: a repeated read costs one send, one receive and one ``unpack``.
+        """
+        key = (tuple(indexes), int(wait))
+        batch = self._batch
+        if batch is None or batch.key != key:
+            codec = protocol.codec("Signals.ValsGet")
+            request = codec.encode_request({"indexes": list(key[0]), "wait": key[1]})
+            batch = self._batch = _SignalBatch(key, codec, request, len(key[0]))
+        body = self._send(batch.codec, batch.request, None)
+        if len(body) == batch.reply.size:
+            count, *values, status, length = batch.reply.unpack(body)
+            if count == batch.count and status == 0 and length == 0:
+                return values
+        reply = batch.codec.decode_reply(body).raise_for_error()
+        got: list[float] = reply["values"]
+        if len(got) != batch.count:
             raise ProtocolError(
-                f"Signals.ValsGet: asked for {len(idx)} signals, got {len(values)} values",
+                f"Signals.ValsGet: asked for {batch.count} signals, got {len(got)} values",
                 command="Signals.ValsGet",
             )
-        return values
+        return got
+
+
+class _SignalBatch:
+    """A prepared ``Signals.ValsGet``: the request bytes and the reply layout it expects."""
+
+    __slots__ = ("codec", "count", "key", "reply", "request")
+
+    def __init__(
+        self, key: tuple[tuple[int, ...], int], codec: CommandCodec, request: bytes, count: int
+    ) -> None:
+        self.key = key
+        self.codec = codec
+        self.request = request
+        self.count = count
+        self.reply = struct.Struct(f">i{count}fIi")
 
 
 @dataclass(frozen=True)

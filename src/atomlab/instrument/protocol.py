@@ -445,6 +445,12 @@ def spec_of(command: str | CommandSpec) -> CommandSpec:
     return command if isinstance(command, CommandSpec) else lookup(command)
 
 
+def shortest_float32(value: float) -> float:
+    """The shortest decimal that encodes to the same float32 as ``value`` (0.1, not
+    0.10000000149011612): friendlier to print and store, and bit-identical on the wire."""
+    return float(str(np.float32(value)))
+
+
 # --- errors and replies ------------------------------------------------------------------------
 
 
@@ -484,6 +490,12 @@ class Reply:
             raise KeyError(
                 f"{self.command} reply has no field {name!r}; fields: {list(self.values)}"
             ) from None
+
+    def display_values(self) -> dict[str, Any]:
+        """Values with float32 fields given as their shortest decimal (see shortest_float32)."""
+        spec = codec(self.command).spec
+        f32 = {f.name for f in spec.reply if f.type is WireType.F32}
+        return {k: shortest_float32(v) if k in f32 else v for k, v in self.values.items()}
 
     def raise_for_error(self) -> Reply:
         """Return self, or raise :class:`InstrumentError` when the instrument reported an error."""
@@ -640,5 +652,6 @@ __all__ = [
     "pad_name",
     "read_request_header",
     "read_response_header",
+    "shortest_float32",
     "spec_of",
 ]
