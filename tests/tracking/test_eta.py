@@ -122,3 +122,13 @@ def test_eta_error_on_replayed_histories_after_step_two(seed):
     assert median_ours <= 0.15
     assert within_20 >= 0.65
     assert median_ours < median_static / 2
+
+
+def test_step_without_any_estimate_borrows_the_average_known_one():
+    records = [
+        StepRecord(name="a", order=1, expected_s=30, status=StepStatus.COMPLETED, duration_s=60),
+        StepRecord(name="b", order=2, expected_s=10),
+        StepRecord(name="c", order=3),
+    ]
+    eta = estimate_remaining(records)
+    assert eta.remaining_s == pytest.approx(20 + 20)  # b: 10 s x pace 2; c: the average, 20 s

@@ -117,7 +117,7 @@ def exec_command(
         specs,
         home=settings.home,
         settings=settings.tracking,
-        progress=auto_view(json_mode=json_mode),
+        progress=auto_view(json_mode=json_mode, interval_s=settings.tracking.progress_interval_s),
         telemetry=telemetry,
         mirrors=mirrors,
     )
@@ -425,7 +425,7 @@ def perf_tests_command(
         specs,
         home=settings.home,
         settings=settings.tracking,
-        progress=auto_view(json_mode=json_mode),
+        progress=auto_view(json_mode=json_mode, interval_s=settings.tracking.progress_interval_s),
     )
     try:
         with _index() as index, tracker:

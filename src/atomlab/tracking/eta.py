@@ -13,7 +13,8 @@ The algorithm (documented with its measured error in docs/tracking.md):
    progress rate gives ``e * (1 - f) / f``, the prior gives ``max(p - e, 0)``; they are blended
    with weight ``sqrt(f)`` for the rate. Without progress only the prior counts; a step that
    overruns its prior is given ``RUNOVER_SHARE`` of its elapsed time again.
-3. **Skipped steps** count zero and leave N; failed or cancelled runs have no ETA.
+3. **Skipped steps** count zero and leave N. A pending step with neither history nor a declared
+   prior is assumed to last as long as the average step that has an estimate.
 4. **Band.** The same sum for each past run alone gives the spread; without history the band
    is ``±NO_HISTORY_BAND`` of the estimate.
 """
@@ -120,13 +121,16 @@ def _static_estimates(
 def _sum_remaining(
     left: Sequence[StepRecord], estimate: Mapping[str, float], current_elapsed_s: float | None
 ) -> float | None:
+    known = [v for v in estimate.values() if v > 0]
+    # A step nobody knows anything about is assumed to be as long as the average known one.
+    stand_in = sum(known) / len(known) if known else None
     total = 0.0
     for step in left:
         prior = estimate.get(step.name)
         if step.status is StepStatus.RUNNING:
             part = _current_step_remaining(step, prior, current_elapsed_s or 0.0)
         else:
-            part = prior
+            part = prior if prior is not None else stand_in
         if part is None:
             return None
         total += part

@@ -104,6 +104,8 @@ class PlainProgress:
 class RichProgress:
     """A live two-line display on a terminal: the headline and a bar for the current step."""
 
+    live = True
+
     def __init__(self, console: Console | None = None) -> None:
         self._console = console or Console(file=sys.stderr)
         self._live = Live(Text(""), console=self._console, refresh_per_second=4, transient=True)
@@ -124,12 +126,17 @@ class RichProgress:
         self._live.stop()
 
 
-def auto_view(*, json_mode: bool, stream: TextIO | None = None) -> ProgressView:
+def auto_view(
+    *,
+    json_mode: bool,
+    stream: TextIO | None = None,
+    interval_s: float = DEFAULT_PLAIN_INTERVAL_S,
+) -> ProgressView:
     """Rich on an interactive terminal, plain lines when piped, logged or in ``--json`` mode."""
     out = stream or sys.stderr
     if not json_mode and out.isatty():
         return RichProgress(Console(file=out))
-    return PlainProgress(out)
+    return PlainProgress(out, interval_s=interval_s)
 
 
 __all__ = [

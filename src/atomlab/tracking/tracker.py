@@ -306,6 +306,7 @@ class RunTracker:
             f"[{record.run_id}] Step {record.position(step)}/{record.steps_total}: "
             f"{step.label} started"
         )
+        self._refresh_view()
         if self._sampler is not None:
             self._sampler.tree.invalidate()
         return step
@@ -451,6 +452,7 @@ class RunTracker:
             f"[{record.run_id}] Step {record.position(step)}/{record.steps_total}: {step.label} "
             f"{verb} in {step.duration_s:.1f} s" + (f" ({reason})" if reason else "")
         )
+        self._refresh_view()
         self._flush_mirrors()
         return step
 
@@ -636,6 +638,11 @@ class RunTracker:
                 eta=record.eta.model_copy(),
                 fraction=current.fraction if current else None,
             )
+
+    def _refresh_view(self) -> None:
+        """Redraw a live (terminal) view at once; log-line views keep their own rhythm."""
+        if getattr(self.view, "live", False):
+            self.view.update(self.progress_state())
 
     def _flush_mirrors(self) -> None:
         record = self._require()
