@@ -27,6 +27,7 @@ from atomlab.llm.provider import (
     is_retryable,
     new_request_id,
     parse_output,
+    schema_json,
 )
 from atomlab.llm.queue import (
     DEFAULT_PRICES,
@@ -69,4 +70,5 @@ __all__ = [
     "new_request_id",
     "parse_output",
     "resolve_provider_name",
+    "schema_json",
 ]
