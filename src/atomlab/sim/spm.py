@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -28,7 +29,7 @@ from atomlab.core.clock import Clock, SystemClock
 from atomlab.core.errors import UnavailableError
 from atomlab.core.logging import get_logger
 from atomlab.instrument import FramingError
-from atomlab.instrument.protocol import HEADER_SIZE, read_request_header
+from atomlab.instrument.protocol import HEADER_SIZE, RequestHeader, read_request_header
 from atomlab.sim.stm_commands import StmCommands
 from atomlab.sim.stm_physics import (
     DEFAULT_ACQ_PERIOD_S,
@@ -42,7 +43,6 @@ DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORTS: Final = (6501, 6502, 6503, 6504)
 DEFAULT_TICK_S: Final = 0.01
 """How often the server advances the physics when no request does (real clock only)."""
-_WRITE_HIGH_WATER: Final = 1 << 20
 _log = get_logger("atomlab.sim")
 T = TypeVar("T")
 
@@ -85,15 +85,17 @@ class SpmSimulator:
         self.ports: list[int] = []
         self.connections_served = 0
         self._servers: list[asyncio.Server] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: set[_Connection] = set()
         self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Listen on every port; raises :class:`UnavailableError` if one is taken."""
+        loop = asyncio.get_running_loop()
         try:
             for port in self.requested_ports:
-                server = await asyncio.start_server(self._serve, self.host, port)
+                server = await loop.create_server(
+                    lambda: _Connection(self), self.host, port, reuse_address=True
+                )
                 self._servers.append(server)
                 self.ports.append(server.sockets[0].getsockname()[1])
         except OSError as exc:
@@ -117,12 +119,9 @@ class SpmSimulator:
             self._ticker = None
         for server in self._servers:
             server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        tasks = [task for c in list(self._connections) if (task := c.close()) is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
@@ -144,43 +143,115 @@ class SpmSimulator:
             await asyncio.sleep(interval_s)
             self.physics.advance_to(self.clock.monotonic())
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        self._writers.add(writer)
-        self.connections_served += 1
-        sock = writer.get_extra_info("socket")
+
+_HEADER_CACHE: dict[bytes, RequestHeader] = {}
+_HEADER_CACHE_SIZE: Final = 4096
+
+
+def _parse_header(raw: bytes) -> RequestHeader:
+    """:func:`read_request_header`, remembered: polling clients send the same headers again."""
+    header = _HEADER_CACHE.get(raw)
+    if header is None:
+        header = read_request_header(raw)  # garbage raises and is never remembered
+        if len(_HEADER_CACHE) < _HEADER_CACHE_SIZE:
+            _HEADER_CACHE[raw] = header
+    return header
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: requests are parsed from the byte stream and answered in order.
+
+    Requests whose handler never waits are answered inside ``data_received`` (the fast path);
+    a waiting one (``wait = 1``, ``Scan.WaitEndOfScan``...) runs as a task and holds back the
+    requests behind it, so each connection stays serial as on Nanonis.
+    """
+
+    def __init__(self, simulator: SpmSimulator) -> None:
+        self._simulator = simulator
+        self._commands = simulator.commands
+        self._buffer = bytearray()
+        self._pending: deque[tuple[RequestHeader, bytes]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._closed = False
+        self._peer: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = writer.get_extra_info("peername")
-        dispatch = self.commands.dispatch
+        self._peer = transport.get_extra_info("peername")
+        self._simulator._connections.add(self)
+        self._simulator.connections_served += 1
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= HEADER_SIZE:
+            try:
+                header = _parse_header(bytes(buffer[:HEADER_SIZE]))
+            except FramingError as exc:
+                _log.warning(
+                    "closing connection after garbage", peer=self._peer, reason=exc.message
+                )
+                self.close()
+                return
+            end = HEADER_SIZE + header.body_size
+            if len(buffer) < end:
+                break
+            self._pending.append((header, bytes(buffer[HEADER_SIZE:end])))
+            del buffer[:end]
+        self._answer_pending()
+
+    def _answer_pending(self) -> None:
+        handle = self._commands.handle
+        pending = self._pending
+        while pending and self._task is None and not self._closed:
+            header, body = pending.popleft()
+            reply = handle(header.name, body)
+            if isinstance(reply, bytes):
+                self._send(header, reply)
+            else:
+                self._task = asyncio.get_running_loop().create_task(
+                    self._answer_later(header, reply)
+                )
+
+    async def _answer_later(self, header: RequestHeader, reply: Coroutine[Any, Any, bytes]) -> None:
         try:
-            while True:
-                head = await reader.readexactly(HEADER_SIZE)
-                try:
-                    header = read_request_header(head)
-                except FramingError as exc:
-                    _log.warning("closing connection after garbage", peer=peer, reason=exc.message)
-                    break
-                body = await reader.readexactly(header.body_size) if header.body_size else b""
-                reply = await dispatch(header.name, body)
-                if header.send_response:
-                    writer.write(reply)
-                    if writer.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
-                        await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        except Exception:  # never let one connection's failure reach the event loop
-            with contextlib.suppress(Exception):
-                _log.exception("connection handler failed; closing it", peer=peer)
+            self._send(header, await reply)
         finally:
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            if task is not None:
-                self._tasks.discard(task)
+            self._task = None
+        self._answer_pending()
+
+    def _send(self, header: RequestHeader, reply: bytes) -> None:
+        if header.send_response and self._transport is not None and not self._closed:
+            self._transport.write(reply)
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()  # a client that does not read gets no more answers
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        self._simulator._connections.discard(self)
+
+    def close(self) -> asyncio.Task[None] | None:
+        """Close the connection; returns the cancelled in-flight task, if any, to await."""
+        self._closed = True
+        task = self._task
+        if task is not None:
+            task.cancel()
+        if self._transport is not None:
+            self._transport.close()
+        return task
 
 
 class SimulatorThread:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -36,7 +36,7 @@ from atomlab.sim.stm_scan import MAX_PIXELS, coerce_pixels
 Args = dict[str, Any]
 Values = dict[str, Any]
 Handler = Callable[[Args], Any]
-"""Returns reply values, or (for ``async def`` handlers) an awaitable of them."""
+"""Returns reply values, or an awaitable of them when the reply has to wait."""
 
 PIEZO_RANGE_XY_M: Final = 1e-6
 PIEZO_RANGE_Z_M: Final = 4e-7
@@ -47,6 +47,8 @@ FOLME_OVERSAMPLING: Final = 10
 MAX_WAIT_S: Final = 600.0
 WAIT_POLL_S: Final = 0.01
 SESSION_PATH: Final = "sim://atomlab/session"
+_ARGS_CACHE_SIZE: Final = 4096
+_ARGS_CACHE_BODY: Final = 512
 _log = get_logger("atomlab.sim")
 
 
@@ -78,7 +80,6 @@ def _choice(name: str, value: int, allowed: range | tuple[int, ...]) -> int:
 class _Route:
     spec: CommandSpec
     handler: Handler
-    is_async: bool
 
 
 _ROUTES: dict[str, str] = {}
@@ -120,35 +121,63 @@ class StmCommands:
             "end_wait_time_s": 0.05,
             "restore_feedback": 1,
         }
+        self._args_cache: dict[tuple[str, bytes], Args] = {}
         self.routes: dict[str, _Route] = {}
         for command, method_name in _ROUTES.items():
             handler = getattr(self, method_name)
-            self.routes[command] = _Route(
-                lookup(command), handler, inspect.iscoroutinefunction(handler)
-            )
+            self.routes[command] = _Route(lookup(command), handler)
 
     # ----------------------------------------------------------------- dispatch
-    async def dispatch(self, name: str, body: bytes) -> bytes:
-        """The complete response (header + body) to one request; never raises."""
+    def handle(self, name: str, body: bytes) -> bytes | Coroutine[Any, Any, bytes]:
+        """The complete response (header + body) to one request, never raising.
+
+        Most requests are answered at once (bytes); one that must wait (``wait = 1``,
+        ``Scan.WaitEndOfScan``, a tip move...) returns a coroutine that produces the bytes.
+        """
         self.calls += 1
         route = self.routes.get(name)
         if route is None:
             return self._unrouted(name)
         try:
-            args = decode_args(route.spec, body)
+            args = self._decode(route, body)
             self.physics.advance_to(self.clock.monotonic())
             result = route.handler(args)
-            values: Values = await result if route.is_async else result
-            return encode_reply(route.spec, values)
-        except (ProtocolError, CommandRefusedError) as exc:
-            self.errors += 1
-            return encode_reply(route.spec, error=ErrorInfo.of(exc.message))
+            if inspect.isawaitable(result):
+                return self._finish(route, result)
+            return encode_reply(route.spec, result)
         except Exception as exc:  # a bug must not take the connection down
-            self.errors += 1
-            _log.exception("simulator handler failed", command=name)
-            return encode_reply(
-                route.spec, error=ErrorInfo.of(f"internal simulator error: {type(exc).__name__}")
-            )
+            return self._failed(route, exc)
+
+    async def dispatch(self, name: str, body: bytes) -> bytes:
+        """:meth:`handle`, awaited when it has to wait."""
+        reply = self.handle(name, body)
+        return reply if isinstance(reply, bytes) else await reply
+
+    def _decode(self, route: _Route, body: bytes) -> Args:
+        # polling clients repeat identical requests; their decoded arguments are reused
+        # (handlers never mutate their arguments)
+        key = (route.spec.name, body)
+        args = self._args_cache.get(key)
+        if args is None:
+            args = decode_args(route.spec, body)
+            if len(body) <= _ARGS_CACHE_BODY and len(self._args_cache) < _ARGS_CACHE_SIZE:
+                self._args_cache[key] = args
+        return args
+
+    async def _finish(self, route: _Route, pending: Awaitable[Values]) -> bytes:
+        try:
+            return encode_reply(route.spec, await pending)
+        except Exception as exc:  # a bug must not take the connection down
+            return self._failed(route, exc)
+
+    def _failed(self, route: _Route, exc: Exception) -> bytes:
+        self.errors += 1
+        if isinstance(exc, ProtocolError | CommandRefusedError):
+            return encode_reply(route.spec, error=ErrorInfo.of(exc.message))
+        _log.error("simulator handler failed", command=route.spec.name, exc_info=exc)
+        return encode_reply(
+            route.spec, error=ErrorInfo.of(f"internal simulator error: {type(exc).__name__}")
+        )
 
     def _unrouted(self, name: str) -> bytes:
         self.errors += 1
@@ -169,12 +198,18 @@ class StmCommands:
             await self.clock.sleep_async(min(t_s - now, MAX_WAIT_S))
         self.physics.advance_to(self.clock.monotonic())
 
-    async def _fresh_sample(self, wait: int) -> None:
-        """With wait = 1, return only after a full acquisition period measured after the call."""
-        if wait:
-            period = self.physics.acq_period_s
-            now = self.clock.monotonic()
-            await self._sleep_until(now + period + (period - (now - self.physics.published_at_s)))
+    def _sampled(self, wait: int, read: Callable[[], Values]) -> Values | Awaitable[Values]:
+        """``read()`` now (wait = 0: the last published sample, 0..Tap old), or after a full
+        acquisition period measured after the call (wait = 1: the reply comes Tap..2Tap later)."""
+        if not wait:
+            return read()
+        return self._read_fresh(read)
+
+    async def _read_fresh(self, read: Callable[[], Values]) -> Values:
+        period = self.physics.acq_period_s
+        now = self.clock.monotonic()
+        await self._sleep_until(now + period + (period - (now - self.physics.published_at_s)))
+        return read()
 
     # ----------------------------------------------------------------- Bias
     @_handles("Bias.Set")
@@ -386,8 +421,10 @@ class StmCommands:
         return {}
 
     @_handles("FolMe.XYPosGet")
-    async def folme_xypos_get(self, a: Args) -> Values:
-        await self._fresh_sample(a["wait"])
+    def folme_xypos_get(self, a: Args) -> Values | Awaitable[Values]:
+        return self._sampled(a["wait"], self._tip_xy)
+
+    def _tip_xy(self) -> Values:
         return {"x_m": self.physics.x_m, "y_m": self.physics.y_m}
 
     @_handles("FolMe.SpeedSet")
@@ -542,9 +579,8 @@ class StmCommands:
         }
 
     @_handles("Scan.XYPosGet")
-    async def scan_xypos_get(self, a: Args) -> Values:
-        await self._fresh_sample(a["wait"])
-        return {"x_m": self.physics.x_m, "y_m": self.physics.y_m}
+    def scan_xypos_get(self, a: Args) -> Values | Awaitable[Values]:
+        return self._sampled(a["wait"], self._tip_xy)
 
     @_handles("Scan.FrameDataGrab")
     def scan_frame_data_grab(self, a: Args) -> Values:
@@ -579,20 +615,22 @@ class StmCommands:
         return {"names": list(SIGNAL_NAMES)}
 
     @_handles("Signals.ValGet")
-    async def signals_val_get(self, a: Args) -> Values:
+    def signals_val_get(self, a: Args) -> Values | Awaitable[Values]:
         index = self._signal_index(a["index"])
-        await self._fresh_sample(a["wait"])
-        return {"value": self.physics.published[index]}
+        return self._sampled(a["wait"], lambda: {"value": self.physics.published[index]})
 
     @_handles("Signals.ValsGet")
-    async def signals_vals_get(self, a: Args) -> Values:
+    def signals_vals_get(self, a: Args) -> Values | Awaitable[Values]:
         indexes = a["indexes"]
         if indexes and (min(indexes) < 0 or max(indexes) >= len(SIGNAL_NAMES)):
             for index in indexes:
                 self._signal_index(index)
-        await self._fresh_sample(a["wait"])
-        published = self.physics.published
-        return {"values": [published[i] for i in indexes]}
+
+        def read() -> Values:
+            published = self.physics.published
+            return {"values": [published[i] for i in indexes]}
+
+        return self._sampled(a["wait"], read)
 
     @_handles("Signals.CalibrGet")
     def signals_calibr_get(self, a: Args) -> Values:
