@@ -16,6 +16,7 @@ from atomlab.cli.engine import app as engine_app
 from atomlab.cli.instrument import app as instrument_app
 from atomlab.cli.runs import app as runs_app
 from atomlab.cli.sim import app as sim_app
+from atomlab.cli.swarm import app as swarm_app
 from atomlab.cli.trajectory import app as trajectory_app
 from atomlab.core.errors import AtomlabError, ExitCode
 from atomlab.core.logging import configure_logging
@@ -91,6 +92,7 @@ app.add_typer(engine_app, name="engine")
 app.add_typer(instrument_app, name="instrument")
 app.add_typer(runs_app, name="runs")
 app.add_typer(sim_app, name="sim")
+app.add_typer(swarm_app, name="swarm")
 app.add_typer(trajectory_app, name="trajectory")
 app.command("doctor")(doctor)
 

@@ -121,7 +121,7 @@ class SwarmZone(Section):
 
 class SwarmSettings(Section):
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
+    port: int = Field(default=8000, ge=0, le=65535)  # 0: any free port (serve prints it)
     db_url: str | None = None
     bounds_x_nm: tuple[float, float] = (0.0, 20.0)
     bounds_y_nm: tuple[float, float] = (0.0, 20.0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -377,13 +377,18 @@ def _install_error_handlers(app: FastAPI) -> None:
 health_router = APIRouter(tags=["health"])
 
 
+def _tally(values: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
 @health_router.get("/health")
 async def health(svc: Service) -> dict[str, Any]:
     """Liveness and a one-glance summary: link, queue, agents, halt state."""
     coordinator = svc.coordinator
-    agents: dict[str, int] = {}
-    for agent in coordinator.agents.values():
-        agents[agent.status.value] = agents.get(agent.status.value, 0) + 1
+    agents = _tally(a.status.value for a in coordinator.agents.values())
     return {
         "status": "healthy",
         "timestamp": utc_iso(svc.clock.now()),
@@ -391,6 +396,7 @@ async def health(svc: Service) -> dict[str, Any]:
         "link": svc.link.stats(),
         "queue_depth": len(coordinator.queue),
         "defects": len(coordinator.defects),
+        "defects_by_status": _tally(d.status.value for d in coordinator.defects.values()),
         "commands": coordinator.book.counts(),
         "agents": agents,
         "halted": coordinator.halted,
