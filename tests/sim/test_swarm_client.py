@@ -123,8 +123,10 @@ async def test_a_repair_command_round_trip_reports_processing_then_completed(
             "action": "repair",
             "target": {"x": defect.x / 10, "y": defect.y / 10},
         }
-        await link.send_command(command, idempotency_key="k1")
+        await link.send_command(command, idempotency_key="k1", correlation_id="corr-1")
         await wait_terminal(events, {"k1"})
+        cids = {cid for kind, cid in events.correlation_ids if kind == "command_result"}
+        assert cids == {"corr-1"}  # results come back under the command's correlation id
         statuses = [r["status"] for r in events.of("command_result")]
         assert statuses[0] == "processing"
         assert statuses[-1] in TERMINAL

@@ -14,6 +14,7 @@ from starlette.routing import WebSocketRoute
 from websockets.asyncio.client import ClientConnection, connect
 
 from atomlab.core.clock import Clock
+from atomlab.core.logging import current_correlation_id
 from atomlab.sim.swarm_wire import (
     AckPayload,
     Envelope,
@@ -60,11 +61,13 @@ class EventRecorder:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self.correlation_ids: list[tuple[str, str | None]] = []  # in force during each call
         self._changed = asyncio.Condition()
 
     async def __call__(self, event_type: str, payload: dict[str, Any]) -> None:
         async with self._changed:
             self.events.append((event_type, payload))
+            self.correlation_ids.append((event_type, current_correlation_id()))
             self._changed.notify_all()
 
     def of(self, event_type: str) -> list[dict[str, Any]]:

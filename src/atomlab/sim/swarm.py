@@ -120,6 +120,7 @@ class SwarmSimulator:
         self._server_heartbeat_s = 10.0
         self._last_heard = 0.0
         self._reported_defects = False
+        self._correlation: dict[str, str] = {}  # idempotency key -> the command's correlation id
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
 
@@ -177,7 +178,10 @@ class SwarmSimulator:
                     if isinstance(event, CommandResultPayload)
                     else MessageType.PROXIMITY_ALERT
                 )
-                await self._send_reliable(message_type, event)
+                cid = None
+                if isinstance(event, CommandResultPayload):
+                    cid = self._correlation.get(event.idempotency_key)
+                await self._send_reliable(message_type, event, cid)
             t = self.world.t
             if t >= next_status:
                 next_status = t + config.status_interval_s
@@ -318,6 +322,7 @@ class SwarmSimulator:
                 _log.warning("swarm_sim.bad_command", error=exc.message)
                 command = None
             if isinstance(command, CommandPayload):
+                self._correlation.setdefault(envelope.idempotency_key, envelope.correlation_id)
                 for result in self.world.submit(command, envelope.idempotency_key):
                     await self._send_reliable(
                         MessageType.COMMAND_RESULT, result, envelope.correlation_id

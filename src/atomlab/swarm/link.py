@@ -26,7 +26,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from atomlab.core.clock import Clock, SystemClock, utc_iso
 from atomlab.core.errors import CircuitOpenError, InvalidInputError
-from atomlab.core.logging import current_correlation_id, get_logger
+from atomlab.core.logging import correlation_scope, current_correlation_id, get_logger
 from atomlab.core.metrics import Metrics
 from atomlab.core.resilience import BreakerState, CircuitBreaker
 from atomlab.sim.swarm_channel import ReliableReceiver, ReliableSender
@@ -314,7 +314,8 @@ class SimulatorLink:
             self._m.invalid.inc()
             await self._send_error(conn, "unexpected", f"unexpected {envelope.type.value} frame")
         else:
-            await self._emit(envelope.type.value, envelope.payload)
+            with correlation_scope(envelope.correlation_id):
+                await self._emit(envelope.type.value, envelope.payload)
 
     async def _on_handshake(self, conn: _Connection, envelope: Envelope, body: BaseModel) -> None:
         if not isinstance(body, HandshakePayload) or body.role != "simulator":
@@ -368,7 +369,8 @@ class SimulatorLink:
             self._m.duplicates.inc()
         else:
             # Processed before the ack goes out: if this process dies first, the peer resends.
-            await self._emit(envelope.type.value, envelope.payload)
+            with correlation_scope(envelope.correlation_id):
+                await self._emit(envelope.type.value, envelope.payload)
             self._receiver.mark(envelope.seq)
         ack = AckPayload(message_id=envelope.message_id, seq=envelope.seq, duplicate=duplicate)
         await self._send_raw(
