@@ -214,3 +214,47 @@ async def test_through_the_queue_429s_are_waited_out_exactly_and_then_succeed() 
     assert clock.sleeps[:2] == [3.0, 3.0]
     assert len(clock.sleeps) == 3
     assert 0.0 <= clock.sleeps[2] <= 0.5
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("2.5", 2.5)],
+)
+def test_rate_limit_reset_durations_are_parsed(header: str, seconds: float) -> None:
+    from atomlab.llm.openai_compat import rate_limit_hint
+
+    hint = rate_limit_hint(
+        httpx.Headers({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": header})
+    )
+    assert hint is not None and hint.exhausted
+    assert hint.reset_s == pytest.approx(seconds)
+
+
+async def test_a_spent_request_quota_in_the_headers_pauses_new_calls_until_reset() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        response = completion(json.dumps(GOOD))
+        response.headers.update(
+            {
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "1.5s",
+                "x-ratelimit-remaining-tokens": "9000",
+                "x-ratelimit-reset-tokens": "80ms",
+            }
+        )
+        return response
+
+    clock = FakeClock()
+    queue = LlmQueue(provider(handler), clock=clock)
+    first = await queue.submit(request())
+    assert first.rate_limit is not None
+    assert (first.rate_limit.remaining_requests, first.rate_limit.remaining_tokens) == (0, 9000)
+    assert clock.sleeps == []
+    await queue.submit(request())
+    assert clock.sleeps == [1.5]  # waited for the quota to refill instead of collecting a 429
+
+
+async def test_without_rate_limit_headers_there_is_no_hint() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        return completion(json.dumps(GOOD))
+
+    assert (await provider(handler).generate(request())).rate_limit is None

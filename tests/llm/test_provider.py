@@ -89,3 +89,11 @@ def test_requests_get_distinct_ids_by_default() -> None:
     a = GenerationRequest(prompt="x", schema=Triage)
     b = GenerationRequest(prompt="x", schema=Triage)
     assert a.request_id != b.request_id
+
+
+def test_json_schema_keeps_field_order_and_is_a_fresh_copy_each_time() -> None:
+    request = GenerationRequest(prompt="x", schema=Triage)
+    first = request.json_schema()
+    assert list(first["properties"]) == list(Triage.model_fields)
+    first["properties"].clear()
+    assert request.json_schema() == Triage.model_json_schema()

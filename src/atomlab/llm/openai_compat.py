@@ -11,6 +11,7 @@ the server needs one, comes from ``OPENAI_API_KEY``. No retries happen here::
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ from atomlab.llm.provider import (
     ModelT,
     ProviderConnectionError,
     ProviderTimeoutError,
+    RateLimitHint,
     TokenUsage,
     error_for_status,
     parse_output,
@@ -33,6 +35,8 @@ DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT_S = 60.0
 REQUEST_ID_HEADER = "X-Client-Request-Id"
 _SCHEMA_NAME_CHARS = 64
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class OpenAICompatProvider:
@@ -118,6 +122,7 @@ class OpenAICompatProvider:
             provider=self.name,
             raw_text=text,
             latency_s=time.perf_counter() - started,
+            rate_limit=rate_limit_hint(response.headers),
         )
 
     async def aclose(self) -> None:
@@ -167,3 +172,39 @@ def _retry_after(headers: httpx.Headers) -> str | None:
             pass
     value = headers.get("retry-after")
     return None if value is None else str(value)
+
+
+def rate_limit_hint(headers: httpx.Headers) -> RateLimitHint | None:
+    """The ``x-ratelimit-*`` headers OpenAI (and vLLM/LiteLLM proxies) send, or None."""
+    requests = _int_header(headers, "x-ratelimit-remaining-requests")
+    tokens = _int_header(headers, "x-ratelimit-remaining-tokens")
+    if requests is None and tokens is None:
+        return None
+    resets = {
+        kind: _duration_s(headers.get(f"x-ratelimit-reset-{kind}"))
+        for kind in ("requests", "tokens")
+    }
+    exhausted = [resets[k] for k, left in (("requests", requests), ("tokens", tokens)) if left == 0]
+    candidates = [r for r in (exhausted or resets.values()) if r is not None]
+    reset = max(candidates) if exhausted and candidates else min(candidates, default=None)
+    return RateLimitHint(remaining_requests=requests, remaining_tokens=tokens, reset_s=reset)
+
+
+def _int_header(headers: httpx.Headers, name: str) -> int | None:
+    try:
+        return int(headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def _duration_s(text: str | None) -> float | None:
+    """``"6m0s"``, ``"1.5s"``, ``"20ms"`` → seconds (Go duration format); None if unreadable."""
+    if not text:
+        return None
+    parts = _DURATION_PART.findall(text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        try:
+            return max(float(text), 0.0)
+        except ValueError:
+            return None
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)

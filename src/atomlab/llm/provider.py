@@ -120,6 +120,22 @@ class GenerationRequest(Generic[ModelT]):
         return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class RateLimitHint:
+    """What the server's rate-limit headers said (``x-ratelimit-remaining-*``, ``-reset-*``).
+
+    ``reset_s`` is the wait until the exhausted limit (or the soonest, when none is) refills.
+    """
+
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+    reset_s: float | None = None
+
+    @property
+    def exhausted(self) -> bool:
+        return self.remaining_requests == 0 or self.remaining_tokens == 0
+
+
 @dataclass(frozen=True, kw_only=True)
 class Generation(Generic[ModelT_co]):
     """A validated answer plus what it cost and where it came from."""
@@ -132,6 +148,7 @@ class Generation(Generic[ModelT_co]):
     raw_text: str
     latency_s: float = 0.0
     attempts: int = 1
+    rate_limit: RateLimitHint | None = None
 
 
 @runtime_checkable

@@ -47,6 +47,7 @@ from atomlab.llm.provider import (
     ProviderServerError,
     ProviderTimeoutError,
     RateLimitedError,
+    RateLimitHint,
     RetryableProviderError,
     TokenUsage,
 )
@@ -450,6 +451,7 @@ class LlmQueue:
             self._child(self._m.duration, key).observe(time.perf_counter() - started)
         self.breaker.record_success()
         self._limit.on_success()
+        self._heed(generation.rate_limit)
         self._account(generation)
         self._outcome(key, "ok")
         return generation
@@ -468,6 +470,13 @@ class LlmQueue:
                 model=self.provider.model,
                 request_id=request.request_id,
             ) from exc
+
+    def _heed(self, hint: RateLimitHint | None) -> None:
+        """The server says a limit is spent: start nothing new until it refills."""
+        if hint is None or not hint.exhausted or not hint.reset_s:
+            return
+        pause = min(hint.reset_s, self.max_retry_after_s)
+        self._paused_until = max(self._paused_until, self._clock.monotonic() + pause)
 
     def _on_failure(self, exc: Exception, key: str, epoch: int) -> None:
         outcome = _outcome_of(exc)
