@@ -12,6 +12,8 @@ import pytest
 from atomlab.instrument import read_audit_log
 from atomlab.sim import SimulatorThread
 
+from .conftest import StateServer
+
 Cli = Callable[..., Any]
 
 
@@ -159,3 +161,50 @@ def test_user_errors_have_their_exit_codes(cli: Cli, sim: SimulatorThread) -> No
         closed = str(probe.getsockname()[1])
     refused = cli("instrument", "get", "bias_v", "--port", closed, "--json")
     assert refused.exit_code == 5 and refused.json["error"]["type"] == "connection_error"
+
+
+def test_host_timeout_and_settings_from_the_environment(
+    cli: Cli, state_server: StateServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = str(state_server.port)
+    ok = cli("instrument", "get", "bias_v", "--host", "127.0.0.1", "--port", port, "--json")
+    assert ok.exit_code == 0 and ok.json["value"] == 0.1
+    state_server.hang.set()
+    late = cli("instrument", "get", "bias_v", "--port", port, "--timeout-s", "0.2", "--json")
+    assert late.exit_code == 5 and late.json["error"]["type"] == "timeout"
+    state_server.hang.clear()
+    monkeypatch.setenv("ATOMLAB_INSTRUMENT__PORT", port)
+    monkeypatch.setenv("ATOMLAB_INSTRUMENT__ALLOW_WRITES", "1")
+    written = cli("instrument", "set", "bias_v", "0.2", "--json")
+    assert written.exit_code == 0 and written.json["readback"] == 0.2
+
+
+def test_a_lab_catalog_file_replaces_the_packaged_one(
+    cli: Cli, sim: SimulatorThread, tmp_path: Path
+) -> None:
+    catalog = tmp_path / "lab.yaml"
+    catalog.write_text(
+        "specs:\n"
+        "  - {label: Gap Voltage, name: gap_v, unit: V, get: {command: Bias.Get, field: bias_v},\n"
+        "     set: {command: Bias.Set, field: bias_v}, limits: {min: -1, max: 1}}\n",
+        encoding="utf-8",
+    )
+    specs = cli("instrument", "specs", "--catalog", str(catalog), "--read", *at(sim), "--json")
+    assert specs.exit_code == 0, specs.stdout
+    assert [(r["name"], r["value"]) for r in specs.json["specs"]] == [("gap_v", 0.1)]
+    beyond = cli(
+        "instrument",
+        "set",
+        "gap_v",
+        "2",
+        "--catalog",
+        str(catalog),
+        "--allow-writes",
+        *at(sim),
+        "--json",
+    )
+    assert beyond.exit_code == 2
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("signals:\n  - {label: X, name: x, get: {command: Nope.Get, field: v}}\n")
+    bad = cli("instrument", "specs", "--catalog", str(broken), "--json")
+    assert bad.exit_code == 3 and "Nope.Get" in bad.json["error"]["message"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from typing import Any
 
@@ -333,3 +334,25 @@ def test_official_client_round_trips_every_command(
 
 def _official_arg(f: Field, value: Any) -> Any:
     return list(value) if isinstance(value, list) else value
+
+
+# --- fuzz: malformed bytes only ever raise the protocol's own errors --------------------------
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    name=st.sampled_from(sorted(COMMANDS)),
+    body=st.binary(max_size=64),
+    head=st.binary(min_size=40, max_size=40),
+)
+def test_garbage_raises_only_protocol_errors(name: str, body: bytes, head: bytes) -> None:
+    """Invariant: no byte string makes the codec raise anything but a ProtocolError."""
+    for decode in (protocol.decode_args, protocol.decode_reply):
+        with contextlib.suppress(ProtocolError):
+            decode(name, body)
+    for read in (protocol.read_request_header, protocol.read_response_header):
+        try:
+            header = read(head)
+        except FramingError:
+            continue
+        assert 0 <= header.body_size <= protocol.MAX_BODY_SIZE
