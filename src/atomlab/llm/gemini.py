@@ -103,7 +103,9 @@ class GeminiProvider:
         text = response.text
         if text:
             return str(text)
-        reason = "no candidates"
+        feedback = getattr(response, "prompt_feedback", None)
+        blocked = getattr(feedback, "block_reason", None)
+        reason = f"prompt blocked: {blocked}" if blocked else "no candidates"
         if response.candidates:
             reason = f"finish reason {response.candidates[0].finish_reason}"
         hint = "; raise max_output_tokens" if "MAX_TOKENS" in reason else ""

@@ -26,6 +26,7 @@ from atomlab.llm.provider import (
     Generation,
     GenerationRequest,
     ModelT,
+    ProviderRequestError,
     TokenUsage,
     parse_output,
 )
@@ -49,8 +50,10 @@ _FORMAT_VALUES = {
 }
 
 
-class OfflineSchemaError(ValueError):
+class OfflineSchemaError(ProviderRequestError):
     """The schema uses something the offline provider cannot satisfy (e.g. a regex pattern)."""
+
+    type_name = "offline_schema_unsupported"
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,9 @@ class _AnswerBuilder:
         while "$ref" in schema:
             name = schema["$ref"].rsplit("/", 1)[-1]
             if name not in self.defs:
-                raise OfflineSchemaError(f"schema reference {schema['$ref']!r} is not defined")
+                raise OfflineSchemaError(
+                    f"schema reference {schema['$ref']!r} is not defined", provider="offline"
+                )
             schema = {**self.defs[name], **{k: v for k, v in schema.items() if k != "$ref"}}
         return schema
 
@@ -227,7 +232,8 @@ class _AnswerBuilder:
         if "pattern" in schema:
             raise OfflineSchemaError(
                 f"field {path} has a regex pattern {schema['pattern']!r}; the offline provider "
-                "cannot generate for patterns, use an enum or an unconstrained string"
+                "cannot generate for patterns, use an enum or an unconstrained string",
+                provider=OFFLINE_PROVIDER_NAME,
             )
         if schema.get("format") in _FORMAT_VALUES:
             return _FORMAT_VALUES[schema["format"]]
