@@ -142,3 +142,15 @@ def test_error_details_appear_in_the_envelope_payload():
     error = AtomlabError("broken", field="x")
     assert error.to_dict() == {"type": "error", "message": "broken", "details": {"field": "x"}}
     assert ExitCode.TERMINATED == 143
+
+
+def test_default_stream_follows_sys_stderr_even_after_it_is_replaced(monkeypatch):
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    configure_logging("INFO", "json")
+    get_logger().info("one")
+    first.close()  # the old stream is gone, as after a test's capture ends
+    monkeypatch.setattr("sys.stderr", second)
+    get_logger().info("two")
+    logging.getLogger("late").warning("three")
+    assert [line["event"] for line in json_lines(second)] == ["two", "three"]

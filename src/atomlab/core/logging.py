@@ -47,6 +47,20 @@ def _add_correlation_id(
     return event_dict
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the moment of writing.
+
+    Binding the stream object at configuration time breaks when it is later replaced and closed
+    (test capture, daemonisation): every late log line would then fail with "closed file".
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(
     level: str = "INFO", fmt: LogFormat = "console", stream: TextIO | None = None
 ) -> None:
@@ -54,7 +68,7 @@ def configure_logging(
     numeric = logging.getLevelNamesMapping().get(level.upper())
     if numeric is None:
         raise ValueError(f"unknown log level {level!r}")
-    out = stream if stream is not None else sys.stderr
+    out: Any = stream if stream is not None else _CurrentStderr()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         _add_correlation_id,
