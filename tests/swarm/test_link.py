@@ -295,3 +295,22 @@ async def test_a_malformed_command_is_refused_naming_the_field(
         await link.send_command(bad, idempotency_key="k")
     assert refused.value.details["field"] == field
     assert link.pending == 0
+
+
+async def test_buffered_commands_go_out_before_anything_sent_when_the_link_comes_up() -> None:
+    clock = FakeClock()
+    link, events, _ = make_link(clock)
+
+    async def on_event(event_type: str, payload: dict[str, object]) -> None:
+        await events(event_type, payload)
+        if event_type == "link_up":  # e.g. a coordinator halting an agent on reconnect
+            await link.send_command(command(9), idempotency_key="k9")
+
+    link.on_event = on_event
+    for n in (1, 2, 3):
+        await link.send_command(command(n), idempotency_key=f"k{n}")
+    async with serve_link(link) as url, raw_peer(url, clock) as peer:
+        await peer.handshake()
+        frames = [await peer.recv(MessageType.COMMAND) for _ in range(4)]
+        assert [f.idempotency_key for f in frames] == ["k1", "k2", "k3", "k9"]
+        assert [f.seq for f in frames] == [1, 2, 3, 4]

@@ -81,6 +81,7 @@ class _Connection:
     handshaken: bool = False
     closing: bool = False
     detached: bool = False
+    flushing: bool = False
     failed: bool = False
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -229,8 +230,8 @@ class SimulatorLink:
         self._keys_pending[idempotency_key] = envelope.seq
         self._m.pending.set(len(self._sender))
         conn = self._conn
-        if conn is not None and conn.handshaken and not conn.closing:
-            await self._transmit(conn, envelope)
+        if conn is not None and conn.handshaken and not conn.closing and not conn.flushing:
+            await self._transmit(conn, envelope)  # while flushing, the flush sends it in order
 
     async def handle(self, websocket: WebSocket) -> None:
         """Serve one simulator connection until it closes (mount as the ``/ws/isaac`` route)."""
@@ -337,9 +338,22 @@ class SimulatorLink:
         self._m.connections.labels(outcome="accepted").inc()
         self._m.connected.set(1)
         _log.info("swarm_link.up", agents=len(body.agents), pending=len(self._sender))
+        await self._flush(conn)
         await self._emit(LinkEvent.LINK_UP.value, body.model_dump(mode="json"))
-        for pending in self._sender.unsent():
-            await self._transmit(conn, pending)
+
+    async def _flush(self, conn: _Connection) -> None:
+        """Send everything buffered, strictly in ``seq`` order, before anything newer."""
+        conn.flushing = True
+        try:
+            while not conn.closing:
+                batch = self._sender.unsent()
+                if not batch:
+                    return
+                for envelope in batch:
+                    if not await self._transmit(conn, envelope):
+                        return
+        finally:
+            conn.flushing = False
 
     async def _on_ack(self, body: AckPayload) -> None:
         acked = self._sender.ack(body.seq)
@@ -452,10 +466,12 @@ class SimulatorLink:
 
     # --- sending ----------------------------------------------------------------------------
 
-    async def _transmit(self, conn: _Connection, envelope: Envelope) -> None:
+    async def _transmit(self, conn: _Connection, envelope: Envelope) -> bool:
         assert envelope.seq is not None
         if await self._send_raw(conn, envelope):
             self._sender.mark_sent(envelope.seq)
+            return True
+        return False
 
     async def _send_raw(self, conn: _Connection, envelope: Envelope) -> bool:
         if conn.closing:
