@@ -17,47 +17,53 @@ from tests.sim.conftest import Wire
 LAUNCH = [sys.executable, "-c", "from atomlab.cli.main import main; main()"]
 
 
-def start_server(*extra: str) -> tuple[subprocess.Popen[str], dict[str, object]]:
-    proc = subprocess.Popen(
+def launch(*extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [*LAUNCH, "sim", "spm", "--port", "0", "--port", "0", "--seed", "3", "--json", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def wait_listening(proc: subprocess.Popen[str]) -> dict[str, object]:
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the process announces itself once it listens
     if not line:
         proc.kill()
         _, err = proc.communicate()
         pytest.fail(f"the simulator did not start: {err}")
-    return proc, json.loads(line)
+    ready: dict[str, object] = json.loads(line)
+    return ready
 
 
-@pytest.mark.parametrize(
-    ("signum", "exit_code", "error_type"),
-    [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
-)
-def test_the_simulator_process_answers_and_stops_cleanly_on_a_signal(
-    signum: signal.Signals, exit_code: int, error_type: str
-) -> None:
-    proc, ready = start_server("--no-disturbances")
+def test_the_simulator_process_answers_and_stops_cleanly_on_sigterm_and_sigint() -> None:
+    """Two servers start side by side (to halve the wait); one gets SIGTERM, one SIGINT."""
+    cases = {signal.SIGTERM: (143, "terminated"), signal.SIGINT: (130, "interrupted")}
+    procs = {signum: launch("--no-disturbances") for signum in cases}
     try:
-        assert ready["ok"] is True and ready["seed"] == 3 and ready["disturbances"] is False
-        ports = ready["ports"]
-        assert isinstance(ports, list) and len(ports) == 2
-        for port in ports:
-            wire = Wire(port)
-            assert wire.ok("Bias.Get")["bias_v"] > 0
-            wire.close()
-        proc.send_signal(signum)
-        out, _err = proc.communicate(timeout=30)
+        for signum, proc in procs.items():
+            ready = wait_listening(proc)
+            assert ready["ok"] is True and ready["seed"] == 3 and ready["disturbances"] is False
+            ports = ready["ports"]
+            assert isinstance(ports, list) and len(ports) == 2
+            for port in ports:
+                wire = Wire(port)
+                assert wire.ok("Bias.Get")["bias_v"] > 0
+                wire.close()
+            proc.send_signal(signum)
+        for signum, proc in procs.items():
+            out, _err = proc.communicate(timeout=30)
+            exit_code, error_type = cases[signum]
+            assert proc.returncode == exit_code
+            envelope = json.loads(out.strip().splitlines()[-1])
+            assert envelope["error"]["type"] == error_type
+            assert envelope["exit_code"] == exit_code
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == exit_code
-    envelope = json.loads(out.strip().splitlines()[-1])
-    assert envelope["error"]["type"] == error_type and envelope["exit_code"] == exit_code
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 def test_a_taken_port_exits_4_and_names_the_port(cli: Callable[..., CliResult]) -> None:

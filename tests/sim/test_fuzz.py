@@ -13,13 +13,22 @@ from atomlab.core.clock import FakeClock
 from atomlab.instrument import COMMANDS
 from atomlab.instrument.protocol import decode_reply, read_response_header
 from atomlab.sim import Disturbances, SpmSimulator
+from atomlab.surface import Surface
 
 NAMES = sorted(COMMANDS)
 
 
+SURFACE = Surface.generate(0)  # read-only here, so shared
+
+
 def fresh_simulator() -> SpmSimulator:
     return SpmSimulator(
-        seed=0, ports=[], clock=FakeClock(), disturbances=Disturbances.none(), tick_interval_s=None
+        seed=0,
+        surface=SURFACE,
+        ports=[],
+        clock=FakeClock(),
+        disturbances=Disturbances.none(),
+        tick_interval_s=None,
     )
 
 

@@ -206,9 +206,13 @@ class StmCommands:
         return self._read_fresh(read)
 
     async def _read_fresh(self, read: Callable[[], Values]) -> Values:
-        period = self.physics.acq_period_s
-        now = self.clock.monotonic()
-        await self._sleep_until(now + period + (period - (now - self.physics.published_at_s)))
+        physics = self.physics
+        # the sample in flight (published next) is discarded; the one after it is returned
+        wanted = physics.publications + 2
+        wake = physics.published_at_s + 2 * physics.acq_period_s
+        while physics.publications < wanted:
+            await self._sleep_until(wake)
+            wake = self.clock.monotonic() + physics.dt_s
         return read()
 
     # ----------------------------------------------------------------- Bias

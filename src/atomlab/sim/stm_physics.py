@@ -190,6 +190,8 @@ class StmPhysics:
         self._next_publish_s = start_s + acq_period_s
         self.published: list[float] = []
         self.published_at_s = start_s
+        self.publications = 0
+        """How many samples have been published (one per acquisition period)."""
         # running sums of the oversampled signals (current, Z, setpoint error) since the last
         # publication: a published value is their average over the acquisition period
         self._sum_current = 0.0
@@ -301,6 +303,7 @@ class StmPhysics:
             values[SETPOINT_ERROR] = mean_current - self._signed_setpoint()
         self.published = values
         self.published_at_s = self.t_s
+        self.publications += 1
         self._sum_current = self._sum_z = 0.0
         self._samples = 0
 
