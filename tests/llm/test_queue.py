@@ -425,3 +425,11 @@ async def test_a_retry_after_beyond_the_cap_fails_instead_of_sleeping() -> None:
     await queue.submit(req(2))  # no global hour-long pause either
     assert clock.sleeps == []
     assert caught.value.details["request_id"] == "r0"
+
+
+def test_versioned_model_names_find_their_family_price() -> None:
+    queue = LlmQueue(ScriptedProvider())
+    assert queue.price_of("gpt-4o-mini-2024-07-18") == queue.price_of("gpt-4o-mini")
+    assert queue.price_of("gpt-4o-mini") != queue.price_of("gpt-4o")
+    assert queue.price_of("gemini-2.5-flash-preview-05-20") == queue.price_of("gemini-2.5-flash")
+    assert queue.price_of("unknown-model") is None

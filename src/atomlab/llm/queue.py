@@ -251,7 +251,7 @@ class LlmQueue:
         )
         self.budget = budget or Budget()
         self.prices = {**DEFAULT_PRICES, **(prices or {})}
-        if self.budget.max_usd is not None and provider.model not in self.prices:
+        if self.budget.max_usd is not None and self.price_of(provider.model) is None:
             raise ConfigError(
                 f"llm.budget_usd is set but model {provider.model!r} has no price; add it to "
                 f"llm.prices as {{{provider.model!r}: [input_usd_per_mtok, output_usd_per_mtok]}}",
@@ -397,7 +397,12 @@ class LlmQueue:
         return self._exhausted
 
     def price_of(self, model: str) -> ModelPrice | None:
-        return self.prices.get(model)
+        """The price of ``model``: an exact entry, else the longest entry it starts with
+        (``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``)."""
+        if model in self.prices:
+            return self.prices[model]
+        prefixes = [name for name in self.prices if model.startswith(name)]
+        return self.prices[max(prefixes, key=len)] if prefixes else None
 
     # --- one attempt ---------------------------------------------------------------------
 
@@ -514,7 +519,7 @@ class LlmQueue:
         self._usage = self._usage + usage
         self._child(self._m.tokens, generation.model, "prompt").inc(usage.prompt_tokens)
         self._child(self._m.tokens, generation.model, "output").inc(usage.output_tokens)
-        price = self.prices.get(generation.model) or self.prices.get(self.provider.model)
+        price = self.price_of(generation.model) or self.price_of(self.provider.model)
         if price is not None:
             cost = price.cost(usage)
             self._cost += cost
