@@ -433,3 +433,19 @@ def test_versioned_model_names_find_their_family_price() -> None:
     assert queue.price_of("gpt-4o-mini") != queue.price_of("gpt-4o")
     assert queue.price_of("gemini-2.5-flash-preview-05-20") == queue.price_of("gemini-2.5-flash")
     assert queue.price_of("unknown-model") is None
+
+
+async def test_the_soft_budget_limit_warns_once_before_the_hard_limit() -> None:
+    from structlog.testing import capture_logs
+
+    provider = ScriptedProvider(usage=TokenUsage(100, 0))
+    queue = make_queue(provider, FakeClock(), budget=Budget(max_tokens=1_000, warn_fraction=0.5))
+    with capture_logs() as logs:
+        for i in range(4):
+            await queue.submit(req(i))
+        assert not any("budget" in str(entry["event"]) for entry in logs)
+        for i in range(4):
+            await queue.submit(req(10 + i))
+    warnings = [entry for entry in logs if "nearly spent" in str(entry["event"])]
+    assert len(warnings) == 1
+    assert warnings[0]["spent_tokens"] == 500

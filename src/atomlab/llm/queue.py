@@ -57,6 +57,7 @@ DEFAULT_KEY = "default"
 MIN_CONCURRENCY = 1
 DECREASE_FACTOR = 0.5
 TOKENS_PER_MTOK = 1_000_000
+DEFAULT_BUDGET_WARN_FRACTION = 0.8
 TIMEOUT_GRACE_S = 5.0
 # A Retry-After longer than this means a spent quota, not a burst: fail instead of sleeping.
 DEFAULT_MAX_RETRY_AFTER_S = 300.0  # the whole-call deadline sits above the transport's own timeout
@@ -94,10 +95,24 @@ DEFAULT_PRICES: Mapping[str, ModelPrice] = {
 
 @dataclass(frozen=True)
 class Budget:
-    """Limits for a whole batch; ``None`` means unlimited."""
+    """Limits for a whole batch; ``None`` means unlimited.
+
+    Reaching ``warn_fraction`` of a limit logs one warning (the soft limit); reaching the limit
+    refuses new calls (the hard limit).
+    """
 
     max_usd: float | None = None
     max_tokens: int | None = None
+    warn_fraction: float = DEFAULT_BUDGET_WARN_FRACTION
+
+    def used_fraction(self, usd: float, tokens: int) -> float:
+        """The larger of the spent fractions of the two limits (0 when unlimited)."""
+        fractions = [0.0]
+        if self.max_usd:
+            fractions.append(usd / self.max_usd)
+        if self.max_tokens:
+            fractions.append(tokens / self.max_tokens)
+        return max(fractions)
 
 
 class BudgetExceededError(PolicyRefusedError):
@@ -277,6 +292,7 @@ class LlmQueue:
         self._usage = TokenUsage()
         self._cost = 0.0
         self._exhausted = False
+        self._warned = False
 
     @classmethod
     def from_settings(
@@ -524,6 +540,14 @@ class LlmQueue:
             cost = price.cost(usage)
             self._cost += cost
             self._child(self._m.cost, generation.model).inc(cost)
+        if not self._warned and (
+            self.budget.used_fraction(self._cost, self._usage.total_tokens)
+            >= self.budget.warn_fraction
+        ):
+            self._warned = True
+            _log.warning(
+                "llm budget nearly spent; new calls stop at the limit", **self._budget_details()
+            )
 
     def _check_budget(self, request: GenerationRequest[Any], key: str) -> None:
         budget = self.budget
