@@ -63,8 +63,13 @@ async def _serve(simulator: SpmSimulator, json_out: bool) -> signal.Signals:
     """Serve until SIGINT or SIGTERM; return the signal that stopped it."""
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[signal.Signals] = loop.create_future()
+    handled = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, _resolve, stop, signum)
+        try:
+            loop.add_signal_handler(signum, _resolve, stop, signum)
+            handled.append(signum)
+        except NotImplementedError:  # Windows: Ctrl-C arrives as KeyboardInterrupt (exit 130)
+            pass
     try:
         await simulator.start()
         where = ", ".join(f"{simulator.host}:{p}" for p in simulator.ports)
@@ -84,7 +89,7 @@ async def _serve(simulator: SpmSimulator, json_out: bool) -> signal.Signals:
         return await stop
     finally:
         await simulator.stop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in handled:
             loop.remove_signal_handler(signum)
 
 

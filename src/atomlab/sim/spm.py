@@ -93,9 +93,7 @@ class SpmSimulator:
         loop = asyncio.get_running_loop()
         try:
             for port in self.requested_ports:
-                server = await loop.create_server(
-                    lambda: _Connection(self), self.host, port, reuse_address=True
-                )
+                server = await loop.create_server(lambda: _Connection(self), self.host, port)
                 self._servers.append(server)
                 self.ports.append(server.sockets[0].getsockname()[1])
         except OSError as exc:
