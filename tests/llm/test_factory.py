@@ -110,3 +110,17 @@ def test_environment_variables_reach_the_llm_settings() -> None:
     )
     llm = loaded.settings.llm
     assert (llm.provider, llm.budget_usd, llm.model) == ("openai", 2.5, "qwen2.5")
+
+
+def test_explicit_openai_without_url_or_key_says_what_to_set() -> None:
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY") as caught:
+        make_provider(LlmSettings(provider="openai"), environ={})
+    assert "llm.base_url" in caught.value.message
+
+
+def test_explicit_openai_with_a_key_targets_the_openai_api() -> None:
+    provider = make_provider(
+        LlmSettings(provider="openai", model="gpt-4o-mini"), environ={"OPENAI_API_KEY": "sk"}
+    )
+    assert isinstance(provider, OpenAICompatProvider)
+    assert provider.base_url == "https://api.openai.com/v1"

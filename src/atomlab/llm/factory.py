@@ -79,6 +79,12 @@ def _make_online(
         )
     from atomlab.llm.openai_compat import OpenAICompatProvider
 
+    if not settings.base_url and not env.get(OPENAI_KEY_VAR):
+        raise ConfigError(
+            "llm.provider is 'openai' but neither llm.base_url (ATOMLAB_LLM__BASE_URL, for a "
+            "local server such as Ollama) nor OPENAI_API_KEY is set",
+            field="llm.base_url",
+        )
     return OpenAICompatProvider(
         base_url=settings.base_url,
         api_key=env.get(OPENAI_KEY_VAR),
