@@ -187,3 +187,20 @@ def test_no_planned_step_exceeds_max_step_or_leaves_the_limits(
     for a, b in itertools.pairwise((plan.old, *plan.steps)):
         assert abs(b - a) <= 0.1 * (1 + 1e-6)
         assert -5.0 <= b <= 5.0
+
+
+def test_an_interrupted_ramp_is_audited_with_the_steps_sent(
+    client: NanonisClient, state_server: StateServer, audit: Path
+) -> None:
+    class InterruptingClock(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            if len(self.sleeps) == 1:
+                raise KeyboardInterrupt
+            super().sleep(seconds)
+
+    with pytest.raises(KeyboardInterrupt):
+        make_guard(client, audit, InterruptingClock()).set("bias_v", 0.5)
+    record = read_audit_log(audit)[-1]
+    assert record["outcome"] == "failed" and record["steps_sent"] == 2
+    assert "interrupted" in record["reason"]
+    assert sets(state_server) == ["Bias.Set", "Bias.Set"]

@@ -316,6 +316,9 @@ class WriteGuard:
             except AtomlabError as exc:
                 self._audit_plan(plan, "failed", sent, reason=exc.message)
                 raise
+            except KeyboardInterrupt:
+                self._audit_plan(plan, "failed", sent, reason="interrupted by the operator")
+                raise
             finally:
                 if sent:
                     self._last_write[entry.name] = self.clock.now().timestamp()
