@@ -39,6 +39,7 @@ def _filled(directory: Path, count: int) -> tuple[ResponseCache, list[str]]:
     keys = [_key(prompt=f"prompt {n}") for n in range(count)]
     for n, key in enumerate(keys):
         cache.put(key, {"text": f"answer {n}"}, provider="offline", model="m", stage="s")
+    cache.flush()
     return cache, keys
 
 
@@ -105,6 +106,7 @@ def test_off_and_refresh_modes_never_read(tmp_path: Path) -> None:
     refresh = ResponseCache(tmp_path, mode="refresh")
     assert refresh.get(keys[0], Answer) is None
     refresh.put(keys[0], {"text": "fresh"}, provider="offline", model="m")
+    refresh.close()
     assert ResponseCache(tmp_path).get(keys[0], Answer) == {"text": "fresh"}
 
 
@@ -135,6 +137,19 @@ def test_purge_by_stage_and_all(tmp_path: Path) -> None:
     assert cache.purge() == 3
     assert cache.stats()["entries"] == 0
     assert list((tmp_path / "entries").glob("*/*.json")) == []
+
+
+def test_an_entry_whose_manifest_row_was_never_written_is_an_orphan_and_a_miss(
+    tmp_path: Path,
+) -> None:
+    """A hard kill between the entry file and the batched manifest write."""
+    writer = ResponseCache(tmp_path)
+    key = _key(prompt="killed")
+    writer.put(key, {"text": "x"}, provider="offline", model="m")
+    assert writer.get(key, Answer) == {"text": "x"}  # the writer sees its own pending rows
+    reader = ResponseCache(tmp_path)  # the writer died without flushing
+    assert reader.get(key, Answer) is None
+    assert reader.validate().orphans == [key]
 
 
 def test_manifest_schema_is_versioned(tmp_path: Path) -> None:

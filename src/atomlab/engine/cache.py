@@ -34,6 +34,7 @@ CACHE_MODES: tuple[CacheMode, ...] = ("read-write", "read-only", "refresh", "off
 MANIFEST_NAME = "manifest.sqlite"
 ENTRIES_DIR = "entries"
 ENTRY_FORMAT = 1
+MANIFEST_BATCH = 64
 
 MANIFEST_MIGRATIONS = [
     """
@@ -129,6 +130,7 @@ class ResponseCache:
         self.misses = 0
         self.corrupt = 0
         self._conn: sqlite3.Connection | None = None
+        self._pending: dict[str, tuple[str, int, str, str, str]] = {}
 
     @property
     def readable(self) -> bool:
@@ -145,7 +147,21 @@ class ResponseCache:
             migrate(self._conn, MANIFEST_MIGRATIONS)
         return self._conn
 
+    def flush(self) -> None:
+        """Write buffered manifest rows (puts are batched; a hard kill leaves orphans, not harm)."""
+        if self._pending:
+            conn = self._db()
+            with conn:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO entries (key, sha256, size, provider, model, stage) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(key, *row) for key, row in self._pending.items()],
+                )
+            self._pending.clear()
+
     def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.flush()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -157,11 +173,16 @@ class ResponseCache:
         """The cached answer for ``key`` (checked and validated), or None."""
         if not self.readable:
             return None
-        row = self._db().execute("SELECT sha256 FROM entries WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            self._count("miss")
-            return None
-        value = self._read_checked(key, row["sha256"], schema)
+        pending = self._pending.get(key)
+        if pending is not None:
+            expected = pending[0]
+        else:
+            row = self._db().execute("SELECT sha256 FROM entries WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                self._count("miss")
+                return None
+            expected = row["sha256"]
+        value = self._read_checked(key, expected, schema)
         if value is None:
             self._count("corrupt")
             if self.writable:
@@ -190,17 +211,14 @@ class ResponseCache:
                 Path(tmp).unlink()
             raise
         digest = hashlib.sha256(body).hexdigest()
-        conn = self._db()
-        with conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO entries (key, sha256, size, provider, model, stage) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (key, digest, len(body), provider, model, stage),
-            )
+        self._pending[key] = (digest, len(body), provider, model, stage)
+        if len(self._pending) >= MANIFEST_BATCH:
+            self.flush()
 
     def validate(self, *, fix: bool = False) -> CacheReport:
         """Check every entry's hash and JSON; with ``fix``, delete the bad ones and orphans."""
         report = CacheReport()
+        self.flush()
         conn = self._db()
         known: set[str] = set()
         for row in conn.execute("SELECT key, sha256 FROM entries ORDER BY key").fetchall():
@@ -221,6 +239,7 @@ class ResponseCache:
 
     def purge(self, *, stage: str | None = None) -> int:
         """Delete every entry (or those of one ``stage``); return how many."""
+        self.flush()
         conn = self._db()
         if stage is None:
             keys = [r["key"] for r in conn.execute("SELECT key FROM entries").fetchall()]
@@ -235,6 +254,7 @@ class ResponseCache:
 
     def stats(self) -> dict[str, Any]:
         """Entry count and bytes, overall and per stage, plus this instance's hit/miss counters."""
+        self.flush()
         conn = self._db()
         total = conn.execute("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS b FROM entries")
         row = total.fetchone()
@@ -276,6 +296,7 @@ class ResponseCache:
         return value
 
     def _remove(self, key: str) -> None:
+        self._pending.pop(key, None)
         with contextlib.suppress(FileNotFoundError):
             self.entry_path(key).unlink()
         conn = self._db()

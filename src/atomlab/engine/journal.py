@@ -105,16 +105,40 @@ class RunManifest:
         return changes
 
 
+STAGE_BATCH = 64
+
+
 class Journal:
-    """The SQLite journal of one output path. Writes are committed one by one (WAL, NORMAL)."""
+    """The SQLite journal of one output path (WAL, ``synchronous=NORMAL``).
+
+    Stage answers are buffered and written in the transaction of the next finished item (or
+    every ``STAGE_BATCH`` answers): a hard kill loses at most that many answers, which the
+    response cache still holds. Finished items are committed one by one, after their line.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection = connect(path)
         migrate(self._conn, JOURNAL_MIGRATIONS)
+        self._stage_rows: list[tuple[int, str, str]] = []
 
     def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.flush()
         self._conn.close()
+
+    def flush(self) -> None:
+        """Write buffered stage answers."""
+        if self._stage_rows:
+            with self._conn:
+                self._write_stage_rows()
+
+    def _write_stage_rows(self) -> None:
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO stages (item_index, stage_key, value) VALUES (?, ?, ?)",
+            self._stage_rows,
+        )
+        self._stage_rows = []
 
     def manifest(self) -> RunManifest | None:
         rows = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
@@ -136,6 +160,7 @@ class Journal:
         self.set_status("running")
 
     def set_status(self, status: str) -> None:
+        self.flush()
         with self._conn:
             self._conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('status', ?)", (status,)
@@ -148,16 +173,16 @@ class Journal:
         return {row["stage_key"]: json.loads(row["value"]) for row in rows}
 
     def record_stage(self, index: int, stage_key: str, value: dict[str, Any]) -> None:
-        with self._conn:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO stages (item_index, stage_key, value) VALUES (?, ?, ?)",
-                (index, stage_key, canonical_json(value)),
-            )
+        self._stage_rows.append((index, stage_key, canonical_json(value)))
+        if len(self._stage_rows) >= STAGE_BATCH:
+            self.flush()
 
     def record_item(
         self, index: int, item_id: str, outcome: str, out_end: int, rejects_end: int
     ) -> None:
         with self._conn:
+            if self._stage_rows:
+                self._write_stage_rows()
             self._conn.execute(
                 "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?)",
                 (index, item_id, outcome, out_end, rejects_end),

@@ -5,11 +5,22 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from atomlab.core.metrics import Metrics
 
 STAGE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+@dataclass(frozen=True)
+class StageMetrics:
+    submitted: Counter
+    ok: Counter
+    error: Counter
+    duration: Histogram
+    retries: Counter
 
 
 class EngineMetrics:
@@ -50,6 +61,24 @@ class EngineMetrics:
         self.breaker_state = metrics.gauge(
             "breaker_state", "LLM circuit breaker: 0 closed, 1 open, 2 half-open."
         )
+
+        self.prompt_tokens = self.tokens.labels(kind="prompt")
+        self.output_tokens = self.tokens.labels(kind="output")
+        self._stages: dict[str, StageMetrics] = {}
+
+    def for_stage(self, stage: str) -> StageMetrics:
+        """The label children of one stage, resolved once (label lookups cost per call)."""
+        found = self._stages.get(stage)
+        if found is None:
+            found = StageMetrics(
+                submitted=self.submitted.labels(stage=stage),
+                ok=self.completed.labels(stage=stage, outcome="ok"),
+                error=self.completed.labels(stage=stage, outcome="error"),
+                duration=self.stage_duration.labels(stage=stage),
+                retries=self.retries.labels(stage=stage),
+            )
+            self._stages[stage] = found
+        return found
 
     def cache_event(self, event: str) -> None:
         {"hit": self.cache_hits, "miss": self.cache_misses, "corrupt": self.cache_corrupt}[

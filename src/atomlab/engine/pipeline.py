@@ -122,8 +122,34 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+class JsonList(list[Any]):
+    """A list that is never changed after creation and renders its JSON once (catalogues)."""
+
+    _text: str | None = None
+
+    def canonical(self) -> str:
+        if self._text is None:
+            self._text = canonical_json(self)
+        return self._text
+
+
+class JsonDict(dict[str, Any]):
+    """A dict that is never changed after creation and renders its JSON once (items, answers)."""
+
+    _text: str | None = None
+
+    def canonical(self) -> str:
+        if self._text is None:
+            self._text = canonical_json(self)
+        return self._text
+
+
 def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else canonical_json(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, JsonList | JsonDict):
+        return value.canonical()
+    return canonical_json(value)
 
 
 @dataclass(frozen=True)
@@ -314,7 +340,9 @@ def build_pipeline(
         names.add(spec.fanout.catalogue)
     for stage in spec.stages:
         names.update(stage.catalogues)
-    loaded = {name: catalogues.load_catalogue(name) for name in sorted(names)}
+    loaded: dict[str, list[CatalogueEntry]] = {
+        name: JsonList(catalogues.load_catalogue(name)) for name in sorted(names)
+    }
     models = _SchemaBuilder(spec.schemas, loaded).build_all()
     stages = []
     for stage in spec.stages:
@@ -465,6 +493,8 @@ class _SchemaBuilder:
 
 __all__ = [
     "FanoutSpec",
+    "JsonDict",
+    "JsonList",
     "Pipeline",
     "PipelineSpec",
     "Stage",

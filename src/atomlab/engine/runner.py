@@ -55,6 +55,7 @@ from atomlab.engine.journal import (
 from atomlab.engine.metrics import EngineMetrics
 from atomlab.engine.pipeline import (
     SOURCE_REF_PREFIX,
+    JsonDict,
     Pipeline,
     Stage,
     canonical_json,
@@ -66,6 +67,7 @@ log = get_logger("atomlab.engine")
 
 StopKind = Literal["interrupt", "terminate"]
 DEFAULT_CONCURRENCY = 8
+ITEMS_PER_SLOT = 2
 WINDOW_FACTOR = 4  # finished items may wait this many admission windows for a slow predecessor
 HASH_CHUNK = 1 << 20
 _BREAKER_LEVELS = {"closed": 0, "open": 1, "half_open": 2}
@@ -379,7 +381,9 @@ class PipelineRunner:
     # --- scheduling ---------------------------------------------------------------------
 
     async def _feed(self, input_path: Path, *, skip: int) -> None:
-        limit = self.options.max_items_in_flight or self.options.concurrency
+        # Items have little parallelism early on (one item-stage call), so admit twice as
+        # many items as call slots to keep every slot busy.
+        limit = self.options.max_items_in_flight or ITEMS_PER_SLOT * self.options.concurrency
         window = limit * WINDOW_FACTOR
         index = -1
         for _line_no, item in _read_lines(input_path):
@@ -406,7 +410,8 @@ class PipelineRunner:
         while self._active:
             await asyncio.gather(*self._active.values(), return_exceptions=True)
 
-    async def _item_task(self, index: int, item: dict[str, Any]) -> None:
+    async def _item_task(self, index: int, raw_item: dict[str, Any]) -> None:
+        item = JsonDict(raw_item)
         item_id = self.pipeline.item_id(item)
         try:
             record = await self._process(index, item_id, item)
@@ -626,7 +631,7 @@ class PipelineRunner:
         """Journal, then cache, then the provider: the first that has the answer gives it."""
         if key in run.journaled:
             self.summary.journal_hits += 1
-            return run.journaled[key]
+            return JsonDict(run.journaled[key])
         if self.stopping:
             raise _RunStoppedError
         try:
@@ -658,7 +663,7 @@ class PipelineRunner:
                 )
         assert self._journal is not None
         self._journal.record_stage(run.index, key, value)
-        return value
+        return JsonDict(value)
 
     async def _ask(
         self,
@@ -678,7 +683,8 @@ class PipelineRunner:
             request_id=f"{self._run_tag}:{run.item_id}:{key}",
         )
         label = stage.name
-        self.metrics.submitted.labels(stage=label).inc()
+        instruments = self.metrics.for_stage(label)
+        instruments.submitted.inc()
         async with self._calls:
             if self.stopping:
                 raise _RunStoppedError
@@ -688,19 +694,19 @@ class PipelineRunner:
             try:
                 generation = await self._send(request, label)
             except AtomlabError as exc:
-                self.metrics.completed.labels(stage=label, outcome="error").inc()
+                instruments.error.inc()
                 raise self._stage_failure(exc, run, key, request.request_id, error) from exc
             finally:
                 self.metrics.inflight.dec()
-                self.metrics.stage_duration.labels(stage=label).observe(loop.time() - started)
-        self.metrics.completed.labels(stage=label, outcome="ok").inc()
+                instruments.duration.observe(loop.time() - started)
+        instruments.ok.inc()
         if generation.attempts > 1:
-            self.metrics.retries.labels(stage=label).inc(generation.attempts - 1)
+            instruments.retries.inc(generation.attempts - 1)
         self.summary.calls += 1
         self.summary.prompt_tokens += generation.usage.prompt_tokens
         self.summary.output_tokens += generation.usage.output_tokens
-        self.metrics.tokens.labels(kind="prompt").inc(generation.usage.prompt_tokens)
-        self.metrics.tokens.labels(kind="output").inc(generation.usage.output_tokens)
+        self.metrics.prompt_tokens.inc(generation.usage.prompt_tokens)
+        self.metrics.output_tokens.inc(generation.usage.output_tokens)
         value: dict[str, Any] = generation.value.model_dump(mode="json")
         return value
 
