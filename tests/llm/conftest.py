@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Literal
 
-import pytest
 from pydantic import BaseModel, Field
 
 from atomlab.llm import Generation, GenerationRequest, TokenUsage
@@ -96,8 +95,3 @@ class ScriptedProvider:
 
 class Ok(BaseModel):
     ok: bool
-
-
-@pytest.fixture
-def ok_request() -> GenerationRequest[Ok]:
-    return GenerationRequest(prompt="hello", schema=Ok, request_id="req-1")
