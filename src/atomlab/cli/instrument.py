@@ -168,7 +168,7 @@ def get(
     catalog: CatalogOption = None,
     json_out: output.JsonOption = False,
 ) -> None:
-    """Read one signal or spec (``bias_v``), or every field of a command (``Scan.FrameGet``)."""
+    """Read one signal or spec (bias_v), or every field of a command (Scan.FrameGet)."""
     output.use_json(json_out)
     if "." in name and is_known(name):
         with _client(host, port, timeout_s) as client:
