@@ -71,23 +71,30 @@ def test_kill_9_run_is_marked_crashed_by_next_runs_command(home, cli):
     try:
         proc.kill()
         proc.wait(timeout=20)
+        assert json.loads(Path(data["run_dir"], "run.json").read_text())["status"] == "running"
+        result = cli("runs", "list", "--json")
+        assert result.exit_code == 0
+        (row,) = result.json["runs"]
+        assert row["status"] == "crashed"
+        record = json.loads(Path(data["run_dir"], "run.json").read_text())
+        assert record["status"] == "crashed" and record["steps"][0]["status"] == "failed"
+        assert f"step process group(s) [{step_pid}] may still be running" in record["reason"]
     finally:
         _cleanup_group(step_pid)
-    assert json.loads(Path(data["run_dir"], "run.json").read_text())["status"] == "running"
-    result = cli("runs", "list", "--json")
-    assert result.exit_code == 0
-    (row,) = result.json["runs"]
-    assert row["status"] == "crashed"
-    record = json.loads(Path(data["run_dir"], "run.json").read_text())
-    assert record["status"] == "crashed" and record["steps"][0]["status"] == "failed"
 
 
 def test_live_run_is_never_reaped(home, cli):
-    proc = atomlab_process(home, "runs", "exec", "-p", "alive", "-s", "long=sleep 60")
+    proc = atomlab_process(
+        home, "runs", "exec", "-p", "alive", "-s", "long=sleep 60", "--expect", "long=120"
+    )
     data = _running_run(home)
     try:
         result = cli("runs", "list", "--json")
         assert result.json["runs"][0]["status"] == "running"
+        status = cli("runs", "status", "--json").json["run"]
+        assert (status["current_step"], status["position"], status["steps_total"]) == ("long", 1, 1)
+        assert 0 < status["eta"]["remaining_s"] <= 120
+        assert status["eta"]["basis"] == "priors"
         ps = cli("runs", "ps", "--json")
         assert [r["run_id"] for r in ps.json["runs"]] == [data["run_id"]]
     finally:

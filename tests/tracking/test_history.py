@@ -168,3 +168,39 @@ def test_run_json_is_never_seen_half_written(home, clock):
     assert bad == []
     assert read_run(tracker.run_dir).steps_done == 100
     shutil.rmtree(tracker.run_dir)
+
+
+def _dead_run(home: Path, *, host: str, heartbeat_at: str) -> str:
+    """A run left 'running' by a process that is gone (nothing holds its lock)."""
+    from datetime import UTC, datetime
+
+    from atomlab.tracking.models import RunRecord, RunStatus
+    from atomlab.tracking.store import create_run_dir, save_run
+
+    run_id, run_dir = create_run_dir(home / "runs", "p", datetime.now(UTC))
+    record = RunRecord(
+        run_id=run_id,
+        pipeline="p",
+        status=RunStatus.RUNNING,
+        created_at=heartbeat_at,
+        heartbeat_at=heartbeat_at,
+        host=host,
+        pid=999_999,
+        run_dir=str(run_dir),
+    )
+    save_run(record)
+    with RunIndex.open(home) as index:
+        index.upsert(record)
+    return run_id
+
+
+def test_reaper_on_another_host_waits_for_a_stale_heartbeat(home):
+    from atomlab.core.clock import utc_now_iso
+
+    fresh = _dead_run(home, host="other-host", heartbeat_at=utc_now_iso())
+    stale = _dead_run(home, host="other-host", heartbeat_at="2020-01-01T00:00:00.000000Z")
+    with RunIndex.open(home) as index:
+        assert index.reap(stale_after_s=15) == [stale]
+        statuses = {r.run_id: r.status for r in index.list_runs()}
+    assert statuses == {fresh: "running", stale: "crashed"}
+    assert "SIGKILL" in (read_run(home / "runs" / stale).reason or "")

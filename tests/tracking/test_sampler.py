@@ -38,9 +38,9 @@ def test_busy_child_process_shows_up_in_the_tree_cpu():
 
         def busy_sample() -> dict | None:
             sample = sampler.sample()
-            return sample if sample["proc_cpu_pct"] > 30 else None
+            return sample if sample["proc_cpu_pct"] > 10 else None
 
-        sample = wait_until(busy_sample, timeout_s=30)
+        sample = wait_until(busy_sample, timeout_s=60)
         assert sample["proc_count"] >= 2
         assert child.pid in sampler.tree.pids
     finally:

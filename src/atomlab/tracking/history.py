@@ -420,11 +420,21 @@ class RunIndex:
                 "the tracking process died without recording an end (killed with SIGKILL, "
                 "out of memory or power loss)"
             )
+            survivors: list[int] = []
             for step in record.steps:
                 if step.status is StepStatus.RUNNING:
                     step.status = StepStatus.FAILED
                     step.ended_at = now
                     step.reason = "run crashed"
+                    if step.pid is not None and record.host == socket.gethostname():
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(step.pid, 0)  # probe only: never kill a guessed group
+                            survivors.append(step.pid)
+            if survivors:
+                record.reason = (record.reason or "") + (
+                    f"; the step process group(s) {survivors} may still be running "
+                    f"(check with `ps -g {survivors[0]}`)"
+                )
             save_run(record)
             appender = JsonlAppender(run_dir / EVENTS_FILE)
             try:
@@ -433,6 +443,7 @@ class RunIndex:
                         "t": now,
                         "event": "run.crashed",
                         "heartbeat_age_s": heartbeat_age_s,
+                        "orphaned_step_groups": survivors,
                         "detected_by_pid": os.getpid(),
                     }
                 )
