@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
+import uuid
 from typing import Any, Literal
 
 import pytest
@@ -39,12 +43,41 @@ class Plateau(BaseModel):
 Feature.model_rebuild()
 
 
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Edges(BaseModel):
+    """Bounds and types that a naive schema walker gets wrong."""
+
+    long: str = Field(min_length=50, max_length=60)
+    tiny: str = Field(max_length=3)
+    exact: str = Field(min_length=5, max_length=5)
+    five: list[int] = Field(min_length=5, max_length=5)
+    sevens: int = Field(multiple_of=7, ge=10, le=100)
+    halves: float = Field(multiple_of=0.5, ge=0, le=10)
+    below: int = Field(lt=-5)
+    at_most: float = Field(le=-1.0)
+    open_unit: float = Field(gt=0, lt=1)
+    only_one: int = Field(gt=0, lt=2)
+    when: datetime.datetime
+    day: datetime.date
+    uid: uuid.UUID
+    amount: decimal.Decimal
+    color: Color
+    pair: tuple[int, str]
+    tags: set[str]
+    scores: dict[str, int]
+    maybe: list[Score5] | None
+
+
 async def _answer(schema: type[BaseModel], prompt: str, **kw: Any) -> Any:
     provider = OfflineProvider(**kw)
     return await provider.generate(GenerationRequest(prompt=prompt, schema=schema))
 
 
-@pytest.mark.parametrize("schema", [Triage, Plateau])
+@pytest.mark.parametrize("schema", [Triage, Plateau, Edges])
 async def test_answers_validate_against_the_schema(schema: type[BaseModel]) -> None:
     generation = await _answer(schema, "Vacancy cluster near the step edge at (12, 40)")
     assert isinstance(generation.value, schema)
@@ -93,3 +126,13 @@ async def test_any_prompt_yields_a_valid_answer(prompt: str, system: str | None)
     request = GenerationRequest(prompt=prompt, schema=Plateau, system=system)
     generation = await provider.generate(request)
     assert Plateau.model_validate_json(generation.raw_text) == generation.value
+
+
+async def test_edge_bounds_hold_for_many_prompts() -> None:
+    provider = OfflineProvider()
+    for i in range(25):
+        request = GenerationRequest(prompt=f"edge case {i}", schema=Edges)
+        value = (await provider.generate(request)).value
+        assert value.only_one == 1
+        assert value.sevens % 7 == 0
+        assert value.maybe is not None  # optional fields carry content

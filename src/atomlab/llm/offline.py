@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,7 +158,7 @@ class _AnswerBuilder:
             return options[self.seed(path).number() % len(options)]
         for key in ("anyOf", "oneOf"):
             if key in schema:
-                return self.value(self.pick_variant(schema[key], path), path)
+                return self.value(self.pick_variant(schema[key]), path)
         if "allOf" in schema:
             merged: dict[str, Any] = {}
             for part in schema["allOf"]:
@@ -174,11 +176,12 @@ class _AnswerBuilder:
             schema = {**self.defs[name], **{k: v for k, v in schema.items() if k != "$ref"}}
         return schema
 
-    def pick_variant(self, variants: list[dict[str, Any]], path: str) -> dict[str, Any]:
-        # Prefer a non-null variant so optional fields carry content.
+    def pick_variant(self, variants: list[dict[str, Any]]) -> dict[str, Any]:
+        # The first variant that carries content and can be generated: pydantic lists the
+        # declared type first and lenient alternatives (Decimal's string form) after it.
         concrete = [v for v in variants if self.resolve(v).get("type") != "null"]
-        options = concrete or variants
-        return options[self.seed(path + "|variant").number() % len(options)]
+        generable = [v for v in concrete if "pattern" not in self.resolve(v)]
+        return (generable or concrete or variants)[0]
 
     def typed(self, schema: dict[str, Any], path: str) -> Any:
         kind = schema.get("type")
@@ -235,6 +238,8 @@ class _AnswerBuilder:
                 "cannot generate for patterns, use an enum or an unconstrained string",
                 provider=OFFLINE_PROVIDER_NAME,
             )
+        if schema.get("format") == "uuid":
+            return str(uuid.UUID(bytes=self.seed(path).digest[:16]))
         if schema.get("format") in _FORMAT_VALUES:
             return _FORMAT_VALUES[schema["format"]]
         seed = self.seed(path)
@@ -252,23 +257,45 @@ class _AnswerBuilder:
         return text if len(text) >= low else text.ljust(low, "x")
 
     def integer(self, schema: dict[str, Any], path: str) -> int:
-        low = int(schema.get("minimum", DEFAULT_INT_RANGE[0]))
-        high = int(schema.get("maximum", low + DEFAULT_INT_RANGE[1] - DEFAULT_INT_RANGE[0]))
-        if "exclusiveMinimum" in schema:
-            low = int(schema["exclusiveMinimum"]) + 1
-        if "exclusiveMaximum" in schema:
-            high = int(schema["exclusiveMaximum"]) - 1
-        if high < low:
-            high = low + DEFAULT_INT_RANGE[1]
-        value = low + self.seed(path).number() % (high - low + 1)
-        step = schema.get("multipleOf")
-        if step:
-            value = max(low, (value // int(step)) * int(step))
-        return value
+        low, high = _bounds(schema, DEFAULT_INT_RANGE, integer=True)
+        step = int(schema.get("multipleOf", 1)) or 1
+        first = -(-int(low) // step) * step  # the smallest multiple of step >= low
+        choices = max((int(high) - first) // step + 1, 1)
+        return first + step * (self.seed(path).number() % choices)
 
     def number(self, schema: dict[str, Any], path: str) -> float:
-        low = float(schema.get("minimum", schema.get("exclusiveMinimum", DEFAULT_NUMBER_RANGE[0])))
-        default_high = low + (DEFAULT_NUMBER_RANGE[1] - DEFAULT_NUMBER_RANGE[0])
-        high = float(schema.get("maximum", schema.get("exclusiveMaximum", default_high)))
+        low, high = _bounds(schema, DEFAULT_NUMBER_RANGE, integer=False)
+        step = schema.get("multipleOf")
+        if step:
+            first = math.ceil(low / step)
+            choices = max(math.floor(high / step) - first + 1, 1)
+            return float((first + self.seed(path).number() % choices) * step)
         fraction = 0.05 + 0.9 * self.seed(path).unit()  # stays clear of exclusive bounds
         return round(low + (high - low) * fraction, 6)
+
+
+def _bounds(
+    schema: dict[str, Any], default: tuple[float, float], *, integer: bool
+) -> tuple[float, float]:
+    """The inclusive range a number may take (exclusive bounds moved inwards for integers)."""
+    low: float | None = schema.get("minimum")
+    high: float | None = schema.get("maximum")
+    nudge = 1 if integer else 0  # float exclusive bounds are avoided by the fraction instead
+    if "exclusiveMinimum" in schema:
+        low = (
+            math.floor(schema["exclusiveMinimum"]) + nudge
+            if integer
+            else schema["exclusiveMinimum"]
+        )
+    if "exclusiveMaximum" in schema:
+        high = (
+            math.ceil(schema["exclusiveMaximum"]) - nudge if integer else schema["exclusiveMaximum"]
+        )
+    span = default[1] - default[0]
+    if low is None and high is None:
+        return default
+    if low is None:
+        return float(high) - span, float(high)  # type: ignore[arg-type]
+    if high is None:
+        return float(low), float(low) + span
+    return float(low), max(float(high), float(low))
