@@ -14,10 +14,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from atomlab.trajectory.records import ActionEvent, ActionSource, Value
+from atomlab.trajectory.records import ActionEvent, Value
 
 #: How long a write made through the guard stays attributable to a later change.
 DEFAULT_OWN_WRITE_MEMORY_S = 60.0
+#: The guard reports a write after the instrument has it, so the monitor may see the change
+#: first; an unclaimed change waits this long for the report before it is called external.
+DEFAULT_ATTRIBUTION_GRACE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,21 @@ def _is_number(value: Value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+@dataclass(frozen=True)
+class _Held:
+    """A change waiting for its attribution: seen at ``seen_at``, previous sample at ``since``."""
+
+    event: ActionEvent
+    k: int
+    since: float
+    seen_at: float
+
+
 @dataclass
 class _Pending:
     event: ActionEvent
     last_change_dt_s: float
+    held: _Held
 
 
 class ActionDetector:
@@ -89,6 +103,7 @@ class ActionDetector:
         action_window_s: float,
         coalesce_s: float = 0.0,
         own_writes: OwnWrites | None = None,
+        attribution_grace_s: float = DEFAULT_ATTRIBUTION_GRACE_S,
     ) -> None:
         self._labels = tuple(labels)
         self._tolerances = [float((tolerances or {}).get(label, 0.0)) for label in self._labels]
@@ -98,6 +113,8 @@ class ActionDetector:
         self._last: tuple[Value, ...] | None = None
         self._last_monotonic = -math.inf
         self._pending: dict[int, _Pending] = {}
+        self._held: list[_Held] = []
+        self._grace_s = attribution_grace_s
         self._next_idx = 0
 
     @property
@@ -117,16 +134,16 @@ class ActionDetector:
         """Compare ``values`` with the previous sample; emit finished actions through ``emit``."""
         since = self._last_monotonic
         self._last_monotonic = at_monotonic
+        self._release_held(at_monotonic, emit)
         if self._last is None:
             self._last = tuple(values)
             return
-        self._emit_quiet(dt_s, emit)
+        self._emit_quiet(dt_s, at_monotonic, emit)
         previous = self._last
         self._last = tuple(values)
         for k, (old, new) in enumerate(zip(previous, values, strict=True)):
             if values_equal(old, new, self._tolerances[k]):
                 continue
-            source = self._source(k, new, since, at_monotonic)
             pending = self._pending.get(k)
             if pending is not None:
                 pending.event = _extend(pending.event, new, dt_s, self._window)
@@ -143,31 +160,54 @@ class ActionDetector:
                 new_value=new,
                 delta=_delta(old, new),
                 steps=1,
-                source=source,
+                source="external",
                 window_start_dt_s=dt_s - self._window,
                 window_end_dt_s=dt_s + self._window,
             )
             self._next_idx += 1
+            held = _Held(event, k, since, at_monotonic)
             if self._coalesce_s > 0:
-                self._pending[k] = _Pending(event, dt_s)
+                self._pending[k] = _Pending(event, dt_s, held)
             else:
-                emit(event)
+                self._attribute(held, at_monotonic, emit)
 
     def finish(self, emit: Callable[[ActionEvent], None]) -> None:
-        """Emit every pending (coalescing) action; call once when the run ends."""
-        self._emit_quiet(math.inf, emit)
+        """Emit every pending and held action; call once when the run ends."""
+        self._emit_quiet(math.inf, math.inf, emit)
+        self._release_held(math.inf, emit)
 
-    def _emit_quiet(self, dt_s: float, emit: Callable[[ActionEvent], None]) -> None:
+    def _emit_quiet(self, dt_s: float, now: float, emit: Callable[[ActionEvent], None]) -> None:
         for k in sorted(self._pending, key=lambda i: self._pending[i].event.action_idx):
             if dt_s - self._pending[k].last_change_dt_s > self._coalesce_s:
-                emit(self._pending.pop(k).event)
+                pending = self._pending.pop(k)
+                self._attribute(replace(pending.held, event=pending.event), now, emit)
 
-    def _source(self, k: int, new: Value, since: float, until: float) -> ActionSource:
-        if self._own is not None and self._own.claims(
-            self._labels[k], new, since, until, max(self._tolerances[k], _relative_eps(new))
-        ):
-            return "self"
-        return "external"
+    def _attribute(self, held: _Held, now: float, emit: Callable[[ActionEvent], None]) -> None:
+        """Emit at once if the guard claims the change (or nobody can); else hold it a while."""
+        if self._own is None:
+            emit(held.event)
+        elif self._claimed(held, now):
+            emit(replace(held.event, source="self"))
+        else:
+            self._held.append(held)
+
+    def _release_held(self, now: float, emit: Callable[[ActionEvent], None]) -> None:
+        keep: list[_Held] = []
+        for held in self._held:
+            if self._claimed(held, now):
+                emit(replace(held.event, source="self"))
+            elif now - held.seen_at >= self._grace_s:
+                emit(held.event)
+            else:
+                keep.append(held)
+        self._held = keep
+
+    def _claimed(self, held: _Held, now: float) -> bool:
+        assert self._own is not None
+        new = held.event.new_value
+        tolerance = max(self._tolerances[held.k], _relative_eps(new))
+        until = min(now, held.seen_at + self._grace_s)
+        return self._own.claims(held.event.spec_label, new, held.since, until, tolerance)
 
 
 def _extend(event: ActionEvent, new: Value, dt_s: float, window_s: float) -> ActionEvent:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from atomlab.core.clock import Clock, SystemClock, utc_iso
 from atomlab.core.errors import AtomlabError, ConnectionFailedError
 from atomlab.core.logging import get_logger
-from atomlab.trajectory.actions import ActionDetector, OwnWrites
+from atomlab.trajectory.actions import DEFAULT_ATTRIBUTION_GRACE_S, ActionDetector, OwnWrites
 from atomlab.trajectory.config import MonitorConfig
 from atomlab.trajectory.records import (
     ActionEvent,
@@ -167,6 +167,7 @@ class Monitor:
             action_window_s=cfg.action_window_s,
             coalesce_s=cfg.coalesce_s,
             own_writes=self.own_writes,
+            attribution_grace_s=max(DEFAULT_ATTRIBUTION_GRACE_S, 2 * cfg.interval_s),
         )
         status: RunStatus = "failed"
         reason = "the recorder failed"
@@ -250,7 +251,7 @@ class Monitor:
                 sample_idx=sample_idx,
                 dt_s=sample.dt_s,
                 at_utc=utc_iso(self.clock.now()),
-                at_monotonic=t1,
+                at_monotonic=t0,
                 values=sample.specs,
                 emit=lambda event: self._emit(put, event),
             )

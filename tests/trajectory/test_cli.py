@@ -1,0 +1,229 @@
+"""`atomlab trajectory ...` as a user runs it: staged config, run rules, queries, export, plot."""
+
+from __future__ import annotations
+
+import csv
+import threading
+from pathlib import Path
+
+import pytest
+
+from atomlab.instrument import NanonisClient, load_catalog
+from atomlab.trajectory import InstrumentSource, Monitor, MonitorConfig, open_store
+
+
+def _stage(cli, *args):
+    result = cli("trajectory", "monitor", "config", "set", *args)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    return result.json["config"]
+
+
+def test_config_set_show_clear_round_trip(cli, isolated_home):
+    shown = cli("trajectory", "monitor", "config", "show").json
+    assert shown["staged"] is False and shown["config"]["run_name"] == ""
+    assert shown["config"]["interval_s"] == 0.1 and shown["config"]["rotate_entries"] == 6000
+    assert shown["config"]["action_window_s"] == 2.5
+    config = _stage(
+        cli,
+        "--run-name",
+        "tip-prep 1",
+        "--signals",
+        "Tunnel Current, Z Position",
+        "--specs",
+        "Bias,Z Setpoint",
+        "--interval-s",
+        "0.05",
+        "--tolerance",
+        "Bias=0.001",
+        "--coalesce-s",
+        "0.3",
+    )
+    assert config["signals"] == ["Tunnel Current", "Z Position"]
+    assert config["tolerances"] == {"Bias": 0.001} and config["coalesce_s"] == 0.3
+    shown = cli("trajectory", "monitor", "config", "show").json
+    assert shown["staged"] is True and shown["config"]["run_name"] == "tip-prep 1"
+    assert Path(shown["config_path"]) == isolated_home / "trajectory" / "monitor-config.json"
+    cleared = cli("trajectory", "monitor", "config", "clear").json
+    assert cleared["cleared"] is True and cleared["config"]["run_name"] == ""
+    assert cli("trajectory", "monitor", "config", "show").json["config"]["interval_s"] == 0.1
+
+
+def test_an_explicit_config_path_is_used(cli, tmp_path):
+    path = tmp_path / "elsewhere" / "monitor.json"
+    _stage(cli, "--config-path", str(path), "--run-name", "x")
+    assert path.is_file()
+    shown = cli("trajectory", "monitor", "config", "show", "--config-path", str(path)).json
+    assert shown["config"]["run_name"] == "x"
+    assert cli("trajectory", "monitor", "config", "show").json["config"]["run_name"] == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--interval-s", "0"], "interval_s"),
+        (["--interval-s", "-1"], "interval_s"),
+        (["--rotate-entries", "0"], "rotate_entries"),
+        (["--action-window-s", "-2"], "action_window_s"),
+        (["--run-name", "bad\nname"], "run_name"),
+        (["--run-name", "x" * 200], "run_name"),
+        (["--signals", " , "], "signals"),
+        (["--specs", "Bias,Bias"], "specs"),
+        (["--tolerance", "Bias"], "tolerances"),
+        (["--tolerance", "Bias=-1"], "tolerances"),
+        (["--tolerance", "Tip Speed=1"], "tolerances"),
+        (["--flush-interval-s", "0"], "flush_interval_s"),
+    ],
+)
+def test_bad_config_values_exit_3_name_the_field_and_stage_nothing(cli, args, field):
+    result = cli("trajectory", "monitor", "config", "set", *args)
+    assert result.exit_code == 3
+    body = result.json
+    assert body["ok"] is False and body["error"]["details"]["field"] == field
+    assert "config set" in body["error"]["message"] or "--tolerance" in body["error"]["message"]
+    assert cli("trajectory", "monitor", "config", "show").json["staged"] is False
+
+
+def test_run_refuses_an_empty_run_name(cli):
+    result = cli("trajectory", "monitor", "run", "--max-samples", "1")
+    assert result.exit_code == 3
+    assert "config set" in result.json["error"]["message"]
+
+
+def test_run_records_then_clears_the_run_name_and_refuses_a_duplicate(cli, sim, isolated_home):
+    port = str(sim.ports[0])
+    _stage(cli, "--run-name", "first", "--interval-s", "0.02")
+    result = cli("trajectory", "monitor", "run", "--port", port, "--max-samples", "5")
+    assert result.exit_code == 0, result.stdout
+    summary = result.json
+    assert summary["status"] == "completed" and summary["samples"] == 5
+    assert cli("trajectory", "monitor", "config", "show").json["config"]["run_name"] == ""
+    db = isolated_home / "trajectories.sqlite"
+    assert open_store(db).run("first").samples == 5
+
+    _stage(cli, "--run-name", "first")
+    again = cli("trajectory", "monitor", "run", "--port", port, "--max-samples", "5")
+    assert again.exit_code == 3 and "already holds a run named 'first'" in again.stdout
+    assert [r.name for r in open_store(db).runs()] == ["first"]  # nothing written
+    assert cli("trajectory", "monitor", "config", "show").json["config"]["run_name"] == ""
+
+
+def test_run_clears_the_run_name_after_a_connection_error(cli, unused_tcp_port):
+    _stage(cli, "--run-name", "unreachable")
+    result = cli("trajectory", "monitor", "run", "--port", str(unused_tcp_port), "--duration", "1")
+    assert result.exit_code == 5, result.stdout
+    assert cli("trajectory", "monitor", "config", "show").json["config"]["run_name"] == ""
+
+
+def test_list_signals_and_list_specs_are_two_lists_with_units_and_limits(cli):
+    signals = cli("trajectory", "monitor", "list-signals").json
+    specs = cli("trajectory", "monitor", "list-specs").json
+    signal_labels = {row["label"] for row in signals["signals"]}
+    spec_labels = {row["label"] for row in specs["specs"]}
+    assert signal_labels and spec_labels and not signal_labels & spec_labels
+    bias = next(row for row in specs["specs"] if row["label"] == "Bias")
+    assert (bias["unit"], bias["min"], bias["max"]) == ("V", -5.0, 5.0)
+    current = next(row for row in signals["signals"] if row["label"] == "Tunnel Current")
+    assert current["unit"] == "A" and current["signal"] == "Current (A)"
+
+
+@pytest.fixture
+def recorded(sim, isolated_home):
+    """A run with two external Bias changes, recorded into the default database."""
+    db = isolated_home / "trajectories.sqlite"
+    config = MonitorConfig(
+        run_name="with-actions",
+        signals=("Tunnel Current", "Z Position"),
+        specs=("Bias",),
+        interval_s=0.02,
+        action_window_s=0.1,
+        db_path=db,
+    )
+    changes = threading.Event()
+    sampled = threading.Event()
+    count = {"actions": 0}
+
+    def on_record(record):
+        sampled.set()
+        if getattr(record, "spec_label", None) == "Bias":
+            count["actions"] += 1
+            if count["actions"] == 2:
+                changes.set()
+
+    with NanonisClient("127.0.0.1", sim.ports[0]) as client, open_store(db, read_only=False) as st:
+        monitor = Monitor(InstrumentSource(client, load_catalog()), config, st, on_record=on_record)
+        thread = threading.Thread(target=monitor.run, kwargs={"duration_s": 60})
+        thread.start()
+        try:
+            assert sampled.wait(10)  # the baseline is taken: changes from now on are actions
+            with NanonisClient("127.0.0.1", sim.ports[0]) as other:
+                other.call("Bias.Set", {"bias_v": 0.3})
+                while count["actions"] < 1 and thread.is_alive():
+                    changes.wait(0.01)
+                other.call("Bias.Set", {"bias_v": 0.5})
+            assert changes.wait(10)
+        finally:
+            monitor.stop("completed", "test done")
+            thread.join(10)
+    return db
+
+
+def test_action_list_and_show_with_window_and_plot(cli, recorded, tmp_path):
+    listed = cli("trajectory", "action", "list").json
+    assert listed["run_name"] == "with-actions" and listed["count"] == 2
+    assert [a["new_value"] for a in listed["actions"]] == pytest.approx([0.3, 0.5])
+    png = tmp_path / "action-1.png"
+    shown = cli(
+        "trajectory",
+        "action",
+        "show",
+        "--action-idx",
+        "1",
+        "--with-signal-window",
+        "--plot",
+        str(png),
+        "--db-path",
+        str(recorded),
+    ).json
+    window = shown["signal_window"]
+    assert shown["action"]["action_idx"] == 1
+    assert window["count"] == len(window["dt_s"]) > 0
+    assert set(window["values"]) == {"Tunnel Current", "Z Position"}
+    assert window["start_dt_s"] <= min(window["dt_s"]) and max(window["dt_s"]) <= window["end_dt_s"]
+    assert isinstance(window["complete"], bool)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = cli("trajectory", "action", "show", "--action-idx", "9")
+    assert missing.exit_code == 3 and "has no action 9" in missing.json["error"]["message"]
+
+
+def test_runs_list_and_show(cli, recorded):
+    runs = cli("trajectory", "runs", "list").json
+    assert runs["count"] == 1 and runs["runs"][0]["name"] == "with-actions"
+    shown = cli("trajectory", "runs", "show", "--run-name", "with-actions").json
+    assert shown["run"]["status"] == "completed" and shown["run"]["config"]["specs"] == ["Bias"]
+    assert [s["label"] for s in shown["signals"]] == ["Tunnel Current", "Z Position"]
+    assert shown["specs"][0]["unit"] == "V"
+    assert cli("trajectory", "runs", "show", "--run-name", "nope").exit_code == 3
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_writes_signals_specs_and_actions(cli, recorded, tmp_path, fmt):
+    out = tmp_path / "export"
+    result = cli(
+        "trajectory", "export", "--run-name", "with-actions", "--format", fmt, "--out", str(out)
+    )
+    assert result.exit_code == 0, result.stdout
+    files = {k: Path(v) for k, v in result.json["files"].items()}
+    assert set(files) == {"signals", "specs", "actions"}
+    samples = open_store(recorded).run().samples
+    if fmt == "csv":
+        with files["signals"].open() as fh:
+            rows = list(csv.DictReader(fh))
+        assert len(rows) == samples and "Tunnel Current" in rows[0]
+    else:
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(files["signals"]).num_rows == samples
+        assert pq.read_table(files["actions"]).num_rows == 2
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    bad = cli("trajectory", "export", "--run-name", "with-actions", "--format", "xlsx")
+    assert bad.exit_code == 3
