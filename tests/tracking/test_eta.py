@@ -132,3 +132,12 @@ def test_step_without_any_estimate_borrows_the_average_known_one():
     ]
     eta = estimate_remaining(records)
     assert eta.remaining_s == pytest.approx(20 + 20)  # b: 10 s x pace 2; c: the average, 20 s
+
+
+def test_no_priors_no_history_uses_the_average_completed_step():
+    records = [StepRecord(name=n, order=i) for i, n in enumerate("abcd", start=1)]
+    records[0].status, records[0].duration_s = StepStatus.COMPLETED, 10.0
+    records[1].status, records[1].duration_s = StepStatus.COMPLETED, 30.0
+    records[2].status = StepStatus.RUNNING
+    eta = estimate_remaining(records, current_elapsed_s=5)
+    assert eta.remaining_s == pytest.approx(15 + 20) and eta.basis == "average-step"

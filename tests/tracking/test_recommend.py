@@ -132,3 +132,13 @@ def test_step_much_slower_than_its_history():
         ("step_slower_than_history", Severity.CRITICAL)
     ]
     assert evaluate(RuleInput(record=very, step_history=[{"a": 100.0}] * 2)) == []
+
+
+def test_cpu_saturation_says_when_other_processes_caused_it():
+    crowded = samples(60, sys_cpu_pct=99.0, proc_cpu_norm_pct=10.0)
+    (finding,) = evaluate(RuleInput(record=record(), samples=crowded))
+    assert "mostly by other processes (this run used 10% of the machine)" in finding.message
+    assert finding.actions[0].startswith("find what else runs on the host")
+    ours = samples(60, sys_cpu_pct=99.0, proc_cpu_norm_pct=95.0)
+    (finding,) = evaluate(RuleInput(record=record(), samples=ours))
+    assert "other processes" not in finding.message

@@ -14,7 +14,8 @@ The algorithm (documented with its measured error in docs/tracking.md):
    with weight ``sqrt(f)`` for the rate. Without progress only the prior counts; a step that
    overruns its prior is given ``RUNOVER_SHARE`` of its elapsed time again.
 3. **Skipped steps** count zero and leave N. A pending step with neither history nor a declared
-   prior is assumed to last as long as the average step that has an estimate.
+   prior is assumed to last as long as the average step that has an estimate; with no priors
+   and no history at all, as long as the average step completed so far in this run.
 4. **Band.** The same sum for each past run alone gives the spread; without history the band
    is ``±NO_HISTORY_BAND`` of the estimate.
 """
@@ -55,6 +56,11 @@ def estimate_remaining(
         basis = "history" + ("+pace" if done else "")
     elif static is not None:
         basis = "priors" + ("+pace" if done else "")
+    elif done:
+        # Nothing declared and no history: every step left is assumed to be an average step.
+        average = sum(s.duration_s or 0.0 for s in done) / len(done)
+        static = {s.name: average for s in left}
+        basis = "average-step"
     else:
         basis = "progress"
     totals: list[float] = []

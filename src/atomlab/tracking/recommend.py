@@ -105,11 +105,22 @@ def cpu_saturation(data: RuleInput) -> list[Recommendation]:
     if span < data.th.sustain_s:
         return []
     severity = Severity.CRITICAL if span >= data.th.critical_sustain_s else Severity.WARNING
+    system, ours = _mean(stretch, "sys_cpu_pct") or 0.0, _mean(stretch, "proc_cpu_norm_pct") or 0.0
+    others = system - ours >= ours  # the run itself used less than half of the busy CPU
+    message = f"CPU was saturated (>= {limit:.0f}%) for {span:.0f} s without a break"
+    actions = [
+        "run fewer jobs at once on this host (`atomlab runs ps` lists tracked runs)",
+        "lower the step's parallelism (worker processes, threads, environments)",
+        "move the run to a machine with more cores",
+    ]
+    if others:
+        message += f", mostly by other processes (this run used {ours:.0f}% of the machine)"
+        actions.insert(0, "find what else runs on the host (`top`, `atomlab runs ps`)")
     return [
         Recommendation(
             rule="cpu_saturation",
             severity=severity,
-            message=f"CPU was saturated (>= {limit:.0f}%) for {span:.0f} s without a break",
+            message=message,
             evidence={
                 "longest_stretch_s": round(span, 1),
                 "threshold_pct": limit,
@@ -117,11 +128,7 @@ def cpu_saturation(data: RuleInput) -> list[Recommendation]:
                 "mean_run_cpu_pct_of_machine": _mean(stretch, "proc_cpu_norm_pct"),
                 "samples": len(stretch),
             },
-            actions=[
-                "run fewer jobs at once on this host (`atomlab runs ps` lists tracked runs)",
-                "lower the step's parallelism (worker processes, threads, environments)",
-                "move the run to a machine with more cores",
-            ],
+            actions=actions,
         )
     ]
 
