@@ -243,3 +243,35 @@ def test_a_command_name_with_an_underscore_is_unknown_on_the_wire(wire: Wire) ->
     wire.send_raw(pad_name("Bias_Get") + struct.pack(">iHH", 0, 1, 0))
     reply = wire.read_reply("Bias.Get")
     assert reply.error is not None and "did you mean 'Bias.Get'" in reply.error.description
+
+
+def test_pipelined_requests_are_answered_in_order_even_behind_a_wait(wire: Wire) -> None:
+    wire.ok("Scan.BufferSet", channels=[2], pixels=16, lines=2)
+    wire.ok("Scan.Action", action=0, direction_up=1)
+    wire.send_raw(
+        encode_request("Scan.WaitEndOfScan", {"timeout_ms": -1})
+        + encode_request("Signals.ValGet", {"index": 1, "wait": 1})
+        + encode_request("Bias.Get")
+    )
+    assert wire.read_reply("Scan.WaitEndOfScan").raise_for_error()["timed_out"] == 0
+    assert wire.read_reply("Signals.ValGet").raise_for_error()["value"] == pytest.approx(0.1)
+    assert wire.read_reply("Bias.Get").raise_for_error()["bias_v"] == pytest.approx(0.1)
+
+
+def test_a_waiting_client_does_not_hold_up_the_others() -> None:
+    """Real clock: one connection waits a full acquisition period, another is served meanwhile."""
+    import select
+
+    from atomlab.sim import start_simulator_in_thread
+
+    with start_simulator_in_thread(ports=[0], acq_period_s=0.5) as sim:
+        waiting, other = Wire(sim.ports[0]), Wire(sim.ports[0])
+        try:
+            waiting.send_raw(encode_request("Signals.ValGet", {"index": 0, "wait": 1}))
+            assert other.ok("Bias.Get")["bias_v"] == pytest.approx(0.1)
+            ready, _, _ = select.select([waiting.sock], [], [], 0)
+            assert ready == []  # still waiting for its fresh sample
+            assert waiting.read_reply("Signals.ValGet").raise_for_error()["value"] > 0
+        finally:
+            waiting.close()
+            other.close()
