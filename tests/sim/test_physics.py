@@ -197,3 +197,25 @@ def test_drift_compensation_also_holds_across_a_fast_forward() -> None:
     physics.drift.compensation = physics.drift.velocity
     physics.advance_to(500.0)
     assert physics.drift.offset == pytest.approx([0.0, 0.0, 0.0], abs=1e-18)
+
+
+def test_far_too_much_gain_makes_the_loop_oscillate_into_a_crash() -> None:
+    physics = quiet()
+    physics.z.p_gain_m = 3e-10  # loop gain > 2: unstable
+    physics.advance_to(1.0)
+    assert physics.tip.crashes >= 1
+
+
+def test_zero_bias_with_the_controller_on_drives_the_tip_into_the_surface() -> None:
+    physics = quiet()
+    physics.bias_v = 0.0
+    physics.advance_to(1.0)
+    assert physics.tip.crashes == 1 and physics.tip.in_contact
+
+
+def test_the_snapshot_is_json() -> None:
+    import json
+
+    physics = quiet()
+    physics.advance_to(0.1)
+    assert json.loads(json.dumps(physics.snapshot()))["z_on"] is True
