@@ -3,8 +3,8 @@
 A suite returns one number (higher is better unless declared otherwise). Its baseline is the
 median of its last five non-failed results in the run index; a result ``>= 25 %`` worse is a
 soft breach, ``>= 50 %`` worse fails, and the first result, with no baseline, passes with a
-note instead of a guess. Built-in suites measure atomlab itself; user suites are commands
-declared in ``atomlab.yaml``::
+note instead of a guess. Built-in suites measure atomlab itself (core SQLite writes, the
+tracker); user suites are commands declared in ``atomlab.yaml``::
 
     tracking:
       perf_suites:
@@ -94,6 +94,35 @@ def _telemetry_samples() -> float:
     return count / (time.perf_counter() - start)
 
 
+def _sqlite_batch_rows() -> float:
+    from atomlab.core.sqlite import BatchWriter, connect, migrate
+
+    rows = 20_000
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.sqlite"
+        conn = connect(path)
+        migrate(conn, ["CREATE TABLE samples (idx INTEGER PRIMARY KEY, value REAL);"])
+        conn.close()
+
+        def write(db: Any, batch: list[tuple[int, float]]) -> None:
+            db.executemany("INSERT INTO samples VALUES (?, ?)", batch)
+
+        start = time.perf_counter()
+        with BatchWriter(path, write) as writer:
+            for i in range(rows):
+                writer.put((i, i * 0.5))
+        return rows / (time.perf_counter() - start)
+
+
+register_suite(
+    PerfSuite(
+        "core.sqlite-batch",
+        "rows_per_s",
+        "rows/s",
+        _sqlite_batch_rows,
+        description="rows per second through atomlab.core.sqlite.BatchWriter (WAL, batches of 500)",
+    )
+)
 register_suite(
     PerfSuite(
         "tracking.events",
