@@ -202,3 +202,20 @@ def test_migrate_writes_a_valid_deterministic_file(cli: Cli, tmp_path: Path) -> 
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     same = cli(*args, "-o", str(src), "--json")
     assert same.exit_code == 3
+
+
+def test_environment_variables_override_engine_settings(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The origin silently ignored its env vars; ATOMLAB_ENGINE__* must win over defaults."""
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    first = _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "a.jsonl"))
+    assert first.json["calls"] > 0
+    monkeypatch.setenv("ATOMLAB_ENGINE__CACHE_MODE", "off")
+    second = _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "b.jsonl"))
+    assert second.json["cache_hits"] == 0
+    assert second.json["calls"] == first.json["calls"]
+    monkeypatch.setenv("ATOMLAB_ENGINE__CONCURRENCY", "0")
+    bad = _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "c.jsonl"))
+    assert bad.exit_code == 3
+    assert "ATOMLAB_ENGINE__CONCURRENCY" in bad.json["error"]["message"]
