@@ -173,3 +173,34 @@ def test_runs_are_indexed_with_summary(home, clock, settings):
     assert row.run_id == run.run_id and row.status == "completed"
     assert row.throughput == pytest.approx(2.0)
     assert row.steps_done == 1 and row.steps_total == 1
+
+
+class BrokenMirror:
+    def open(self, record):
+        raise OSError("logdir is read-only")
+
+    def close(self):
+        pass
+
+
+def test_a_run_that_cannot_start_its_services_is_recorded_failed(home, clock, settings):
+    tracker = make(home, clock, settings, mirrors=[BrokenMirror()])
+    with pytest.raises(OSError, match="read-only"):
+        tracker.start()
+    record = read_run(tracker.run_dir)
+    assert record.status is RunStatus.FAILED
+    assert record.reason == "could not start: OSError: logdir is read-only"
+    with RunIndex.open(home) as index:
+        assert index.list_runs()[0].status == "failed"
+
+
+def test_keyboard_interrupt_in_a_step_cancels_the_run(home, clock, settings):
+    with pytest.raises(KeyboardInterrupt), make(home, clock, settings) as run, run.step("collect"):
+        raise KeyboardInterrupt
+    record = read_run(run.run_dir)
+    assert record.status is RunStatus.CANCELLED
+    assert [s.status for s in record.steps] == [
+        StepStatus.CANCELLED,
+        StepStatus.SKIPPED,
+        StepStatus.SKIPPED,
+    ]

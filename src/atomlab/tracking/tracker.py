@@ -218,12 +218,20 @@ class RunTracker:
         if self.index is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._history = self.index.step_history(self.pipeline, exclude=run_id)
-        for mirror in self._mirrors:
-            mirror.open(self.record)
         self._refresh_eta()
         self._persist(index=True)
         self._event("run.started", pid=os.getpid(), steps=[s.name for s in self.specs])
         self.view.event(f"[{run_id}] started {self.pipeline} ({len(self.specs)} steps)")
+        try:
+            self._start_services()
+        except BaseException as exc:  # a half-started run still ends with a recorded state
+            self.finish(RunStatus.FAILED, reason=f"could not start: {_describe(exc)}")
+            raise
+        return self.record
+
+    def _start_services(self) -> None:
+        for mirror in self._mirrors:
+            mirror.open(self._require())
         self._retain()
         if self._telemetry_enabled:
             self._sampler = TelemetrySampler(
@@ -234,7 +242,6 @@ class RunTracker:
         if self._monitor_enabled:
             self._thread = threading.Thread(target=self._monitor, name="run-monitor", daemon=True)
             self._thread.start()
-        return self.record
 
     def finish(self, status: RunStatus = RunStatus.COMPLETED, *, reason: str | None = None) -> None:
         """End the run: mark open steps, persist at once, stop the step group, then evaluate."""
@@ -260,9 +267,8 @@ class RunTracker:
             if self._signal is not None:
                 record.exit_signal = signal.Signals(self._signal).name
             record.eta.remaining_s = 0.0 if status is RunStatus.COMPLETED else None
-            self._persist(
-                fsync=True, index=True
-            )  # the terminal state is on disk before anything slow
+            # The terminal state is on disk before anything slow (stopping the step group).
+            self._persist(fsync=True, index=True)
         self._event(f"run.{status.value}", reason=reason)
         self._stop.set()
         self._stop_child()
@@ -348,8 +354,8 @@ class RunTracker:
         step = self.start_step(name, units=units)
         try:
             yield step
-        except RunCancelled:
-            raise
+        except (RunCancelled, KeyboardInterrupt):
+            raise  # the run ends cancelled; finish() marks the step
         except BaseException as exc:
             if step.status is StepStatus.RUNNING:
                 self.fail_step(name, _describe(exc))
