@@ -146,3 +146,32 @@ def test_vectorised_heights_match_pointwise_heights(xs: list[float], seed: int) 
     vector = surface.heights(np.array(xs), np.array(ys))
     pointwise = [surface.height_at(x, y) for x, y in zip(xs, ys, strict=True)]
     assert np.allclose(vector, pointwise, rtol=0, atol=1e-15)
+
+
+def test_repairs_from_another_thread_never_break_a_reader() -> None:
+    """Readers see a whole snapshot: every height is finite while defects come and go."""
+    import threading
+
+    surface = Surface.generate(6, n_defects=40)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                for d in surface.defects:
+                    assert np.isfinite(surface.height_at(d.x_m, d.y_m))
+        except BaseException as exc:  # surfaced in the main thread below
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for defect in list(surface.defects):
+            surface.remove_defect(defect.id)
+            surface.add_defect("adatom", defect.x, defect.y, 3)
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == []
+    assert len(surface.defects) == 40 and surface.version == 80
