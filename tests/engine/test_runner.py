@@ -335,3 +335,20 @@ async def test_item_without_levels_still_produces_a_record(tmp_path: Path) -> No
     summary = await _run(load_pipeline("defect-triage"), OfflineProvider(), src, tmp_path / "o.j")
     assert summary.ok == 1
     assert _lines(tmp_path / "o.j")[0]["levels"] == []
+
+
+async def test_resume_after_a_kill_during_the_final_rename_reports_complete(
+    tiny: Any, tmp_path: Path
+) -> None:
+    src = write_items(tmp_path / "in.jsonl", 3)
+    out = tmp_path / "out.jsonl"
+    await _run(tiny, FakeProvider(), src, out)
+    before = out.read_bytes()
+    from atomlab.engine.journal import Journal
+
+    journal = Journal(RunPaths(out).journal)
+    journal.set_status("running")  # as if killed right after the rename
+    journal.close()
+    summary = await _run(tiny, FakeProvider(), src, out, resume=True)
+    assert summary.status == "complete" and summary.calls == 0
+    assert out.read_bytes() == before

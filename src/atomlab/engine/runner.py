@@ -290,7 +290,10 @@ class PipelineRunner:
         journal, done, out_end, rejects_end = self._open_journal(paths, manifest)
         self._journal = journal
         try:
-            if journal.status() == "complete" and paths.output.exists():
+            # Killed between renaming the part file and marking the journal complete:
+            renamed = not paths.part.exists() and paths.output.exists() and done == scan.items
+            if renamed or (journal.status() == "complete" and paths.output.exists()):
+                journal.set_status("complete")
                 self.summary.status = "complete"
                 self.summary.resumed_items = done
                 return self.summary
