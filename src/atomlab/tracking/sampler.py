@@ -64,7 +64,7 @@ class ProcessTree:
                     found.setdefault(child.pid, child)
         for pid, proc in found.items():
             known = self._procs.get(pid)
-            if known is not None and known.create_time() == _create_time(proc):
+            if known is not None and _create_time(known) == _create_time(proc):
                 found[pid] = known  # keep the primed counters
             else:
                 with contextlib.suppress(psutil.Error):
