@@ -73,18 +73,26 @@ def cache_key(
     temperature: float,
     max_output_tokens: int | None = None,
 ) -> str:
-    """The content address of one generation: equal inputs give equal keys, any change a new one."""
-    payload = {
-        "provider": provider,
-        "model": model,
-        "system": system,
-        "prompt": prompt,
-        "schema": schema_id(schema),
-        "schema_version": schema_version,
-        "temperature": temperature,
-        "max_output_tokens": max_output_tokens,
-    }
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+    """The content address of one generation: equal inputs give equal keys, any change a new one.
+
+    Each field goes into the hash with its length in front, so no two field lists collide.
+    """
+    digest = hashlib.sha256(b"atomlab-engine-cache-key-v1")
+    fields = (
+        provider,
+        model,
+        "\x00none" if system is None else system,
+        prompt,
+        schema_id(schema),
+        schema_version,
+        repr(float(temperature)),
+        "" if max_output_tokens is None else str(max_output_tokens),
+    )
+    for value in fields:
+        encoded = value.encode("utf-8")
+        digest.update(len(encoded).to_bytes(8, "big"))
+        digest.update(encoded)
+    return digest.hexdigest()
 
 
 @dataclass

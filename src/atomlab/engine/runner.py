@@ -642,22 +642,24 @@ class PipelineRunner:
             system = self.pipeline.system.render(context) if self.pipeline.system else None
         except KeyError as exc:
             raise error(str(exc.args[0]), item_id=run.item_id, stage=key) from None
-        address = cache_key(
-            provider=self.provider.name,
-            model=self.provider.model,
-            prompt=prompt,
-            system=system,
-            schema=schema,
-            schema_version=self.pipeline.schema_version,
-            temperature=stage.spec.temperature,
-        )
-        value = self.cache.get(address, schema) if self.cache is not None else None
+        cache, address, value = self.cache, "", None
+        if cache is not None:
+            address = cache_key(
+                provider=self.provider.name,
+                model=self.provider.model,
+                prompt=prompt,
+                system=system,
+                schema=schema,
+                schema_version=self.pipeline.schema_version,
+                temperature=stage.spec.temperature,
+            )
+            value = cache.get(address, schema)
         if value is not None:
             self.summary.cache_hits += 1
         else:
             value = await self._ask(run, stage, key, schema, prompt, system, error)
-            if self.cache is not None:
-                self.cache.put(
+            if cache is not None:
+                cache.put(
                     address,
                     value,
                     provider=self.provider.name,
