@@ -352,3 +352,13 @@ async def test_resume_after_a_kill_during_the_final_rename_reports_complete(
     summary = await _run(tiny, FakeProvider(), src, out, resume=True)
     assert summary.status == "complete" and summary.calls == 0
     assert out.read_bytes() == before
+
+
+async def test_a_fresh_run_replaces_an_old_output(tiny: Any, tmp_path: Path) -> None:
+    src = write_items(tmp_path / "in.jsonl", 2)
+    out = tmp_path / "out.jsonl"
+    await _run(tiny, FakeProvider(), src, out)
+    src.write_text("")
+    summary = await _run(tiny, FakeProvider(), src, out)
+    assert summary.status == "complete" and summary.items == 0
+    assert out.read_bytes() == b""

@@ -291,7 +291,12 @@ class PipelineRunner:
         self._journal = journal
         try:
             # Killed between renaming the part file and marking the journal complete:
-            renamed = not paths.part.exists() and paths.output.exists() and done == scan.items
+            renamed = (
+                self.options.resume
+                and not paths.part.exists()
+                and paths.output.exists()
+                and done == scan.items
+            )
             if renamed or (journal.status() == "complete" and paths.output.exists()):
                 journal.set_status("complete")
                 self.summary.status = "complete"
