@@ -99,6 +99,8 @@ class LlmSettings(Section):
     breaker_reset_s: float = Field(default=30.0, gt=0)
     budget_usd: float | None = Field(default=None, ge=0)
     budget_tokens: int | None = Field(default=None, ge=0)
+    requests_per_minute: float | None = Field(default=None, gt=0)  # client-side RPM quota
+    tokens_per_minute: float | None = Field(default=None, gt=0)  # client-side TPM quota
     prices: dict[str, tuple[float, float]] = Field(default_factory=dict)  # model: (in, out) $/Mtok
 
 

@@ -38,6 +38,7 @@ from atomlab.llm.queue import (
     ModelPrice,
     QueueStats,
 )
+from atomlab.llm.ratelimit import RateLimits
 from atomlab.llm.replay import CassetteMissError, ReplayProvider
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "QueueStats",
     "RateLimitHint",
     "RateLimitedError",
+    "RateLimits",
     "ReplayProvider",
     "RetryableProviderError",
     "TokenUsage",

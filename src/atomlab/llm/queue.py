@@ -51,6 +51,7 @@ from atomlab.llm.provider import (
     RetryableProviderError,
     TokenUsage,
 )
+from atomlab.llm.ratelimit import RateLimits, TokenBucket, estimate_tokens
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_KEY = "default"
@@ -248,6 +249,7 @@ class LlmQueue:
         min_concurrency: int = MIN_CONCURRENCY,
         call_timeout_s: float | None = None,
         max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
+        rate_limits: RateLimits | None = None,
         clock: Clock | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
@@ -274,6 +276,10 @@ class LlmQueue:
             )
         self.call_timeout_s = call_timeout_s
         self.max_retry_after_s = max_retry_after_s
+        self.rate_limits = rate_limits or RateLimits()
+        rpm, tpm = self.rate_limits.requests_per_minute, self.rate_limits.tokens_per_minute
+        self._request_bucket = TokenBucket(rpm, self._clock) if rpm else None
+        self._token_bucket = TokenBucket(tpm, self._clock) if tpm else None
         self._limit = _AdaptiveLimit(concurrency, min_concurrency, adaptive=adaptive)
         self._per_key_bounds = dict(per_key or {})
         self._per_key: dict[str, asyncio.Semaphore] = {}
@@ -332,6 +338,7 @@ class LlmQueue:
             budget=Budget(settings.budget_usd, settings.budget_tokens),
             prices=prices,
             call_timeout_s=settings.timeout_s + TIMEOUT_GRACE_S,
+            rate_limits=RateLimits(settings.requests_per_minute, settings.tokens_per_minute),
             clock=clock,
             registry=registry,
         )
@@ -439,11 +446,12 @@ class LlmQueue:
                 raise
         finally:
             self._counts["waiting"] -= 1
-        self._m.queue_wait.observe(self._clock.monotonic() - waited_from)
         try:
+            reserved = await self._take_rate(request)
+            self._m.queue_wait.observe(self._clock.monotonic() - waited_from)
             self._check_budget(request, key)  # the budget may have run out while we waited
             self.breaker.before_call()
-            return await self._call(request, key, epoch)
+            return await self._call(request, key, epoch, reserved)
         except CircuitOpenError:
             self._outcome(key, "circuit_open")
             raise
@@ -452,8 +460,18 @@ class LlmQueue:
             if key_slot is not None:
                 key_slot.release()
 
+    async def _take_rate(self, request: GenerationRequest[Any]) -> int:
+        """Wait for the request and token rates; return the tokens reserved for the call."""
+        if self._request_bucket is not None:
+            await self._request_bucket.take(1)
+        if self._token_bucket is None:
+            return 0
+        reserved = estimate_tokens(request.prompt, request.system, request.max_output_tokens)
+        await self._token_bucket.take(reserved)
+        return reserved
+
     async def _call(
-        self, request: GenerationRequest[ModelT], key: str, epoch: int
+        self, request: GenerationRequest[ModelT], key: str, epoch: int, reserved: int
     ) -> Generation[ModelT]:
         self._counts["attempts"] += 1
         self._in_flight += 1
@@ -463,13 +481,16 @@ class LlmQueue:
         except asyncio.CancelledError:
             self.breaker.record_neutral()
             self._outcome(key, "cancelled")
+            self._settle_tokens(reserved, 0)
             raise
         except Exception as exc:
             self._on_failure(exc, key, epoch)
+            self._settle_tokens(reserved, 0)
             raise
         finally:
             self._in_flight -= 1
             self._child(self._m.duration, key).observe(time.perf_counter() - started)
+        self._settle_tokens(reserved, generation.usage.total_tokens)
         self.breaker.record_success()
         self._limit.on_success()
         self._heed(generation.rate_limit)
@@ -491,6 +512,11 @@ class LlmQueue:
                 model=self.provider.model,
                 request_id=request.request_id,
             ) from exc
+
+    def _settle_tokens(self, reserved: int, used: int) -> None:
+        """Replace the estimate taken from the token bucket by what the call really used."""
+        if self._token_bucket is not None and reserved:
+            self._token_bucket.give_back(reserved - used)
 
     def _heed(self, hint: RateLimitHint | None) -> None:
         """The server says a limit is spent: start nothing new until it refills."""
