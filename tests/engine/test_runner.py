@@ -184,15 +184,19 @@ async def test_strict_mode_stops_and_the_item_can_be_resumed(tiny: Any, tmp_path
         if broken and request.request_id.endswith(":item-002:summary"):
             raise InvalidResponseError("not JSON")
 
-    with pytest.raises(ProcessingError):
+    with pytest.raises(ProcessingError) as caught:
         await _run(tiny, FakeProvider(hook), src, out, strict=True, concurrency=1)
     assert not out.exists()
+    rejects = _lines(RunPaths(out).rejects)
+    assert [(r["id"], r["stage"]) for r in rejects] == [("item-002", "summary")]
+    assert caught.value.details["rejects"] == str(RunPaths(out).rejects)
     broken = False
     summary = await _run(tiny, FakeProvider(hook), src, out, strict=True, resume=True)
     expected = tmp_path / "expected.jsonl"
     await _run(tiny, FakeProvider(), src, expected)
     assert out.read_bytes() == expected.read_bytes()
     assert summary.resumed_items == 2
+    assert not RunPaths(out).rejects.exists()  # the resumed run had no failure
 
 
 async def test_transport_failure_in_strict_mode_keeps_its_exit_code(

@@ -312,6 +312,16 @@ def describe_run(output: Path) -> dict[str, Any]:
         journal.close()
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (never half-written)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+
+
 def discard(paths: RunPaths) -> None:
     """Remove a previous run's journal and part files (a fresh run starts from nothing)."""
     for path in (
@@ -334,4 +344,5 @@ __all__ = [
     "describe_run",
     "discard",
     "finalise",
+    "write_atomically",
 ]

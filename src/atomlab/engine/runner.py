@@ -51,6 +51,7 @@ from atomlab.engine.journal import (
     RunPaths,
     discard,
     finalise,
+    write_atomically,
 )
 from atomlab.engine.metrics import EngineMetrics
 from atomlab.engine.pipeline import (
@@ -257,6 +258,7 @@ class PipelineRunner:
         self._journal: Journal | None = None
         self._sink: OrderedSink | None = None
         self._run_tag = uuid.uuid4().hex[:8]
+        self._strict_rejects: list[bytes] = []
         self.summary = RunSummary(pipeline.name, Path())
 
     @property
@@ -372,6 +374,12 @@ class PipelineRunner:
         if self._fatal is not None:
             journal.set_status("failed")
             self.summary.status = "failed"
+            if self._strict_rejects:
+                # Not journaled: a resume tries the item again and rewrites this file.
+                rejects = RunPaths(self.summary.output).rejects
+                write_atomically(rejects, b"".join(self._strict_rejects[:1]))
+                if isinstance(self._fatal, AtomlabError):
+                    self._fatal.details.setdefault("rejects", str(rejects))
             raise self._fatal
         kind = self._stop_kind
         journal.set_status("interrupted")
@@ -446,17 +454,12 @@ class PipelineRunner:
             error=exc.type_name,
             request_id=exc.request_id,
         )
+        line = _reject_line(index, item_id, exc.stage, exc, exc.request_id)
         if self.options.strict:
+            self._strict_rejects.append(line)
             self._stop_fatal(exc)
             return
-        reject = {
-            "id": item_id,
-            "index": index,
-            "stage": exc.stage,
-            "error": {"type": exc.type_name, "message": exc.message},
-            "request_id": exc.request_id,
-        }
-        self._deliver(_Outcome(index, item_id, "rejected", _line(reject)))
+        self._deliver(_Outcome(index, item_id, "rejected", line))
 
     def _stop_fatal(self, exc: BaseException) -> None:
         if self._fatal is None:
@@ -752,6 +755,7 @@ class PipelineRunner:
         exc.details.update(item_id=run.item_id, stage=key)
         failure = FailedItem(run.item_id, key, exc.type_name, exc.message, request_id)
         self.summary.failed.append(failure)
+        self._strict_rejects.append(_reject_line(run.index, run.item_id, key, exc, request_id))
         self._stop_fatal(exc)
         return _RunStoppedError()
 
@@ -791,6 +795,21 @@ def _source_id(item_id: str, level_id: str, stage: str, position: int, source: A
         canonical_json([item_id, level_id, stage, position, source]).encode()
     ).digest()
     return base64.b32encode(digest[:5]).decode("ascii")
+
+
+def _reject_line(
+    index: int, item_id: str, stage: str, exc: AtomlabError, request_id: str | None
+) -> bytes:
+    cause = str(exc.details.get("cause", exc.type_name))
+    return _line(
+        {
+            "id": item_id,
+            "index": index,
+            "stage": stage,
+            "error": {"type": exc.type_name, "cause": cause, "message": exc.message},
+            "request_id": request_id,
+        }
+    )
 
 
 def _line(record: Mapping[str, Any]) -> bytes:
