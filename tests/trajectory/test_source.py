@@ -136,3 +136,54 @@ def test_guard_writes_are_self_and_another_clients_writes_are_external(sim, tmp_
     assert actions["Bias"].new_value == pytest.approx(0.2)
     assert actions["Z Setpoint"].source == "external"
     assert actions["Z Setpoint"].new_value == pytest.approx(2e-10, rel=1e-6)
+
+
+def test_a_write_by_atomlab_instrument_set_in_another_guard_is_self(sim, tmp_path, cli):
+    """`atomlab instrument set` uses its own guard; the recorder learns of it from the audit log."""
+    from atomlab.core.clock import SystemClock
+    from atomlab.instrument import AUDIT_LOG_NAME
+
+    port = sim.ports[0]
+    db = tmp_path / "traj.sqlite"
+    audit = tmp_path / "atomlab-home" / AUDIT_LOG_NAME  # the guard's log in the isolated home
+    config = MonitorConfig(
+        run_name="audit", signals=("Tunnel Current",), specs=("Bias",), interval_s=0.02, db_path=db
+    )
+    own = OwnWrites()
+    own.follow_audit_log(audit, SystemClock())
+    sampled, acted = threading.Event(), threading.Event()
+
+    def on_record(record: Any) -> None:
+        sampled.set()
+        if getattr(record, "spec_label", None) == "Bias":
+            acted.set()
+
+    with NanonisClient("127.0.0.1", port) as client, open_store(db, read_only=False) as store:
+        monitor = Monitor(
+            InstrumentSource(client, load_catalog()),
+            config,
+            store,
+            own_writes=own,
+            on_record=on_record,
+        )
+        thread = threading.Thread(target=monitor.run, kwargs={"duration_s": 60})
+        thread.start()
+        try:
+            assert sampled.wait(10)
+            result = cli(
+                "instrument",
+                "set",
+                "bias_v",
+                "0.2",
+                "--allow-writes",
+                "--port",
+                str(port),
+                "--json",
+            )
+            assert result.exit_code == 0, result.stdout
+            assert acted.wait(10)
+        finally:
+            monitor.stop("completed", "test done")
+            thread.join(10)
+    (action,) = open_store(db).actions()
+    assert action.source == "self" and action.new_value == pytest.approx(0.2)

@@ -16,9 +16,10 @@ from typing import Annotated, Any
 import typer
 
 from atomlab.cli import output
+from atomlab.core.clock import SystemClock
 from atomlab.core.errors import ConfigError, InterruptedRunError, TerminatedError
 from atomlab.core.settings import AtomlabSettings
-from atomlab.instrument import NanonisClient, load_catalog
+from atomlab.instrument import AUDIT_LOG_NAME, NanonisClient, load_catalog
 from atomlab.trajectory import (
     Monitor,
     MonitorConfig,
@@ -297,9 +298,9 @@ def _record(
         )
         with client:
             client.connect()
-            monitor = Monitor(
-                InstrumentSource(client, entries), config, store, own_writes=OwnWrites()
-            )
+            own = OwnWrites()
+            own.follow_audit_log(inst.audit_log or settings.home / AUDIT_LOG_NAME, SystemClock())
+            monitor = Monitor(InstrumentSource(client, entries), config, store, own_writes=own)
             with _stop_on_signals(monitor):
                 return monitor.run(duration_s=duration, max_samples=max_samples)
 

@@ -8,12 +8,16 @@ is asked of an :class:`OwnWrites` ledger, fed by the instrument guard's write li
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
 
+from atomlab.core.clock import Clock
 from atomlab.trajectory.records import ActionEvent, Value
 
 #: How long a write made through the guard stays attributable to a later change.
@@ -21,6 +25,8 @@ DEFAULT_OWN_WRITE_MEMORY_S = 60.0
 #: The guard reports a write after the instrument has it, so the monitor may see the change
 #: first; an unclaimed change waits this long for the report before it is called external.
 DEFAULT_ATTRIBUTION_GRACE_S = 0.5
+#: A guard in another process logs a write only when its whole plan (a ramp) is done.
+AUDIT_LOG_ATTRIBUTION_GRACE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,15 @@ class OwnWrites:
         self._memory_s = memory_s
         self._writes: deque[OwnWrite] = deque()
         self._lock = threading.Lock()
+        self._followers: list[AuditLogFollower] = []
+
+    @property
+    def follows_audit_logs(self) -> bool:
+        return bool(self._followers)
+
+    def follow_audit_log(self, path: Path, clock: Clock) -> None:
+        """Also count writes that guards in *other* processes append to ``path`` from now on."""
+        self._followers.append(AuditLogFollower(path, self, clock))
 
     def note(self, spec_label: str, value: Value, at_monotonic: float) -> None:
         with self._lock:
@@ -52,6 +67,8 @@ class OwnWrites:
 
     def claims(self, spec_label: str, value: Value, since: float, until: float, tol: float) -> bool:
         """True if a write of ``spec_label`` to ``value`` (within ``tol``) fell in the interval."""
+        for follower in self._followers:
+            follower.read_new()
         with self._lock:
             return any(
                 w.spec_label == spec_label
@@ -59,6 +76,52 @@ class OwnWrites:
                 and values_equal(w.value, value, tol)
                 for w in self._writes
             )
+
+
+class AuditLogFollower:
+    """Reads the guard's JSON-lines audit log incrementally and notes every step it sent.
+
+    The guard appends a record when a plan has finished (``when`` is then), with the plan's steps
+    and pause; each step is noted at its estimated time on this process's monotonic clock.
+    """
+
+    def __init__(self, path: Path, own: OwnWrites, clock: Clock) -> None:
+        self.path = path
+        self._own = own
+        self._clock = clock
+        self._offset = path.stat().st_size if path.exists() else 0
+        self._partial = b""
+
+    def read_new(self) -> None:
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return
+        if size <= self._offset:
+            self._offset = min(self._offset, size)  # rotated or truncated: start over
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(self._offset)
+            data = self._partial + fh.read(size - self._offset)
+        self._offset = size
+        *lines, self._partial = data.split(b"\n")
+        for line in lines:
+            self._note(line)
+
+    def _note(self, line: bytes) -> None:
+        try:
+            record = json.loads(line)
+            sent = int(record.get("steps_sent") or 0)
+            plan = record["plan"]
+            steps = list(plan["steps"])[:sent]
+            pause = float(plan.get("interval_s") or 0.0)
+            when = datetime.fromisoformat(str(record["when"]).replace("Z", "+00:00"))
+            label = str(record["label"])
+        except (ValueError, KeyError, TypeError):
+            return  # not a write record (or a torn line): nothing to attribute
+        ended = self._clock.monotonic() - (self._clock.now() - when).total_seconds()
+        for i, value in enumerate(steps):
+            self._own.note(label, value, ended - (len(steps) - 1 - i) * pause)
 
 
 def values_equal(a: Value, b: Value, tolerance: float = 0.0) -> bool:

@@ -21,7 +21,12 @@ from typing import Any, Protocol
 from atomlab.core.clock import Clock, SystemClock, utc_iso
 from atomlab.core.errors import AtomlabError, ConnectionFailedError
 from atomlab.core.logging import get_logger
-from atomlab.trajectory.actions import DEFAULT_ATTRIBUTION_GRACE_S, ActionDetector, OwnWrites
+from atomlab.trajectory.actions import (
+    AUDIT_LOG_ATTRIBUTION_GRACE_S,
+    DEFAULT_ATTRIBUTION_GRACE_S,
+    ActionDetector,
+    OwnWrites,
+)
 from atomlab.trajectory.config import MonitorConfig
 from atomlab.trajectory.records import (
     ActionEvent,
@@ -167,7 +172,7 @@ class Monitor:
             action_window_s=cfg.action_window_s,
             coalesce_s=cfg.coalesce_s,
             own_writes=self.own_writes,
-            attribution_grace_s=max(DEFAULT_ATTRIBUTION_GRACE_S, 2 * cfg.interval_s),
+            attribution_grace_s=self._attribution_grace_s(),
         )
         status: RunStatus = "failed"
         reason = "the recorder failed"
@@ -198,6 +203,12 @@ class Monitor:
             duration_s=round(self.clock.monotonic() - origin, 6),
             **self.counts,
         )
+
+    def _attribution_grace_s(self) -> float:
+        base = max(DEFAULT_ATTRIBUTION_GRACE_S, 2 * self.config.interval_s)
+        if self.own_writes is not None and self.own_writes.follows_audit_logs:
+            return max(base, AUDIT_LOG_ATTRIBUTION_GRACE_S)
+        return base
 
     # ------------------------------------------------------------------ the loop
 
