@@ -355,3 +355,32 @@ def test_planned_paths_of_the_swarm_never_come_within_the_clearance(
         assert min_clearance(coord.reservations.reservations()) >= coord.limits.clearance_units
     targets = [coord.defects[j.defect_id].position for j in coord.jobs.values()]
     assert all(a.distance(b) >= 5.0 for i, a in enumerate(targets) for b in targets[i + 1 :])
+
+
+def test_stale_position_reports_never_shrink_the_path_an_agent_still_travels() -> None:
+    """Safety under reconnects: a handshake or late report placing a moving agent back at its
+    start must not free the rest of its path for another agent (a found bug, kept as a test)."""
+    coord = coordinator()
+    agents_up(coord, {"a0": (1.0, 1.0), "a1": (19.0, 10.0)})
+    ingest_and_plan(coord, [reading(19.0, 1.0, 9)])
+    [first] = coord.dispatch_round()
+    assert first.agent_id == "a0"  # a0 travels (1, 1) -> (19, 1)
+    agents_up(coord, {"a0": (1.0, 1.0), "a1": (19.0, 10.0)})  # reconnect: a stale a0 position
+    coord.handle_event(
+        "agent_status",
+        {
+            "t_s": 1,
+            "agents": [
+                {
+                    "agent_id": "a0",
+                    "position": {"x": 1.0, "y": 1.0},
+                    "status": "moving",
+                    "temperature_c": 25,
+                }
+            ],
+        },
+    )
+    ingest_and_plan(coord, [reading(10.0, 1.2, 5)])  # on a0's path
+    assert coord.dispatch_round() == []
+    reservation = coord.reservations.get("a0")
+    assert reservation is not None and reservation.end == (190.0, 10.0, 0.0)

@@ -131,7 +131,7 @@ class SwarmCoordinator:
         self.halted = False
         self.halt_reason: str | None = None
         self.ground_truth: dict[str, Any] | None = None
-        self._active_keys: dict[tuple[int, int, int, str], str] = {}
+        self._active_keys: dict[tuple[int, int, int, str], str] = {}  # open defects by site
         self._inbox: list[Defect] = []
         self._inbox_ready = asyncio.Event()
         self._wake = asyncio.Event()
@@ -462,8 +462,10 @@ class SwarmCoordinator:
         agent = self.agents.get(str(payload.get("agent_id")))
         if agent is not None:
             self._touch(agent)
-            if payload.get("position"):
-                self._place(agent, _to_units(payload["position"]), keep_reservation=True)
+            job = self.jobs.get(agent.agent_id)
+            current = job is None or job.command_id == payload.get("command_id")
+            if payload.get("position") and current:  # an old command's answer is old news
+                self._place(agent, _to_units(payload["position"]))
             if payload.get("temperature_c") is not None:
                 agent.temperature_c = float(payload["temperature_c"])
         if command is None or command.status.terminal:
@@ -566,7 +568,7 @@ class SwarmCoordinator:
             agent = self._agent(str(info["agent_id"]))
             revived = agent.status is AgentStatus.DEAD
             self._touch(agent)
-            self._place(agent, _to_units(info.get("position", {})), keep_reservation=True)
+            self._place(agent, _to_units(info.get("position", {})))
             agent.temperature_c = float(info.get("temperature_c", agent.temperature_c))
             reported = _SIM_STATUS.get(str(info.get("status")), AgentStatus.ERROR)
             if agent.agent_id in self.jobs:
@@ -633,17 +635,14 @@ class SwarmCoordinator:
             agent.status = AgentStatus.IDLE if agent.agent_id not in self.jobs else agent.status
             log.info("swarm.agent_back", agent_id=agent.agent_id)
 
-    def _place(self, agent: AgentState, location: Vec, *, keep_reservation: bool = False) -> None:
+    def _place(self, agent: AgentState, location: Vec) -> None:
+        """Record a reported position. A report never changes the reservation of an agent with
+        work in hand: reports can be stale (resent after a reconnect, reordered), so the whole
+        swept segment stays reserved until the command itself finishes."""
         agent.location = location
         agent.position = _point(location)
         agent.last_update = self.clock.now()
-        reservation = self.reservations.get(agent.agent_id)
-        if reservation is None or not keep_reservation:
-            self.reservations.park(agent.agent_id, location)
-        elif reservation.start != reservation.end:
-            # Moving: the rest of the trip is what it still needs.
-            self.reservations.reserve(agent.agent_id, location, reservation.end)
-        else:
+        if agent.agent_id not in self.jobs:
             self.reservations.park(agent.agent_id, location)
 
     def _check_separation(self) -> None:
@@ -859,9 +858,7 @@ class SwarmCoordinator:
 
     def _update_gauges(self) -> None:
         self.metrics.queue_depth.set(len(self.queue))
-        self.metrics.pending_operations.set(
-            sum(1 for d in self.defects.values() if not d.status.terminal)
-        )
+        self.metrics.pending_operations.set(len(self._active_keys))
         for status in AgentStatus:
             self.metrics.agents.labels(status=status.value).set(
                 sum(1 for a in self.agents.values() if a.status is status)
