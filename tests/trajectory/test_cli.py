@@ -227,3 +227,18 @@ def test_export_writes_signals_specs_and_actions(cli, recorded, tmp_path, fmt):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
     bad = cli("trajectory", "export", "--run-name", "with-actions", "--format", "xlsx")
     assert bad.exit_code == 3
+
+
+def test_queries_on_a_missing_database_exit_3_and_create_nothing(cli, tmp_path):
+    missing = tmp_path / "nothing-here.sqlite"
+    for args in (["runs", "list"], ["action", "list"], ["action", "show", "--action-idx", "0"]):
+        result = cli("trajectory", *args, "--db-path", str(missing))
+        assert result.exit_code == 3 and result.json["error"]["type"] == "not_found"
+    assert not missing.exists()
+
+
+def test_a_failed_start_up_creates_no_run_row(cli, sim, isolated_home):
+    _stage(cli, "--run-name", "typo", "--signals", "Tunnel Curent")
+    result = cli("trajectory", "monitor", "run", "--port", str(sim.ports[0]), "--max-samples", "3")
+    assert result.exit_code == 3 and "list-signals" in result.json["error"]["message"]
+    assert open_store(isolated_home / "trajectories.sqlite").runs() == []

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from atomlab.core.errors import InvalidInputError, NotFoundError
+from atomlab.core.errors import AtomlabError, InvalidInputError, NotFoundError
 from atomlab.trajectory import ChannelInfo, MonitorConfig, Sample, open_store
 from atomlab.trajectory.records import ActionEvent, MissedTicks
 
@@ -167,3 +167,28 @@ def test_a_read_only_store_never_creates_a_database(tmp_path):
     sqlite3.connect(tmp_path / "empty.sqlite").close()
     with pytest.raises(NotFoundError, match="no trajectory data"):
         open_store(tmp_path / "empty.sqlite")
+
+
+def test_foreign_keys_reject_samples_of_an_unknown_run(db):
+    with (
+        open_store(db, read_only=False) as store,
+        pytest.raises(sqlite3.IntegrityError),
+        store.connection,
+    ):
+        store.connection.execute(
+            "INSERT INTO signal_samples (run_id, sample_idx, segment_id, dt_s, scheduled_dt_s,"
+            " latency_s) VALUES (99, 0, 0, 0.0, 0.0, 0.0)"
+        )
+
+
+def test_a_failed_batch_writes_none_of_its_records(db):
+    with open_store(db, read_only=False) as store:
+        run = _create(store)
+        writer = store.record_writer(run, n_signals=2, n_specs=1, flush_interval_s=5, max_batch=3)
+        writer.put(_sample(0))
+        writer.put(_sample(0))  # the same sample_idx twice: the batch's transaction fails
+        writer.put(_sample(1))
+        with pytest.raises(AtomlabError):
+            writer.close()
+    assert list(open_store(db).samples("signals")) == []
+    assert open_store(db).run().samples == 0
