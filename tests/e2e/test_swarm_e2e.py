@@ -31,7 +31,7 @@ TERMINAL = {"completed", "failed", "unrepairable"}
 DEADLINE_S = 90.0  # a hang guard for a loaded 2-core machine, not a performance target
 
 
-def service_app(tmp_path: Path) -> Any:
+def service_app(tmp_path: Path, command_timeout_s: float = 10.0) -> Any:
     settings = load_settings(
         overrides={
             "home": tmp_path / "home",
@@ -39,7 +39,7 @@ def service_app(tmp_path: Path) -> Any:
                 "heartbeat_interval_s": 1.0,
                 "missed_heartbeats": 3,
                 "ack_timeout_s": 0.5,
-                "command_timeout_s": 10.0,
+                "command_timeout_s": command_timeout_s,
             },
         }
     ).settings
@@ -79,12 +79,19 @@ def min_separation(records: list[dict[str, Any]]) -> float:
     return best
 
 
-async def run_scenario(tmp_path: Path, faults: FaultConfig, *, agents: int, defects: int) -> Any:
+async def run_scenario(
+    tmp_path: Path,
+    faults: FaultConfig,
+    *,
+    agents: int,
+    defects: int,
+    command_timeout_s: float = 10.0,
+) -> Any:
     gt = tmp_path / "gt.jsonl"
     config = SwarmConfig(agents=agents, seed=11, defects=defects, faults=faults)
     world = SwarmWorld(config, ground_truth=GroundTruthLog(gt))
     expected = len(world.surface.defects)
-    async with serve_app(service_app(tmp_path), lifespan="on") as port:
+    async with serve_app(service_app(tmp_path, command_timeout_s), lifespan="on") as port:
         sim = SwarmSimulator(world, url=f"ws://127.0.0.1:{port}/ws/isaac", clock=ScaledClock(10.0))
         task = asyncio.create_task(sim.run())
         try:
@@ -132,6 +139,20 @@ async def test_forced_disconnects_and_a_dead_agent_still_settle_every_defect(
     assert min_separation(records) >= SEPARATION_NM
     keys = [r["key"] for r in records if r["kind"] == "execute"]
     assert len(keys) == len(set(keys))
+
+
+async def test_stuck_agents_time_out_and_their_defects_are_finished_by_others(
+    tmp_path: Path,
+) -> None:
+    faults = FaultConfig(stuck_prob=0.15)
+    settled, records, _sim, _ = await run_scenario(
+        tmp_path, faults, agents=6, defects=6, command_timeout_s=1.0
+    )
+    assert len(settled) == 6
+    assert any(r["kind"] == "fault" and r["fault"] == "stuck" for r in records)
+    keys = [r["key"] for r in records if r["kind"] == "execute"]
+    assert len(keys) == len(set(keys))
+    assert min_separation(records) >= SEPARATION_NM
 
 
 async def test_a_service_restart_mid_run_loses_nothing_and_runs_nothing_twice(
