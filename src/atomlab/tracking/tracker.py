@@ -23,6 +23,7 @@ import socket
 import sqlite3
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -46,6 +47,7 @@ from atomlab.tracking.models import (
 )
 from atomlab.tracking.progress import NullProgress, ProgressState, ProgressView
 from atomlab.tracking.sampler import TelemetrySampler
+from atomlab.tracking.signals import SignalWatch
 from atomlab.tracking.store import (
     EVENTS_FILE,
     LOGS_DIR,
@@ -63,6 +65,7 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 CHILD_GRACE_S = 5.0
 CHILD_POLL_S = 0.25
 MONITOR_TICK_S = 1.0
+WATCHDOG_GRACE_S = 0.5
 LOG_TAIL_LINES = 20
 ENV_RUN_ID = "ATOMLAB_RUN_ID"
 ENV_RUN_DIR = "ATOMLAB_RUN_DIR"
@@ -139,6 +142,8 @@ class RunTracker:
         self._child: subprocess.Popen[bytes] | None = None
         self._signal: int | None = None
         self._finishing = False
+        self._finished = False
+        self._watch = SignalWatch()
         self._samples: list[dict[str, Any]] = []
         self._history: list[dict[str, float]] = []
         self._step_started: dict[str, float] = {}
@@ -246,7 +251,7 @@ class RunTracker:
     def finish(self, status: RunStatus = RunStatus.COMPLETED, *, reason: str | None = None) -> None:
         """End the run: mark open steps, persist at once, stop the step group, then evaluate."""
         record = self._require()
-        if not record.status.is_active:
+        if self._finished:
             return
         self._finishing = True
         now = utc_iso(self.clock.now())
@@ -271,6 +276,7 @@ class RunTracker:
             self._persist(fsync=True, index=True)
         self._event(f"run.{status.value}", reason=reason)
         self._stop.set()
+        self._watch.wake()
         self._stop_child()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
@@ -285,6 +291,7 @@ class RunTracker:
         )
         self.view.close()
         self._close_files()
+        self._finished = True
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -580,12 +587,56 @@ class RunTracker:
     # -- internals: monitor ------------------------------------------------------------------
 
     def _monitor(self) -> None:
-        tick = min(MONITOR_TICK_S, self.settings.telemetry_interval_s)
-        while not self._stop.wait(tick):
-            try:
-                self.tick()
-            except Exception as exc:  # the monitor must never take the run down
-                _log.warning("runs.monitor_error", error=str(exc))
+        period = min(MONITOR_TICK_S, self.settings.telemetry_interval_s)
+        next_tick = time.monotonic() + period
+        while not self._stop.is_set():
+            timeout = next_tick - time.monotonic()
+            if self._watch.active:
+                received = self._watch.wait(timeout)
+            else:
+                self._stop.wait(max(timeout, 0.0))
+                received = []
+            if self._stop.is_set():
+                break
+            handled = [s for s in received if s in HANDLED_SIGNALS]
+            if handled:
+                self._watchdog(handled[0])
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + period
+                try:
+                    self.tick()
+                except Exception as exc:  # the monitor must never take the run down
+                    _log.warning("runs.monitor_error", error=str(exc))
+
+    def _watchdog(self, signum: int) -> None:
+        """Record the cancellation from here if the main thread has not within the grace time
+        (it is stuck in a long call that releases the GIL, so its handler cannot run yet)."""
+        if self._stop.wait(WATCHDOG_GRACE_S) or self._finishing:
+            return
+        child = self._child
+        if child is not None and child.poll() is None:
+            _signal_group(child.pid, signum)
+        record = self._require()
+        name = _signal_name(signum)
+        acquired = self._lock.acquire(timeout=WATCHDOG_GRACE_S)
+        try:
+            if self._finishing or not record.status.is_active:
+                return
+            now = utc_iso(self.clock.now())
+            reason = f"received {name} while the main thread was busy"
+            for step in record.steps:
+                if step.status is StepStatus.RUNNING:
+                    self._close_step(step, StepStatus.CANCELLED, reason)
+            record.status = RunStatus.CANCELLED
+            record.reason = reason
+            record.ended_at = now
+            record.exit_signal = name
+            record.eta.remaining_s = None
+            self._persist(fsync=True, index=True)
+            self._event("run.cancelled", reason=reason, recorded_by="monitor")
+        finally:
+            if acquired:
+                self._lock.release()
 
     def tick(self) -> None:
         """One monitor pass: sample if due, heartbeat if due, refresh the view."""
@@ -687,8 +738,10 @@ class RunTracker:
             return
         for signum in HANDLED_SIGNALS:
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+        self._watch.install()
 
     def _restore_signal_handlers(self) -> None:
+        self._watch.uninstall()  # after the monitor thread has stopped reading the pipe
         for signum, handler in self._previous_handlers.items():
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signum, handler)
