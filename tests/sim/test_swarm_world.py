@@ -241,3 +241,17 @@ def test_bad_settings_name_the_field(field: str, value: Any) -> None:
 def test_too_many_agents_for_the_surface_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="do not fit"):
         SwarmWorld(SwarmConfig(agents=400, width_nm=2.0, height_nm=2.0, defects=0))
+
+
+def test_a_log_cut_short_by_a_killed_run_still_reads(tmp_path: Path) -> None:
+    world = world_with_defect(tmp_path)
+    world.step()
+    world.close()
+    path = tmp_path / "gt.jsonl"
+    whole = read_ground_truth(path)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"kind": "tick", "t": 0.2, "posi')
+    assert read_ground_truth(path) == whole
+    path.write_text("not json\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="line 1"):
+        read_ground_truth(path)

@@ -185,7 +185,8 @@ class GroundTruthLog:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] | None = self.path.open("w", encoding="utf-8")
+        # Line-buffered: the log can be followed live, and a killed run leaves whole lines.
+        self._file: IO[str] | None = self.path.open("w", encoding="utf-8", buffering=1)
 
     def write(self, record: dict[str, Any]) -> None:
         if self._file is not None:
@@ -202,8 +203,22 @@ class GroundTruthLog:
 
 
 def read_ground_truth(path: Path | str) -> list[dict[str, Any]]:
+    """The records of a ground-truth log; a last line cut short by a killed run is skipped."""
+    records: list[dict[str, Any]] = []
     with Path(path).open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        lines = [line for line in handle if line.strip()]
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines) and not line.endswith("\n"):
+                break
+            raise InvalidInputError(
+                f"{path}: line {number} is not JSON; is this a ground-truth log?",
+                path=str(path),
+                line=number,
+            ) from None
+    return records
 
 
 @dataclass
