@@ -61,6 +61,9 @@ def test_list_show_export_summary(cli, tmp_path):
     )
     assert cli("runs", "list", "--since", "1h", "--json").json["runs"]
     assert cli("runs", "list", "--status", "nonsense").exit_code == 3
+    table = cli("runs", "list").stdout.splitlines()
+    assert table[0].split() == ["RUN", "STATUS", "STEPS", "CREATED", "(UTC)", "TIME", "PIPELINE"]
+    assert table[1].split()[:3] == [listed[0]["run_id"], "failed", "0/1"]
 
     run_id = listed[1]["run_id"]
     text = cli("runs", "show", run_id)

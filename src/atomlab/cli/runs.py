@@ -224,22 +224,24 @@ def list_command(
     with _index() as index:
         rows = index.list_runs(status=status, since=since, pipeline=pipeline, limit=limit)
 
-    def human(console: Any) -> None:
-        from rich.table import Table
-
-        table = Table("run", "pipeline", "status", "steps", "created", "duration", "current")
-        for r in rows:
-            table.add_row(
-                r.run_id,
-                r.pipeline,
-                r.status,
-                f"{r.steps_done}/{r.steps_total}",
-                r.created_at[:19].replace("T", " "),
-                format_duration(r.duration_s),
-                r.current_step or "",
-            )
-        console.print(table if rows else "no runs match")
-
+    table = [
+        (
+            r.run_id,
+            r.status,
+            f"{r.steps_done}/{r.steps_total}",
+            r.created_at[:19].replace("T", " "),
+            format_duration(r.duration_s),
+            r.pipeline + (f" (now: {r.current_step})" if r.current_step else ""),
+        )
+        for r in rows
+    ]
+    header = ("RUN", "STATUS", "STEPS", "CREATED (UTC)", "TIME", "PIPELINE")
+    widths = [max(len(str(row[k])) for row in [header, *table]) for k in range(len(header))]
+    lines = [
+        "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *table]
+    ]
+    human = "\n".join(lines) if rows else "no runs match"
     output.emit({"runs": [r.to_dict() for r in rows]}, json_flag=json_out, human=human)
 
 
