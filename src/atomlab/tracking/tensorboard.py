@@ -9,6 +9,7 @@ directory); the writer is flushed at every step end so a killed run loses at mos
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +53,8 @@ class TensorBoardMirror:
         self._writer_cls = _writer_class()
         self._writer: Any = None
         self._seen_steps: set[str] = set()
+        # The summary writer is not thread-safe; samples come from the monitor thread.
+        self._lock = threading.Lock()
 
     def open(self, record: RunRecord) -> None:
         target = self.logdir / record.run_id
@@ -59,6 +62,10 @@ class TensorBoardMirror:
         self._writer = self._writer_cls(str(target))
 
     def add_sample(self, sample: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._add_sample(sample)
+
+    def _add_sample(self, sample: Mapping[str, Any]) -> None:
         if self._writer is None:
             return
         step = round(float(sample.get("dt_s", 0.0)))
@@ -75,6 +82,10 @@ class TensorBoardMirror:
                     self._writer.add_scalar(tag, value, step, wall_time=wall)
 
     def add_steps(self, record: RunRecord) -> None:
+        with self._lock:
+            self._add_steps(record)
+
+    def _add_steps(self, record: RunRecord) -> None:
         if self._writer is None:
             return
         done = record.steps_done
@@ -86,13 +97,15 @@ class TensorBoardMirror:
                 self._writer.add_scalar(f"steps/{step.name}/duration_s", step.duration_s, 0)
 
     def flush(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
+        with self._lock:
+            if self._writer is not None:
+                self._writer.flush()
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
 
 def export_run(record: RunRecord, samples: Iterable[Mapping[str, Any]], logdir: Path) -> Path:
