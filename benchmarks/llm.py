@@ -7,7 +7,9 @@ Run: ``uv run python benchmarks/llm.py [--latency-ms 20] [--calls-per-slot 30]``
    ideal C/L, for the bare semaphore and for the queue;
 3. a 429 flood: a simulated server that admits K concurrent calls and answers 429 with
    ``Retry-After`` beyond that; the queue starts at 64, with a fixed limit (baseline) and
-   adaptive (AIMD). Reports the 429 share and throughput against the ideal K/L.
+   adaptive (AIMD). Reports the 429 share and throughput against the ideal K/L;
+4. a request quota (RPM) enforced by the simulated server: AIMD alone against the client-side
+   ``requests_per_minute`` bucket. Reports the achieved share of the quota and the 429 share.
 """
 
 from __future__ import annotations
@@ -21,15 +23,42 @@ from pydantic import BaseModel
 
 from atomlab.core.logging import configure_logging
 from atomlab.core.resilience import CircuitBreaker, RetryPolicy
-from atomlab.llm import Generation, GenerationRequest, LlmQueue, RateLimitedError, TokenUsage
+from atomlab.llm import (
+    Generation,
+    GenerationRequest,
+    LlmQueue,
+    RateLimitedError,
+    RateLimits,
+    TokenUsage,
+)
 
 
 class Answer(BaseModel):
     ok: bool
 
 
+MAX_ATTEMPTS = 1_000  # the floods below measure throughput, not the retry cap
 TEXT = '{"ok":true}'
 VALUE = Answer(ok=True)
+
+
+class QuotaServer:
+    """A server quota of ``per_minute`` requests (token bucket, one second of burst)."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(self.rate, 1.0)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def admit(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
 
 
 class SimulatedProvider:
@@ -39,10 +68,15 @@ class SimulatedProvider:
     model = "offline-v1"
 
     def __init__(
-        self, latency_s: float, capacity: int | None = None, retry_after_s: float = 0.05
+        self,
+        latency_s: float,
+        capacity: int | None = None,
+        retry_after_s: float = 0.05,
+        quota: QuotaServer | None = None,
     ) -> None:
         self.latency_s = latency_s
         self.capacity = capacity
+        self.quota = quota
         self.retry_after_s = retry_after_s
         self.active = 0
         self.calls = 0
@@ -50,7 +84,8 @@ class SimulatedProvider:
 
     async def generate(self, request: GenerationRequest[Any]) -> Generation[Any]:
         self.calls += 1
-        if self.capacity is not None and self.active >= self.capacity:
+        over_quota = self.quota is not None and not self.quota.admit()
+        if over_quota or (self.capacity is not None and self.active >= self.capacity):
             self.rejected += 1
             await asyncio.sleep(0.001)  # a rejection still costs a round trip
             raise RateLimitedError("HTTP 429", retry_after=self.retry_after_s)
@@ -78,7 +113,7 @@ def _queue(provider: SimulatedProvider, concurrency: int, **kw: Any) -> LlmQueue
     return LlmQueue(
         provider,
         concurrency=concurrency,
-        retry=RetryPolicy(max_attempts=50, initial_delay_s=0.01, max_delay_s=0.2),
+        retry=RetryPolicy(max_attempts=MAX_ATTEMPTS, initial_delay_s=0.01, max_delay_s=0.2),
         breaker=CircuitBreaker("bench", failure_threshold=10_000),
         **kw,
     )
@@ -130,6 +165,24 @@ async def flood(
     return rate, provider.rejected / provider.calls, queue.stats().concurrency_limit
 
 
+async def quota(
+    per_minute: float, calls: int, latency_s: float, *, client_rpm: bool
+) -> tuple[float, float, int]:
+    server = QuotaServer(per_minute)
+    provider = SimulatedProvider(latency_s, quota=server, retry_after_s=0.02)
+    limits = RateLimits(requests_per_minute=per_minute) if client_rpm else None
+    queue = _queue(provider, 64, rate_limits=limits)
+    start = time.perf_counter()
+    results = await asyncio.gather(
+        *(queue.submit(_request(i)) for i in range(calls)), return_exceptions=True
+    )
+    elapsed = time.perf_counter() - start
+    failed = sum(isinstance(r, Exception) for r in results)
+    # The quota's ideal: the first second's burst at once, the rest at the quota's rate.
+    ideal = max(calls - failed - server.capacity, 0) / server.rate + latency_s
+    return ideal / elapsed, provider.rejected / provider.calls, failed
+
+
 async def main(latency_ms: float, calls_per_slot: int) -> None:
     configure_logging("ERROR", "console")  # one line per retry would drown the figures
     latency_s = latency_ms / 1000
@@ -154,6 +207,15 @@ async def main(latency_ms: float, calls_per_slot: int) -> None:
         print(
             f"   {label:<24} throughput {rate / (capacity / latency_s):6.1%} of ideal K/L, "
             f"429 share {rejected:6.1%}, final limit {limit}"
+        )
+    print()
+    rpm = 3_000.0
+    print(f"4. server quota {rpm:,.0f} requests/min, concurrency 64, 300 calls")
+    for label, client_rpm in (("no client rate (AIMD only)", False), ("requests_per_minute", True)):
+        achieved, rejected, failed = await quota(rpm, 300, latency_s, client_rpm=client_rpm)
+        print(
+            f"   {label:<27} achieved {achieved:6.1%} of the quota, 429 share {rejected:6.1%}, "
+            f"{failed} gave up"
         )
 
 
