@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from atomlab.core.errors import NotFoundError
 from atomlab.core.sqlite import connect
 from atomlab.engine import ResponseCache, cache_key
 
@@ -158,3 +159,11 @@ def test_manifest_schema_is_versioned(tmp_path: Path) -> None:
     conn = connect(tmp_path / "manifest.sqlite")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
+
+
+def test_read_only_mode_on_a_missing_cache_creates_nothing(tmp_path: Path) -> None:
+    reader = ResponseCache(tmp_path / "none", mode="read-only")
+    assert reader.get(_key(), Answer) is None
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(NotFoundError, match="no cache at"):
+        reader.stats()

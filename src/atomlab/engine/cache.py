@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from atomlab.core.errors import NotFoundError
 from atomlab.core.sqlite import connect, migrate
 from atomlab.engine.pipeline import canonical_json
 
@@ -150,6 +151,12 @@ class ResponseCache:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
+            if not self.writable and not (self.directory / MANIFEST_NAME).exists():
+                raise NotFoundError(
+                    f"no cache at {str(self.directory)!r} (no {MANIFEST_NAME}); "
+                    "check --cache-dir or engine.cache_dir",
+                    path=str(self.directory),
+                )
             self.directory.mkdir(parents=True, exist_ok=True)
             self._conn = connect(self.directory / MANIFEST_NAME)
             migrate(self._conn, MANIFEST_MIGRATIONS)
@@ -184,6 +191,9 @@ class ResponseCache:
         pending = self._pending.get(key)
         if pending is not None:
             expected = pending[0]
+        elif self._conn is None and not (self.directory / MANIFEST_NAME).exists():
+            self._count("miss")  # nothing stored yet (read-only mode must not create files)
+            return None
         else:
             row = self._db().execute("SELECT sha256 FROM entries WHERE key = ?", (key,)).fetchone()
             if row is None:
