@@ -68,3 +68,27 @@ async def test_the_simulator_runs_against_the_service_and_stops_on_ctrl_c(tmp_pa
     assert details["connections"] == 1
     records = read_ground_truth(gt)
     assert records[0]["kind"] == "meta" and records[-1]["kind"] == "summary"
+
+
+def test_resume_continues_the_world_of_an_earlier_log(
+    cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    gt = str(tmp_path / "gt.jsonl")
+    args = ("sim", "swarm", "--url", free_url(), "--agents", "2", "--seed", "4",
+            "--connect-attempts", "1", "--ground-truth", gt, "--json")  # fmt: skip
+    assert cli(*args).exit_code == 5
+    assert cli(*args, "--resume").exit_code == 5
+    kinds = [r["kind"] for r in read_ground_truth(gt)]
+    assert kinds.count("meta") == 1 and kinds.count("resume") == 1
+    other = cli(*args[:-1], "--seed", "5", "--resume", "--json")
+    assert other.exit_code == 3
+    assert "another world" in other.json["error"]["message"]
+
+
+def test_resume_without_a_log_names_the_missing_file(
+    cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    missing = tmp_path / "none.jsonl"
+    result = cli("sim", "swarm", "--resume", "--ground-truth", str(missing), "--json")
+    assert result.exit_code == 3
+    assert str(missing) in result.json["error"]["message"]

@@ -255,3 +255,38 @@ def test_a_log_cut_short_by_a_killed_run_still_reads(tmp_path: Path) -> None:
     path.write_text("not json\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
     with pytest.raises(InvalidInputError, match="line 1"):
         read_ground_truth(path)
+
+
+def test_a_killed_world_resumes_from_its_log_without_rerunning_anything(tmp_path: Path) -> None:
+    config = SwarmConfig(agents=4, seed=1, defects=3, **CALM)
+    path = tmp_path / "gt.jsonl"
+    world = SwarmWorld(config, ground_truth=GroundTruthLog(path))
+    first = world.surface.defects[0]
+    world.submit(cmd(1, "repair", first.x / 10, first.y / 10), "done")
+    finished = run_until_done(world, "done")[-1]
+    world.submit(cmd(2, "move", 1.0, 1.0, agent="agent-01"), "cut")
+    for _ in range(5):
+        world.step()
+    where = world.status().agents[1].position
+    world.ground_truth.flush()  # the process dies here: no close, no summary
+
+    again = SwarmWorld.resume(config, path)
+    assert first.id not in {d.id for d in again.surface.defects}
+    assert again.status().agents[1].position.x == pytest.approx(where.x, abs=1e-3)
+    assert again.submit(cmd(1, "repair", first.x / 10, first.y / 10), "done") == [finished]
+    (cut,) = again.submit(cmd(2, "move", 1.0, 1.0, agent="agent-01"), "cut")
+    assert (cut.status, cut.reason) == ("failed", "simulator_restarted")
+    again.submit(cmd(3, "move", 8.0, 6.7), "new")
+    assert run_until_done(again, "new")[-1].status == "completed"
+    again.close()
+    records = read_ground_truth(path)
+    keys = [r["key"] for r in records if r["kind"] == "execute"]
+    assert keys == ["done", "cut", "new"]
+    assert [r["kind"] for r in records].count("resume") == 1
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gt.jsonl"
+    SwarmWorld(SwarmConfig(agents=4, seed=1), ground_truth=GroundTruthLog(path)).close()
+    with pytest.raises(InvalidInputError, match="another world"):
+        SwarmWorld.resume(SwarmConfig(agents=4, seed=2), path)

@@ -11,7 +11,7 @@ import typer
 
 from atomlab.cli import output
 from atomlab.core.clock import Clock, SystemClock
-from atomlab.core.errors import InterruptedRunError, TerminatedError
+from atomlab.core.errors import InterruptedRunError, InvalidInputError, TerminatedError
 from atomlab.sim.swarm import ScaledClock, SwarmSimulator
 from atomlab.sim.swarm_world import FaultConfig, GroundTruthLog, SwarmConfig, SwarmWorld
 
@@ -44,6 +44,13 @@ def swarm(
             "(default <home>/swarm-sim/ground-truth-<seed>.jsonl).",
         ),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the world of an existing --ground-truth log (after a stop or a crash).",
+        ),
+    ] = False,
     width_nm: Annotated[float, typer.Option("--width-nm", min=1.0, help="Surface width.")] = 20.0,
     height_nm: Annotated[
         float, typer.Option("--height-nm", min=1.0, help="Surface height.")
@@ -109,7 +116,17 @@ def swarm(
         faults=faults,
     )
     log_path = ground_truth or settings.home / "swarm-sim" / f"ground-truth-{seed}.jsonl"
-    world = SwarmWorld(config, ground_truth=GroundTruthLog(log_path))
+    if resume:
+        if not log_path.is_file():
+            raise InvalidInputError(
+                f"--resume: there is no ground-truth log at {log_path}; start without --resume "
+                "or name the log with --ground-truth",
+                field="ground_truth",
+                value=str(log_path),
+            )
+        world = SwarmWorld.resume(config, log_path)
+    else:
+        world = SwarmWorld(config, ground_truth=GroundTruthLog(log_path))
     clock: Clock = SystemClock() if time_scale == 1.0 else ScaledClock(time_scale)
     simulator = SwarmSimulator(world, url=url, clock=clock)
     if not output.use_json(json_out):

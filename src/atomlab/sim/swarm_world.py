@@ -182,11 +182,12 @@ class GroundTruthLog:
     """What really happened, one JSON object per line (``kind``: meta, tick, execute, result,
     repair, violation, fault, summary); positions in nm."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, append: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Line-buffered: the log can be followed live, and a killed run leaves whole lines.
-        self._file: IO[str] | None = self.path.open("w", encoding="utf-8", buffering=1)
+        mode = "a" if append else "w"
+        self._file: IO[str] | None = self.path.open(mode, encoding="utf-8", buffering=1)
 
     def write(self, record: dict[str, Any]) -> None:
         if self._file is not None:
@@ -292,6 +293,93 @@ class SwarmWorld:
         self.repairs_failed = 0
         self.agents = self._place_agents()
         self._write_meta()
+
+    @classmethod
+    def resume(
+        cls, config: SwarmConfig, path: Path | str, *, faults: FaultInjector | None = None
+    ) -> SwarmWorld:
+        """Continue the world a ground-truth log left off (after a stop, a crash or a kill).
+
+        Repaired defects stay repaired, agents stand where they last stood (cooled down), dead
+        agents stay dead, and no key the log shows as executed runs again: a key cut off
+        mid-command answers ``failed`` with reason ``simulator_restarted``. Later lines are
+        appended to the same log.
+        """
+        records = read_ground_truth(path)
+        if not records or records[0].get("kind") != "meta":
+            raise InvalidInputError(
+                f"{path} does not start with a meta record; is it a ground-truth log?",
+                path=str(path),
+            )
+        world = cls(config, faults=faults)  # no log attached yet: no second meta line
+        meta = records[0]
+        same = (
+            meta.get("seed") == config.seed
+            and sorted(meta.get("agents", {})) == sorted(world.agents)
+            and meta.get("defects") == [d.to_dict() for d in world.surface.defects]
+        )
+        if not same:
+            raise InvalidInputError(
+                f"{path} was written by another world (seed {meta.get('seed')}, "
+                f"{len(meta.get('agents', {}))} agents); resume with the same --seed, --agents "
+                "and surface options, or start a new log",
+                path=str(path),
+                seed=meta.get("seed"),
+            )
+        cut_off = world._replay(records[1:])
+        world.ground_truth = GroundTruthLog(path, append=True)
+        world._log({"kind": "resume", "t": round(world.t, 6), "cut_off": sorted(cut_off)})
+        for key, command in sorted(cut_off.items()):
+            world._record(
+                CommandResultPayload(
+                    command_id=command["command_id"],
+                    agent_id=command["agent_id"],
+                    idempotency_key=key,
+                    action=command["action"],
+                    status="failed",
+                    reason="simulator_restarted",
+                )
+            )
+        return world
+
+    def _replay(self, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Apply a log's records; returns the executions that never finished."""
+        started: dict[str, dict[str, Any]] = {}
+        for record in records:
+            kind = record.get("kind")
+            self.t = max(self.t, float(record.get("t", 0.0)))
+            if kind == "tick":
+                self.ticks += 1
+                for agent_id, (x, y) in record["positions"].items():
+                    if agent_id in self.agents:
+                        self.agents[agent_id].x = x * UNITS_PER_NM
+                        self.agents[agent_id].y = y * UNITS_PER_NM
+                gap = record.get("min_sep_nm")
+                if gap is not None and (
+                    self.min_separation_nm is None or gap < self.min_separation_nm
+                ):
+                    self.min_separation_nm = gap
+            elif kind == "execute":
+                started[record["key"]] = record
+                self._executions.setdefault(record["key"], None)
+            elif kind == "result" and "result" in record:
+                self._executions[record["key"]] = CommandResultPayload.model_validate(
+                    record["result"]
+                )
+                started.pop(record["key"], None)
+            elif kind == "repair":
+                if record["success"]:
+                    self.repairs_succeeded += 1
+                    if any(d.id == record["defect_id"] for d in self.surface.defects):
+                        self.surface.remove_defect(record["defect_id"])
+                else:
+                    self.repairs_failed += 1
+            elif kind == "fault" and record.get("fault") == "agent_dead":
+                if record.get("agent_id") in self.agents:
+                    self.agents[record["agent_id"]].alive = False
+            elif kind == "violation":
+                self.violations += 1
+        return started
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -673,17 +761,22 @@ class SwarmWorld:
         self, agent: _Agent, job: _Job, status: str, reason: str | None, **extra: Any
     ) -> CommandResultPayload:
         result = self._result(agent, job, status, reason, **extra)
-        self._executions[job.key] = result
         if agent.job is job:
             agent.job = None
+        return self._record(result)
+
+    def _record(self, result: CommandResultPayload) -> CommandResultPayload:
+        """Remember a final result (a repeat of its key gets it again) and log it in full."""
+        self._executions[result.idempotency_key] = result
         self._log(
             {
                 "kind": "result",
                 "t": round(self.t, 6),
-                "key": job.key,
-                "status": status,
-                "reason": reason,
-                "agent_id": agent.agent_id,
+                "key": result.idempotency_key,
+                "status": result.status,
+                "reason": result.reason,
+                "agent_id": result.agent_id,
+                "result": result.model_dump(mode="json"),
             }
         )
         return result
@@ -702,18 +795,7 @@ class SwarmWorld:
                 status=status,
                 reason=reason,
             )
-            self._executions[key] = result
-            self._log(
-                {
-                    "kind": "result",
-                    "t": round(self.t, 6),
-                    "key": key,
-                    "status": status,
-                    "reason": reason,
-                    "agent_id": command.agent_id,
-                }
-            )
-            return result
+            return self._record(result)
         return self._end(agent, job, status, reason)
 
     def note_fault(self, fault: str, **detail: Any) -> None:
