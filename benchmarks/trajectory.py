@@ -9,7 +9,8 @@ Prints one JSON object (and a short table on stderr):
   * max_rate_hz: the highest rate with 16 signals + 10 specs that ran without a missed tick;
   * jitter at 10 Hz (poll start minus schedule, p50/p99) and the recorder's CPU share of a core;
   * bytes per sample (signals + specs rows with their indexes);
-  * `action show --with-signal-window` latency on a database of --large-samples samples;
+  * `action show --with-signal-window` latency on a database of --large-samples samples (query,
+    and query + the CLI's JSON rendering; the process start of the CLI is not included);
   * the same samples written through qcodes.dataset.Measurement (write rate, bytes per sample).
 """
 
@@ -209,10 +210,66 @@ def build_large(db: Path, n: int) -> float:
         return time.perf_counter() - t0
 
 
+def bulk_build(db: Path, n: int, chunk: int = 50_000) -> float:
+    """The large database, written straight through the store's SQL in big transactions (the
+    monitor's own path, ``build_large``, is Python-bound at ~15 k samples/s on 2 cores)."""
+    import numpy as np
+
+    from atomlab.trajectory.store import _sample_insert
+
+    config = MonitorConfig(run_name="large", signals=SIGNALS_16, specs=SPECS_10, db_path=db)
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    with open_store(db, read_only=False) as store:
+        run = store.create_run(
+            config,
+            signals=[ChannelInfo(label=s) for s in SIGNALS_16],
+            specs=[ChannelInfo(label=s) for s in SPECS_10],
+            instrument={"kind": "synthetic"},
+            started_at_utc="2026-01-01T00:00:00Z",
+        )
+        conn = store.connection
+        sig_sql, spec_sql = _sample_insert("signal_samples", 16), _sample_insert("spec_samples", 10)
+        every, action_idx, bias = 3000, 0, 0.1
+        for base in range(0, n, chunk):
+            ks = range(base, min(base + chunk, n))
+            values = rng.random((len(ks), 16)).tolist()
+            heads = [(run.id, k, k // 6000, k * 0.1 + 1e-4, k * 0.1, 3e-4) for k in ks]
+            specs, actions = [], []
+            for h, k in zip(heads, ks, strict=True):
+                if k and k % every == 0:
+                    old, bias = bias, round(float(rng.uniform(-1, 1)), 3)
+                    dt = k * 0.1
+                    actions.append((run.id, action_idx, k, dt, dt, "2026-01-01T00:00:00Z",
+                                    "Bias", old, bias, bias - old, 1, "external", dt - 2.5,
+                                    dt + 2.5))  # fmt: skip
+                    action_idx += 1
+                specs.append((*h, bias, 1e-10, 1, 1e-12, 1e-3, 0.0, 0.0, 2e-8, 2e-8, 0.0))
+            with conn:
+                conn.executemany(sig_sql, [(*h, *v) for h, v in zip(heads, values, strict=True)])
+                conn.executemany(spec_sql, specs)
+                conn.executemany(
+                    "INSERT INTO action_events (run_id, action_idx, sample_idx, dt_s, end_dt_s,"
+                    " detected_at_utc, spec_label, old_value, new_value, delta, steps, source,"
+                    " window_start_dt_s, window_end_dt_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    actions,
+                )
+            if base and base % 1_000_000 == 0:
+                log(f"    {base:,} samples ({base / (time.perf_counter() - t0):,.0f}/s)")
+        with conn:
+            conn.execute(
+                "UPDATE runs SET status = 'completed', samples = ?, actions = ?, last_dt_s = ?"
+                " WHERE id = ?",
+                (n, action_idx, (n - 1) * 0.1, run.id),
+            )
+    return time.perf_counter() - t0
+
+
 def action_show(db: Path, n: int, queries: int) -> dict[str, Any]:
-    build_s = build_large(db, n)
+    build_s = bulk_build(db, n)
     log(f"  built {n:,} samples in {build_s:.0f} s ({n / build_s:,.0f} samples/s)")
     latencies: list[float] = []
+    query_ms: list[float] = []
     rng = random.Random(1)
     with open_store(db) as store:
         count = len(store.actions())
@@ -221,6 +278,7 @@ def action_show(db: Path, n: int, queries: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             action = store.action(idx)  # what `action show --with-signal-window` does
             window = store.signal_window(action.window_start_dt_s, action.window_end_dt_s)
+            query_ms.append((time.perf_counter() - t0) * 1e3)
             json.dumps(to_jsonable({"action": action.__dict__, "signal_window": window.to_dict()}))
             latencies.append((time.perf_counter() - t0) * 1e3)
     return {
@@ -229,6 +287,8 @@ def action_show(db: Path, n: int, queries: int) -> dict[str, Any]:
         "build_samples_per_s": round(n / build_s),
         "bytes_per_sample": round(db_bytes(db) / n, 1),
         "window_samples": window.count,
+        "query_ms_p50": round(percentile(query_ms, 0.5), 3),
+        "query_ms_p99": round(percentile(query_ms, 0.99), 3),
         "latency_ms_p50": round(percentile(latencies, 0.5), 3),
         "latency_ms_p99": round(percentile(latencies, 0.99), 3),
     }
@@ -264,7 +324,7 @@ def write_rate_qcodes(db: Path, n: int) -> dict[str, Any]:
     meas.write_period = 0.25
     samples = [r for r in synthetic_samples(n, 0) if isinstance(r, Sample)]
     t0 = time.perf_counter()
-    with meas.run() as saver:
+    with contextlib.redirect_stdout(sys.stderr), meas.run() as saver:
         for s in samples:
             values = (*s.signals, *s.specs)
             saver.add_result((dt, s.dt_s), *zip(params, values, strict=True))

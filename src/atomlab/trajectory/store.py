@@ -16,7 +16,7 @@ import os
 import socket
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,11 @@ class SignalWindow:
         return len(self.sample_idx)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "count": self.count}
+        """A plain dict for JSON (shallow: the value lists are already plain)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["labels"] = list(self.labels)
+        out["count"] = self.count
+        return out
 
 
 def open_store(path: Path | str, *, read_only: bool = True) -> TrajectoryStore:
