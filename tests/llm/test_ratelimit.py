@@ -79,3 +79,23 @@ def test_rate_settings_reach_the_queue() -> None:
 def test_a_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="requests_per_minute"):
         RateLimits(requests_per_minute=0)
+
+
+async def test_calls_refused_by_the_breaker_give_their_tokens_back() -> None:
+    from atomlab.core.errors import CircuitOpenError
+    from atomlab.core.resilience import CircuitBreaker
+
+    clock = FakeClock()
+    breaker = CircuitBreaker("p", failure_threshold=1, reset_timeout_s=10, clock=clock)
+    breaker.record_failure()
+    provider, starts = _timed(clock)
+    queue = LlmQueue(
+        provider, clock=clock, breaker=breaker, rate_limits=RateLimits(tokens_per_minute=6_000)
+    )
+    for i in range(3):
+        with pytest.raises(CircuitOpenError):
+            await queue.submit(_req(i, max_tokens=60))  # each reserves 61 of the 100 held
+    clock.advance(10)
+    await queue.submit(_req(9, max_tokens=60))
+    assert clock.sleeps == []
+    assert starts == [10.0]

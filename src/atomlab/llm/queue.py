@@ -447,18 +447,32 @@ class LlmQueue:
         finally:
             self._counts["waiting"] -= 1
         try:
-            reserved = await self._take_rate(request)
-            self._m.queue_wait.observe(self._clock.monotonic() - waited_from)
-            self._check_budget(request, key)  # the budget may have run out while we waited
-            self.breaker.before_call()
+            reserved = await self._admit(request, key, waited_from)
             return await self._call(request, key, epoch, reserved)
-        except CircuitOpenError:
-            self._outcome(key, "circuit_open")
-            raise
         finally:
             self._limit.release()
             if key_slot is not None:
                 key_slot.release()
+
+    async def _admit(self, request: GenerationRequest[Any], key: str, waited_from: float) -> int:
+        """The last checks before a call (holding its slots): rates, budget, breaker.
+
+        Returns the tokens reserved in the token bucket; gives them back when refused.
+        """
+        reserved = 0
+        try:
+            reserved = await self._take_rate(request)
+            self._m.queue_wait.observe(self._clock.monotonic() - waited_from)
+            self._check_budget(request, key)  # the budget may have run out while we waited
+            self.breaker.before_call()
+        except CircuitOpenError:
+            self._outcome(key, "circuit_open")
+            self._settle_tokens(reserved, 0)
+            raise
+        except BaseException:
+            self._settle_tokens(reserved, 0)
+            raise
+        return reserved
 
     async def _take_rate(self, request: GenerationRequest[Any]) -> int:
         """Wait for the request and token rates; return the tokens reserved for the call."""
