@@ -29,8 +29,9 @@ def test_exec_runs_steps_and_prints_the_run(cli):
 
 
 def test_exec_failure_exits_1_with_the_step_and_log(cli):
-    result = run_exec(cli, "ok=true", "bad=false", "never=true")
+    result = run_exec(cli, "ok=true", "bad=sh -c 'echo why it broke; exit 2'", "never=true")
     assert result.exit_code == 1
+    assert "  | why it broke" in result.stderr  # the log's last lines, where the user looks
     error = result.json["error"]
     assert error["type"] == "step_failed" and "'bad'" in error["message"]
     status = cli("runs", "status", "--json").json["run"]

@@ -428,6 +428,7 @@ class RunTracker:
             self._persist()
         if self._sampler is not None:
             self._sampler.tree.watch(child.pid)
+        self.view.event(f"[{record.run_id}]   pid {child.pid}, output in {log_path}")
         code = self._wait_child(child, step, progress_file)
         with self._lock:
             self._child = None
@@ -437,13 +438,18 @@ class RunTracker:
             return code
         reason = f"exit status {code}" if code > 0 else f"killed by {_signal_name(-code)}"
         self.fail_step(name, reason)
+        tail = _tail_text(log_path, LOG_TAIL_LINES)
+        if tail:
+            self.view.event(f"[{record.run_id}]   last lines of {log_path.name}:")
+            for line in tail.splitlines():
+                self.view.event(f"  | {line}")
         raise StepFailedError(
             f"step {name!r} failed ({reason}); its output is in {log_path}",
             step=name,
             run_id=record.run_id,
             exit_code=code,
             log=str(log_path),
-            log_tail=_tail_text(log_path, LOG_TAIL_LINES),
+            log_tail=tail,
         )
 
     # -- internals: steps --------------------------------------------------------------------
