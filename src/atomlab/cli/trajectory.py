@@ -78,6 +78,10 @@ CatalogOption = Annotated[
 ]
 
 
+#: `runs show` lists at most this many of the latest errors and missed-tick records.
+SHOW_LIMIT = 100
+
+
 def _settings() -> AtomlabSettings:
     return output.state().loaded.settings
 
@@ -360,7 +364,7 @@ def _run_row(run: dict[str, Any]) -> dict[str, Any]:
 
 @runs_app.command("show")
 def runs_show(db_path: DbPathOption = None, run_name: RunNameOption = None) -> None:
-    """One run in full: config, instrument, counters, catalogs, errors and missed ticks."""
+    """One run: config, instrument, counters, catalogs, the latest 100 errors and missed ticks."""
     path = _db_path(db_path)
     with open_store(path) as store:
         run = store.run(run_name)
@@ -369,8 +373,8 @@ def runs_show(db_path: DbPathOption = None, run_name: RunNameOption = None) -> N
             "run": run.to_dict(),
             "signals": [ch.__dict__ for ch in store.catalog("signals", run.name)],
             "specs": [ch.__dict__ for ch in store.catalog("specs", run.name)],
-            "errors": [e.__dict__ for e in store.errors(run.name)],
-            "missed": [m.__dict__ for m in store.missed(run.name)],
+            "errors": [e.__dict__ for e in store.errors(run.name)[-SHOW_LIMIT:]],
+            "missed": [m.__dict__ for m in store.missed(run.name)[-SHOW_LIMIT:]],
         }
     _emit(payload)
 
