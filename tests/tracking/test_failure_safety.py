@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import psutil
-import pytest
 
 from atomlab.tracking import RunIndex, iter_jsonl
 
@@ -39,29 +38,36 @@ def _cleanup_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize(
-    ("signum", "exit_code"),
-    [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 143)],
-)
-def test_signal_cancels_run_and_stops_the_step_process_group(home, signum, exit_code):
-    proc = atomlab_process(
-        home, "runs", "exec", "-p", "sig", "-s", "long=sleep 60", "-s", "after=true"
-    )
-    data = _running_run(home)
-    step_pid = data["steps"][0]["pid"]
+SIGNALS = [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 143)]
+
+
+def test_signals_cancel_the_run_and_stop_the_step_process_group(tmp_path):
+    """SIGTERM, SIGINT and SIGHUP, each to its own real `atomlab runs exec` (run side by side)."""
+    homes = [tmp_path / signal.Signals(s).name for s, _ in SIGNALS]
+    procs = [
+        atomlab_process(
+            home, "runs", "exec", "-p", "sig", "-s", "long=sleep 60", "-s", "after=true"
+        )
+        for home in homes
+    ]
+    runs = [_running_run(home) for home in homes]
     try:
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=20)
+        for proc, (signum, _) in zip(procs, SIGNALS, strict=True):
+            proc.send_signal(signum)
+        errors = [proc.communicate(timeout=30)[1].decode() for proc in procs]
     finally:
-        _cleanup_group(step_pid)
-    assert proc.returncode == exit_code, err.decode()
-    record = json.loads(Path(data["run_dir"], "run.json").read_text())
-    assert record["status"] == "cancelled"
-    assert record["exit_signal"] == signal.Signals(signum).name
-    assert [s["status"] for s in record["steps"]] == ["cancelled", "skipped"]
-    assert not psutil.pid_exists(step_pid) or psutil.Process(step_pid).status() == "zombie"
-    events = [e["event"] for e in iter_jsonl(Path(data["run_dir"]) / "events.jsonl")]
-    assert "run.cancelled" in events and "step.process_stopped" in events
+        for data in runs:
+            _cleanup_group(data["steps"][0]["pid"])
+    for proc, (signum, exit_code), data, err in zip(procs, SIGNALS, runs, errors, strict=True):
+        assert proc.returncode == exit_code, err
+        record = json.loads(Path(data["run_dir"], "run.json").read_text())
+        assert record["status"] == "cancelled"
+        assert record["exit_signal"] == signal.Signals(signum).name
+        assert [s["status"] for s in record["steps"]] == ["cancelled", "skipped"]
+        step_pid = data["steps"][0]["pid"]
+        assert not psutil.pid_exists(step_pid) or psutil.Process(step_pid).status() == "zombie"
+        events = [e["event"] for e in iter_jsonl(Path(data["run_dir"]) / "events.jsonl")]
+        assert "run.cancelled" in events and "step.process_stopped" in events
 
 
 def test_kill_9_run_is_marked_crashed_by_next_runs_command(home, cli):
