@@ -24,6 +24,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -66,6 +67,7 @@ CHILD_GRACE_S = 5.0
 CHILD_POLL_S = 0.25
 MONITOR_TICK_S = 1.0
 WATCHDOG_GRACE_S = 0.5
+SAMPLES_KEPT = 86_400
 LOG_TAIL_LINES = 20
 ENV_RUN_ID = "ATOMLAB_RUN_ID"
 ENV_RUN_DIR = "ATOMLAB_RUN_DIR"
@@ -144,7 +146,8 @@ class RunTracker:
         self._finishing = False
         self._finished = False
         self._watch = SignalWatch()
-        self._samples: list[dict[str, Any]] = []
+        # Slim samples for the rules and the summary: a day at 1 Hz, so memory stays bounded.
+        self._samples: deque[dict[str, Any]] = deque(maxlen=SAMPLES_KEPT)
         self._history: list[dict[str, float]] = []
         self._step_started: dict[str, float] = {}
         self._run_started = 0.0
