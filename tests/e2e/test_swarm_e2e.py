@@ -7,6 +7,7 @@ service believes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 from pathlib import Path
@@ -162,7 +163,7 @@ async def test_a_service_restart_mid_run_loses_nothing_and_runs_nothing_twice(
     world = SwarmWorld(SwarmConfig(agents=6, seed=4, defects=8), ground_truth=GroundTruthLog(gt))
     expected = len(world.surface.defects)
     async with serve_app(service_app(tmp_path), lifespan="on") as port:
-        sim = SwarmSimulator(world, url=f"ws://127.0.0.1:{port}/ws/isaac", clock=ScaledClock(5.0))
+        sim = SwarmSimulator(world, url=f"ws://127.0.0.1:{port}/ws/isaac", clock=ScaledClock(10.0))
         task = asyncio.create_task(sim.run())
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             await wait_first_completed(client)
@@ -181,4 +182,34 @@ async def test_a_service_restart_mid_run_loses_nothing_and_runs_nothing_twice(
     assert sim.connections >= 2
     keys = [r["key"] for r in records if r["kind"] == "execute"]
     assert len(keys) == len(set(keys))
+    assert min_separation(records) >= SEPARATION_NM
+
+
+async def test_a_simulator_killed_mid_run_resumes_from_its_log(tmp_path: Path) -> None:
+    gt = tmp_path / "gt.jsonl"
+    config = SwarmConfig(agents=6, seed=9, defects=8)
+    world = SwarmWorld(config, ground_truth=GroundTruthLog(gt))
+    expected = len(world.surface.defects)
+    async with serve_app(service_app(tmp_path), lifespan="on") as port:
+        url = f"ws://127.0.0.1:{port}/ws/isaac"
+        first = SwarmSimulator(world, url=url, clock=ScaledClock(10.0))
+        task = asyncio.create_task(first.run())
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            await wait_first_completed(client)
+            task.cancel()  # stopped abruptly: commands are cut off mid-flight
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert world.ground_truth is not None
+            world.ground_truth.close()
+            second = SwarmSimulator(SwarmWorld.resume(config, gt), url=url, clock=ScaledClock(10.0))
+            task = asyncio.create_task(second.run())
+            try:
+                settled = await wait_all_terminal(client, expected)
+            finally:
+                second.stop()
+                await asyncio.wait_for(task, 30)
+    records = read_ground_truth(gt)
+    assert len(settled) == expected
+    keys = [r["key"] for r in records if r["kind"] == "execute"]
+    assert len(keys) == len(set(keys))  # across both simulator processes
     assert min_separation(records) >= SEPARATION_NM

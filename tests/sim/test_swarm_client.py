@@ -15,6 +15,7 @@ from atomlab.core.clock import FakeClock, SystemClock
 from atomlab.core.errors import ConnectionFailedError, InvalidInputError
 from atomlab.sim.swarm import ScaledClock, SwarmSimulator
 from atomlab.sim.swarm_channel import Backoff
+from atomlab.sim.swarm_wire import CommandPayload
 from atomlab.sim.swarm_world import (
     FaultConfig,
     GroundTruthLog,
@@ -104,6 +105,9 @@ async def test_the_simulator_introduces_its_agents_and_reports_its_defects(
         (up,) = events.of("link_up")
         assert [a["agent_id"] for a in up["agents"]] == [f"agent-{i:02d}" for i in range(4)]
         assert up["bounds"]["x_max"] == 20.0
+        # 20x faster than real time: to the service (real time) agents are 20x faster too.
+        assert up["agents"][0]["speed_nm_s"] == 40.0
+        assert up["heartbeat_interval_s"] == 0.5
         (data,) = await events.wait_for("sensor_data")
         assert len(data["coordinates"]) == 3
         expected = {(d.x / 10, d.y / 10) for d in sim.world.surface.defects}
@@ -190,3 +194,28 @@ async def test_commands_survive_forced_disconnects(tmp_path: Path) -> None:
         assert sim.reconnect_delays and set(sim.reconnect_delays) == {1.0}  # reset after success
     ran = executions(tmp_path)
     assert sorted(ran) == sorted(key for key, _ in script)
+
+
+async def test_a_resumed_simulator_reports_the_commands_its_restart_cut_off(
+    tmp_path: Path,
+) -> None:
+    config = SwarmConfig(agents=2, seed=2, defects=0)
+    gt = tmp_path / "gt.jsonl"
+    before = SwarmWorld(config, ground_truth=GroundTruthLog(gt))
+    payload = {"command_id": "c1", "agent_id": "agent-00", "action": "move",
+               "target": {"x": 1.0, "y": 1.0}}  # fmt: skip
+    before.submit(CommandPayload.model_validate(payload), "k1")
+    before.step()
+    before.close()
+    events = EventRecorder()
+    link = SimulatorLink(clock=SystemClock(), on_event=events)
+    async with serve_link(link) as url:
+        sim = SwarmSimulator(SwarmWorld.resume(config, gt), url=url, clock=ScaledClock(20.0))
+        task = asyncio.create_task(sim.run())
+        try:
+            (result,) = await events.wait_for("command_result")
+        finally:
+            sim.stop()
+            await asyncio.wait_for(task, WAIT_S)
+    assert (result["idempotency_key"], result["status"]) == ("k1", "failed")
+    assert result["reason"] == "simulator_restarted"

@@ -251,6 +251,9 @@ class SwarmSimulator:
                 if self.report_defects and not self._reported_defects:
                     self._reported_defects = True
                     await self._send_reliable(MessageType.SENSOR_DATA, self.world.sensor_data())
+                while self.world.restart_results:  # a resumed world: say what was cut off
+                    result = self.world.restart_results.pop(0)
+                    await self._send_reliable(MessageType.COMMAND_RESULT, result)
                 for envelope in self.sender.unsent():
                     await self._transmit(envelope)
                 supervisor = asyncio.create_task(self._supervise(ws))
@@ -268,13 +271,18 @@ class SwarmSimulator:
 
     def _handshake(self) -> Envelope:
         config = self.world.config
+        scale = self.time_scale  # the service lives in real time: speeds and periods in it
+        agents = [
+            info.model_copy(update={"speed_nm_s": (info.speed_nm_s or 0.0) * scale})
+            for info in self.world.agent_infos()
+        ]
         payload = HandshakePayload(
             role="simulator",
             session_id=self.sender.session_id,
-            heartbeat_interval_s=config.heartbeat_interval_s,
-            ack_timeout_s=self.sender.ack_timeout_s,
+            heartbeat_interval_s=config.heartbeat_interval_s / scale,
+            ack_timeout_s=self.sender.ack_timeout_s / scale,
             capabilities=["seq", "ack", "idempotency", "heartbeat", "resend"],
-            agents=self.world.agent_infos(),
+            agents=agents,
             bounds=self.world.bounds(),
             separation_nm=config.separation_nm,
             drift_max_nm=config.drift_max_units / 10,

@@ -287,6 +287,8 @@ class SwarmWorld:
         self._separation = config.separation_nm * UNITS_PER_NM
         self._executions: dict[str, CommandResultPayload | None] = {}
         self._halted_pairs: set[tuple[str, str]] = set()
+        # Results of commands cut off by a restart, to report once connected (see resume()).
+        self.restart_results: list[CommandResultPayload] = []
         self.min_separation_nm: float | None = None
         self.violations = 0
         self.repairs_succeeded = 0
@@ -330,7 +332,7 @@ class SwarmWorld:
         world.ground_truth = GroundTruthLog(path, append=True)
         world._log({"kind": "resume", "t": round(world.t, 6), "cut_off": sorted(cut_off)})
         for key, command in sorted(cut_off.items()):
-            world._record(
+            result = world._record(
                 CommandResultPayload(
                     command_id=command["command_id"],
                     agent_id=command["agent_id"],
@@ -340,6 +342,7 @@ class SwarmWorld:
                     reason="simulator_restarted",
                 )
             )
+            world.restart_results.append(result)
         return world
 
     def _replay(self, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
