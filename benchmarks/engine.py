@@ -328,13 +328,21 @@ async def _offline_run(src: Path, out: Path, *, resume: bool) -> None:
 
 async def measure(args: argparse.Namespace, work: Path) -> None:
     latency_s = args.latency_ms / 1000
-    await bench_throughput(work, latency_s, args.quick)
-    if not args.quick:
-        await bench_throughput(work, 0.2, args.quick)
-    await bench_overhead(work, args.quick)
-    await bench_cache(work, latency_s, args.quick)
-    await bench_pipelining(work, max(latency_s, 0.05))
-    await bench_memory(work, args.quick)
+    wanted = (
+        {args.only} if args.only else {"throughput", "overhead", "cache", "pipelining", "memory"}
+    )
+    if "throughput" in wanted:
+        await bench_throughput(work, latency_s, args.quick)
+        if not args.quick and args.only is None:
+            await bench_throughput(work, 0.2, args.quick)
+    if "overhead" in wanted:
+        await bench_overhead(work, args.quick)
+    if "cache" in wanted:
+        await bench_cache(work, latency_s, args.quick)
+    if "pipelining" in wanted:
+        await bench_pipelining(work, max(latency_s, 0.05))
+    if "memory" in wanted:
+        await bench_memory(work, args.quick)
 
 
 def main() -> None:
@@ -343,12 +351,19 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer kills")
+    parser.add_argument(
+        "--only",
+        choices=["throughput", "overhead", "cache", "pipelining", "memory", "kill"],
+        help="run one section",
+    )
     args = parser.parse_args()
     configure_logging("ERROR", "console")
     work = Path(tempfile.mkdtemp(prefix="atomlab-bench-engine-"))
     try:
-        asyncio.run(measure(args, work))
-        bench_kill_resume(work, 10 if args.quick else args.kills, args.seed)
+        if args.only != "kill":
+            asyncio.run(measure(args, work))
+        if args.only in (None, "kill"):
+            bench_kill_resume(work, 10 if args.quick else args.kills, args.seed)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
