@@ -123,3 +123,10 @@ def test_cpu_saturating_run_gets_a_recommendation(cli, monkeypatch):
     assert result.exit_code == 0, result.stdout
     findings = result.json["run"]["recommendations"]
     assert [f["rule"] for f in findings] == ["cpu_saturation"]
+
+
+def test_exec_shell_mode_runs_pipelines_of_commands(cli):
+    result = run_exec(cli, "count=echo hi | wc -c", extra=("--shell",))
+    assert result.exit_code == 0
+    log = result.json["run"]["steps"][0]["log_path"]
+    assert Path(log).read_text().strip() == "3"
