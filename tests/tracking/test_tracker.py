@@ -204,3 +204,10 @@ def test_keyboard_interrupt_in_a_step_cancels_the_run(home, clock, settings):
         StepStatus.SKIPPED,
         StepStatus.SKIPPED,
     ]
+
+
+def test_defaults_come_from_the_same_settings_as_the_cli(home, monkeypatch):
+    monkeypatch.setenv("ATOMLAB_TRACKING__HEARTBEAT_INTERVAL_S", "7")
+    tracker = RunTracker("env", ["a"], monitor=False, handle_signals=False, telemetry=False)
+    assert tracker.home == home  # ATOMLAB_HOME, set by the isolated_home fixture
+    assert tracker.settings.heartbeat_interval_s == 7

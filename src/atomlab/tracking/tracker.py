@@ -33,7 +33,7 @@ from typing import Any
 from atomlab.core.clock import Clock, SystemClock, utc_iso
 from atomlab.core.errors import AtomlabError, InvalidInputError
 from atomlab.core.logging import get_logger
-from atomlab.core.settings import TrackingSettings, default_home
+from atomlab.core.settings import TrackingSettings, load_settings
 from atomlab.tracking import recommend
 from atomlab.tracking.eta import estimate_remaining
 from atomlab.tracking.gpu import GpuProbe
@@ -127,8 +127,13 @@ class RunTracker:
             raise InvalidInputError("pipeline name is empty; give the pipeline a name")
         self.pipeline = pipeline
         self.specs = step_specs(list(steps))
-        self.home = Path(home) if home is not None else default_home()
-        self.settings = settings or TrackingSettings()
+        if home is None or settings is None:
+            # Same sources as the CLI: ATOMLAB_HOME / ATOMLAB_TRACKING__* / atomlab.yaml.
+            loaded = load_settings().settings
+            home = home if home is not None else loaded.home
+            settings = settings or loaded.tracking
+        self.home = Path(home)
+        self.settings = settings
         self.clock = clock or SystemClock()
         self.view: ProgressView = progress or NullProgress()
         self._telemetry_enabled = telemetry
