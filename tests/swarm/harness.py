@@ -92,3 +92,20 @@ def repair_cycle(coord: SwarmCoordinator, command_id: str, *, gone: bool) -> str
     scan = coord.jobs[agent].command_id
     result(coord, scan, "completed", defect_present=not gone)
     return scan
+
+
+def finish(coord: SwarmCoordinator, agent: str, *, gone: bool = True) -> None:
+    """``agent`` finishes what it is doing (a repair and its re-scan, or a move), if anything."""
+    job = coord.jobs.get(agent)
+    if job is None:
+        return
+    if coord.book.get(job.command_id).action.value == "move":
+        result(coord, job.command_id, "completed")
+    else:
+        repair_cycle(coord, job.command_id, gone=gone)
+
+
+def finish_all(coord: SwarmCoordinator, *, gone: bool = True) -> None:
+    """Every agent finishes what it is doing."""
+    for agent in list(coord.jobs):
+        finish(coord, agent, gone=gone)

@@ -17,6 +17,8 @@ from tests.swarm.harness import (
     Sent,
     agents_up,
     coordinator,
+    finish,
+    finish_all,
     ingest_and_plan,
     reading,
     repair_cycle,
@@ -347,13 +349,10 @@ def test_planned_paths_of_the_swarm_never_come_within_the_clearance(
     )
     coord.dispatch_round()
     for index in finishing:
-        agent = f"a{index}"
-        job = coord.jobs.get(agent)
-        if job is not None:
-            repair_cycle(coord, job.command_id, gone=True)
+        finish(coord, f"a{index}")
         coord.dispatch_round()
         assert min_clearance(coord.reservations.reservations()) >= coord.limits.clearance_units
-    targets = [coord.defects[j.defect_id].position for j in coord.jobs.values()]
+    targets = [coord.defects[j.defect_id].position for j in coord.jobs.values() if j.defect_id]
     assert all(a.distance(b) >= 5.0 for i, a in enumerate(targets) for b in targets[i + 1 :])
 
 
@@ -384,3 +383,112 @@ def test_stale_position_reports_never_shrink_the_path_an_agent_still_travels() -
     assert coord.dispatch_round() == []
     reservation = coord.reservations.get("a0")
     assert reservation is not None and reservation.end == (190.0, 10.0, 0.0)
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 200), st.integers(0, 200)), min_size=1, max_size=6, unique=True
+    ),
+    st.text(alphabet="abcdef0123456789", min_size=4, max_size=16),
+)
+def test_property_5_pipeline_integrity_every_valid_batch_reaches_the_link_under_its_id(
+    sites: list[tuple[int, int]], cid: str
+) -> None:
+    """Property 5: every valid coordinate of a batch is queued, planned and turned into a
+    command handed to the link, all under the batch's correlation id."""
+    coord = coordinator()
+    sent = Sent()
+    coord.send = sent
+    agents_up(coord, {f"a{i}": (float(i), 0.0) for i in range(len(sites))})
+    ids = ingest_and_plan(
+        coord, [reading(x / 10, y / 10, kind=f"k{i}") for i, (x, y) in enumerate(sites)], cid=cid
+    ).defect_ids
+    issued: list[str] = []
+    for _ in range(3 * len(sites)):
+        issued += [c.defect_id for c in coord.dispatch_round() if c.defect_id]
+        finish_all(coord)
+    asyncio.run(coord.flush_outbox())
+    assert sorted(set(issued)) == sorted(ids)
+    assert all(coord.book.get(key).correlation_id == cid for key in sent.keys)
+    assert {p["defect_id"] for p in sent.payloads} == set(ids)
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a0", "a1", "a2"]),
+            st.integers(0, 200),
+            st.integers(0, 200),
+            st.sampled_from(["idle", "moving", "repairing", "stuck"]),
+            st.floats(20, 119, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_property_21_agent_state_tracking_reflects_the_latest_report_of_every_agent(
+    reports: list[tuple[str, int, int, str, float]],
+) -> None:
+    """Property 21: each agent's queryable position, status, temperature and last update are
+    those of its latest report."""
+    clock = FakeClock()
+    coord = coordinator(clock)
+    latest: dict[str, tuple[int, int, str, float, float]] = {}
+    for agent, x, y, status, temp in reports:
+        clock.advance(0.5)
+        coord.handle_event(
+            "agent_status",
+            {
+                "t_s": 0,
+                "agents": [
+                    {
+                        "agent_id": agent,
+                        "position": {"x": x / 10, "y": y / 10},
+                        "status": status,
+                        "temperature_c": temp,
+                    }
+                ],
+            },
+        )
+        latest[agent] = (x, y, status, temp, clock.monotonic())
+    for agent, (x, y, status, temp, at) in latest.items():
+        state = coord.agents[agent]
+        assert (state.position.x, state.position.y) == (x, y)
+        expected = {
+            "idle": AgentStatus.IDLE,
+            "moving": AgentStatus.MOVING,
+            "repairing": AgentStatus.REPAIRING,
+            "stuck": AgentStatus.ERROR,
+        }
+        assert state.status is expected[status]
+        assert state.temperature_c == temp and state.last_heartbeat == at
+
+
+def test_idle_agents_parked_around_a_defect_step_aside_so_it_can_be_reached() -> None:
+    """Two idle agents 1 nm apart with a defect between them block each other's approach;
+    one is sent home (a move command) and the other then takes the defect."""
+    coord = coordinator()
+    agents_up(coord, {"a0": (2.0, 2.0), "a1": (15.0, 15.0)})
+    for agent, (x, y) in {"a0": (5.0, 5.0), "a1": (6.0, 5.0)}.items():
+        coord.handle_event(
+            "agent_status",
+            {
+                "t_s": 0,
+                "agents": [
+                    {
+                        "agent_id": agent,
+                        "position": {"x": x, "y": y},
+                        "status": "idle",
+                        "temperature_c": 25,
+                    }
+                ],
+            },
+        )
+    ingest_and_plan(coord, [reading(5.5, 5.3)])
+    [move] = coord.dispatch_round()
+    assert move.action is Action.MOVE and move.defect_id == ""
+    result(coord, move.command_id, "completed")
+    [repair] = coord.dispatch_round()
+    assert repair.action is Action.REPAIR and repair.agent_id != move.agent_id

@@ -41,6 +41,10 @@ class SwarmMachine(RuleBasedStateMachine):
         job = self.coord.jobs.get(agent)
         if job is None or agent in self.silent:
             return
+        if not job.defect_id:  # a step-aside move
+            result(self.coord, job.command_id, "completed")
+            self.coord.dispatch_round()
+            return
         extra = {"defect_present": not gone, "repaired": gone}
         result(self.coord, job.command_id, "completed" if outcome == "done" else "failed", **extra)
         self.coord.dispatch_round()
@@ -85,7 +89,7 @@ class SwarmMachine(RuleBasedStateMachine):
 
     @invariant()
     def every_open_defect_is_queued_or_in_hand_exactly_once(self) -> None:
-        in_hand = [job.defect_id for job in self.coord.jobs.values()]
+        in_hand = [job.defect_id for job in self.coord.jobs.values() if job.defect_id]
         assert len(in_hand) == len(set(in_hand))
         for defect in self.coord.defects.values():
             if defect.status.terminal:

@@ -51,7 +51,8 @@ CommandSender = Callable[..., Awaitable[None]]
 HALT_REASONS = frozenset({"halted", "proximity_halt"})  # not the repair's fault: no attempt used
 WATCHDOG_MIN_PERIOD_S = 0.05
 PLAN_IN_THREAD_ABOVE = 40  # plan bigger batches off the event loop
-DISPATCH_LOOKAHEAD = 4  # jobs considered per idle agent in one round
+DISPATCH_LOOKAHEAD = 4  # jobs considered per idle agent in one round ...
+DISPATCH_MIN_LOOKAHEAD = 64  # ... but at least this many, so blocked jobs do not starve others
 
 log = get_logger(__name__)
 
@@ -296,7 +297,8 @@ class SwarmCoordinator:
         agents = self.eligible_agents()
         if not agents:
             return []
-        candidates = self.queue.peek(limit=DISPATCH_LOOKAHEAD * len(agents))
+        lookahead = max(DISPATCH_LOOKAHEAD * len(agents), DISPATCH_MIN_LOOKAHEAD)
+        candidates = self.queue.peek(limit=lookahead)
         slots = [JobSlot(d.defect_id, _vec(d.position), d.severity) for d in candidates]
         agent_slots = [AgentSlot(a.agent_id, a.xyz, a.assigned_total) for a in agents]
 
@@ -313,9 +315,69 @@ class SwarmCoordinator:
             if not self.reservations.is_free(agent.agent_id, agent.xyz, _vec(defect.position)):
                 continue
             issued.append(self._start_job(agent, defect))
+        issued.extend(self._clear_the_way())
         if issued:
             self._update_gauges()
         return issued
+
+    def _clear_the_way(self) -> list[Command]:
+        """Idle agents parked around a queued defect can block every approach to it (each
+        keeps the others out): send one of them home so the defect can be reached."""
+        idle = {a.agent_id: a for a in self.eligible_agents()}
+        moves: list[Command] = []
+        for defect in self.queue.peek(limit=DISPATCH_LOOKAHEAD * max(len(idle), 1)):
+            target = _vec(defect.position)
+            blockers: set[str] = set()
+            for agent in idle.values():
+                found = self.reservations.blockers(agent.agent_id, agent.xyz, target)
+                if not found:
+                    blockers = set()
+                    break  # someone can go: nothing to clear
+                blockers.update(found)
+            for blocker_id in sorted(blockers):
+                blocker = idle.get(blocker_id)
+                if blocker is None or blocker.home is None:
+                    continue
+                far = math.dist(blocker.xyz, blocker.home) >= self.limits.clearance_units
+                if far and self.reservations.is_free(blocker_id, blocker.xyz, blocker.home):
+                    moves.append(self._issue_move(blocker, _point(blocker.home)))
+                    idle.pop(blocker_id)
+                    break
+        return moves
+
+    def _issue_move(self, agent: AgentState, target: Point) -> Command:
+        command = Command(
+            command_id=f"cmd-{uuid.uuid4().hex[:16]}",
+            defect_id="",
+            agent_id=agent.agent_id,
+            action=Action.MOVE,
+            target=target,
+            thermal_budget_c=min(
+                self.settings.repair_thermal_budget_c, self.limits.max_temperature_c
+            ),
+            correlation_id=uuid.uuid4().hex[:16],
+            created_at=self.clock.now(),
+        )
+        self.book.add(command)
+        self.jobs[agent.agent_id] = Job(
+            "", agent.agent_id, command.command_id, self.clock.monotonic()
+        )
+        agent.current_command = command.command_id
+        agent.status = AgentStatus.MOVING
+        self.reservations.reserve(agent.agent_id, agent.xyz, _vec(target))
+        self.metrics.commands.labels(action="move", status="pending").inc()
+        self._save_command(command)
+        self._outbox.put_nowait(command)
+        log.info("swarm.step_aside", agent_id=agent.agent_id, target=target.as_nm_dict())
+        return command
+
+    def _moved(self, agent: AgentState) -> None:
+        self.reservations.park(agent.agent_id, agent.xyz)
+        self.jobs.pop(agent.agent_id, None)
+        agent.current_command = None
+        if agent.status is not AgentStatus.DEAD:
+            agent.status = AgentStatus.IDLE
+        self._save_agent(agent)
 
     def _give_up_blocked(self) -> None:
         """Yield protection: a defect a failed agent sits on cannot be reached safely."""
@@ -488,6 +550,9 @@ class SwarmCoordinator:
     def _after_completed(self, command: Command, payload: dict[str, Any]) -> None:
         defect = self.defects.get(command.defect_id)
         agent = self.agents.get(command.agent_id)
+        if agent is not None and command.action is Action.MOVE:
+            self._moved(agent)
+            return
         if defect is None or agent is None:
             return
         self.reservations.park(agent.agent_id, agent.xyz)
@@ -506,6 +571,9 @@ class SwarmCoordinator:
     def _after_failed(self, command: Command, reason: str) -> None:
         defect = self.defects.get(command.defect_id)
         agent = self.agents.get(command.agent_id)
+        if agent is not None and command.action is Action.MOVE:
+            self._moved(agent)
+            return
         if defect is None or agent is None:
             return
         self.reservations.park(agent.agent_id, agent.xyz)
@@ -639,6 +707,8 @@ class SwarmCoordinator:
         """Record a reported position. A report never changes the reservation of an agent with
         work in hand: reports can be stale (resent after a reconnect, reordered), so the whole
         swept segment stays reserved until the command itself finishes."""
+        if agent.home is None:
+            agent.home = location  # where it first stood: a spread-out place to step aside to
         agent.location = location
         agent.position = _point(location)
         agent.last_update = self.clock.now()

@@ -169,6 +169,7 @@ class AgentState:
     status: AgentStatus = AgentStatus.IDLE
     location: tuple[float, float, float] | None = None  # exact, in 0.1 nm units
     speed_units_s: float | None = None
+    home: tuple[float, float, float] | None = None  # where it was first seen, in 0.1 nm units
     temperature_c: float = 25.0
     last_heartbeat: float = 0.0  # clock.monotonic() of the last sign of life
     last_update: datetime | None = None
