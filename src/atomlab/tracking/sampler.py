@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from typing import Any
 
 import psutil
@@ -40,11 +41,12 @@ class ProcessTree:
         self._interval = rescan_interval_s
         self._clock = clock or SystemClock()
         self._next_scan = 0.0
+        self._lock = threading.Lock()  # watch() runs on the main thread, sample() on the monitor
         self.root.cpu_percent(None)
 
     def watch(self, pid: int) -> None:
         """Also follow ``pid`` and its descendants (a step subprocess), starting now."""
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(psutil.Error), self._lock:
             proc = psutil.Process(pid)
             proc.cpu_percent(None)
             self._extra_roots[pid] = proc
@@ -73,6 +75,10 @@ class ProcessTree:
         self._extra_roots = {p: q for p, q in self._extra_roots.items() if q.is_running()}
 
     def sample(self) -> dict[str, Any]:
+        with self._lock:
+            return self._sample()
+
+    def _sample(self) -> dict[str, Any]:
         now = self._clock.monotonic()
         if now >= self._next_scan:
             self._rescan()
@@ -107,7 +113,8 @@ class ProcessTree:
 
     @property
     def pids(self) -> list[int]:
-        return sorted(self._procs)
+        with self._lock:
+            return sorted(self._procs)
 
 
 def _create_time(proc: psutil.Process) -> float | None:
