@@ -366,3 +366,24 @@ async def test_a_fresh_run_replaces_an_old_output(tiny: Any, tmp_path: Path) -> 
     summary = await _run(tiny, FakeProvider(), src, out)
     assert summary.status == "complete" and summary.items == 0
     assert out.read_bytes() == b""
+
+
+async def test_a_stage_bound_limits_that_stage_s_calls_at_once(tmp_path: Path) -> None:
+    stages = [dict(s) for s in tiny_pipeline().spec.model_dump()["stages"]]
+    stages[2]["max_concurrent"] = 1  # the map stage
+    pipeline = tiny_pipeline(stages=stages)
+    src = write_items(tmp_path / "in.jsonl", 4)
+    active = peak = 0
+
+    async def hook(request: GenerationRequest[Any]) -> None:
+        nonlocal active, peak
+        if ":mapping." not in request.request_id:
+            return
+        active += 1
+        peak = max(peak, active)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        active -= 1
+
+    await _run(pipeline, FakeProvider(hook), src, tmp_path / "o.jsonl", concurrency=16)
+    assert peak == 1

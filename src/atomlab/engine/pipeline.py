@@ -72,6 +72,7 @@ class StageSpec(_Spec):
     catalogues: tuple[str, ...] = ()
     max_targets: int = Field(default=DEFAULT_MAX_TARGETS, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    max_concurrent: int | None = Field(default=None, ge=1)  # calls of this stage at once
 
 
 class PipelineSpec(_Spec):

@@ -249,6 +249,11 @@ class PipelineRunner:
         self.options = options or RunOptions()
         self._on_progress = on_progress or (lambda _done, _total: None)
         self._calls = asyncio.Semaphore(self.options.concurrency)
+        self._stage_calls = {
+            stage.name: asyncio.Semaphore(stage.spec.max_concurrent)
+            for stage in pipeline.stages
+            if stage.spec.max_concurrent is not None
+        }
         self._stop_kind: StopKind | None = None
         self._fatal: BaseException | None = None
         self._active: dict[int, asyncio.Task[None]] = {}
@@ -698,7 +703,7 @@ class PipelineRunner:
         label = stage.name
         instruments = self.metrics.for_stage(label)
         instruments.submitted.inc()
-        async with self._calls:
+        async with self._stage_calls.get(label, contextlib.nullcontext()), self._calls:
             if self.stopping:
                 raise _RunStoppedError
             self.metrics.inflight.inc()
