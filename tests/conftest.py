@@ -39,6 +39,21 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     work.mkdir()
     monkeypatch.chdir(work)
     yield home
+    _reset_logging()
+
+
+def _reset_logging() -> None:
+    """Undo any configure_logging() a test (or a CLI call) made, so log levels never leak."""
+    import logging
+
+    import structlog
+
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_atomlab", False):
+            root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 @pytest.fixture
