@@ -54,11 +54,21 @@ def fake_nvml(devices: list[dict], *, init_error: Exception | None = None) -> Si
         ),
         nvmlDeviceGetTemperature=lambda h, sensor: value(h, "temp"),
         nvmlDeviceGetPowerUsage=lambda h: value(h, "power"),
+        nvmlDeviceGetComputeRunningProcesses=lambda h: [
+            SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in value(h, "procs")
+        ],
     )
 
 
 def device(uuid: str, **over: object) -> dict:
-    base = {"uuid": uuid, "util": 55, "used": 2 * 1024**3, "temp": 61, "power": 250_000}
+    base = {
+        "uuid": uuid,
+        "util": 55,
+        "used": 2 * 1024**3,
+        "temp": 61,
+        "power": 250_000,
+        "procs": [],
+    }
     base.update(over)
     return base
 
@@ -77,6 +87,7 @@ def test_reads_every_metric_per_device_by_uuid():
         "mem_total_mb": 81920.0,
         "temp_c": 61.0,
         "power_w": 250.0,
+        "run_mem_mb": None,
     }
     assert devices[1]["util_pct"] == 5.0
     assert notes == []
@@ -129,3 +140,14 @@ def test_real_pynvml_without_a_gpu_is_silent():
     else:
         assert len(notes) == 1
     probe.close()
+
+
+def test_gpu_memory_of_the_run_process_tree():
+    procs = [(100, 512 * 1024**2), (101, None), (999, 4 * 1024**3)]  # 999 is not ours
+    nvml = fake_nvml([device("GPU-aaa", procs=procs)])
+    (dev,), _ = GpuProbe(nvml=nvml, environ={}).sample(pids=[100, 101, 102])
+    assert dev["run_mem_mb"] == 512.0
+    unsupported = fake_nvml([device("GPU-aaa", procs=NVMLError_NotSupported("Not Supported"))])
+    (dev,), notes = GpuProbe(nvml=unsupported, environ={}).sample(pids=[100])
+    assert dev["run_mem_mb"] is None and dev["util_pct"] == 55.0
+    assert notes == ["processes unavailable on GPU-aaa (NotSupported)"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,15 +41,19 @@ class GpuProbe:
     _disabled: bool = False
     _reported: set[str] = field(default_factory=set)
 
-    def sample(self) -> tuple[list[dict[str, Any]], list[str]]:
-        """``(per-device metrics, notes)``; an empty list when no GPU can be read."""
+    def sample(self, pids: Collection[int] = ()) -> tuple[list[dict[str, Any]], list[str]]:
+        """``(per-device metrics, notes)``; an empty list when no GPU can be read.
+
+        With ``pids`` (the run's process tree), each device also reports ``run_mem_mb``: the GPU
+        memory those processes hold, from NVML's list of compute processes.
+        """
         if self._disabled:
             return [], self.notes
         if self._devices is None:
             self._devices = self._discover()
             if self._disabled:
                 return [], self.notes
-        return [self._read(device) for device in self._devices], self.notes
+        return [self._read(device, pids) for device in self._devices], self.notes
 
     def close(self) -> None:
         if self._devices is not None and self.nvml is not None and not self._disabled:
@@ -142,7 +146,7 @@ class GpuProbe:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def _read(self, device: _Device) -> dict[str, Any]:
+    def _read(self, device: _Device, pids: Collection[int] = ()) -> dict[str, Any]:
         nvml, handle, uuid = self.nvml, device.handle, device.uuid
         assert nvml is not None
         util = self._guard(uuid, "utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(handle))
@@ -153,6 +157,15 @@ class GpuProbe:
             lambda: nvml.nvmlDeviceGetTemperature(handle, getattr(nvml, "NVML_TEMPERATURE_GPU", 0)),
         )
         power = self._guard(uuid, "power", lambda: nvml.nvmlDeviceGetPowerUsage(handle))
+        run_mem = None
+        if pids:
+            procs = self._guard(
+                uuid, "processes", lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+            )
+            if procs is not None:
+                wanted = set(pids)
+                used = [getattr(p, "usedGpuMemory", None) for p in procs if p.pid in wanted]
+                run_mem = _num(sum(u for u in used if u is not None), MIB)
         return {
             "uuid": uuid,
             "index": device.cuda_index,
@@ -162,6 +175,7 @@ class GpuProbe:
             "mem_total_mb": _num(getattr(memory, "total", None), MIB),
             "temp_c": _num(temp),
             "power_w": _num(power, 1000),
+            "run_mem_mb": run_mem,
         }
 
     def _guard(self, uuid: str, metric: str, read: Callable[[], Any]) -> Any:

@@ -170,7 +170,7 @@ class TelemetrySampler:
         record["net_recv_mb_s"] = _rate(net[1], self._last_net[1], elapsed)
         self._last_disk, self._last_net = disk, net
         if self.gpu is not None:
-            devices, notes = self.gpu.sample()
+            devices, notes = self.gpu.sample(self.tree.pids)
             if devices:
                 record["gpus"] = devices
             if len(notes) > self._notes_sent:

@@ -30,7 +30,7 @@ SCALARS = (
     "net_sent_mb_s",
     "net_recv_mb_s",
 )
-GPU_SCALARS = ("util_pct", "mem_used_mb", "temp_c", "power_w")
+GPU_SCALARS = ("util_pct", "mem_used_mb", "run_mem_mb", "temp_c", "power_w")
 
 
 def _writer_class() -> Any:
