@@ -219,3 +219,25 @@ def test_environment_variables_override_engine_settings(
     bad = _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "c.jsonl"))
     assert bad.exit_code == 3
     assert "ATOMLAB_ENGINE__CONCURRENCY" in bad.json["error"]["message"]
+
+
+def test_run_accepts_a_pipeline_yaml_with_its_own_prompts_and_catalogues(
+    cli: Cli, tmp_path: Path
+) -> None:
+    (tmp_path / "label" / "prompts").mkdir(parents=True)
+    (tmp_path / "label" / "catalogues").mkdir()
+    (tmp_path / "label" / "prompts" / "name.md").write_text("Name the sample {{ item.text }}")
+    (tmp_path / "label.yaml").write_text(
+        "name: label\nitem: {id: id, required: [text]}\n"
+        "schemas:\n  Label: {label: {type: str, min_length: 1}}\n"
+        "stages:\n  - {name: name, prompt: name, output: Label}\n"
+    )
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "text": "Cu(111)"}\n{"id": "b", "text": "HOPG"}\n')
+    result = _run(
+        cli, str(tmp_path / "label.yaml"), "-i", str(src), "-o", str(tmp_path / "o.jsonl")
+    )
+    assert result.exit_code == 0, result.stdout
+    records = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["a", "b"]
+    assert all(r["stages"]["name"]["label"] for r in records)

@@ -152,3 +152,13 @@ def test_the_digest_changes_with_prompts_and_catalogues() -> None:
         catalogues=InMemoryMappingLoader(TINY_CATALOGUES),
     )
     assert other.digest != base
+
+
+def test_tuning_knobs_do_not_change_the_digest() -> None:
+    base = tiny_pipeline().digest
+    assert tiny_pipeline(fanout={"catalogue": "levels", "max_concurrent": 4}).digest == base
+    stages = tiny_pipeline().spec.model_dump()["stages"]
+    stages[1]["max_concurrent"] = 3
+    assert tiny_pipeline(stages=stages).digest == base
+    stages[1]["temperature"] = 0.5
+    assert tiny_pipeline(stages=stages).digest != base

@@ -408,8 +408,14 @@ def _digest(
     system: Template | None,
     catalogues: Mapping[str, list[CatalogueEntry]],
 ) -> str:
+    # Tuning knobs (how many levels or calls at once) never change the output: leave them out,
+    # so changing them neither changes the records nor refuses a resume.
+    tuning: dict[str, Any] = {
+        "fanout": {"max_concurrent"},
+        "stages": {"__all__": {"max_concurrent"}},
+    }
     payload = {
-        "spec": spec.model_dump(mode="json"),
+        "spec": spec.model_dump(mode="json", exclude=tuning),
         "prompts": {s.template.name: s.template.text for s in stages},
         "system": system.text if system else None,
         "catalogues": catalogues,
