@@ -76,3 +76,24 @@ def test_builtin_suites_run_through_the_cli(cli):
     assert result.exit_code == 0
     assert result.json["results"][0]["value"] > 0
     assert cli("runs", "list", "--pipeline", "perf-tests", "--json").json["runs"]
+
+
+def test_a_suite_that_raises_fails_alone(home):
+    def broken() -> float:
+        raise RuntimeError("simulator API changed")
+
+    suites = [perf.PerfSuite("broken", "x", "", broken), suite(5.0)]
+    with RunIndex.open(home) as index:
+        first, second = perf.run_suites(index, suites)
+    assert (first.status, first.note) == (
+        "failed",
+        "the suite raised RuntimeError: simulator API changed",
+    )
+    assert second.status == "passed"
+
+
+def test_capability_suites_are_listed(cli):
+    names = [s["name"] for s in cli("runs", "perf-tests", "--list", "--json").json["suites"]]
+    assert {"core.sqlite-batch", "tracking.events", "tracking.telemetry", "sim.physics"} <= set(
+        names
+    )

@@ -394,6 +394,31 @@ def tensorboard_command(
     )
 
 
+def _sim_physics_steps() -> float:
+    """Simulated STM control-loop steps per second (idle), through atomlab.sim's public API."""
+    from atomlab.sim import Disturbances, StmPhysics
+    from atomlab.surface import Surface
+
+    physics = StmPhysics(Surface.generate(0), seed=0, disturbances=Disturbances())
+    simulated_s = 2.0
+    start = time.perf_counter()
+    physics.advance_to(simulated_s)
+    return simulated_s * physics.loop_rate_hz / (time.perf_counter() - start)
+
+
+def _register_capability_suites() -> None:
+    """Suites of capabilities above tracking in the layers, registered from the CLI."""
+    perf.register_suite(
+        perf.PerfSuite(
+            "sim.physics",
+            "loop_steps_per_s",
+            "steps/s",
+            _sim_physics_steps,
+            description="STM simulator control-loop steps per second, idle (real time needs 1 kHz)",
+        )
+    )
+
+
 @app.command("perf-tests")
 def perf_tests_command(
     suite: Annotated[
@@ -405,6 +430,7 @@ def perf_tests_command(
     """Run performance suites, judge them against their stored history; exit 1 on a failure."""
     json_mode = output.use_json(json_out)
     settings = output.state().loaded.settings
+    _register_capability_suites()
     suites = perf.select_suites(settings.tracking, suite or [])
     if list_only:
         rows = [

@@ -252,10 +252,16 @@ def run_suites(
     results = []
     for suite in suites:
         step = on_suite(suite) if on_suite is not None else contextlib.nullcontext()
+        error = None
         with step:
             history = index.perf_history(suite.name, suite.metric, runs=HISTORY_RUNS)
-            value = suite.measure()
+            try:
+                value = suite.measure()
+            except Exception as exc:  # one broken suite must not hide the others' results
+                value, error = None, f"{type(exc).__name__}: {exc}"
         result = judge(suite, value, history)
+        if error is not None:
+            result.note = f"the suite raised {error}"
         result.run_id = run_id
         index.add_perf_result(result)
         results.append(result)
