@@ -86,8 +86,8 @@ def test_serve_ingest_bad_input_status_and_a_clean_stop(
     human = cli("swarm", "status", "--url", url)
     assert "defects:" in human.stdout and "simulator not connected" in human.stdout
 
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=READY_S)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=READY_S) == 143  # stopped cleanly, the contract's exit code
     assert (tmp_path / "server-home" / "swarm.sqlite").stat().st_size > 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -14,7 +15,13 @@ import typer
 from rich.console import Console
 
 from atomlab.cli import output
-from atomlab.core.errors import ConnectionFailedError, InvalidInputError, UnavailableError
+from atomlab.core.errors import (
+    ConnectionFailedError,
+    InterruptedRunError,
+    InvalidInputError,
+    TerminatedError,
+    UnavailableError,
+)
 from atomlab.core.logging import configure_logging
 from atomlab.core.settings import load_settings
 
@@ -65,7 +72,17 @@ def serve(
     )
     sys.stderr.flush()
     config = uvicorn.Config(app_, log_level="warning", access_log=False, ws="websockets")
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again: these handlers
+    # turn that into the CLI's exit codes 130 and 143.
+    signal.signal(signal.SIGTERM, _stopped)
+    signal.signal(signal.SIGINT, _stopped)
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+
+
+def _stopped(signum: int, _frame: object) -> None:
+    if signum == signal.SIGTERM:
+        raise TerminatedError("swarm service stopped on SIGTERM")
+    raise InterruptedRunError("swarm service stopped on Ctrl-C")
 
 
 def _listen(host: str, port: int) -> socket.socket:

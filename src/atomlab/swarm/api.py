@@ -98,7 +98,8 @@ class SwarmService:
     writer: StoreWriter | None = None
 
 
-def service(request: Request) -> SwarmService:
+async def service(request: Request) -> SwarmService:
+    """The app's service (async: FastAPI would run a plain function in its thread pool)."""
     svc: SwarmService = request.app.state.swarm
     return svc
 

@@ -53,6 +53,7 @@ from atomlab.swarm.models import (
 
 DEFAULT_DB_FILENAME = "swarm.sqlite"
 MAX_BATCH = 500
+FLUSH_INTERVAL_S = 0.1
 
 log = get_logger(__name__)
 metadata = MetaData()
@@ -346,8 +347,15 @@ def _agent(r: Any) -> AgentState:
 class StoreWriter:
     """Batches rows handed over by the coordinator and writes them off the event loop."""
 
-    def __init__(self, store: SwarmStore, *, on_written: Any = None) -> None:
+    def __init__(
+        self,
+        store: SwarmStore,
+        *,
+        on_written: Any = None,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+    ) -> None:
         self.store = store
+        self.flush_interval_s = flush_interval_s
         self._queue: asyncio.Queue[tuple[RowKind, dict[str, Any]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._on_written = on_written
@@ -379,6 +387,10 @@ class StoreWriter:
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()
+            if self._queue.qsize() < MAX_BATCH:
+                # Let a batch gather: one transaction per interval instead of one per row keeps
+                # the writer thread (and its hold on the GIL) off the ingest path's back.
+                await asyncio.sleep(self.flush_interval_s)
             batch = [first]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
