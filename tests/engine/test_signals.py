@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,9 +44,9 @@ CHILD = textwrap.dedent(
 ITEMS = 40
 
 
-def _input(path: Path) -> Path:
+def _input(path: Path, items: int = ITEMS) -> Path:
     with path.open("w") as out:
-        for n in range(ITEMS):
+        for n in range(items):
             defects = [{"defect_id": f"d{k}", "kind_hint": f"hint {n}-{k}"} for k in range(2)]
             item = {"scan_id": f"scan-{n:03d}", "sample": "Cu(111)", "size_nm": 20}
             out.write(json.dumps({**item, "defects": defects}) + "\n")
@@ -107,3 +110,35 @@ async def test_a_stopped_run_exits_with_its_code_and_resumes_to_identical_bytes(
     summary = await resumed.run(src, out)
     assert summary.resumed_items >= 3
     assert out.read_bytes() == expected.read_bytes()
+
+
+def test_the_cli_exits_130_on_sigint_and_resume_completes_every_item_once(
+    tmp_path: Path, cli: Any
+) -> None:
+    src = _input(tmp_path / "in.jsonl", items=1500)
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "ATOMLAB_HOME": str(tmp_path / "home")}
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from atomlab.cli.main import main; main()",
+         "engine", "run", "defect-triage", "-i", str(src), "-o", str(out),
+         "--provider", "offline", "--cache-mode", "off"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    part = RunPaths(out).part
+    deadline = time.monotonic() + 60
+    while not (part.exists() and part.stat().st_size > 0):  # cross-process readiness
+        assert child.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130
+    assert "continue with --resume" in stderr
+    result = cli(
+        "engine", "run", "defect-triage", "-i", str(src), "-o", str(out),
+        "--provider", "offline", "--cache-mode", "off", "--resume", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stdout
+    assert 0 < result.json["resumed_items"] < 1500
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert ids == [f"scan-{n:03d}" for n in range(1500)]
