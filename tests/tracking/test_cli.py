@@ -43,8 +43,11 @@ def test_exec_input_errors_exit_3(cli):
     assert run_exec(cli, "no-equals-sign").exit_code == 3
     assert run_exec(cli, "a=true", extra=("--expect", "zzz=3")).exit_code == 3
     assert run_exec(cli, "a=true", extra=("--expect", "a=-1")).exit_code == 3
-    bad_quote = run_exec(cli, "a=echo 'unterminated")
+    bad_quote = run_exec(cli, "a=true", "b=echo 'unterminated")
     assert bad_quote.exit_code == 3 and "quoting" in bad_quote.json["error"]["message"]
+    bad_name = run_exec(cli, "my step=true")
+    assert bad_name.exit_code == 3 and "step name" in bad_name.json["error"]["message"]
+    assert cli("runs", "list", "--json").json["runs"] == []  # nothing ran for bad input
 
 
 def test_list_show_export_summary(cli, tmp_path):

@@ -101,7 +101,15 @@ def exec_command(
         name: _positive_float(value, "--expect")
         for name, value in _parse_pairs(expect or [], "--expect", "NAME=SECONDS")
     }
-    specs = [StepSpec(name=name, expected_s=priors.get(name)) for name, _ in steps]
+    try:
+        specs = [StepSpec(name=name, expected_s=priors.get(name)) for name, _ in steps]
+    except ValueError as exc:  # pydantic names the rule the step name broke
+        reason = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+        raise InvalidInputError(f"invalid --step name: {reason}", field="step") from None
+    # Every command line is checked before the first step runs.
+    commands: list[str | list[str]] = [
+        command if shell else _split(command, name) for name, command in steps
+    ]
     unknown = set(priors) - {name for name, _ in steps}
     if unknown:
         raise InvalidInputError(
@@ -123,8 +131,7 @@ def exec_command(
     )
     try:
         with tracker:
-            for name, command in steps:
-                argv: str | list[str] = command if shell else _split(command, name)
+            for (name, _), argv in zip(steps, commands, strict=True):
                 tracker.run_step(name, argv, shell=shell)
     except RunCancelled as exc:
         raise _cancelled_error(exc.signum, tracker.run_id) from None
