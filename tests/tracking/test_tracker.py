@@ -133,6 +133,8 @@ def test_misuse_is_refused_with_names(home, clock, settings):
         RunTracker("x", ["a", "a"], home=home)
     with pytest.raises(ValueError, match="step name"):
         StepSpec(name="bad name!")
+    with pytest.raises(InvalidInputError, match="step name 'bad name!'"):
+        RunTracker("x", ["bad name!"], home=home)
 
 
 def test_plain_progress_prints_step_x_of_n_and_eta(home, clock, settings):

@@ -10,7 +10,7 @@ import re
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from atomlab.core.errors import InvalidInputError
 
@@ -86,7 +86,10 @@ class StepSpec(_Model):
 
 def step_specs(steps: list[StepSpec | str] | tuple[StepSpec | str, ...]) -> list[StepSpec]:
     """Normalise declared steps (names or :class:`StepSpec`) and refuse duplicates or none."""
-    specs = [StepSpec(name=s) if isinstance(s, str) else s for s in steps]
+    try:
+        specs = [StepSpec(name=s) if isinstance(s, str) else s for s in steps]
+    except ValidationError as exc:
+        raise InvalidInputError(f"invalid step: {exc.errors()[0]['msg']}", field="steps") from None
     if not specs:
         raise InvalidInputError("a pipeline needs at least one step; declare its steps")
     seen: set[str] = set()
