@@ -239,3 +239,14 @@ def test_restart_resumes_queued_and_in_flight_work_from_the_database(tmp_path: P
         assert link.pending >= 1  # the in-flight command waits for the simulator
         commands = second.get("/api/commands").json()
         assert [c["command_id"] for c in commands] == [in_flight["command_id"]]  # not run twice
+
+
+def test_the_llm_planner_is_asked_only_when_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    with TestClient(create_app(_settings(tmp_path / "a"))) as auto:
+        assert auto.get("/health").json()["planner"] == "heuristic"
+    with TestClient(create_app(_settings(tmp_path / "b", llm_planner="on"))) as forced:
+        assert forced.get("/health").json()["planner"] == "llm+heuristic"

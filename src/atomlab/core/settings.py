@@ -140,7 +140,7 @@ class SwarmSettings(Section):
     retry_budget: int = Field(default=3, ge=1)
     command_timeout_s: float = Field(default=60.0, gt=0)
     assignment: Literal["hungarian", "round_robin"] = "hungarian"
-    llm_planner: bool = False
+    llm_planner: Literal["auto", "on", "off"] = "auto"  # auto: on when an LLM key/server is set
     llm_timeout_s: float = Field(default=2.0, gt=0)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -38,7 +39,7 @@ from atomlab.core.logging import correlation_scope, current_correlation_id, get_
 from atomlab.core.metrics import CONTENT_TYPE, Metrics, new_registry
 from atomlab.core.resilience import CircuitBreaker
 from atomlab.core.settings import AtomlabSettings
-from atomlab.llm import Provider, make_provider
+from atomlab.llm import Provider, make_provider, resolve_provider_name
 from atomlab.swarm.coordinator import SwarmCoordinator
 from atomlab.swarm.db import StoreWriter, SwarmStore, default_db_url
 from atomlab.swarm.link import SimulatorLink
@@ -128,7 +129,7 @@ def create_app(
         missed_heartbeats=swarm.missed_heartbeats,
     )
     advisor = None
-    if provider is not None or swarm.llm_planner:
+    if provider is not None or _llm_planner_wanted(settings):
         breaker = CircuitBreaker(
             "swarm_llm",
             failure_threshold=LLM_FAILURE_THRESHOLD,
@@ -185,6 +186,15 @@ def create_app(
         app.include_router(router)
     app.add_api_websocket_route("/ws/isaac", link.handle)
     return app
+
+
+def _llm_planner_wanted(settings: AtomlabSettings) -> bool:
+    """``auto``: ask an LLM only when a real one is configured (a key or a server URL); the
+    offline provider cannot beat the deterministic planner, so it is not asked by default."""
+    choice = settings.swarm.llm_planner
+    if choice != "auto":
+        return choice == "on"
+    return resolve_provider_name(settings.llm, os.environ) not in ("offline", "replay")
 
 
 async def _start(svc: SwarmService) -> None:
