@@ -16,7 +16,13 @@ from atomlab.core.errors import PolicyRefusedError
 from atomlab.core.logging import configure_logging
 from atomlab.core.resilience import RetryPolicy
 from atomlab.engine import EngineMetrics, PipelineRunner, RunOptions, RunPaths
-from atomlab.llm import Budget, GenerationRequest, LlmQueue, RateLimitedError
+from atomlab.llm import (
+    Budget,
+    GenerationRequest,
+    InvalidResponseError,
+    LlmQueue,
+    RateLimitedError,
+)
 from tests.engine.conftest import FakeProvider, tiny_pipeline, write_items
 
 ENGINE_SRC = Path(__file__).resolve().parents[2] / "src" / "atomlab" / "engine"
@@ -86,8 +92,6 @@ async def test_logs_never_speak_of_a_retry_when_none_happens(tmp_path: Path) -> 
 
         async def hook(request: GenerationRequest[Any]) -> None:
             if request.request_id.endswith("item-001:summary"):
-                from atomlab.llm import InvalidResponseError
-
                 raise InvalidResponseError("answer is not JSON")
 
         provider = FakeProvider(hook)
@@ -116,3 +120,26 @@ def test_engine_log_messages_never_promise_a_generation_retry() -> None:
                     offenders.append(f"{path.name}:{node.lineno}: {text!r}")
     assert offenders == []
     assert GENERATION_RETRY.search("will regenerate the answer")  # the lint can fail
+
+
+async def test_a_rejection_is_logged_with_item_stage_model_and_request_id(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    try:
+
+        async def hook(request: GenerationRequest[Any]) -> None:
+            if request.request_id.endswith("item-000:things@2"):
+                raise InvalidResponseError("not JSON", request_id="req-7")
+
+        await _run(FakeProvider(hook), write_items(tmp_path / "in.jsonl", 1), tmp_path / "o.j")
+    finally:
+        configure_logging("WARNING", "console")
+    events = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    rejected = next(e for e in events if e["event"] == "engine.item_rejected")
+    assert {k: rejected[k] for k in ("item_id", "stage", "model", "request_id", "cause")} == {
+        "item_id": "item-000",
+        "stage": "things@2",
+        "model": "fake-1",
+        "request_id": "req-7",
+        "cause": "invalid_response",
+    }

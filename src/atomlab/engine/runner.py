@@ -457,7 +457,10 @@ class PipelineRunner:
             item_id=item_id,
             stage=exc.stage,
             error=exc.type_name,
+            cause=cause,
             request_id=exc.request_id,
+            provider=self.provider.name,
+            model=self.provider.model,
         )
         line = _reject_line(index, item_id, exc.stage, exc, exc.request_id)
         if self.options.strict:
