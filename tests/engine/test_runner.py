@@ -387,3 +387,19 @@ async def test_a_stage_bound_limits_that_stage_s_calls_at_once(tmp_path: Path) -
 
     await _run(pipeline, FakeProvider(hook), src, tmp_path / "o.jsonl", concurrency=16)
     assert peak == 1
+
+
+async def test_a_mapping_failure_with_one_level_slot_rejects_the_item_without_hanging(
+    tmp_path: Path,
+) -> None:
+    pipeline = tiny_pipeline(fanout={"catalogue": "levels", "max_concurrent": 1})
+    src = write_items(tmp_path / "in.jsonl", 2)
+
+    async def hook(request: GenerationRequest[Any]) -> None:
+        if request.request_id.endswith(":item-000:mapping.tools@1"):
+            raise InvalidResponseError("unknown id")
+
+    out = tmp_path / "out.jsonl"
+    summary = await asyncio.wait_for(_run(pipeline, FakeProvider(hook), src, out), WAIT_S)
+    assert (summary.ok, summary.rejected) == (1, 1)
+    assert _lines(RunPaths(out).rejects)[0]["stage"] == "mapping.tools@1"

@@ -566,7 +566,8 @@ class PipelineRunner:
             for position, (level_id, entry) in enumerate(levels)
         ]
         try:
-            await _first_error(producers)
+            # Watch the workers too: if every worker died, producers would wait for a slot forever.
+            await _first_error(producers, watch=workers)
             for _ in workers:
                 await generated.put(None)
             await _first_error(workers)
@@ -776,14 +777,23 @@ class _ItemRun:
     journaled: dict[str, dict[str, Any]]
 
 
-async def _first_error(tasks: list[asyncio.Task[None]]) -> None:
-    """Wait for all ``tasks``; on the first failure cancel the rest and raise it."""
+async def _first_error(
+    tasks: list[asyncio.Task[None]],
+    *,
+    watch: list[asyncio.Task[None]] = (),  # type: ignore[assignment]
+) -> None:
+    """Wait for all ``tasks``; raise the first failure among them or the ``watch`` ed tasks."""
     pending = set(tasks)
+    watched = set(watch)
     while pending:
-        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+        done, _ = await asyncio.wait(pending | watched, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
+            if task in watched:
+                # A watched task ended on its own: nothing can consume what producers make.
+                raise RuntimeError("a mapping worker ended early")
+        pending -= done
 
 
 async def _all_or_cancel(coroutines: list[Coroutine[Any, Any, None]]) -> None:
