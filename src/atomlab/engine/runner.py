@@ -23,7 +23,7 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -778,9 +778,7 @@ class _ItemRun:
 
 
 async def _first_error(
-    tasks: list[asyncio.Task[None]],
-    *,
-    watch: list[asyncio.Task[None]] = (),  # type: ignore[assignment]
+    tasks: Sequence[asyncio.Task[None]], *, watch: Sequence[asyncio.Task[None]] = ()
 ) -> None:
     """Wait for all ``tasks``; raise the first failure among them or the ``watch`` ed tasks."""
     pending = set(tasks)
