@@ -225,6 +225,7 @@ def test_export_writes_signals_specs_and_actions(cli, recorded, tmp_path, fmt):
         assert pq.read_table(files["signals"]).num_rows == samples
         assert pq.read_table(files["actions"]).num_rows == 2
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in files.values())
     bad = cli("trajectory", "export", "--run-name", "with-actions", "--format", "xlsx")
     assert bad.exit_code == 3
 

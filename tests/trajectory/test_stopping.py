@@ -78,7 +78,7 @@ def test_a_signal_flushes_marks_the_run_and_prints_the_summary(
 
 
 def test_kill_9_leaves_a_readable_database_and_readers_work_during_recording(sim, isolated_home):
-    _stage(isolated_home, "killed")
+    staged = _stage(isolated_home, "killed")
     db = isolated_home / "trajectories.sqlite"
     proc = _start(isolated_home, sim.ports[0])
     try:
@@ -104,6 +104,7 @@ def test_kill_9_leaves_a_readable_database_and_readers_work_during_recording(sim
     assert run.status == "running" and run.writer_alive is False
     assert len(list(store.samples("signals"))) >= first + 20
     assert store.connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert load_staged(staged).run_name == ""  # consumed when the run started
 
 
 def sim_client(sim):

@@ -7,7 +7,8 @@ envelope and exit codes of docs/cli.md.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -24,6 +25,7 @@ from atomlab.trajectory import (
     Monitor,
     MonitorConfig,
     OwnWrites,
+    RunInfo,
     RunSummary,
     catalog_listing,
     clear_staged,
@@ -261,7 +263,16 @@ def monitor_run(
     try:
         config = _staged(config_path)
         config.require_runnable()
-        summary = _record(config, settings, duration, max_samples, host, port, catalog)
+        summary = _record(
+            config,
+            settings,
+            duration,
+            max_samples,
+            host,
+            port,
+            catalog,
+            on_start=lambda _run: clear_staged_run_name(path),  # consumed even if killed -9
+        )
     finally:
         clear_staged_run_name(path)
     payload = summary.to_dict()
@@ -287,6 +298,8 @@ def _record(
     host: str | None,
     port: int | None,
     catalog: Path | None,
+    *,
+    on_start: Callable[[RunInfo], None],
 ) -> RunSummary:
     if duration is not None and max_samples is not None:
         raise typer.BadParameter("give --duration or --max-samples, not both")
@@ -304,7 +317,18 @@ def _record(
             client.connect()
             own = OwnWrites()
             own.follow_audit_log(inst.audit_log or settings.home / AUDIT_LOG_NAME, SystemClock())
-            monitor = Monitor(InstrumentSource(client, entries), config, store, own_writes=own)
+            monitor = Monitor(
+                InstrumentSource(client, entries),
+                config,
+                store,
+                own_writes=own,
+                on_start=on_start,
+            )
+            sys.stderr.write(
+                f"recording run {config.run_name!r} into {store.path} from {client.address}: "
+                f"{len(config.signals)} signals, {len(config.specs)} specs every "
+                f"{config.interval_s} s; Ctrl-C or SIGTERM stops it cleanly\n"
+            )
             with _stop_on_signals(monitor):
                 return monitor.run(duration_s=duration, max_samples=max_samples)
 

@@ -27,6 +27,7 @@ ExportFormat = Literal["csv", "parquet"]
 FORMATS: tuple[str, ...] = ("csv", "parquet")
 TABLES: tuple[str, ...] = ("signals", "specs", "actions")
 PARQUET_BATCH_ROWS = 50_000
+FILE_MODE = 0o644
 
 
 def export_run(store: TrajectoryStore, run_name: str, fmt: str, out_dir: Path) -> dict[str, Path]:
@@ -136,6 +137,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(name)
     try:
         write(tmp)
+        tmp.chmod(FILE_MODE)  # mkstemp makes 0600; an export is an ordinary file
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

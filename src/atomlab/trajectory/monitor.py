@@ -39,7 +39,7 @@ from atomlab.trajectory.records import (
     Sample,
     Value,
 )
-from atomlab.trajectory.store import TrajectoryStore
+from atomlab.trajectory.store import RunInfo, TrajectoryStore
 
 #: A tick may start this fraction of an interval after its schedule; later, it is missed.
 LATE_FRACTION = 0.5
@@ -103,7 +103,8 @@ class Monitor:
     """Records one run of ``config`` from ``source`` into ``store`` (inference only: never writes).
 
     ``own_writes`` tags actions that match writes made through atomlab's guard as ``self``.
-    ``on_record`` sees every record after it is queued (a live console, metrics).
+    ``on_record`` sees every record after it is queued (a live console, metrics); ``on_start``
+    sees the run row once it exists (the CLI consumes the staged run name there).
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class Monitor:
         clock: Clock | None = None,
         own_writes: OwnWrites | None = None,
         on_record: Callable[[Record], None] | None = None,
+        on_start: Callable[[RunInfo], None] | None = None,
         spin_s: float | None = None,
     ) -> None:
         config.require_runnable()
@@ -124,6 +126,7 @@ class Monitor:
         self.clock: Clock = clock or SystemClock()
         self.own_writes = own_writes
         self._on_record = on_record
+        self._on_start = on_start
         self._spin_s = (
             (SPIN_S if isinstance(self.clock, SystemClock) else 0.0) if spin_s is None else spin_s
         )
@@ -158,6 +161,8 @@ class Monitor:
             instrument=self.source.identity(),
             started_at_utc=utc_iso(started),
         )
+        if self._on_start is not None:
+            self._on_start(run)
         ticks_per_flush = max(1, int(cfg.flush_interval_s / cfg.interval_s))
         writer = self.store.record_writer(
             run,
