@@ -133,7 +133,7 @@ async def bench_throughput(work: Path, latency_s: float, quick: bool) -> None:
     print(f"\n1. throughput vs concurrency (L = {latency_s * 1000:.0f} ms, 21 calls/item)")
     print(f"{'C':>4} {'calls':>6} {'calls/s':>9} {'ideal':>8} {'of ideal':>9} {'of bare':>8}")
     for concurrency in (1, 4, 16, 64):
-        items = (concurrency * (10 if quick else 30)) // 21 + 2
+        items = (concurrency * (10 if quick else 60)) // 21 + 2
         src = service_items(work / f"tp-{concurrency}.jsonl", items)
         provider = FixedLatencyProvider(latency_s)
         elapsed, _ = await engine_run(
