@@ -195,12 +195,16 @@ def run(
         payload["queue"] = {"retries": stats.retries, "cost_usd": stats.cost_usd}
     human = (
         f"{loaded.name}: {summary.ok} ok, {summary.rejected} rejected of {summary.items} items "
-        f"→ {output_path} ({summary.calls} calls, {summary.cache_hits} from cache"
+        f"→ {output_path} ({_count(summary.calls, 'call')}, {summary.cache_hits} from cache"
         + (f", {summary.resumed_items} already done" if summary.resumed_items else "")
         + ")"
         + (f"\nrejected items: {paths.rejects}" if summary.rejected else "")
     )
     output.emit(payload, json_flag=json_out, human=human)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _progress_allowed(json_logs: bool, json_out: bool, settings: AtomlabSettings) -> bool:
