@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import io
 import json
 import re
@@ -143,3 +144,33 @@ async def test_a_rejection_is_logged_with_item_stage_model_and_request_id(tmp_pa
         "request_id": "req-7",
         "cause": "invalid_response",
     }
+
+
+def _inflight(metrics: EngineMetrics) -> float | None:
+    return metrics.metrics.registry.get_sample_value("atomlab_engine_queue_inflight")
+
+
+async def test_the_inflight_gauge_counts_calls_in_flight_not_free_slots(tmp_path: Path) -> None:
+    metrics = EngineMetrics()
+    seen: list[float] = []
+    three_in = asyncio.Event()
+    started = 0
+
+    async def hook(request: GenerationRequest[Any]) -> None:
+        nonlocal started
+        started += 1
+        if started == 3:
+            three_in.set()
+        if started <= 3:
+            await asyncio.wait_for(three_in.wait(), 10)
+            seen.append(_inflight(metrics))
+
+    runner = PipelineRunner(
+        tiny_pipeline(),
+        FakeProvider(hook),
+        metrics=metrics,
+        options=RunOptions(concurrency=3, write_metrics=False),
+    )
+    await runner.run(write_items(tmp_path / "in.jsonl", 4), tmp_path / "out.jsonl")
+    assert seen[0] == 3  # three calls in flight, zero free slots
+    assert _inflight(metrics) == 0
