@@ -492,3 +492,48 @@ def test_idle_agents_parked_around_a_defect_step_aside_so_it_can_be_reached() ->
     result(coord, move.command_id, "completed")
     [repair] = coord.dispatch_round()
     assert repair.action is Action.REPAIR and repair.agent_id != move.agent_id
+
+
+def test_a_restart_keeps_in_flight_paths_reserved_and_resends_them_with_the_same_key() -> None:
+    """Restart: every command still in flight (repairs and step-aside moves alike) keeps its
+    agent's whole path reserved and is sent again under its own idempotency key on reconnect."""
+    coord = coordinator()
+    agents_up(coord, {"a0": (2.0, 2.0), "a1": (15.0, 15.0)})
+    for agent, (x, y) in {"a0": (5.0, 5.0), "a1": (6.0, 5.0)}.items():
+        coord.handle_event(
+            "agent_status",
+            {
+                "t_s": 0,
+                "agents": [
+                    {
+                        "agent_id": agent,
+                        "position": {"x": x, "y": y},
+                        "status": "idle",
+                        "temperature_c": 25,
+                    }
+                ],
+            },
+        )
+    ingest_and_plan(coord, [reading(5.5, 5.3)])
+    in_flight = coord.dispatch_round()  # a step-aside move
+    ingest_and_plan(coord, [reading(18.0, 2.0, 1)])
+    in_flight += coord.dispatch_round()  # and a repair
+    assert {c.action for c in in_flight} == {Action.MOVE, Action.REPAIR}
+
+    restarted = coordinator()
+    sent = Sent()
+    restarted.send = sent
+    restarted.restore(
+        list(coord.defects.values()), coord.book.select(), list(coord.agents.values())
+    )
+    assert {j.command_id for j in restarted.jobs.values()} == {c.command_id for c in in_flight}
+    for command in in_flight:
+        reservation = restarted.reservations.get(command.agent_id)
+        assert reservation is not None and reservation.end == (
+            float(command.target.x),
+            float(command.target.y),
+            0.0,
+        )
+    agents_up(restarted, {"a0": (5.0, 5.0), "a1": (6.0, 5.0)})
+    asyncio.run(restarted.flush_outbox())
+    assert sorted(sent.keys) == sorted(c.command_id for c in in_flight)

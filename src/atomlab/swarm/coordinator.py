@@ -948,23 +948,29 @@ class SwarmCoordinator:
                 agent.status = AgentStatus.IDLE
             self.agents[agent.agent_id] = agent
             self.reservations.park(agent.agent_id, agent.xyz)
-        active = {c.defect_id: c for c in commands if not c.status.terminal}
+        in_hand: set[str] = set()
+        for command in self.book.active():
+            owner = self.agents.get(command.agent_id)
+            if owner is None or owner.agent_id in self.jobs or owner.status is AgentStatus.DEAD:
+                self._advance(command, CommandStatus.FAILED, "not resumable after a restart")
+                continue
+            # The simulator may still be executing it: keep its whole path reserved and send
+            # it again with the same key (a finished key is answered from the simulator's record).
+            self.jobs[owner.agent_id] = Job(
+                command.defect_id, owner.agent_id, command.command_id, now
+            )
+            owner.current_command = command.command_id
+            owner.status = AgentStatus.MOVING
+            self.reservations.reserve(owner.agent_id, owner.xyz, _vec(command.target))
+            self._resend_on_link_up.append(command.command_id)
+            in_hand.add(command.defect_id)
         for defect in defects:
             self.defects[defect.defect_id] = defect
             self._seq = max(self._seq, defect.seq)
             if defect.status.terminal:
                 continue
             self._active_keys[defect.dedupe_key] = defect.defect_id
-            command = active.get(defect.defect_id)
-            if command is not None and command.agent_id in self.agents:
-                agent = self.agents[command.agent_id]
-                self.jobs[agent.agent_id] = Job(
-                    defect.defect_id, agent.agent_id, command.command_id, now
-                )
-                agent.current_command = command.command_id
-                agent.status = AgentStatus.MOVING
-                self.reservations.reserve(agent.agent_id, agent.xyz, _vec(defect.position))
-                self._resend_on_link_up.append(command.command_id)
+            if defect.defect_id in in_hand:
                 defect.status = DefectStatus.REPAIRING
             else:
                 defect.status = DefectStatus.QUEUED
