@@ -35,3 +35,44 @@ def test_no_arguments_prints_help_and_exits_0(cli):
     assert result.exit_code == 0
     assert "Usage" in result.stdout
     assert result.stderr == ""
+
+
+def test_each_group_is_listed_in_help_and_runs_when_called_first(cli):
+    from atomlab.cli.main import COMMAND_GROUPS
+
+    listing = cli("--help").stdout
+    for group in COMMAND_GROUPS:
+        assert group in listing
+        result = cli(group, "--help")
+        assert result.exit_code == 0, (group, result.stderr)
+        assert f"atomlab {group}" in result.stdout
+
+
+def test_global_options_with_values_are_not_taken_for_the_command(cli, tmp_path):
+    result = cli(
+        "--home", str(tmp_path / "config"), "--log-level", "INFO", "config", "show", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.json["settings"]["home"] == str(tmp_path / "config")
+
+
+def test_a_command_imports_only_its_own_group(tmp_path):
+    """Start-up stays fast: `atomlab config show` never imports the engine or the swarm service."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from atomlab.cli.main import run\n"
+        "code = run(['config', 'show', '--json'])\n"
+        "heavy = [m for m in ('atomlab.engine', 'atomlab.swarm', 'atomlab.instrument') "
+        "if m in sys.modules]\n"
+        "print(code, heavy, file=sys.stderr)\n"
+        "sys.exit(1 if code or heavy else 0)\n"
+    )
+    env = {**os.environ, "ATOMLAB_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,14 +12,7 @@ import typer
 
 from atomlab import __version__
 from atomlab.cli import output
-from atomlab.cli.config import app as config_app
 from atomlab.cli.doctor import doctor
-from atomlab.cli.engine import app as engine_app
-from atomlab.cli.instrument import app as instrument_app
-from atomlab.cli.runs import app as runs_app
-from atomlab.cli.sim import app as sim_app
-from atomlab.cli.swarm import app as swarm_app
-from atomlab.cli.trajectory import app as trajectory_app
 from atomlab.core.errors import AtomlabError, ExitCode
 from atomlab.core.logging import configure_logging
 
@@ -87,14 +82,48 @@ def root(
         configure_logging("WARNING", "console")
 
 
-app.add_typer(config_app, name="config")
-app.add_typer(engine_app, name="engine")
-app.add_typer(instrument_app, name="instrument")
-app.add_typer(runs_app, name="runs")
-app.add_typer(sim_app, name="sim")
-app.add_typer(swarm_app, name="swarm")
-app.add_typer(trajectory_app, name="trajectory")
 app.command("doctor")(doctor)
+
+# Command group -> the module whose ``app`` implements it. Groups are imported only when used:
+# importing all of them (numpy, httpx, the engine, the swarm service ...) costs over a second,
+# which every command would otherwise pay before doing anything.
+COMMAND_GROUPS: dict[str, str] = {
+    "config": "atomlab.cli.config",
+    "engine": "atomlab.cli.engine",
+    "instrument": "atomlab.cli.instrument",
+    "runs": "atomlab.cli.runs",
+    "sim": "atomlab.cli.sim",
+    "swarm": "atomlab.cli.swarm",
+    "trajectory": "atomlab.cli.trajectory",
+}
+_GLOBAL_OPTIONS_WITH_VALUE = frozenset({"--config", "--home", "--log-level", "--log-format"})
+_TOP_LEVEL_COMMANDS = frozenset({"doctor"})
+_registered: set[str] = set()
+
+
+def register_groups(names: Iterable[str] = COMMAND_GROUPS) -> None:
+    """Import and attach the named command groups (all of them by default)."""
+    for name in names:
+        if name not in _registered:
+            module = importlib.import_module(COMMAND_GROUPS[name])
+            app.add_typer(module.app, name=name)
+            _registered.add(name)
+
+
+def _requested_command(args: list[str]) -> str | None:
+    """The first command-line word that is not a global option: a group or a command name."""
+    skip_value = False
+    for arg in args:
+        if skip_value:
+            skip_value = False
+            continue
+        if arg == "--":
+            return None
+        if arg.startswith("-"):
+            skip_value = arg in _GLOBAL_OPTIONS_WITH_VALUE
+            continue
+        return arg
+    return None
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -102,7 +131,13 @@ def run(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     head = args[: args.index("--")] if "--" in args else args
     output.reset_state(output.CliState(json="--json" in head, debug="--debug" in head))
+    command = _requested_command(head)
     try:
+        # Help, an unknown command and no command at all need every group, to list them all.
+        if command in COMMAND_GROUPS:
+            register_groups([command])
+        elif command not in _TOP_LEVEL_COMMANDS and "--version" not in head:
+            register_groups()
         result = app(args=args, prog_name="atomlab", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
