@@ -121,6 +121,8 @@ def test_an_incoming_correlation_id_is_kept(client: TestClient) -> None:
     assert response.json()["correlation_id"] == "abc"
     [defect] = client.get("/api/defects").json()
     assert defect["correlation_id"] == "abc"
+    body = {"coordinates": [_defect(2.0)], "correlation_id": "scan-17"}
+    assert client.post("/api/sensor-data", json=body).json()["correlation_id"] == "scan-17"
 
 
 def test_property_3_operation_logging_every_request_and_ingest_is_logged_with_its_id(

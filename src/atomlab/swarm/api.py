@@ -443,7 +443,7 @@ async def sensor_data(batch: SensorDataIn, request: Request, svc: Service) -> In
     rejections = svc.coordinator.check_batch(batch.coordinates)
     if rejections:
         raise RequestRejectedError(rejections)
-    cid = current_correlation_id() or uuid.uuid4().hex[:16]
+    cid = batch.correlation_id or current_correlation_id() or uuid.uuid4().hex[:16]
     result = svc.coordinator.ingest(batch.coordinates, correlation_id=cid)
     svc.metrics.ingest_seconds.observe(time.perf_counter() - began)
     return IngestAccepted(
