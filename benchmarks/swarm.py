@@ -203,6 +203,9 @@ def bench_planner() -> None:
 # --- 3. random scenarios in one process -----------------------------------------------------
 
 
+DISPATCH_TIMES: list[float] = []  # rounds that handed work to an agent (property 20)
+
+
 async def scenario(seed: int, steps: int) -> tuple[int, float | None, list[float], int]:
     """One seeded scenario: 16 agents, deaths, stuck commands; returns the ground truth."""
     faults = FaultConfig(agent_death_rate_per_s=0.004, max_dead_agents=3, stuck_prob=0.02)
@@ -225,7 +228,9 @@ async def scenario(seed: int, steps: int) -> tuple[int, float | None, list[float
     tick = world.config.tick_s
     for step in range(steps):
         clock.advance(tick)
-        coord.dispatch_round()
+        began = time.perf_counter()
+        if coord.dispatch_round():
+            DISPATCH_TIMES.append(time.perf_counter() - began)
         await coord.flush_outbox()
         for payload, key in outbox:
             for event in world.submit(CommandPayload.model_validate(payload), key):
@@ -273,6 +278,13 @@ def bench_scenarios(total_steps: int) -> None:
         f"  separation violations in the ground truth: {violations} (target 0); "
         f"min separation {smallest:.3f} nm"
     )
+    if DISPATCH_TIMES:
+        print(
+            f"  dispatch round that assigns queued work: p50 "
+            f"{percentile(DISPATCH_TIMES, 0.5) * 1e3:.2f} ms, p99 "
+            f"{percentile(DISPATCH_TIMES, 0.99) * 1e3:.2f} ms over {len(DISPATCH_TIMES)} rounds "
+            "(property 20: next command within 100 ms)"
+        )
     if reassign:
         print(
             f"  reassignment after detection: p50 {percentile(reassign, 0.5) * 1e3:.2f} ms, "
