@@ -115,6 +115,7 @@ def test_guard_writes_are_self_and_another_clients_writes_are_external(sim, tmp_
             store,
             own_writes=own,
             on_record=on_record,
+            attribution_grace_s=2.0,  # generous: this machine may be busy
         )
         thread = threading.Thread(target=monitor.run, kwargs={"duration_s": 60})
         thread.start()

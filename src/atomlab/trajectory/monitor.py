@@ -118,6 +118,7 @@ class Monitor:
         on_record: Callable[[Record], None] | None = None,
         on_start: Callable[[RunInfo], None] | None = None,
         spin_s: float | None = None,
+        attribution_grace_s: float | None = None,
     ) -> None:
         config.require_runnable()
         self.source = source
@@ -127,6 +128,7 @@ class Monitor:
         self.own_writes = own_writes
         self._on_record = on_record
         self._on_start = on_start
+        self._grace_s = attribution_grace_s
         self._spin_s = (
             (SPIN_S if isinstance(self.clock, SystemClock) else 0.0) if spin_s is None else spin_s
         )
@@ -210,6 +212,8 @@ class Monitor:
         )
 
     def _attribution_grace_s(self) -> float:
+        if self._grace_s is not None:
+            return self._grace_s
         base = max(DEFAULT_ATTRIBUTION_GRACE_S, 2 * self.config.interval_s)
         if self.own_writes is not None and self.own_writes.follows_audit_logs:
             return max(base, AUDIT_LOG_ATTRIBUTION_GRACE_S)
