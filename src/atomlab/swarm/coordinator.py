@@ -40,7 +40,6 @@ from atomlab.swarm.models import (
     DefectStatus,
     Point,
     SensorCoordinateIn,
-    units_to_nm,
 )
 from atomlab.swarm.planner import LlmRouteAdvisor, PlanStop, RepairPath, plan_route
 from atomlab.swarm.reservations import ReservationTable, Vec
@@ -984,9 +983,3 @@ class SwarmCoordinator:
             queued=len(self.queue),
             in_flight=len(self._resend_on_link_up),
         )
-
-    # --- queries ----------------------------------------------------------------------------
-
-    def agent_view(self, agent: AgentState) -> dict[str, Any]:
-        x, y, z = (units_to_nm(v) for v in (agent.position.x, agent.position.y, agent.position.z))
-        return {"agent_id": agent.agent_id, "x": x, "y": y, "z": z, "status": agent.status.value}
