@@ -235,7 +235,7 @@ def test_restart_resumes_queued_and_in_flight_work_from_the_database(tmp_path: P
         _link_up(second, {"a0": (0.0, 0.0)})
         second.post("/api/commands/distribute")
         link = app.state.swarm.link
-        deadline = time.monotonic() + 5.0  # the resend crosses to the server's event loop
+        deadline = time.monotonic() + 30.0  # the resend crosses to the server's event loop
         while link.pending < 1 and time.monotonic() < deadline:
             second.get("/health")
         assert link.pending >= 1  # the in-flight command waits for the simulator
