@@ -101,7 +101,7 @@ def test_kill_9_leaves_a_readable_database_and_readers_work_during_recording(sim
         proc.communicate(timeout=DEADLINE_S)
     store = open_store(db)
     run = store.run("killed")
-    assert run.status == "running" and run.writer_alive is False
+    assert run.status == "abandoned" and run.writer_alive is False
     assert len(list(store.samples("signals"))) >= first + 20
     assert store.connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert load_staged(staged).run_name == ""  # consumed when the run started

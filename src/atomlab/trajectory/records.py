@@ -12,7 +12,8 @@ from typing import Literal
 Value = float | int | bool | str | None
 ActionSource = Literal["self", "external"]
 MissReason = Literal["late", "disconnected", "error"]
-RunStatus = Literal["running", "completed", "interrupted", "terminated", "failed"]
+RunStatus = Literal["running", "completed", "interrupted", "terminated", "failed", "abandoned"]
+"""``abandoned`` is never stored: how a ``running`` run whose recorder died (kill -9) reads."""
 
 
 @dataclass(frozen=True)

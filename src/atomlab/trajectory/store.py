@@ -550,6 +550,11 @@ def _run_info(row: sqlite3.Row) -> RunInfo:
     data["config"] = json.loads(data.pop("config_json"))
     data["instrument"] = json.loads(data.pop("instrument_json"))
     data["writer_alive"] = _writer_alive(data["status"], data["hostname"], data["pid"])
+    if data["status"] == "running" and data["writer_alive"] is False:
+        data["status"] = "abandoned"
+        data["stop_reason"] = (
+            "the recorder process is gone (killed?); samples up to last_dt_s were kept"
+        )
     return RunInfo(**data)
 
 
