@@ -449,7 +449,7 @@ def export(
         Path, typer.Option("--out", help="Directory for the files (default: current).")
     ] = Path(),
 ) -> None:
-    """Write the run's signals, specs and actions as CSV or Parquet (atomlab[parquet])."""
+    """Write the run's signals, specs and actions as CSV or Parquet (Parquet: the parquet extra)."""
     path = _db_path(db_path)
     with open_store(path) as store:
         files = export_run(store, run_name, fmt, out)
