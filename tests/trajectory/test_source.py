@@ -188,3 +188,48 @@ def test_a_write_by_atomlab_instrument_set_in_another_guard_is_self(sim, tmp_pat
             thread.join(10)
     (action,) = open_store(db).actions()
     assert action.source == "self" and action.new_value == pytest.approx(0.2)
+
+
+def test_the_recording_survives_the_instrument_going_away_and_coming_back(tmp_path):
+    from atomlab.sim import Disturbances, start_simulator_in_thread
+    from atomlab.trajectory import MonitorError, Sample
+
+    first = start_simulator_in_thread(seed=0, ports=[0], disturbances=Disturbances.none())
+    port = first.ports[0]
+    db = tmp_path / "traj.sqlite"
+    config = MonitorConfig(
+        run_name="outage", signals=("Tunnel Current",), specs=("Bias",), interval_s=0.02, db_path=db
+    )
+    sampled, failed, resumed = threading.Event(), threading.Event(), threading.Event()
+
+    def on_record(record: Any) -> None:
+        if isinstance(record, MonitorError):
+            failed.set()
+        elif isinstance(record, Sample):
+            (resumed if failed.is_set() else sampled).set()
+
+    second = None
+    with NanonisClient("127.0.0.1", port, call_timeout_s=1.0) as client, \
+            open_store(db, read_only=False) as store:  # fmt: skip
+        monitor = Monitor(
+            InstrumentSource(client, load_catalog()), config, store, on_record=on_record
+        )
+        thread = threading.Thread(target=monitor.run, kwargs={"duration_s": 120})
+        thread.start()
+        try:
+            assert sampled.wait(10)
+            first.stop()
+            assert failed.wait(20)
+            second = start_simulator_in_thread(
+                seed=0, ports=[port], disturbances=Disturbances.none()
+            )
+            assert resumed.wait(30)
+        finally:
+            monitor.stop("completed", "test done")
+            thread.join(20)
+            if second is not None:
+                second.stop()
+    reader = open_store(db)
+    assert reader.run().status == "completed"
+    assert reader.errors() and {m.reason for m in reader.missed()} >= {"disconnected"}
+    assert reader.run().samples >= 2
