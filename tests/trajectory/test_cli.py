@@ -200,6 +200,8 @@ def test_runs_list_and_show(cli, recorded):
     assert runs["count"] == 1 and runs["runs"][0]["name"] == "with-actions"
     shown = cli("trajectory", "runs", "show", "--run-name", "with-actions").json
     assert shown["run"]["status"] == "completed" and shown["run"]["config"]["specs"] == ["Bias"]
+    assert shown["run"]["instrument"]["versions"]["version"] == "Generic 5"
+    assert shown["run"]["atomlab_version"]
     assert [s["label"] for s in shown["signals"]] == ["Tunnel Current", "Z Position"]
     assert shown["specs"][0]["unit"] == "V"
     assert cli("trajectory", "runs", "show", "--run-name", "nope").exit_code == 3

@@ -42,12 +42,18 @@ class InstrumentSource:
         self._sizes = (0, 0)
 
     def identity(self) -> dict[str, Any]:
-        return {
+        """Where the data came from, stored with the run (versions when the controller tells)."""
+        identity: dict[str, Any] = {
             "kind": "nanonis-tcp",
             "address": self.client.address,
             "catalog": self.catalog.source,
             "signal_list_size": len(self.client.signal_names()),
         }
+        try:
+            identity["versions"] = dict(self.client.call("Util.VersionGet").values)
+        except InvalidInputError as exc:  # an older controller: record why, record anyway
+            identity["versions"] = {"unavailable": exc.message}
+        return identity
 
     def channels(
         self, signals: Sequence[str], specs: Sequence[str]
