@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,11 +23,16 @@ from atomlab.core.errors import ConfigError, InterruptedRunError, TerminatedErro
 from atomlab.core.settings import AtomlabSettings
 from atomlab.instrument import AUDIT_LOG_NAME, NanonisClient, load_catalog
 from atomlab.trajectory import (
+    ActionEvent,
+    MissedTicks,
     Monitor,
     MonitorConfig,
+    MonitorError,
     OwnWrites,
+    Record,
     RunInfo,
     RunSummary,
+    Sample,
     catalog_listing,
     clear_staged,
     clear_staged_run_name,
@@ -82,6 +88,7 @@ CatalogOption = Annotated[
 
 #: `runs show` lists at most this many of the latest errors and missed-tick records.
 SHOW_LIMIT = 100
+PROGRESS_EVERY_S = 10.0
 
 
 def _settings() -> AtomlabSettings:
@@ -323,6 +330,7 @@ def _record(
                 store,
                 own_writes=own,
                 on_start=on_start,
+                on_record=_Progress(),
             )
             sys.stderr.write(
                 f"recording run {config.run_name!r} into {store.path} from {client.address}: "
@@ -331,6 +339,25 @@ def _record(
             )
             with _stop_on_signals(monitor):
                 return monitor.run(duration_s=duration, max_samples=max_samples)
+
+
+class _Progress:
+    """A line on stderr every ``PROGRESS_EVERY_S`` while recording, so people see it working."""
+
+    def __init__(self) -> None:
+        self.counts = {"samples": 0, "actions": 0, "errors": 0, "missed ticks": 0}
+        self._last = time.monotonic()
+
+    def __call__(self, record: Record) -> None:
+        key = {Sample: "samples", ActionEvent: "actions", MonitorError: "errors"}.get(
+            type(record), "missed ticks"
+        )
+        self.counts[key] += record.count if isinstance(record, MissedTicks) else 1
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_EVERY_S:
+            self._last = now
+            sys.stderr.write(", ".join(f"{v} {k}" for k, v in self.counts.items()) + "\n")
+            sys.stderr.flush()
 
 
 @contextmanager
