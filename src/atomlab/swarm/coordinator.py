@@ -321,7 +321,7 @@ class SwarmCoordinator:
 
     def _clear_the_way(self) -> list[Command]:
         """Idle agents parked around a queued defect can block every approach to it (each
-        keeps the others out): send one of them home so the defect can be reached."""
+        keeps the others out): one of them steps aside so the defect can be reached."""
         idle = {a.agent_id: a for a in self.eligible_agents()}
         moves: list[Command] = []
         for defect in self.queue.peek(limit=DISPATCH_LOOKAHEAD * max(len(idle), 1)):
@@ -335,16 +335,39 @@ class SwarmCoordinator:
                 blockers.update(found)
             for blocker_id in sorted(blockers):
                 blocker = idle.get(blocker_id)
-                if blocker is None or blocker.home is None:
+                if blocker is None:
                     continue
-                far = math.dist(blocker.xyz, blocker.home) >= self.limits.clearance_units
-                if far and self.reservations.is_free(blocker_id, blocker.xyz, blocker.home):
-                    moves.append(self._issue_move(blocker, _point(blocker.home)))
+                spot = self._retreat(blocker, target)
+                if spot is not None:
+                    moves.append(self._issue_move(blocker, spot, defect.correlation_id))
                     idle.pop(blocker_id)
                     break
         return moves
 
-    def _issue_move(self, agent: AgentState, target: Point) -> Command:
+    def _retreat(self, agent: AgentState, away_from: Vec) -> Point | None:
+        """A free place for ``agent`` to step aside to: home, else straight away from the
+        blocked defect, else to either side of it (on the grid, in bounds, off no-go zones)."""
+        clearance = self.limits.clearance_units
+        here = agent.xyz
+        dx, dy = here[0] - away_from[0], here[1] - away_from[1]
+        norm = math.hypot(dx, dy)
+        ux, uy = (dx / norm, dy / norm) if norm > 1e-9 else (1.0, 0.0)
+        candidates: list[Vec] = [agent.home] if agent.home is not None else []
+        for reach in (1.5 * clearance, 3.0 * clearance):
+            for cx, cy in ((ux, uy), (-uy, ux), (uy, -ux), (-ux, -uy)):
+                candidates.append((here[0] + cx * reach, here[1] + cy * reach, here[2]))
+        for candidate in candidates:
+            spot = _point(candidate)
+            if (
+                math.dist(_vec(spot), away_from) >= clearance
+                and math.dist(_vec(spot), here) >= 1.0
+                and self.validator.structural.violation(spot) is None
+                and self.reservations.is_free(agent.agent_id, here, _vec(spot))
+            ):
+                return spot
+        return None
+
+    def _issue_move(self, agent: AgentState, target: Point, correlation_id: str) -> Command:
         command = Command(
             command_id=f"cmd-{uuid.uuid4().hex[:16]}",
             defect_id="",
@@ -354,7 +377,7 @@ class SwarmCoordinator:
             thermal_budget_c=min(
                 self.settings.repair_thermal_budget_c, self.limits.max_temperature_c
             ),
-            correlation_id=uuid.uuid4().hex[:16],
+            correlation_id=correlation_id,  # on behalf of the defect it makes reachable
             created_at=self.clock.now(),
         )
         self.book.add(command)
