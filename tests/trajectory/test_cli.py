@@ -245,3 +245,27 @@ def test_a_failed_start_up_creates_no_run_row(cli, sim, isolated_home):
     result = cli("trajectory", "monitor", "run", "--port", str(sim.ports[0]), "--max-samples", "3")
     assert result.exit_code == 3 and "list-signals" in result.json["error"]["message"]
     assert open_store(isolated_home / "trajectories.sqlite").runs() == []
+
+
+def test_without_the_optional_extras_export_and_plot_exit_4_with_the_install_hint(
+    cli, recorded, tmp_path, monkeypatch
+):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if atomlab[parquet] were not installed
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = cli(
+        "trajectory",
+        "export",
+        "--run-name",
+        "with-actions",
+        "--format",
+        "parquet",
+        "--out",
+        str(tmp_path / "x"),
+    )
+    assert result.exit_code == 4 and "atomlab[parquet]" in result.json["error"]["message"]
+    plot = tmp_path / "a.png"
+    shown = cli("trajectory", "action", "show", "--action-idx", "0", "--plot", str(plot))
+    assert shown.exit_code == 4 and "atomlab[plot]" in shown.json["error"]["message"]
+    assert not plot.exists()
