@@ -92,10 +92,23 @@ def test_run_refuses_an_empty_run_name(cli):
 def test_run_records_then_clears_the_run_name_and_refuses_a_duplicate(cli, sim, isolated_home):
     port = str(sim.ports[0])
     _stage(cli, "--run-name", "first", "--interval-s", "0.02")
-    result = cli("trajectory", "monitor", "run", "--port", port, "--max-samples", "5")
+    prom = isolated_home / "trajectory.prom"
+    result = cli(
+        "trajectory",
+        "monitor",
+        "run",
+        "--port",
+        port,
+        "--max-samples",
+        "5",
+        "--metrics-file",
+        str(prom),
+    )
     assert result.exit_code == 0, result.stdout
     summary = result.json
     assert summary["status"] == "completed" and summary["samples"] == 5
+    assert "atomlab_trajectory_samples_total 5.0" in prom.read_text()
+    assert "recording run 'first'" in result.stderr
     assert cli("trajectory", "monitor", "config", "show").json["config"]["run_name"] == ""
     db = isolated_home / "trajectories.sqlite"
     assert open_store(db).run("first").samples == 5

@@ -20,6 +20,7 @@ import typer
 from atomlab.cli import output
 from atomlab.core.clock import SystemClock
 from atomlab.core.errors import ConfigError, InterruptedRunError, TerminatedError
+from atomlab.core.metrics import Metrics, new_registry
 from atomlab.core.settings import AtomlabSettings
 from atomlab.instrument import AUDIT_LOG_NAME, NanonisClient, load_catalog
 from atomlab.trajectory import (
@@ -28,6 +29,7 @@ from atomlab.trajectory import (
     Monitor,
     MonitorConfig,
     MonitorError,
+    MonitorMetrics,
     OwnWrites,
     Record,
     RunInfo,
@@ -260,6 +262,12 @@ def monitor_run(
     host: Annotated[str | None, typer.Option("--host", help="Instrument address.")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Instrument TCP port.")] = None,
     catalog: CatalogOption = None,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-file", help="Write atomlab_trajectory_* Prometheus metrics here (textfile)."
+        ),
+    ] = None,
 ) -> None:
     """Record the staged config until --duration / --max-samples / Ctrl-C / SIGTERM.
 
@@ -279,6 +287,7 @@ def monitor_run(
             port,
             catalog,
             on_start=lambda _run: clear_staged_run_name(path),  # consumed even if killed -9
+            metrics_file=metrics_file,
         )
     finally:
         clear_staged_run_name(path)
@@ -307,6 +316,7 @@ def _record(
     catalog: Path | None,
     *,
     on_start: Callable[[RunInfo], None],
+    metrics_file: Path | None,
 ) -> RunSummary:
     if duration is not None and max_samples is not None:
         raise typer.BadParameter("give --duration or --max-samples, not both")
@@ -322,6 +332,7 @@ def _record(
         )
         with client:
             client.connect()
+            progress = _Progress(metrics_file)
             own = OwnWrites()
             own.follow_audit_log(inst.audit_log or settings.home / AUDIT_LOG_NAME, SystemClock())
             monitor = Monitor(
@@ -330,25 +341,36 @@ def _record(
                 store,
                 own_writes=own,
                 on_start=on_start,
-                on_record=_Progress(),
+                on_record=progress,
             )
             sys.stderr.write(
                 f"recording run {config.run_name!r} into {store.path} from {client.address}: "
                 f"{len(config.signals)} signals, {len(config.specs)} specs every "
                 f"{config.interval_s} s; Ctrl-C or SIGTERM stops it cleanly\n"
             )
-            with _stop_on_signals(monitor):
-                return monitor.run(duration_s=duration, max_samples=max_samples)
+            try:
+                with _stop_on_signals(monitor):
+                    return monitor.run(duration_s=duration, max_samples=max_samples)
+            finally:
+                progress.write_metrics()
 
 
 class _Progress:
-    """A line on stderr every ``PROGRESS_EVERY_S`` while recording, so people see it working."""
+    """A line on stderr every ``PROGRESS_EVERY_S`` while recording, so people see it working;
+    with a metrics file, the Prometheus textfile is rewritten at the same pace and at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics_file: Path | None) -> None:
         self.counts = {"samples": 0, "actions": 0, "errors": 0, "missed ticks": 0}
         self._last = time.monotonic()
+        self.metrics_file = metrics_file
+        self.metrics = MonitorMetrics(Metrics("trajectory", new_registry()))
+
+    def write_metrics(self) -> None:
+        if self.metrics_file is not None:
+            self.metrics.metrics.write_textfile(self.metrics_file)
 
     def __call__(self, record: Record) -> None:
+        self.metrics(record)
         key = {Sample: "samples", ActionEvent: "actions", MonitorError: "errors"}.get(
             type(record), "missed ticks"
         )
@@ -358,6 +380,7 @@ class _Progress:
             self._last = now
             sys.stderr.write(", ".join(f"{v} {k}" for k, v in self.counts.items()) + "\n")
             sys.stderr.flush()
+            self.write_metrics()
 
 
 @contextmanager

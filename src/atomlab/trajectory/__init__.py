@@ -31,6 +31,7 @@ from atomlab.trajectory.config import (
     load_staged,
     save_staged,
 )
+from atomlab.trajectory.metrics import MonitorMetrics
 from atomlab.trajectory.monitor import Monitor, RunSummary, Source
 from atomlab.trajectory.records import (
     ActionEvent,
@@ -59,6 +60,7 @@ __all__ = [
     "Monitor",
     "MonitorConfig",
     "MonitorError",
+    "MonitorMetrics",
     "OwnWrites",
     "Record",
     "RunInfo",
