@@ -16,6 +16,7 @@ import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
 from atomlab.core.clock import Clock, SystemClock, utc_iso
@@ -155,7 +156,7 @@ class Monitor:
         """
         cfg = self.config
         signals, specs = self.source.channels(cfg.signals, cfg.specs)
-        started = self.clock.now()
+        started, started_mono = self.clock.now(), self.clock.monotonic()
         run = self.store.create_run(
             cfg,
             signals=signals,
@@ -184,6 +185,7 @@ class Monitor:
         status: RunStatus = "failed"
         reason = "the recorder failed"
         origin = self.clock.monotonic()
+        started += timedelta(seconds=origin - started_mono)  # the wall time of dt_s = 0
         try:
             self._loop(origin, writer.put, detector, duration_s, max_samples)
             detector.finish(lambda event: self._emit(writer.put, event))
@@ -197,7 +199,11 @@ class Monitor:
             finally:
                 ended = self.clock.now()
                 self.store.finish_run(
-                    run.id, status=status, ended_at_utc=utc_iso(ended), reason=reason
+                    run.id,
+                    status=status,
+                    ended_at_utc=utc_iso(ended),
+                    reason=reason,
+                    started_at_utc=utc_iso(started),
                 )
         return RunSummary(
             run_id=run.id,

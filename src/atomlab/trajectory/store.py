@@ -217,11 +217,21 @@ class TrajectoryStore:
                     (*common, ch.set_command, *limits, tolerance, ch.description),
                 )
 
-    def finish_run(self, run_id: int, *, status: RunStatus, ended_at_utc: str, reason: str) -> None:
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: RunStatus,
+        ended_at_utc: str,
+        reason: str,
+        started_at_utc: str | None = None,
+    ) -> None:
+        """Mark the run ended; ``started_at_utc`` refines the anchor to the exact ``dt_s = 0``."""
         with self._conn:
             self._conn.execute(
-                "UPDATE runs SET status = ?, ended_at_utc = ?, stop_reason = ? WHERE id = ?",
-                (status, ended_at_utc, reason, run_id),
+                "UPDATE runs SET status = ?, ended_at_utc = ?, stop_reason = ?,"
+                " started_at_utc = coalesce(?, started_at_utc) WHERE id = ?",
+                (status, ended_at_utc, reason, started_at_utc, run_id),
             )
 
     def record_writer(
