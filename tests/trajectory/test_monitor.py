@@ -165,3 +165,19 @@ def test_run_without_a_run_name_is_refused(make_config, clock):
         pytest.raises(InvalidInputError, match="config set"),
     ):
         Monitor(FakeSource(clock), make_config(run_name=""), store, clock=clock)
+
+
+def test_a_keyboard_interrupt_inside_a_poll_still_flushes_and_marks_the_run(make_config, clock):
+    source = FakeSource(clock)
+
+    def on_poll(k):
+        if k == 5:
+            raise KeyboardInterrupt
+
+    source.on_poll = on_poll
+    with open_store(make_config().db_path, read_only=False) as store:
+        monitor = Monitor(source, make_config(), store, clock=clock)
+        with pytest.raises(KeyboardInterrupt):
+            monitor.run()
+    run = open_store(make_config().db_path).run()
+    assert run.status == "interrupted" and run.samples == 5
