@@ -271,8 +271,18 @@ def test_a_stuck_command_times_out_and_its_defect_goes_to_another_agent() -> Non
         _heartbeat(coord, clock, ["a0", "a1"], 8.0)
     assert coord.check_agents() == [command.agent_id]
     assert coord.agents[command.agent_id].status is AgentStatus.ERROR
+    assert coord.check_agents() == []  # failed once, not again on every check
+    # Until its halt lands the stuck agent may still be moving: its path stays reserved.
+    assert coord.dispatch_round() == []
+    halted = {
+        "agent_id": "a0",
+        "position": {"x": 1.0, "y": 0.0},
+        "status": "halted",
+        "temperature_c": 25,
+    }
+    coord.handle_event("agent_status", {"t_s": 0, "agents": [halted]})
     [again] = coord.dispatch_round()
-    assert again.agent_id != command.agent_id
+    assert again.agent_id == "a1" and again.defect_id == command.defect_id
 
 
 def test_property_15_collision_prevention_a_proximity_report_halts_all_movement() -> None:

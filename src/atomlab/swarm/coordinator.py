@@ -139,6 +139,7 @@ class SwarmCoordinator:
         self._failed_at: dict[str, float] = {}
         self._resend_on_link_up: list[str] = []
         self._down_since: float | None = None
+        self._halting: dict[str, str] = {}  # agent -> halt command not yet confirmed
         self._seq = 0
         self._rank = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -285,6 +286,7 @@ class SwarmCoordinator:
             for a in self.agents.values()
             if a.status is AgentStatus.IDLE
             and a.agent_id not in self.jobs
+            and a.agent_id not in self._halting
             and a.temperature_c <= budget - self.settings.thermal_headroom_c
         ]
 
@@ -544,6 +546,8 @@ class SwarmCoordinator:
     def _on_result(self, payload: dict[str, Any]) -> None:
         command = self.book.find(str(payload.get("command_id")))
         agent = self.agents.get(str(payload.get("agent_id")))
+        if agent is not None and self._halting.get(agent.agent_id) == payload.get("command_id"):
+            del self._halting[agent.agent_id]  # the halt landed: it stands still now
         if agent is not None:
             self._touch(agent)
             job = self.jobs.get(agent.agent_id)
@@ -661,7 +665,11 @@ class SwarmCoordinator:
             self._place(agent, _to_units(info.get("position", {})))
             agent.temperature_c = float(info.get("temperature_c", agent.temperature_c))
             reported = _SIM_STATUS.get(str(info.get("status")), AgentStatus.ERROR)
-            if agent.agent_id in self.jobs:
+            if info.get("status") == "halted" and self._halting.pop(agent.agent_id, None):
+                self._place(agent, agent.xyz)  # halted: its reservation shrinks to where it is
+            if agent.agent_id in self._halting:
+                agent.status = AgentStatus.ERROR  # out of service until the halt lands
+            elif agent.agent_id in self.jobs:
                 if reported is AgentStatus.ERROR:
                     agent.status = AgentStatus.ERROR
             else:
@@ -734,7 +742,7 @@ class SwarmCoordinator:
         agent.location = location
         agent.position = _point(location)
         agent.last_update = self.clock.now()
-        if agent.agent_id not in self.jobs:
+        if agent.agent_id not in self.jobs and agent.agent_id not in self._halting:
             self.reservations.park(agent.agent_id, location)
 
     def _check_separation(self) -> None:
@@ -812,12 +820,17 @@ class SwarmCoordinator:
         agent.status = AgentStatus.DEAD if dead else AgentStatus.ERROR
         self.metrics.agent_failures.labels(reason=reason).inc()
         log.warning("swarm.agent_failed", agent_id=agent_id, reason=reason)
-        job = self.jobs.get(agent_id)
-        # Best effort: a silent agent may still hear us. It is then taken to stand where it was
-        # last heard (the simulator's dead agents stop), so its reservation shrinks to that
-        # point and the defect it was heading for can be given to another agent.
-        self._outbox.put_nowait(self._halt_command(agent))
-        self.reservations.park(agent.agent_id, agent.xyz)
+        job = self.jobs.pop(agent_id, None)
+        agent.current_command = None
+        halt = self._halt_command(agent)
+        self._outbox.put_nowait(halt)
+        if dead:
+            # A silent agent is taken to stand where it was last heard (the simulator's dead
+            # agents stop), so the defect it was heading for can be given to another agent.
+            self.reservations.park(agent.agent_id, agent.xyz)
+        else:
+            # A live one may still be moving until the halt lands: keep its path reserved.
+            self._halting[agent_id] = halt.command_id
         if job is not None:
             command = self.book.find(job.command_id)
             if command is not None and not command.status.terminal:
