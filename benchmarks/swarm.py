@@ -69,7 +69,11 @@ def serve(kind: str, port: int, home: str) -> None:
     from atomlab.swarm import create_app
 
     if kind == "swarm":
-        configure_logging("INFO", "json", stream=open(os.devnull, "w"))  # noqa: SIM115, PTH123
+        # JSON log lines at INFO (every request and batch), written to /dev/null: their cost is
+        # part of the figure. SWARM_BENCH_LOG=WARNING measures without them.
+        level = os.environ.get("SWARM_BENCH_LOG", "INFO")
+        devnull = Path(os.devnull).open("w")  # noqa: SIM115 - lives as long as the server
+        configure_logging(level, "json", stream=devnull)
         settings = load_settings(overrides={"home": home}, environ={}).settings
         app = create_app(settings)
     else:

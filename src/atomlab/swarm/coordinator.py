@@ -143,6 +143,7 @@ class SwarmCoordinator:
         self._seq = 0
         self._rank = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._bind_gauges()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -223,7 +224,6 @@ class SwarmCoordinator:
             self._save_defect(defect)
         if self._inbox:
             self._inbox_ready.set()
-        self._update_gauges()
         log.info(
             "swarm.sensor_data",
             accepted=len(result.defect_ids),
@@ -262,7 +262,6 @@ class SwarmCoordinator:
             defect.status = DefectStatus.QUEUED
             self.queue.push(defect, rank=self._rank)
             self._save_defect(defect)
-        self._update_gauges()
         self._wake.set()
         return path
 
@@ -317,8 +316,6 @@ class SwarmCoordinator:
                 continue
             issued.append(self._start_job(agent, defect))
         issued.extend(self._clear_the_way())
-        if issued:
-            self._update_gauges()
         return issued
 
     def _clear_the_way(self) -> list[Command]:
@@ -421,7 +418,6 @@ class SwarmCoordinator:
                     self._event("unrepairable", defect, detail=defect.reason)
                     self._save_defect(defect)
                     break
-        self._update_gauges()
 
     def _start_job(self, agent: AgentState, defect: Defect) -> Command:
         self.queue.remove(defect.defect_id)
@@ -636,7 +632,6 @@ class SwarmCoordinator:
         self._event("requeued", defect, detail=reason)
         self._save_defect(defect)
         self._save_agent(agent)
-        self._update_gauges()
 
     def _finish(self, defect: Defect, agent: AgentState, status: DefectStatus, note: str) -> None:
         defect.status = status
@@ -655,7 +650,6 @@ class SwarmCoordinator:
         self._event(outcome, defect, detail=note)
         self._save_defect(defect)
         self._save_agent(agent)
-        self._update_gauges()
 
     def _on_agent_status(self, payload: dict[str, Any]) -> None:
         for info in payload.get("agents", []):
@@ -849,7 +843,6 @@ class SwarmCoordinator:
                 self._release(defect, agent, f"agent {agent_id} failed: {reason}")
         agent.status = AgentStatus.DEAD if dead else AgentStatus.ERROR
         self._save_agent(agent)
-        self._update_gauges()
         self._wake.set()
 
     # --- workers ----------------------------------------------------------------------------
@@ -961,12 +954,13 @@ class SwarmCoordinator:
             },
         )
 
-    def _update_gauges(self) -> None:
-        self.metrics.queue_depth.set(len(self.queue))
-        self.metrics.pending_operations.set(len(self._active_keys))
+    def _bind_gauges(self) -> None:
+        """Gauges read the state when scraped: nothing to update on the request path."""
+        self.metrics.queue_depth.set_function(lambda: len(self.queue))
+        self.metrics.pending_operations.set_function(lambda: len(self._active_keys))
         for status in AgentStatus:
-            self.metrics.agents.labels(status=status.value).set(
-                sum(1 for a in self.agents.values() if a.status is status)
+            self.metrics.agents.labels(status=status.value).set_function(
+                lambda s=status: sum(1 for a in self.agents.values() if a.status is s)  # type: ignore[misc]
             )
 
     # --- restart ----------------------------------------------------------------------------
@@ -1012,7 +1006,6 @@ class SwarmCoordinator:
                 defect.agent_id = None
                 self._rank += 1
                 self.queue.push(defect, rank=self._rank)
-        self._update_gauges()
         log.info(
             "swarm.restored",
             defects=len(self.defects),
