@@ -63,6 +63,7 @@ from atomlab.swarm.planner import LLM_FAILURE_THRESHOLD, LLM_RESET_S, LlmRouteAd
 from atomlab.swarm.validation import Rejection
 
 CORRELATION_HEADER = "x-correlation-id"
+LOGGED_IDS = 100  # defect ids named in an ingest's log line (the count is always there)
 API_VERSION = "1.0"
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "Invalid input; nothing was queued."},
@@ -272,12 +273,14 @@ class CorrelationMiddleware:
                 route = scope.get("route")
                 path = getattr(route, "path", "unmatched")
                 self.metrics.http_requests.labels(route=path, code=str(status)).inc()
+                state = scope.get("state") or {}
                 log.info(
                     "http.request",
                     method=scope.get("method"),
                     path=scope.get("path"),
                     status=status,
                     duration_ms=round((time.perf_counter() - began) * 1000, 3),
+                    **state.get("log_fields", {}),
                 )
 
 
@@ -444,8 +447,16 @@ async def sensor_data(batch: SensorDataIn, request: Request, svc: Service) -> In
     if rejections:
         raise RequestRejectedError(rejections)
     cid = batch.correlation_id or current_correlation_id() or uuid.uuid4().hex[:16]
-    result = svc.coordinator.ingest(batch.coordinates, correlation_id=cid)
+    result = svc.coordinator.ingest(batch.coordinates, correlation_id=cid, log_it=False)
     svc.metrics.ingest_seconds.observe(time.perf_counter() - began)
+    # One log line per request: the middleware's, carrying what this batch did.
+    request.state.log_fields = {
+        "sensor_data": len(batch.coordinates),
+        "accepted": len(result.defect_ids) - result.duplicates,
+        "duplicates": result.duplicates,
+        "unrepairable": result.unrepairable,
+        "defect_ids": result.defect_ids[:LOGGED_IDS],
+    }
     return IngestAccepted(
         accepted=len(result.defect_ids) - result.duplicates,
         defect_ids=result.defect_ids,

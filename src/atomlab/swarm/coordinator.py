@@ -182,8 +182,11 @@ class SwarmCoordinator:
         *,
         correlation_id: str,
         defect_ids: Sequence[str | None] | None = None,
+        log_it: bool = True,
     ) -> IngestResult:
-        """Record a validated batch and hand it to the planner; returns at once (no I/O)."""
+        """Record a validated batch and hand it to the planner; returns at once (no I/O).
+
+        ``log_it=False`` when the caller logs the batch itself (the HTTP request line does)."""
         result = IngestResult()
         now = self.clock.now()
         for index, c in enumerate(coordinates):
@@ -224,6 +227,8 @@ class SwarmCoordinator:
             self._save_defect(defect)
         if self._inbox:
             self._inbox_ready.set()
+        if not log_it:
+            return result
         log.info(
             "swarm.sensor_data",
             accepted=len(result.defect_ids),
