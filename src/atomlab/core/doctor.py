@@ -23,6 +23,7 @@ OPTIONAL_EXTRAS: dict[str, tuple[str, ...]] = {
     "parquet": ("pyarrow",),
     "gemini": ("google.genai",),
     "swarm": ("fastapi", "uvicorn", "websockets", "sqlalchemy", "scipy"),
+    "postgres": ("psycopg",),
 }
 
 DEFAULT_PORTS: tuple[int, ...] = (6501, 6502, 6503, 6504, 8000)
