@@ -93,6 +93,8 @@ def test_property_2_invalid_input_rejection_422_names_the_field_and_nothing_is_q
         ({"coordinates": [_defect(severity=11)]}, "coordinates.0.severity"),
         ({"coordinates": [{"x": 1.0, "y": 1.0}]}, "coordinates.0.severity"),
         ({"coordinates": [_defect(x="abc")]}, "coordinates.0.x"),
+        ({"coordinates": [_defect(x=True)]}, "coordinates.0.x"),
+        ({"coordinates": [_defect(severity=True)]}, "coordinates.0.severity"),
     ],
 )
 def test_malformed_bodies_get_the_same_error_format(
@@ -101,6 +103,45 @@ def test_malformed_bodies_get_the_same_error_format(
     response = client.post("/api/sensor-data", json=body)
     assert response.status_code == 422
     assert response.json()["error"]["details"]["field"] == field
+
+
+@pytest.mark.parametrize(("raw", "shown"), [("1e400", "inf"), ("-1e400", "-inf"), ("NaN", "nan")])
+def test_non_finite_coordinates_get_a_422_naming_the_field(
+    client: TestClient, raw: str, shown: str
+) -> None:
+    body = (
+        '{"coordinates": [{"x": 1.0, "y": 1.0, "severity": 5}, {"x": %s, "y": 1.0, "severity": 5}]}'
+    )
+    response = client.post(
+        "/api/sensor-data", content=body % raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    assert (details["field"], details["value"]) == ("coordinates.1.x", shown)
+    assert client.get("/api/defects").json() == []
+
+
+def test_a_body_that_is_not_json_names_the_body(client: TestClient) -> None:
+    response = client.post(
+        "/api/sensor-data", content=b"not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["details"]["field"] == "body"
+
+
+def test_an_unexpected_error_still_carries_the_correlation_id(tmp_path: Path) -> None:
+    app = create_app(_settings(tmp_path))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom", headers={"X-Correlation-ID": "cid-boom"})
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert (error["code"], error["correlation_id"]) == ("INTERNAL_ERROR", "cid-boom")
+    assert response.headers["x-correlation-id"] == "cid-boom"
 
 
 def test_unknown_ids_and_methods_get_the_structured_error(client: TestClient) -> None:
@@ -169,6 +210,17 @@ def test_openapi_schema_lists_every_endpoint_and_the_error_body(client: TestClie
         "ErrorBody"
     )
     assert "SensorDataIn" in schema["components"]["schemas"]
+    # every 422 the schema promises is the ErrorBody the handlers really send
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            error = operation["responses"].get("422")
+            if error is not None:
+                ref = error["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("/ErrorBody"), (method, path)
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    health = schema["paths"]["/health"]["get"]["responses"]["200"]["content"]
+    assert health["application/json"]["schema"]["$ref"].endswith("/HealthOut")
+    assert "text/plain" in schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
 
 
 def test_metrics_are_prometheus_text_with_swarm_names(client: TestClient) -> None:

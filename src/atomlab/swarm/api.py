@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import os
 import time
 import uuid
@@ -53,7 +54,10 @@ from atomlab.swarm.models import (
     DefectStatus,
     DistributeOut,
     ErrorBody,
+    HealthOut,
     IngestAccepted,
+    LinkOut,
+    ResumeOut,
     SensorDataIn,
     command_out,
     defect_out,
@@ -67,6 +71,11 @@ LOGGED_IDS = 100  # defect ids named in an ingest's log line (the count is alway
 API_VERSION = "1.0"
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "Invalid input; nothing was queued."},
+    500: {"model": ErrorBody, "description": "Unexpected server error."},
+}
+# Every route answers errors in the one ErrorBody format (not FastAPI's HTTPValidationError).
+QUERY_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "Invalid query parameter."},
     500: {"model": ErrorBody, "description": "Unexpected server error."},
 }
 
@@ -256,11 +265,12 @@ class CorrelationMiddleware:
         cid = incoming[:64] if incoming else uuid.uuid4().hex[:16]
         began = time.perf_counter()
         status = 500
+        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 headers = list(message.get("headers", []))
                 headers.append((CORRELATION_HEADER.encode(), cid.encode()))
                 message = {**message, "headers": headers}
@@ -269,6 +279,16 @@ class CorrelationMiddleware:
         with correlation_scope(cid):
             try:
                 await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                # Answered here, inside the correlation scope, so that even an unexpected
+                # error carries the request's id (body and header) like every other answer.
+                if started:
+                    raise
+                log.error("http.unexpected_error", error=repr(exc), exc_info=exc)
+                response = error_body(
+                    500, "INTERNAL_ERROR", f"unexpected {type(exc).__name__}; see the log"
+                )
+                await response(scope, receive, send_with_id)
             finally:
                 route = scope.get("route")
                 path = getattr(route, "path", "unmatched")
@@ -318,6 +338,8 @@ def error_body(
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # JSON has no inf / nan: "inf", "nan"
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return repr(value)[:200]
@@ -339,6 +361,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0]
         loc = [str(part) for part in first.get("loc", ()) if part != "body"]
         field = ".".join(loc) or "body"
+        if first.get("type") == "json_invalid":
+            field = "body"  # FastAPI reports the character offset as the location
         reason = str(first.get("msg", "invalid")).removeprefix("Value error, ")
         return error_body(
             422,
@@ -403,28 +427,32 @@ def _tally(values: Iterable[str]) -> dict[str, int]:
     return counts
 
 
-@health_router.get("/health")
-async def health(svc: Service) -> dict[str, Any]:
+@health_router.get("/health", response_model=HealthOut)
+async def health(svc: Service) -> HealthOut:
     """Liveness and a one-glance summary: link, queue, agents, halt state."""
     coordinator = svc.coordinator
     agents = _tally(a.status.value for a in coordinator.agents.values())
-    return {
-        "status": "healthy",
-        "timestamp": utc_iso(svc.clock.now()),
-        "uptime_s": round(svc.clock.monotonic() - svc.started_at, 3),
-        "link": svc.link.stats(),
-        "queue_depth": len(coordinator.queue),
-        "defects": len(coordinator.defects),
-        "defects_by_status": _tally(d.status.value for d in coordinator.defects.values()),
-        "commands": coordinator.book.counts(),
-        "agents": agents,
-        "halted": coordinator.halted,
-        "halt_reason": coordinator.halt_reason,
-        "planner": "llm+heuristic" if coordinator.advisor is not None else "heuristic",
-    }
+    return HealthOut(
+        status="healthy",
+        timestamp=utc_iso(svc.clock.now()),
+        uptime_s=round(svc.clock.monotonic() - svc.started_at, 3),
+        link=LinkOut(**svc.link.stats()),
+        queue_depth=len(coordinator.queue),
+        defects=len(coordinator.defects),
+        defects_by_status=_tally(d.status.value for d in coordinator.defects.values()),
+        commands=coordinator.book.counts(),
+        agents=agents,
+        halted=coordinator.halted,
+        halt_reason=coordinator.halt_reason,
+        planner="llm+heuristic" if coordinator.advisor is not None else "heuristic",
+    )
 
 
-@health_router.get("/metrics", response_class=Response)
+@health_router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(svc: Service) -> Response:
     """Prometheus text exposition of this service's registry."""
     return Response(Metrics("swarm", svc.registry).exposition(), media_type=CONTENT_TYPE)
@@ -466,7 +494,7 @@ async def sensor_data(batch: SensorDataIn, request: Request, svc: Service) -> In
     )
 
 
-defects_router = APIRouter(prefix="/api/defects", tags=["defects"])
+defects_router = APIRouter(prefix="/api/defects", tags=["defects"], responses=QUERY_ERRORS)
 
 
 @defects_router.get("", response_model=list[DefectOut])
@@ -494,7 +522,7 @@ async def get_defect(defect_id: str, svc: Service) -> DefectOut:
     return defect_out(defect)
 
 
-commands_router = APIRouter(prefix="/api/commands", tags=["commands"])
+commands_router = APIRouter(prefix="/api/commands", tags=["commands"], responses=QUERY_ERRORS)
 
 
 @commands_router.get("", response_model=list[CommandOut])
@@ -526,7 +554,7 @@ async def get_command(command_id: str, svc: Service) -> CommandOut:
     return command_out(svc.coordinator.book.get(command_id))
 
 
-agents_router = APIRouter(prefix="/api/agents", tags=["agents"])
+agents_router = APIRouter(prefix="/api/agents", tags=["agents"], responses=QUERY_ERRORS)
 
 
 @agents_router.get("", response_model=list[AgentOut])
@@ -550,9 +578,9 @@ async def list_agents(svc: Service, status: AgentStatus | None = None) -> list[A
     ]
 
 
-@agents_router.post("/resume")
-async def resume(svc: Service) -> dict[str, Any]:
+@agents_router.post("/resume", response_model=ResumeOut)
+async def resume(svc: Service) -> ResumeOut:
     """Clear an E-stop (halt) after the cause is understood; dispatch starts again."""
     was = svc.coordinator.halt_reason
     svc.coordinator.resume()
-    return {"halted": False, "previous_reason": was}
+    return ResumeOut(halted=False, previous_reason=was)

@@ -201,6 +201,13 @@ class SensorCoordinateIn(BaseModel):
     defect_type: DefectType = "vacancy"
     severity: int = Field(ge=1, le=10, description="1 (cosmetic) to 10 (critical)")
 
+    @field_validator("x", "y", "z", "severity", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # pydantic would read true as 1
+            raise ValueError(f"{str(value).lower()} is not a number")
+        return value
+
     @field_validator("x", "y", "z")
     @classmethod
     def _on_grid(cls, value: float) -> float:
@@ -274,6 +281,38 @@ class AgentOut(BaseModel):
 class DistributeOut(BaseModel):
     dispatched: int
     command_ids: list[str]
+
+
+class LinkOut(BaseModel):
+    """The simulator link as ``/health`` shows it."""
+
+    connected: bool
+    pending: int = Field(description="commands sent or buffered, not yet acknowledged")
+    session_id: str
+    peer_session_id: str | None
+    breaker: str = Field(description="closed, open or half_open", examples=["closed"])
+
+
+class HealthOut(BaseModel):
+    """Liveness and a one-glance summary of the service."""
+
+    status: str = Field(examples=["healthy"])
+    timestamp: str = Field(description="ISO-8601, UTC")
+    uptime_s: float
+    link: LinkOut
+    queue_depth: int = Field(description="planned repairs waiting for an agent")
+    defects: int
+    defects_by_status: dict[str, int]
+    commands: dict[str, int] = Field(description="count per command status")
+    agents: dict[str, int] = Field(description="count per agent status")
+    halted: bool = Field(description="the proximity E-stop fired; POST /api/agents/resume")
+    halt_reason: str | None
+    planner: str = Field(examples=["heuristic", "llm+heuristic"])
+
+
+class ResumeOut(BaseModel):
+    halted: bool
+    previous_reason: str | None
 
 
 class ErrorDetails(BaseModel):
