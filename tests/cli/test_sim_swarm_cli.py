@@ -63,6 +63,7 @@ async def test_the_simulator_runs_against_the_service_and_stops_on_ctrl_c(tmp_pa
     assert proc.returncode == 130, stderr.decode()
     envelope = json.loads(stdout)
     assert envelope["error"]["type"] == "interrupted"
+    assert f"ground truth in {gt}" in envelope["error"]["message"]  # what a human sees
     details = envelope["error"]["details"]
     assert details["ground_truth"] == str(gt)
     assert details["connections"] == 1

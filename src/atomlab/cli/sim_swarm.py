@@ -143,19 +143,17 @@ def swarm(
         "ground_truth": str(log_path),
         "faults": dict(world.faults.counts),
     }
-    if received == signal.SIGTERM:
-        raise TerminatedError("swarm simulator stopped on SIGTERM", **payload)
-    if received == signal.SIGINT:
-        raise InterruptedRunError("swarm simulator stopped on Ctrl-C", **payload)
-    output.emit(
-        payload,
-        json_flag=json_out,
-        human=(
-            f"simulated {summary['t_s']:.1f} s: {summary['repairs_succeeded']} repairs, "
-            f"{summary['defects_remaining']} defects left, {summary['violations']} separation "
-            f"violations (min {summary['min_separation_nm']} nm); ground truth in {log_path}"
-        ),
+    told = (
+        f"simulated {summary['t_s']:.1f} s: {summary['repairs_succeeded']} repairs, "
+        f"{summary['defects_remaining']} defects left, {summary['violations']} separation "
+        f"violations (min {summary['min_separation_nm']} nm); ground truth in {log_path}"
     )
+    # A stop by signal still says what happened (the error line is all a human sees).
+    if received == signal.SIGTERM:
+        raise TerminatedError(f"swarm simulator stopped on SIGTERM; {told}", **payload)
+    if received == signal.SIGINT:
+        raise InterruptedRunError(f"swarm simulator stopped on Ctrl-C; {told}", **payload)
+    output.emit(payload, json_flag=json_out, human=told)
 
 
 async def _run(
