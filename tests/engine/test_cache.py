@@ -130,6 +130,24 @@ def test_validate_reports_exactly_the_corrupt_entries_and_fix_removes_them(
     assert (again.entries, again.ok, again.corrupt, again.orphans) == (3, 3, [], [])
 
 
+@pytest.mark.parametrize("fix", ["validate", "purge"])
+def test_a_stray_file_outside_its_key_folder_is_removed_where_it_lies(
+    fix: str, tmp_path: Path
+) -> None:
+    cache, keys = _filled(tmp_path, 2)
+    stray = tmp_path / "entries" / "00" / "copy of an entry.json"
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(cache.entry_path(keys[0]).read_bytes())
+    assert cache.validate().orphans == [stray.stem]
+    if fix == "validate":
+        assert cache.validate(fix=True).purged == 1
+        assert cache.validate().ok == 2
+    else:
+        cache.purge()
+    assert not stray.exists()
+    assert cache.validate().orphans == []
+
+
 def test_purge_by_stage_and_all(tmp_path: Path) -> None:
     cache, _ = _filled(tmp_path, 3)
     cache.put(_key(prompt="other"), {"text": "o"}, provider="offline", model="m", stage="t")

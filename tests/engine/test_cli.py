@@ -40,7 +40,7 @@ def test_run_offline_writes_every_item_and_a_metrics_file(
     result = _run(cli, name, "--input", str(src), "--output", str(out))
     assert result.exit_code == 0, result.stdout
     assert result.json["status"] == "complete"
-    assert result.json["ok"] == 4
+    assert result.json["ok"] is True and result.json["items_ok"] == 4
     assert len(out.read_text().splitlines()) == 4
     metrics = Path(result.json["metrics_file"]).read_text()
     for name_ in (
@@ -136,6 +136,18 @@ def test_trace_ids_print_the_request_ids_of_failed_items(cli: Cli, tmp_path: Pat
     assert [r["id"] for r in rejects] == ["scan-0001", "scan-0002", "scan-0003", "scan-0004"]
 
 
+def test_json_success_flag_stays_true_when_every_item_is_rejected(cli: Cli, tmp_path: Path) -> None:
+    """``ok`` is the envelope's success flag; the item count must not overwrite it."""
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    result = cli(
+        "engine", "run", "defect-triage", "-i", str(src), "-o", str(tmp_path / "o.jsonl"),
+        "--provider", "replay", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0
+    assert result.json["ok"] is True
+    assert result.json["items_ok"] == 0 and result.json["rejected"] == 4
+
+
 def test_strict_mode_exits_with_the_documented_code(cli: Cli, tmp_path: Path) -> None:
     src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
     result = cli(
@@ -167,6 +179,7 @@ def test_cache_validate_reports_corrupt_entries_and_fix_repairs(cli: Cli, tmp_pa
     assert bad.json["error"]["details"]["corrupt"] == 2
     fixed = cli("engine", "cache", "validate", "--cache-dir", str(cache), "--fix", "--json")
     assert fixed.exit_code == 0 and fixed.json["purged"] == 2
+    assert fixed.json["ok"] is True and fixed.json["entries_ok"] == len(entries) - 2
     stats = cli("engine", "cache", "stats", "--cache-dir", str(cache), "--json")
     assert stats.json["entries"] == len(entries) - 2
     rerun = _run(
@@ -184,6 +197,7 @@ def test_status_shows_the_journal(cli: Cli, tmp_path: Path) -> None:
     _run(cli, "defect-triage", "-i", str(src), "-o", str(out))
     result = cli("engine", "status", "--output", str(out), "--json")
     assert result.json["status"] == "complete"
+    assert result.json["ok"] is True and result.json["items_ok"] == 4
     assert result.json["items_finished"] == 4
     assert result.json["manifest"]["pipeline"] == "defect-triage"
     missing = cli("engine", "status", "--output", str(tmp_path / "nope.jsonl"), "--json")

@@ -99,7 +99,7 @@ def test_a_flood_of_429s_is_waited_out_and_every_item_completes(
     )  # fmt: skip
     assert result.exit_code == 0, result.stdout
     assert result.json["failed"] == []
-    assert result.json["ok"] == 4 and result.json["rejected"] == 0
+    assert result.json["items_ok"] == 4 and result.json["rejected"] == 0
     assert RateLimitingServer.limited >= FLOOD
     assert result.json["queue"]["retries"] == RateLimitingServer.limited
     metrics = (tmp_path / "triage.metrics.prom").read_text()

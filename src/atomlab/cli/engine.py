@@ -186,7 +186,7 @@ def run(
             raise
     if trace_ids:
         _print_trace_ids(summary.failed)
-    payload = summary.to_dict()
+    payload = _counts_renamed(summary.to_dict(), "items_ok")
     paths = RunPaths(output_path)
     payload["rejects"] = str(paths.rejects) if summary.rejected else None
     payload["metrics_file"] = str(paths.metrics)
@@ -201,6 +201,13 @@ def run(
         + (f"\nrejected items: {paths.rejects}" if summary.rejected else "")
     )
     output.emit(payload, json_flag=json_out, human=human)
+
+
+def _counts_renamed(payload: dict[str, Any], name: str) -> dict[str, Any]:
+    """``payload`` with its ``ok`` count renamed: ``ok`` is the envelope's success flag."""
+    renamed = {name: payload["ok"]}
+    renamed.update((key, value) for key, value in payload.items() if key != "ok")
+    return renamed
 
 
 def _count(number: int, noun: str) -> str:
@@ -251,7 +258,7 @@ def status(
         f"{state['output']}: {state['status']}, {state['items_finished']} items finished "
         f"({state['ok']} ok, {state['rejected']} rejected)"
     )
-    output.emit(state, json_flag=json_out, human=human)
+    output.emit(_counts_renamed(state, "items_ok"), json_flag=json_out, human=human)
 
 
 @app.command("migrate")
@@ -277,6 +284,11 @@ def migrate(
     )
 
 
+def _listed(keys: list[str], shown: int = 5) -> str:
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
 def _open_cache(cache_dir: Path | None, *, writable: bool) -> ResponseCache:
     settings = _settings({}, {})
     return ResponseCache(
@@ -296,11 +308,12 @@ def cache_validate(
         report = cache.validate(fix=fix)
     finally:
         cache.close()
-    payload = {"directory": str(cache.directory), **report.to_dict()}
+    payload = {"directory": str(cache.directory), **_counts_renamed(report.to_dict(), "entries_ok")}
     if report.corrupt and not fix:
         raise InvalidInputError(
             f"{len(report.corrupt)} of {report.entries} cache entries are corrupt in "
-            f"{cache.directory}; run 'atomlab engine cache validate --fix' to delete them "
+            f"{cache.directory} ({_listed(report.corrupt)}); "
+            "run 'atomlab engine cache validate --fix' to delete them "
             "(they are fetched again on the next run)",
             **payload,
         )

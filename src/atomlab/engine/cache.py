@@ -246,12 +246,19 @@ class ResponseCache:
                 report.corrupt.append(row["key"])
             else:
                 report.ok += 1
-        for path in sorted((self.directory / ENTRIES_DIR).glob("*/*.json")):
-            if path.stem not in known:
-                report.orphans.append(path.stem)
+        orphan_paths = [
+            path
+            for path in sorted((self.directory / ENTRIES_DIR).glob("*/*.json"))
+            if path.stem not in known or path != self.entry_path(path.stem)
+        ]
+        report.orphans = [path.stem for path in orphan_paths]
         if fix:
-            for key in report.corrupt + report.orphans:
+            for key in report.corrupt:
                 self._remove(key)
+                report.purged += 1
+            for path in orphan_paths:  # by path: a stray file may not sit where its key would
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
                 report.purged += 1
         return report
 
@@ -261,7 +268,10 @@ class ResponseCache:
         conn = self._db()
         if stage is None:
             keys = [r["key"] for r in conn.execute("SELECT key FROM entries").fetchall()]
-            keys += [p.stem for p in (self.directory / ENTRIES_DIR).glob("*/*.json")]
+            for path in (self.directory / ENTRIES_DIR).glob("*/*.json"):
+                keys.append(path.stem)
+                if path != self.entry_path(path.stem):  # a stray file: remove it where it is
+                    path.unlink(missing_ok=True)
         else:
             rows = conn.execute("SELECT key FROM entries WHERE stage = ?", (stage,)).fetchall()
             keys = [r["key"] for r in rows]
