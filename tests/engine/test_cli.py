@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from atomlab.engine.journal import RunLock, RunPaths
 from atomlab.engine.pipeline import builtin_pipelines_dir
 
 Cli = Callable[..., Any]
@@ -85,6 +87,31 @@ def test_resume_with_a_changed_input_is_refused_naming_the_change(cli: Cli, tmp_
     assert result.exit_code == 2
     assert result.json["error"]["type"] == "resume_refused"
     assert "the input changed" in result.json["error"]["message"]
+
+
+def test_a_second_run_into_the_same_output_is_refused_while_the_first_holds_it(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Two runs writing one output would delete each other's journal and part files."""
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    out = tmp_path / "out.jsonl"
+    first = RunLock(RunPaths(out))
+    first.acquire()  # a separate open file description: flock conflicts as across processes
+    try:
+        for extra in ((), ("--resume",)):
+            busy = _run(cli, "defect-triage", "-i", str(src), "-o", str(out), *extra)
+            assert busy.exit_code == 2, busy.stdout
+            assert busy.json["error"]["type"] == "run_in_progress"
+            assert f"pid {os.getpid()}" in busy.json["error"]["message"]
+        assert not RunPaths(out).journal.exists() and not out.exists()
+    finally:
+        first.release()
+    assert not RunPaths(out).lock.exists()
+    stale = RunPaths(out).lock
+    stale.write_text("12345")  # left by a killed run: the kernel dropped its flock
+    done = _run(cli, "defect-triage", "-i", str(src), "-o", str(out))
+    assert done.exit_code == 0, done.stdout
+    assert not stale.exists()
 
 
 def test_invalid_input_names_the_line_and_field(cli: Cli, tmp_path: Path) -> None:

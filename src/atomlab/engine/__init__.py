@@ -8,7 +8,13 @@ See docs/engine.md for the pipeline format, the cache layout and the resume rule
 """
 
 from atomlab.engine.cache import CACHE_MODES, CacheMode, CacheReport, ResponseCache, cache_key
-from atomlab.engine.errors import MappingError, PipelineError, ProcessingError, ResumeRefusedError
+from atomlab.engine.errors import (
+    MappingError,
+    PipelineError,
+    ProcessingError,
+    ResumeRefusedError,
+    RunBusyError,
+)
 from atomlab.engine.journal import RunManifest, RunPaths, describe_run
 from atomlab.engine.loaders import (
     DirectoryMappingLoader,
@@ -59,6 +65,7 @@ __all__ = [
     "RecordV11",
     "ResponseCache",
     "ResumeRefusedError",
+    "RunBusyError",
     "RunManifest",
     "RunOptions",
     "RunPaths",

@@ -58,4 +58,16 @@ class ResumeRefusedError(PolicyRefusedError):
     type_name = "resume_refused"
 
 
-__all__ = ["MappingError", "PipelineError", "ProcessingError", "ResumeRefusedError"]
+class RunBusyError(PolicyRefusedError):
+    """Another process is running the pipeline into the same output file."""
+
+    type_name = "run_in_progress"
+
+
+__all__ = [
+    "MappingError",
+    "PipelineError",
+    "ProcessingError",
+    "ResumeRefusedError",
+    "RunBusyError",
+]

@@ -11,6 +11,7 @@ that prefix and replays journaled stages instead of calling the provider again.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import sqlite3
@@ -20,13 +21,14 @@ from typing import Any, BinaryIO
 
 from atomlab.core.errors import NotFoundError
 from atomlab.core.sqlite import connect, migrate
-from atomlab.engine.errors import ResumeRefusedError
+from atomlab.engine.errors import ResumeRefusedError, RunBusyError
 from atomlab.engine.pipeline import canonical_json
 
 PART_SUFFIX = ".tmp.part"
 JOURNAL_SUFFIX = ".journal"
 REJECTS_SUFFIX = ".rejects.jsonl"
 METRICS_SUFFIX = ".metrics.prom"
+LOCK_SUFFIX = ".lock"
 
 JOURNAL_MIGRATIONS = [
     """
@@ -73,6 +75,58 @@ class RunPaths:
     @property
     def metrics(self) -> Path:
         return self.output.with_name(self.output.stem + METRICS_SUFFIX)
+
+    @property
+    def lock(self) -> Path:
+        return self.output.with_name(self.output.name + LOCK_SUFFIX)
+
+
+class RunLock:
+    """One run at a time per output: an exclusive ``flock`` on ``OUT.jsonl.lock``.
+
+    The kernel drops the lock when its process dies (even on SIGKILL), so a stale lock file never
+    blocks a resume. The file is removed on release; a process that opened the old file before
+    the removal notices the inode changed and takes the lock again on the new file.
+    """
+
+    def __init__(self, paths: RunPaths) -> None:
+        self.path = paths.lock
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                output = str(self.path)[: -len(LOCK_SUFFIX)]
+                raise RunBusyError(
+                    f"another run (pid {holder}) is writing {output}; wait for it to finish "
+                    "or stop it (Ctrl-C), then resume with --resume",
+                    output=output,
+                    pid=holder,
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == self.path.stat().st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # released and removed by its holder meanwhile: lock the new file
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
 
 
 @dataclass(frozen=True)
@@ -339,6 +393,7 @@ __all__ = [
     "JOURNAL_MIGRATIONS",
     "Journal",
     "OrderedSink",
+    "RunLock",
     "RunManifest",
     "RunPaths",
     "describe_run",

@@ -47,6 +47,7 @@ from atomlab.engine.errors import MappingError, ProcessingError, ResumeRefusedEr
 from atomlab.engine.journal import (
     Journal,
     OrderedSink,
+    RunLock,
     RunManifest,
     RunPaths,
     discard,
@@ -289,8 +290,19 @@ class PipelineRunner:
         self._progress.set()
 
     async def run(self, input_path: Path, output_path: Path) -> RunSummary:
-        """Process ``input_path`` into ``output_path``; resumable when ``options.resume``."""
+        """Process ``input_path`` into ``output_path``; resumable when ``options.resume``.
+
+        Raises ``RunBusyError`` when another process is writing ``output_path``.
+        """
         scan = scan_input(input_path, self.pipeline)
+        lock = RunLock(RunPaths(output_path))
+        lock.acquire()
+        try:
+            return await self._run_locked(input_path, output_path, scan)
+        finally:
+            lock.release()
+
+    async def _run_locked(self, input_path: Path, output_path: Path, scan: InputScan) -> RunSummary:
         paths = RunPaths(output_path)
         self.summary = RunSummary(self.pipeline.name, output_path, items=scan.items)
         manifest = self.manifest_for(scan.sha256)
