@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import threading
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import pytest
 
 from atomlab.instrument import NanonisClient, load_catalog
 from atomlab.trajectory import InstrumentSource, Monitor, MonitorConfig, open_store
+
+
+def _refuse_non_json(constant: str) -> None:
+    raise AssertionError(f"{constant} is not JSON")
 
 
 def _stage(cli, *args):
@@ -62,6 +67,11 @@ def test_an_explicit_config_path_is_used(cli, tmp_path):
     [
         (["--interval-s", "0"], "interval_s"),
         (["--interval-s", "-1"], "interval_s"),
+        (["--interval-s", "1e-9"], "interval_s"),  # only missed ticks, never a sample
+        (["--interval-s", "nan"], "interval_s"),
+        (["--interval-s", "inf"], "interval_s"),
+        (["--action-window-s", "nan"], "action_window_s"),
+        (["--coalesce-s", "inf"], "coalesce_s"),
         (["--rotate-entries", "0"], "rotate_entries"),
         (["--action-window-s", "-2"], "action_window_s"),
         (["--run-name", "bad\nname"], "run_name"),
@@ -77,7 +87,7 @@ def test_an_explicit_config_path_is_used(cli, tmp_path):
 def test_bad_config_values_exit_3_name_the_field_and_stage_nothing(cli, args, field):
     result = cli("trajectory", "monitor", "config", "set", *args)
     assert result.exit_code == 3
-    body = result.json
+    body = json.loads(result.stdout, parse_constant=_refuse_non_json)  # strict JSON, no NaN
     assert body["ok"] is False and body["error"]["details"]["field"] == field
     assert "config set" in body["error"]["message"] or "--tolerance" in body["error"]["message"]
     assert cli("trajectory", "monitor", "config", "show").json["staged"] is False

@@ -10,6 +10,7 @@ The run name is single-use: ``config set --run-name`` stages it, ``run`` consume
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -29,6 +30,9 @@ DEFAULT_FLUSH_INTERVAL_S = 0.25
 CONFIG_FILENAME = "monitor-config.json"
 DB_FILENAME = "trajectories.sqlite"
 MAX_RUN_NAME_LENGTH = 128
+#: Shortest interval: one tick is at least one TCP round trip per command, and a tick may start at
+#: most half an interval late, so a shorter interval records nothing but missed ticks.
+MIN_INTERVAL_S = 0.001
 
 #: The origin's defaults (two fast signals, ten operator-facing specs), as our catalog names them.
 DEFAULT_SIGNALS: tuple[str, ...] = ("Z Position", "Tunnel Current")
@@ -56,15 +60,19 @@ class MonitorConfig(BaseModel):
     run_name: str = ""
     signals: tuple[str, ...] = DEFAULT_SIGNALS
     specs: tuple[str, ...] = DEFAULT_SPECS
-    interval_s: float = Field(default=DEFAULT_INTERVAL_S, gt=0, le=3600)
+    interval_s: float = Field(
+        default=DEFAULT_INTERVAL_S, ge=MIN_INTERVAL_S, le=3600, allow_inf_nan=False
+    )
     rotate_entries: int = Field(default=DEFAULT_ROTATE_ENTRIES, ge=1)
-    action_window_s: float = Field(default=DEFAULT_ACTION_WINDOW_S, ge=0)
+    action_window_s: float = Field(default=DEFAULT_ACTION_WINDOW_S, ge=0, allow_inf_nan=False)
     db_path: Path | None = None
     #: Absolute change a spec must exceed to count as an action (default 0: any change).
     tolerances: dict[str, float] = Field(default_factory=dict)
     #: Changes of one spec closer than this merge into one action (a ramp); 0 turns merging off.
-    coalesce_s: float = Field(default=0.0, ge=0)
-    flush_interval_s: float = Field(default=DEFAULT_FLUSH_INTERVAL_S, gt=0, le=60)
+    coalesce_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    flush_interval_s: float = Field(
+        default=DEFAULT_FLUSH_INTERVAL_S, gt=0, le=60, allow_inf_nan=False
+    )
 
     @field_validator("run_name")
     @classmethod
@@ -143,10 +151,17 @@ def build_config(data: Mapping[str, Any]) -> MonitorConfig:
             f"invalid monitor config {field}={value!r}: {message}; fix it with "
             f"`atomlab trajectory monitor config set {flag} ...`",
             field=field,
-            value=value
-            if isinstance(value, str | int | float | bool) or value is None
-            else repr(value),
+            value=_json_safe(value),
         ) from None
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` as the error envelope can print it in strict JSON (NaN and inf as text)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return repr(value)
 
 
 def defaults_from_settings(settings: AtomlabSettings) -> MonitorConfig:
