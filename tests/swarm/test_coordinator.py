@@ -395,6 +395,27 @@ def test_stale_position_reports_never_shrink_the_path_an_agent_still_travels() -
     assert reservation is not None and reservation.end == (190.0, 10.0, 0.0)
 
 
+def test_a_retry_after_a_failure_on_the_way_reserves_the_rest_of_the_path() -> None:
+    """A repair cut off before the agent arrived (the simulator restarted) is retried from
+    where the agent stands: that path must be reserved like any move, or another agent's path
+    can be planned across it (found end to end: two agents 0.44 nm apart, E-stop)."""
+    coord = coordinator()
+    agents_up(coord, {"a0": (14.1, 13.4), "a1": (10.2, 14.0)})
+    ingest_and_plan(coord, [reading(14.8, 11.6, 9)])
+    [first] = coord.dispatch_round()
+    assert first.agent_id == "a0"
+    # cut off on the way, reported from where it stands
+    on_the_way = {"x": 14.1, "y": 13.4, "z": 0.0}
+    result(coord, first.command_id, "failed", reason="simulator_restarted", position=on_the_way)
+    retry = coord.jobs["a0"].command_id
+    assert coord.book.get(retry).action is Action.REPAIR
+    reservation = coord.reservations.get("a0")
+    assert reservation is not None and reservation.end == (148.0, 116.0, 0.0)
+    ingest_and_plan(coord, [reading(19.8, 8.0, 5)])  # a1's way there passes 0.44 nm from a0's
+    assert coord.dispatch_round() == []
+    assert min_clearance(coord.reservations.reservations()) >= coord.limits.clearance_units
+
+
 @PROPERTY
 @given(
     st.lists(

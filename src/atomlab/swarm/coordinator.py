@@ -622,6 +622,13 @@ class SwarmCoordinator:
         if self.halted or agent.temperature_c > budget - self.settings.thermal_headroom_c:
             self._release(defect, agent, f"{reason}; agent too hot or swarm halted")
             return
+        # A command can fail before the agent reached the defect (cut off by a simulator
+        # restart, a lost link): the retry is a move like any other and needs its path reserved.
+        here, there = agent.xyz, _vec(defect.position)
+        if not self.reservations.is_free(agent.agent_id, here, there):
+            self._release(defect, agent, f"{reason}; the way to the defect is taken")
+            return
+        self.reservations.reserve(agent.agent_id, here, there)
         self._issue(agent, defect, Action.REPAIR)
 
     def _release(self, defect: Defect, agent: AgentState, reason: str) -> None:
