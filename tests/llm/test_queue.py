@@ -256,6 +256,24 @@ async def test_breaker_opens_and_no_provider_call_is_made_while_open() -> None:
     assert breaker.state is BreakerState.CLOSED
 
 
+async def test_an_open_breaker_says_what_the_last_failure_was() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider([server_error() for _ in range(2)])
+    breaker = CircuitBreaker("scripted", failure_threshold=2, reset_timeout_s=30, clock=clock)
+    queue = make_queue(
+        provider, clock, breaker=breaker, retry=RetryPolicy(max_attempts=1, clock=clock)
+    )
+    causes = []
+    for i in range(2):
+        with pytest.raises(ProviderServerError) as failed:
+            await queue.submit(req(i))
+        causes.append(str(failed.value))
+    with pytest.raises(CircuitOpenError) as refused:
+        await queue.submit(req(10))
+    assert refused.value.message.endswith(f"; last failure: {causes[-1]}")
+    assert refused.value.details["last_error"] == causes[-1]
+
+
 async def test_rate_limits_and_bad_answers_do_not_trip_the_breaker() -> None:
     clock = FakeClock()
     script: list[BaseException | None] = [rate_limited(), InvalidResponseError("x")] * 3

@@ -284,6 +284,7 @@ class LlmQueue:
         self._per_key_bounds = dict(per_key or {})
         self._per_key: dict[str, asyncio.Semaphore] = {}
         self._paused_until = 0.0
+        self._last_failure: str | None = None  # what made the breaker count a failure
         self._m = _Instruments(metrics)
         # Gauges are read when scraped, so they are exact and cost nothing per call.
         self._m.inflight.set_function(lambda: self._in_flight)
@@ -465,9 +466,14 @@ class LlmQueue:
             self._m.queue_wait.observe(self._clock.monotonic() - waited_from)
             self._check_budget(request, key)  # the budget may have run out while we waited
             self.breaker.before_call()
-        except CircuitOpenError:
+        except CircuitOpenError as exc:
             self._outcome(key, "circuit_open")
             self._settle_tokens(reserved, 0)
+            if self._last_failure is not None and "last_error" not in exc.details:
+                # Without the cause a user only learns "repeated failures", not what failed.
+                exc.message = f"{exc.message}; last failure: {self._last_failure}"
+                exc.args = (exc.message,)
+                exc.details["last_error"] = self._last_failure
             raise
         except BaseException:
             self._settle_tokens(reserved, 0)
@@ -555,6 +561,7 @@ class LlmQueue:
             if pause and pause <= self.max_retry_after_s:
                 self._paused_until = max(self._paused_until, self._clock.monotonic() + pause)
         elif isinstance(exc, RETRYABLE):
+            self._last_failure = str(exc)
             self.breaker.record_failure()
         else:
             self.breaker.record_neutral()
