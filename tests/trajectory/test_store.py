@@ -160,6 +160,15 @@ def test_actions_are_stored_with_their_index_and_read_back(db):
         reader.actions("nope")
 
 
+def test_asking_for_an_action_of_a_run_without_any_says_so(db):
+    with open_store(db, read_only=False) as store:
+        run = _create(store)
+        _write(store, run, [_sample(0)])
+    with pytest.raises(NotFoundError, match=r"has no action 0; it has none so far") as caught:
+        open_store(db).action(0)
+    assert "0..0" not in str(caught.value)
+
+
 def test_a_read_only_store_never_creates_a_database(tmp_path):
     with pytest.raises(NotFoundError):
         open_store(tmp_path / "missing.sqlite")

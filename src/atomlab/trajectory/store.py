@@ -311,9 +311,12 @@ class TrajectoryStore:
             count = self._conn.execute(
                 "SELECT count(*) FROM action_events WHERE run_id = ?", (run.id,)
             ).fetchone()[0]
+            held = f"it has {count} actions (indexes 0..{count - 1})" if count else "it has none"
+            if run.status == "running":
+                held += " so far (while recording, a change is stored seconds after it is seen)"
             raise NotFoundError(
-                f"run {run.name!r} has no action {action_idx}; it has {count} actions "
-                f"(indexes 0..{max(count - 1, 0)}, see `atomlab trajectory action list`)",
+                f"run {run.name!r} has no action {action_idx}; {held}; "
+                "see `atomlab trajectory action list`",
                 field="action_idx",
                 value=action_idx,
             )
