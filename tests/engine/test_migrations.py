@@ -54,6 +54,15 @@ def test_a_line_of_another_version_is_refused_with_its_line_number(tmp_path: Pat
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_a_file_already_at_the_target_version_is_told_so(tmp_path: Path) -> None:
+    """Not "pass --from 1.1": there is no 1.1 → 1.1 migration to pass it to."""
+    first = tmp_path / "new.jsonl"
+    migrate_file(_sample(tmp_path), first, source="1.0", target="1.1")
+    with pytest.raises(InvalidInputError, match=r"1\.1 is already the --to version") as refused:
+        migrate_file(first, tmp_path / "again.jsonl", source="1.0", target="1.1")
+    assert "pass --from" not in refused.value.message
+
+
 def test_an_unknown_migration_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match=r"no migration from 0\.9 to 1\.1"):
         migrate_file(_sample(tmp_path), tmp_path / "o.jsonl", source="0.9", target="1.1")

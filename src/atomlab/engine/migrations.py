@@ -173,8 +173,13 @@ def _migrate_line(raw: str, line_no: int, path: Path, source: str, target: str) 
         raise InvalidInputError(f"{where} is not a JSON object", line=line_no)
     found = _version_of(record)
     if found != source:
+        hint = (
+            f"{found} is already the --to version: a file at {found} needs no migration"
+            if found == target
+            else f"pass --from {found}"
+        )
         raise InvalidInputError(
-            f"{where} has schema_version {found!r}, not {source!r}; pass --from {found}",
+            f"{where} has schema_version {found!r}, not {source!r}; {hint}",
             line=line_no,
             field="schema_version",
             value=found,
