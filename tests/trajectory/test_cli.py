@@ -53,6 +53,16 @@ def test_config_set_show_clear_round_trip(cli, isolated_home):
     assert cli("trajectory", "monitor", "config", "show").json["config"]["interval_s"] == 0.1
 
 
+def test_a_relative_db_path_is_staged_absolute(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = _stage(cli, "--db-path", "rel.sqlite")
+    assert Path(config["db_path"]) == tmp_path / "rel.sqlite"
+    monkeypatch.chdir(tmp_path.parent)  # queries from elsewhere still find it
+    assert Path(
+        cli("trajectory", "monitor", "config", "show").json["config"]["db_path"]
+    ).is_absolute()
+
+
 def test_an_explicit_config_path_is_used(cli, tmp_path):
     path = tmp_path / "elsewhere" / "monitor.json"
     _stage(cli, "--config-path", str(path), "--run-name", "x")

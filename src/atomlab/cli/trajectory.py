@@ -187,7 +187,8 @@ def config_set(
         interval_s=interval_s,
         rotate_entries=rotate_entries,
         action_window_s=action_window_s,
-        db_path=db_path,
+        # absolute: the stage is shared by every working directory the queries run from
+        db_path=db_path.expanduser().absolute() if db_path is not None else None,
         tolerances=tolerances,
         coalesce_s=coalesce_s,
         flush_interval_s=flush_interval_s,
