@@ -196,6 +196,7 @@ def run(
     human = (
         f"{loaded.name}: {summary.ok} ok, {summary.rejected} rejected of {summary.items} items "
         f"→ {output_path} ({_count(summary.calls, 'call')}, {summary.cache_hits} from cache"
+        + (f", {summary.journal_hits} from the journal" if summary.journal_hits else "")
         + (f", {summary.resumed_items} already done" if summary.resumed_items else "")
         + ")"
         + (f"\nrejected items: {paths.rejects}" if summary.rejected else "")
