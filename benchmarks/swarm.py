@@ -308,7 +308,7 @@ async def disconnects(count: int) -> None:
     from atomlab.sim.swarm_world import GroundTruthLog, read_ground_truth
     from atomlab.swarm import create_app
 
-    configure_logging("WARNING", "console")
+    configure_logging("ERROR", "console")  # the forced link_down warnings are the point here
     with tempfile.TemporaryDirectory() as tmp:
         swarm = {"heartbeat_interval_s": 1.0, "ack_timeout_s": 0.2, "command_timeout_s": 5.0}
         settings = load_settings(overrides={"home": tmp, "swarm": swarm}, environ={}).settings
