@@ -114,6 +114,19 @@ def test_a_second_run_into_the_same_output_is_refused_while_the_first_holds_it(
     assert not stale.exists()
 
 
+@pytest.mark.parametrize("input_name", ["o.jsonl", "o.jsonl.journal"])
+def test_an_output_that_would_overwrite_the_input_is_refused(
+    cli: Cli, tmp_path: Path, input_name: str
+) -> None:
+    """As the output itself or as one of its side files, the input would be lost."""
+    src = _sample(cli, "defect-triage", tmp_path / input_name)
+    before = src.read_bytes()
+    result = _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "o.jsonl"))
+    assert result.exit_code == 3, result.stdout
+    assert "a file the run writes" in result.json["error"]["message"]
+    assert src.read_bytes() == before
+
+
 def test_invalid_input_names_the_line_and_field(cli: Cli, tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text('{"scan_id": "a", "defects": []}\n{"defects": []}\n')

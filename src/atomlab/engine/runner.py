@@ -294,6 +294,7 @@ class PipelineRunner:
 
         Raises ``RunBusyError`` when another process is writing ``output_path``.
         """
+        _refuse_to_overwrite(input_path, RunPaths(output_path))
         scan = scan_input(input_path, self.pipeline)
         lock = RunLock(RunPaths(output_path))
         lock.acquire()
@@ -815,6 +816,30 @@ async def _all_or_cancel(coroutines: list[Coroutine[Any, Any, None]]) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _refuse_to_overwrite(input_path: Path, paths: RunPaths) -> None:
+    """The input must not be one of the files the run writes (it would be lost)."""
+    written = (
+        paths.output,
+        paths.part,
+        paths.journal,
+        paths.rejects,
+        paths.rejects_part,
+        paths.metrics,
+        paths.lock,
+    )
+    for path in written:
+        same = input_path.resolve() == path.resolve()
+        if not same and input_path.exists() and path.exists():
+            same = input_path.samefile(path)
+        if same:
+            raise InvalidInputError(
+                f"--input {str(input_path)!r} is also {str(path)!r}, a file the run writes; "
+                "pass an --output elsewhere so the input is not overwritten",
+                field="--output",
+                value=str(paths.output),
+            )
 
 
 def _source_id(item_id: str, level_id: str, stage: str, position: int, source: Any) -> str:
