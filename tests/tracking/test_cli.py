@@ -72,8 +72,10 @@ def test_list_show_export_summary(cli, tmp_path):
     run_id = listed[1]["run_id"]
     text = cli("runs", "show", run_id)
     assert text.exit_code == 0 and f"Run {run_id} (alpha): completed" in text.stdout
+    assert "telemetry_samples: " in text.stdout and ": None" not in text.stdout  # n/a instead
     md = cli("runs", "show", run_id, "--format", "md").stdout
     assert md.startswith(f"# Run {run_id}") and "| 1 | a | completed |" in md
+    assert "- throughput: " in md and ": None" not in md
     as_json = cli("runs", "show", run_id, "--format", "json").json
     assert as_json["run"]["run_id"] == run_id
 

@@ -148,3 +148,28 @@ def test_eight_parallel_runs_lose_no_line_and_share_no_id(home):
         rows = index.list_runs(limit=100)
     assert sorted(r.run_id for r in rows) == sorted(ids)
     assert {r.status for r in rows} == {"completed"}
+
+
+def test_watch_without_a_run_follows_the_live_run_not_a_newer_finished_one(tmp_path, cli):
+    """A run still going beats a newer run that already ended (e.g. a perf-test in between)."""
+    home = Path(os.environ["ATOMLAB_HOME"])
+    gate = tmp_path / "go"
+    wait_for_gate = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    live = atomlab_process(
+        home, "runs", "exec", "-p", "long", "--shell", "-s", f"w={wait_for_gate}"
+    )
+    live_run = _running_run(home)
+    try:
+        newer = cli("runs", "exec", "-p", "quick", "-s", "a=true", "--json")
+        assert newer.exit_code == 0 and newer.json["run"]["created_at"] > live_run["created_at"]
+        watch = atomlab_process(home, "runs", "watch", "--interval", "0.2")
+        assert watch.stderr is not None
+        first = watch.stderr.readline().decode()  # written once watch has picked its run
+        gate.touch()
+        out, err = watch.communicate(timeout=60)
+    finally:
+        gate.touch()
+        live.communicate(timeout=60)
+    assert watch.returncode == 0, err.decode()
+    assert first.startswith(f"Run {live_run['run_id']} (long): running")
+    assert out.decode().startswith(f"Run {live_run['run_id']} (long): completed")

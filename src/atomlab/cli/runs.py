@@ -189,7 +189,10 @@ def status_command(run: RunArg = None, json_out: output.JsonOption = False) -> N
 
 @app.command("watch")
 def watch_command(
-    run: RunArg = None,
+    run: Annotated[
+        str | None,
+        typer.Argument(help="Run id or unique prefix (default: the newest live run, else newest)."),
+    ] = None,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds.")] = 2.0,
     json_out: output.JsonOption = False,
 ) -> None:
@@ -197,7 +200,7 @@ def watch_command(
     json_mode = output.use_json(json_out)
     settings = output.state().loaded.settings
     with _index() as index:
-        run_id = index.resolve(run).run_id
+        run_id = _watch_target(index, run)
         while True:
             index.reap(stale_after_s=settings.tracking.stale_after_s)
             record = index.load(run_id)
@@ -213,6 +216,16 @@ def watch_command(
     output.emit({"run": view}, human=report.status_text(view))
     if record.status is not RunStatus.COMPLETED:
         raise typer.Exit(1)
+
+
+def _watch_target(index: RunIndex, hint: str | None) -> str:
+    """The run ``hint`` names; without one, the newest run still going, else the newest."""
+    if hint is None:
+        active = [status.value for status in RunStatus if status.is_active]
+        live = index.list_runs(status=active, limit=1)
+        if live:
+            return live[0].run_id
+    return index.resolve(hint).run_id
 
 
 @app.command("list")
@@ -265,7 +278,7 @@ def _render(run: str | None, fmt: str) -> tuple[dict[str, Any], str]:
     text = report.status_text(view)
     if record.summary or record.recommendations:
         text += "\n" + "\n".join(
-            [f"  {k}: {v}" for k, v in record.summary.items()]
+            [f"  {line}" for line in report.summary_lines(record.summary)]
             + report.recommendations_text(record.recommendations)
         )
     return view, text

@@ -92,6 +92,29 @@ def status_text(view: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """``key: value`` lines of a run summary; a value never measured (no GPU) reads ``n/a``."""
+    units = {"throughput": " units/s", "throughput_baseline": " units/s"}
+    lines = []
+    for key, value in summary.items():
+        if value is None:
+            lines.append(f"{key}: n/a")
+        elif key == "perf" and isinstance(value, list):  # perf-tests: one result per suite
+            lines.extend(
+                f"perf {r.get('suite')}: {_or_na(r.get('value'))} {r.get('unit') or ''} "
+                f"{r.get('status')}"
+                for r in value
+                if isinstance(r, dict)
+            )
+        else:
+            lines.append(f"{key}: {value}{units.get(key, '')}")
+    return lines
+
+
+def _or_na(value: Any) -> str:
+    return "n/a" if value is None else str(value)
+
+
 def load_samples(record: RunRecord) -> list[dict[str, Any]]:
     return list(iter_jsonl(Path(record.run_dir) / TELEMETRY_FILE))
 
@@ -148,9 +171,9 @@ def recommendations_text(findings: Sequence[Recommendation | dict[str, Any]]) ->
 
 def summary_text(data: dict[str, Any]) -> str:
     lines = [f"Run {data['run_id']} ({data['pipeline']}): {data['status']}", "Telemetry:"]
-    lines.extend(f"  {k}: {v}" for k, v in data["summary"].items())
+    lines.extend(f"  {line}" for line in summary_lines(data["summary"]))
     findings = data["recommendations"]
-    lines.append("Recommendations:" if findings else "Recommendations: none (healthy run)")
+    lines.append("Recommendations:" if findings else "Recommendations: none (no rule fired)")
     lines.extend(recommendations_text(findings))
     return "\n".join(lines)
 
@@ -180,10 +203,10 @@ def markdown(record: RunRecord) -> str:
             f"{format_duration(step.duration_s)} | {units} | {note} |"
         )
     out += ["", "## Summary", ""]
-    out += [f"- {k}: {v}" for k, v in record.summary.items()] or ["- (none)"]
+    out += [f"- {line}" for line in summary_lines(record.summary)] or ["- (none)"]
     out += ["", "## Recommendations", ""]
     if not record.recommendations:
-        out.append("None: the run looked healthy.")
+        out.append("None: no rule fired.")
     for f in record.recommendations:
         out.append(f"- **{f.severity.value.upper()}** `{f.rule}`: {f.message}")
         out.append(f"  - evidence: {', '.join(f'{k}={v}' for k, v in f.evidence.items())}")
@@ -209,5 +232,6 @@ __all__ = [
     "recommendations_text",
     "status_text",
     "summarise",
+    "summary_lines",
     "summary_text",
 ]
