@@ -1,12 +1,14 @@
 """Benchmark: the run tracker against its baselines, measured in the same process.
 
-Run: ``uv run python benchmarks/tracking.py [--quick]``. Prints, each with its target:
+Run: ``uv run python benchmarks/tracking.py [--quick] [--only NAME]``. Prints, each with its
+target:
 
 * tracker overhead on a CPU-bound workload with 1 s sampling vs the same workload untracked;
 * median cost of one telemetry sample (process tree + system + NVML probe) vs an
   orchestrator-only sample (what the origin measured);
 * cost of one step event (start or finish: ``run.json`` replaced atomically + an event line);
-* ``atomlab runs list`` over 10,000 runs (SQLite index) vs parsing every run's manifest;
+* ``atomlab runs list`` over 10,000 runs (SQLite index) vs parsing every run's manifest, in
+  process and as a fresh ``atomlab runs list --json`` command vs a fresh ``atomlab --version``;
 * ``atomlab runs show`` on a run with 12 MB of telemetry vs reading the whole telemetry file;
 * time from SIGTERM to the terminal state on disk, for a real ``atomlab runs exec`` process.
 """
@@ -231,6 +233,7 @@ def history_query(runs: int) -> None:
             found.sort(key=lambda d: d["created_at"], reverse=True)
             _ = found[:20]
             scan.append(time.perf_counter() - start)
+        command, bare = fresh_process(["--home", str(home), "runs", "list", "--json"], 7)
     cli_ms, query_ms, scan_ms = (statistics.median(v) * 1000 for v in (ours, query, scan))
     print(
         f"list            {runs} runs (built in {build:.1f} s): `runs list --status failed` "
@@ -238,6 +241,24 @@ def history_query(runs: int) -> None:
         f"parsing every "
         f"manifest {scan_ms:.0f} ms (x{scan_ms / cli_ms:.0f} slower); target <= 200 ms"
     )
+    print(
+        f"list command    fresh `atomlab runs list --json` process over {runs} runs: median "
+        f"{command * 1000:.0f} ms; a fresh `atomlab --version` (interpreter + imports) "
+        f"{bare * 1000:.0f} ms, so the command's own share is {(command - bare) * 1000:.0f} ms"
+    )
+
+
+def fresh_process(args: list[str], repeats: int) -> tuple[float, float]:
+    """Median wall time of ``atomlab ARGS`` and of ``atomlab --version``, each a new process."""
+
+    def timed(argv: list[str]) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", CLI, *argv], check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+    timed(["--version"])  # warm the OS file cache
+    pairs = [(timed(args), timed(["--version"])) for _ in range(repeats)]
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
 
 
 def show_big_run(megabytes: int) -> None:
@@ -324,15 +345,25 @@ def sigterm_flush(repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller, faster measurements")
+    parser.add_argument("--only", choices=MEASUREMENTS, help="run only this measurement")
+    parser.add_argument("--runs", type=int, help="runs in the history for `list` (10,000)")
     args = parser.parse_args()
     quick = args.quick
     print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
-    sample_cost(200 if quick else 1000)
-    event_cost(10)
-    history_query(2_000 if quick else 10_000)
-    show_big_run(12)
-    sigterm_flush(3 if quick else 5)
-    overhead(3.0 if quick else 20.0, 2 if quick else 5)
+    plan = {
+        "sample": lambda: sample_cost(200 if quick else 1000),
+        "event": lambda: event_cost(10),
+        "list": lambda: history_query(args.runs or (2_000 if quick else 10_000)),
+        "show": lambda: show_big_run(12),
+        "sigterm": lambda: sigterm_flush(3 if quick else 5),
+        "overhead": lambda: overhead(3.0 if quick else 20.0, 2 if quick else 5),
+    }
+    for name in MEASUREMENTS:
+        if args.only in (None, name):
+            plan[name]()
+
+
+MEASUREMENTS = ("sample", "event", "list", "show", "sigterm", "overhead")
 
 
 if __name__ == "__main__":
