@@ -100,6 +100,20 @@ def test_first_sample_is_the_baseline_and_changes_beyond_tolerance_are_actions(m
     assert action.detected_at_utc.endswith("Z")
 
 
+def test_a_slow_drift_in_steps_below_the_tolerance_still_becomes_an_action(make_config, clock):
+    def script(k):
+        return [0.0, 0.0], [round(0.1 + 0.0004 * k, 6), 1e-10]  # 0.4 mV per tick, tolerance 1 mV
+
+    config = make_config(tolerances={"Bias": 0.001})
+    _, store = record(FakeSource(clock, script), config, clock, max_samples=8)
+    actions = store.actions()
+    # measured from the last recorded value, not the previous sample: 0.1 -> 0.1012 -> 0.1024
+    assert [(a.sample_idx, a.old_value, a.new_value) for a in actions] == [
+        (3, 0.1, 0.1012),
+        (6, 0.1012, 0.1024),
+    ]
+
+
 def test_a_ramp_coalesces_into_one_action_when_asked(make_config, clock):
     def script(k):
         bias = 0.1 + 0.1 * min(max(k - 2, 0), 5)  # steps at k = 3..7, then flat

@@ -1,9 +1,11 @@
 """Infer operator actions from spec samples: a spec that changed beyond its tolerance is an action.
 
-The first sample is the baseline (no action). With ``coalesce_s > 0`` further changes of the same
-spec within ``coalesce_s`` of its previous change extend one pending action (a ramp becomes one
-action from the first old value to the last new value). Whether a change was made by atomlab itself
-is asked of an :class:`OwnWrites` ledger, fed by the instrument guard's write listener.
+The first sample is the baseline (no action); a spec's value is compared with its reference (the
+baseline or its last action's value), which a change within tolerance does not move. With
+``coalesce_s > 0`` further changes of the same spec within ``coalesce_s`` of its previous change
+extend one pending action (a ramp becomes one action from the first old value to the last new
+value). Whether a change was made by atomlab itself is asked of an :class:`OwnWrites` ledger, fed
+by the instrument guard's write listener.
 """
 
 from __future__ import annotations
@@ -202,11 +204,15 @@ class ActionDetector:
             self._last = tuple(values)
             return
         self._emit_quiet(dt_s, at_monotonic, emit)
+        # Each spec is compared with its reference: the baseline or the value of its last
+        # action. A change within tolerance leaves the reference, so a slow drift made of steps
+        # that are each below the tolerance still becomes an action once it adds up.
         previous = self._last
-        self._last = tuple(values)
+        reference = list(previous)
         for k, (old, new) in enumerate(zip(previous, values, strict=True)):
             if values_equal(old, new, self._tolerances[k]):
                 continue
+            reference[k] = new
             pending = self._pending.get(k)
             if pending is not None:
                 pending.event = _extend(pending.event, new, dt_s, self._window)
@@ -233,6 +239,7 @@ class ActionDetector:
                 self._pending[k] = _Pending(event, dt_s, held)
             else:
                 self._attribute(held, at_monotonic, emit)
+        self._last = tuple(reference)
 
     def finish(self, emit: Callable[[ActionEvent], None]) -> None:
         """Emit every pending and held action; call once when the run ends."""
