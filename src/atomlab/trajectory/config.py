@@ -127,7 +127,8 @@ class MonitorConfig(BaseModel):
         if unknown:
             raise ConfigError(
                 f"tolerances name {', '.join(unknown)}, which is not among the recorded specs; "
-                "fix the --tolerance flags or add the spec with --specs",
+                "add the spec with --specs, or run `atomlab trajectory monitor config clear` "
+                "and stage again without that --tolerance",
                 field="tolerances",
                 value=unknown,
             )
