@@ -110,7 +110,7 @@ class EngineSettings(Section):
     cache_mode: Literal["read-write", "read-only", "refresh", "off"] = "read-write"
     queue: bool = True  # route provider calls through the LLM queue (retries, breaker, budget)
     strict: bool = False  # a failed stage stops the run instead of rejecting the item
-    max_items_in_flight: int | None = Field(default=None, ge=1)  # default: concurrency
+    max_items_in_flight: int | None = Field(default=None, ge=1)  # default: 2 x concurrency
 
 
 class SwarmZone(Section):
