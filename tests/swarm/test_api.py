@@ -295,6 +295,24 @@ def test_restart_resumes_queued_and_in_flight_work_from_the_database(tmp_path: P
         assert [c["command_id"] for c in commands] == [in_flight["command_id"]]  # not run twice
 
 
+def test_an_e_stop_stays_in_force_across_a_restart_until_resumed(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    app = create_app(settings)
+    with TestClient(app):
+        app.state.swarm.coordinator.halt("agents a0 and a1 reported 0.40 nm apart")
+    with TestClient(create_app(settings)) as second:
+        health = second.get("/health").json()
+        assert health["halted"] is True
+        assert health["halt_reason"] == "agents a0 and a1 reported 0.40 nm apart"
+        second.post("/api/sensor-data", json={"coordinates": [_defect()]})
+        _link_up(second, {"a0": (0.0, 0.0)})
+        assert second.post("/api/commands/distribute").json()["dispatched"] == 0
+        resumed = second.post("/api/agents/resume").json()
+        assert resumed["previous_reason"] == "agents a0 and a1 reported 0.40 nm apart"
+    with TestClient(create_app(settings)) as third:
+        assert third.get("/health").json()["halted"] is False
+
+
 def test_the_llm_planner_is_asked_only_when_configured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -221,7 +221,9 @@ async def _start(svc: SwarmService) -> None:
     svc.writer = StoreWriter(store, on_written=on_written)
     svc.writer.start()
     svc.coordinator.writer = svc.writer
-    svc.coordinator.restore(snapshot.defects, snapshot.commands, snapshot.agents)
+    svc.coordinator.restore(
+        snapshot.defects, snapshot.commands, snapshot.agents, halt_reason=snapshot.halt_reason
+    )
     svc.coordinator.start()
     # Everything loaded so far (modules, the app, the restored state) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise stall the event loop

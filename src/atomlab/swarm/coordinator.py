@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from atomlab.core.clock import Clock, SystemClock
-from atomlab.core.logging import correlation_scope, get_logger
+from atomlab.core.logging import correlation_scope, current_correlation_id, get_logger
 from atomlab.core.settings import SwarmSettings
 from atomlab.swarm.allocation import AgentSlot, JobSlot, allocate
 from atomlab.swarm.commands import CommandBook, RepairQueue
@@ -533,6 +533,8 @@ class SwarmCoordinator:
             command = self.book.find(command_id)
             if command is not None and not command.status.terminal:
                 self._outbox.put_nowait(command)
+        if resend and self.halted:
+            self._halt_everyone()  # halted before a restart: whatever a resend started, stops
         log.info("swarm.link_up", agents=len(payload.get("agents", [])), resent=len(resend))
 
     def _on_link_down(self, payload: dict[str, Any]) -> None:
@@ -772,14 +774,35 @@ class SwarmCoordinator:
         self.halt_reason = reason
         self.metrics.halts.inc()
         log.error("swarm.halt", reason=reason)
+        self._service_event("halt", reason)  # an E-stop survives a restart
+        self._halt_everyone()
+
+    def _halt_everyone(self) -> None:
         for agent in self.agents.values():
             if agent.status is not AgentStatus.DEAD:
                 self._outbox.put_nowait(self._halt_command(agent))
 
     def resume(self) -> None:
+        if self.halted:
+            self._service_event("resume", self.halt_reason)
         self.halted = False
         self.halt_reason = None
         self._wake.set()
+
+    def _service_event(self, event: str, detail: str | None) -> None:
+        if self.writer is not None:
+            self.writer.put(
+                "event",
+                {
+                    "at": self.clock.now().isoformat(),
+                    "event": event,
+                    "defect_id": None,
+                    "command_id": None,
+                    "agent_id": None,
+                    "detail": detail,
+                    "correlation_id": current_correlation_id(),
+                },
+            )
 
     def _halt_command(self, agent: AgentState) -> Command:
         return Command(
@@ -978,10 +1001,19 @@ class SwarmCoordinator:
     # --- restart ----------------------------------------------------------------------------
 
     def restore(
-        self, defects: Sequence[Defect], commands: Sequence[Command], agents: Sequence[AgentState]
+        self,
+        defects: Sequence[Defect],
+        commands: Sequence[Command],
+        agents: Sequence[AgentState],
+        *,
+        halt_reason: str | None = None,
     ) -> None:
-        """Resume from a snapshot: queue what waited, keep in-flight commands to resend."""
+        """Resume from a snapshot: queue what waited, keep in-flight commands to resend. An
+        E-stop that was not cleared before the stop stays in force (``halt_reason``)."""
         now = self.clock.monotonic()
+        if halt_reason is not None:
+            self.halted, self.halt_reason = True, halt_reason
+            log.error("swarm.still_halted", reason=halt_reason)
         self.book.load(commands)
         for agent in agents:
             agent.last_heartbeat = now

@@ -132,6 +132,7 @@ class Snapshot:
     defects: list[Defect] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
     agents: list[AgentState] = field(default_factory=list)
+    halt_reason: str | None = None  # an E-stop in force when the service stopped
 
 
 def default_db_url(home: Path) -> str:
@@ -264,8 +265,18 @@ class SwarmStore:
             defects = [_defect(r._mapping) for r in conn.execute(select(defects_table))]
             commands = [_command(r._mapping) for r in conn.execute(select(commands_table))]
             agents = [_agent(r._mapping) for r in conn.execute(select(agent_states_table))]
+            events = repair_events_table.c
+            last = conn.execute(
+                select(events.event, events.detail)
+                .where(events.event.in_(("halt", "resume")))
+                .order_by(events.event_id.desc())
+                .limit(1)
+            ).first()
         defects.sort(key=lambda d: d.seq)
-        return Snapshot(defects, commands, agents)
+        halt_reason = (
+            (last.detail or "halted") if last is not None and last.event == "halt" else None
+        )
+        return Snapshot(defects, commands, agents, halt_reason)
 
     def events(self, defect_id: str | None = None) -> list[dict[str, Any]]:
         query = select(repair_events_table).order_by(repair_events_table.c.event_id)
