@@ -84,7 +84,8 @@ def test_serve_ingest_bad_input_status_and_a_clean_stop(
     assert sum(status.json["defects_by_status"].values()) == 2
 
     human = cli("swarm", "status", "--url", url)
-    assert "defects:" in human.stdout and "simulator not connected" in human.stdout
+    assert "defects: 2 queued" in human.stdout and "simulator not connected" in human.stdout
+    assert "{" not in human.stdout  # counts read as words, not Python dicts
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=READY_S) == 143  # stopped cleanly, the contract's exit code

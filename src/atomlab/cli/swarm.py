@@ -159,8 +159,8 @@ def status(url: UrlOption = None, json_out: output.JsonOption = False) -> None:
         console.print(f"swarm service {base}: {health['status']}, simulator {link}")
         if health["halted"]:
             console.print(f"HALTED: {health['halt_reason']} (POST /api/agents/resume)")
-        console.print(f"defects: {health['defects_by_status'] or 'none'}")
-        console.print(f"queue: {health['queue_depth']}; commands: {health['commands']}")
+        console.print(f"defects: {_counts(health['defects_by_status'])}")
+        console.print(f"queue: {health['queue_depth']}; commands: {_counts(health['commands'])}")
         for agent in agents:
             p = agent["position"]
             console.print(
@@ -169,6 +169,12 @@ def status(url: UrlOption = None, json_out: output.JsonOption = False) -> None:
             )
 
     output.emit(payload, json_flag=json_out, human=human)
+
+
+def _counts(tally: dict[str, int]) -> str:
+    """``{"completed": 12, "failed": 0}`` → ``12 completed``."""
+    shown = [f"{count} {name.replace('_', ' ')}" for name, count in tally.items() if count]
+    return ", ".join(shown) or "none"
 
 
 def _base_url(url: str | None) -> str:
