@@ -22,6 +22,7 @@ from atomlab.tracking import (
     StepStatus,
     iter_jsonl,
     read_run,
+    report,
 )
 
 
@@ -213,3 +214,19 @@ def test_defaults_come_from_the_same_settings_as_the_cli(home, monkeypatch):
     tracker = RunTracker("env", ["a"], monitor=False, handle_signals=False, telemetry=False)
     assert tracker.home == home  # ATOMLAB_HOME, set by the isolated_home fixture
     assert tracker.settings.heartbeat_interval_s == 7
+
+
+def test_status_shows_the_progress_a_step_process_reported_since_the_last_heartbeat(
+    home, clock, settings
+):
+    run = make(home, clock, settings, steps=["work"])
+    with run, run.step("work"):
+        clock.advance(10)
+        on_disk = read_run(run.run_dir)  # as of the step's start: no progress yet
+        progress = run.run_dir / "progress" / "work.json"  # what report_progress(5, 10) writes
+        progress.parent.mkdir(exist_ok=True)
+        progress.write_text(json.dumps({"done": 5, "total": 10}))
+        view = report.live_view(on_disk, None, clock=clock)
+    step = view["steps"][0]
+    assert (step["units_done"], step["units_total"]) == (5, 10)
+    assert view["eta"]["remaining_s"] == pytest.approx(10, rel=0.05)  # half done in 10 s

@@ -7,6 +7,7 @@ Python too.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from atomlab.tracking import recommend
 from atomlab.tracking.eta import estimate_remaining, format_duration
 from atomlab.tracking.history import RunIndex
 from atomlab.tracking.models import Recommendation, RunRecord, StepStatus
-from atomlab.tracking.store import TELEMETRY_FILE, iter_jsonl, tail_jsonl
+from atomlab.tracking.store import PROGRESS_DIR, TELEMETRY_FILE, iter_jsonl, tail_jsonl
 from atomlab.tracking.tracker import run_throughput, summarise_samples
 
 _MARK = {
@@ -36,8 +37,11 @@ def live_view(
 ) -> dict[str, Any]:
     """The run as ``runs status`` shows it: live elapsed times and a fresh ETA while running."""
     now = (clock or SystemClock()).now()
-    view = record.model_dump(mode="json")
     current = record.current_step
+    if record.status.is_active and current is not None:
+        record = _with_fresh_progress(record, current.name)
+        current = record.current_step
+    view = record.model_dump(mode="json")
     view["steps_done"] = record.steps_done
     view["steps_total"] = record.steps_total
     view["current_step"] = current.name if current else None
@@ -90,6 +94,24 @@ def status_text(view: dict[str, Any]) -> str:
     if view.get("reason"):
         lines.append(f"Reason: {view['reason']}")
     return "\n".join(lines)
+
+
+def _with_fresh_progress(record: RunRecord, step_name: str) -> RunRecord:
+    """A copy of ``record`` whose running subprocess step carries the progress its process last
+    reported (``run.json`` has it only as of the last heartbeat, up to 5 s old)."""
+    path = Path(record.run_dir) / PROGRESS_DIR / f"{step_name}.json"
+    try:
+        data = json.loads(path.read_bytes())
+        done, total = float(data["done"]), data.get("total")
+        total = float(total) if total else None
+    except (OSError, ValueError, TypeError, KeyError):
+        return record  # no progress reported (yet), or a non-subprocess step
+    fresh = record.model_copy(deep=True)
+    for step in fresh.steps:
+        if step.name == step_name:
+            step.units_done = done
+            step.units_total = total or step.units_total
+    return fresh
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
