@@ -169,6 +169,17 @@ def test_asking_for_an_action_of_a_run_without_any_says_so(db):
     assert "0..0" not in str(caught.value)
 
 
+@pytest.mark.parametrize("read_only", [True, False])
+def test_a_file_that_is_no_database_or_a_folder_is_refused_with_the_fix(tmp_path, read_only):
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all, just some bytes " * 100)
+    for path in (junk, tmp_path):
+        with pytest.raises(InvalidInputError, match="--db-path") as caught:
+            open_store(path, read_only=read_only)
+        assert caught.value.details["field"] == "db_path"
+    assert junk.read_bytes().startswith(b"not a database")  # left as it was
+
+
 def test_a_read_only_store_never_creates_a_database(tmp_path):
     with pytest.raises(NotFoundError):
         open_store(tmp_path / "missing.sqlite")

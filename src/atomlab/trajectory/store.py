@@ -101,6 +101,22 @@ class SignalWindow:
         return out
 
 
+def _unusable(path: Path, exc: BaseException) -> InvalidInputError | UnavailableError:
+    """A database that cannot be opened: busy (exit 4), or a wrong path or file (exit 3)."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return UnavailableError(
+            f"trajectory database {str(path)!r} is busy ({text}); try again in a moment",
+            path=str(path),
+        )
+    return InvalidInputError(
+        f"cannot use {str(path)!r} as a trajectory database ({text}); pass --db-path (or "
+        "`config set --db-path`) a trajectory database or a new file in a writable folder",
+        field="db_path",
+        value=str(path),
+    )
+
+
 def open_store(path: Path | str, *, read_only: bool = True) -> TrajectoryStore:
     """Open the trajectory database at ``path``. Read-only stores never create or change files."""
     return TrajectoryStore(Path(path), read_only=read_only)
@@ -112,7 +128,18 @@ class TrajectoryStore:
     def __init__(self, path: Path, *, read_only: bool = True) -> None:
         self.path = path
         self.read_only = read_only
-        self._conn = connect(path, read_only=read_only)
+        try:
+            self._conn = connect(path, read_only=read_only)
+        except (sqlite3.Error, OSError) as exc:
+            raise _unusable(path, exc) from None
+        try:
+            self._check_or_migrate()
+        except (sqlite3.Error, OSError) as exc:
+            self._conn.close()
+            raise _unusable(path, exc) from None
+
+    def _check_or_migrate(self) -> None:
+        path, read_only = self.path, self.read_only
         if read_only:
             version = schema_version(self._conn)
             if version == 0:
