@@ -265,6 +265,18 @@ def test_export_writes_signals_specs_and_actions(cli, recorded, tmp_path, fmt):
     assert bad.exit_code == 3
 
 
+def test_export_and_plot_into_an_unusable_place_exit_3_naming_the_option(cli, recorded, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    export = cli("trajectory", "export", "--run-name", "with-actions", "--out", str(a_file))
+    assert export.exit_code == 3 and export.json["error"]["details"]["field"] == "out"
+    show = ["trajectory", "action", "show", "--run-name", "with-actions", "--action-idx", "0"]
+    for plot in (a_file / "x.png", tmp_path):
+        result = cli(*show, "--plot", str(plot))
+        assert result.exit_code == 3 and result.json["error"]["details"]["field"] == "plot"
+    assert a_file.read_text() == "not a folder"
+
+
 def test_queries_on_a_missing_database_exit_3_and_create_nothing(cli, tmp_path):
     missing = tmp_path / "nothing-here.sqlite"
     for args in (["runs", "list"], ["action", "list"], ["action", "show", "--action-idx", "0"]):

@@ -39,7 +39,7 @@ def export_run(store: TrajectoryStore, run_name: str, fmt: str, out_dir: Path) -
             value=fmt,
         )
     run = store.run(run_name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _make_dir(out_dir, "out", "--out DIR")
     writer = _write_parquet if fmt == "parquet" else _write_csv
     if fmt == "parquet":
         _require("pyarrow", "parquet")
@@ -99,6 +99,13 @@ def _write_parquet(path: Path, *, columns: list[str], rows: Iterator[dict[str, A
 def plot_window(window: SignalWindow, action: ActionEvent, path: Path, *, title: str = "") -> Path:
     """A PNG with one panel per signal over the window and the action marked; returns ``path``."""
     _require("matplotlib", "plot")
+    _make_dir(path.parent, "plot", "--plot FILE.png")
+    if path.is_dir():
+        raise InvalidInputError(
+            f"cannot write the plot to {str(path)!r}: it is a folder; pass --plot FILE.png",
+            field="plot",
+            value=str(path),
+        )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,6 +135,19 @@ def plot_window(window: SignalWindow, action: ActionEvent, path: Path, *, title:
     finally:
         plt.close(fig)
     return path
+
+
+def _make_dir(folder: Path, field: str, fix: str) -> None:
+    """Create ``folder`` (and parents) or say which option to fix (exit 3, not a traceback)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot write into {str(folder)!r} ({exc.strerror or exc}); pass {fix} in a "
+            "writable folder",
+            field=field,
+            value=str(folder),
+        ) from None
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
