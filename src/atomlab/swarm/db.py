@@ -35,7 +35,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.types import TypeEngine
 
 from atomlab.core.clock import utc_iso
 from atomlab.core.errors import UnavailableError
@@ -58,68 +60,75 @@ FLUSH_INTERVAL_S = 0.1
 log = get_logger(__name__)
 metadata = MetaData()
 
+
+def _text(length: int) -> TypeEngine[str]:
+    """VARCHAR(length) as on SQLite, which never enforces it; unbounded on PostgreSQL, which would
+    refuse a longer id (an agent id from the simulator) and lose the whole batch with it."""
+    return String(length).with_variant(Text(), "postgresql")
+
+
 defects_table = Table(
     "defects",
     metadata,
-    Column("defect_id", String(64), primary_key=True),
+    Column("defect_id", _text(64), primary_key=True),
     Column("x", Integer, nullable=False),
     Column("y", Integer, nullable=False),
     Column("z", Integer, nullable=False),
-    Column("defect_type", String(64), nullable=False),
+    Column("defect_type", _text(64), nullable=False),
     Column("severity", Integer, nullable=False),
-    Column("status", String(16), nullable=False, index=True),
+    Column("status", _text(16), nullable=False, index=True),
     Column("attempts", Integer, nullable=False),
     Column("reason", Text),
-    Column("agent_id", String(64)),
+    Column("agent_id", _text(64)),
     Column("seq", Integer, nullable=False),
-    Column("detected_at", String(32), nullable=False),
-    Column("completed_at", String(32)),
-    Column("correlation_id", String(64), nullable=False),
+    Column("detected_at", _text(32), nullable=False),
+    Column("completed_at", _text(32)),
+    Column("correlation_id", _text(64), nullable=False),
 )
 
 commands_table = Table(
     "commands",
     metadata,
-    Column("command_id", String(64), primary_key=True),
-    Column("defect_id", String(64), nullable=False, index=True),
-    Column("agent_id", String(64), nullable=False),
-    Column("action", String(16), nullable=False),
+    Column("command_id", _text(64), primary_key=True),
+    Column("defect_id", _text(64), nullable=False, index=True),
+    Column("agent_id", _text(64), nullable=False),
+    Column("action", _text(16), nullable=False),
     Column("target_x", Integer, nullable=False),
     Column("target_y", Integer, nullable=False),
     Column("target_z", Integer, nullable=False),
     Column("thermal_budget_c", Float, nullable=False),
     Column("severity", Integer, nullable=False),
-    Column("status", String(16), nullable=False, index=True),
-    Column("created_at", String(32), nullable=False),
-    Column("updated_at", String(32)),
-    Column("correlation_id", String(64), nullable=False),
+    Column("status", _text(16), nullable=False, index=True),
+    Column("created_at", _text(32), nullable=False),
+    Column("updated_at", _text(32)),
+    Column("correlation_id", _text(64), nullable=False),
     Column("detail", Text),
 )
 
 agent_states_table = Table(
     "agent_states",
     metadata,
-    Column("agent_id", String(64), primary_key=True),
+    Column("agent_id", _text(64), primary_key=True),
     Column("x", Integer, nullable=False),
     Column("y", Integer, nullable=False),
     Column("z", Integer, nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", _text(16), nullable=False),
     Column("temperature_c", Float, nullable=False),
     Column("assigned_total", Integer, nullable=False),
-    Column("last_update", String(32)),
+    Column("last_update", _text(32)),
 )
 
 repair_events_table = Table(
     "repair_events",
     metadata,
     Column("event_id", Integer, primary_key=True, autoincrement=True),
-    Column("at", String(32), nullable=False),
-    Column("event", String(32), nullable=False),
-    Column("defect_id", String(64)),
-    Column("command_id", String(64)),
-    Column("agent_id", String(64)),
+    Column("at", _text(32), nullable=False),
+    Column("event", _text(32), nullable=False),
+    Column("defect_id", _text(64)),
+    Column("command_id", _text(64)),
+    Column("agent_id", _text(64)),
     Column("detail", Text),
-    Column("correlation_id", String(64)),
+    Column("correlation_id", _text(64)),
 )
 
 RowKind = Literal["defect", "command", "agent", "event"]
@@ -217,14 +226,17 @@ class SwarmStore:
         """Connect to ``url`` and create the tables if needed; raises UnavailableError."""
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        shown = _without_password(url)
         try:
-            engine = create_engine(url, future=True)
+            # A server may drop idle connections (a restart, a proxy): test one before using it.
+            pre_ping = not url.startswith("sqlite")
+            engine = create_engine(url, future=True, pool_pre_ping=pre_ping)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise UnavailableError(
-                f"cannot use database URL {url!r}: {exc}; pass sqlite:///PATH or "
+                f"cannot use database URL {shown!r}: {exc}; pass sqlite:///PATH or "
                 "postgresql+psycopg://USER@HOST/DB to --db-url",
                 field="db_url",
-                value=url,
+                value=shown,
             ) from None
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
@@ -232,9 +244,9 @@ class SwarmStore:
             metadata.create_all(engine)
         except SQLAlchemyError as exc:
             raise UnavailableError(
-                f"cannot open the swarm database {url!r}: {exc.__class__.__name__}: {exc}",
+                f"cannot open the swarm database {shown!r}: {exc.__class__.__name__}: {exc}",
                 field="db_url",
-                value=url,
+                value=shown,
             ) from None
         return cls(engine)
 
@@ -257,7 +269,7 @@ class SwarmStore:
                 if rows:
                     _upsert(conn, kind, rows)
             if events:
-                conn.execute(insert(repair_events_table), events)
+                conn.execute(insert(repair_events_table), _storable(conn, events))
         return len(latest) + len(events)
 
     def load(self) -> Snapshot:
@@ -273,6 +285,8 @@ class SwarmStore:
                 .limit(1)
             ).first()
         defects.sort(key=lambda d: d.seq)
+        # SQLite hands rows back in insertion order; PostgreSQL moves an updated row to the end.
+        commands.sort(key=lambda c: c.created_at)
         halt_reason = (
             (last.detail or "halted") if last is not None and last.event == "halt" else None
         )
@@ -284,6 +298,24 @@ class SwarmStore:
             query = query.where(repair_events_table.c.defect_id == defect_id)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def _without_password(url: str) -> str:
+    """The URL as error messages show it."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _storable(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """PostgreSQL text cannot hold NUL (SQLite's can): it becomes U+FFFD there, not a lost batch."""
+    if conn.dialect.name != "postgresql":
+        return rows
+    return [
+        {k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v for k, v in row.items()}
+        for row in rows
+    ]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -307,7 +339,8 @@ def _upsert(conn: Connection, kind: RowKind, rows: list[dict[str, Any]]) -> None
         conn.execute(insert(table), rows)
         return
     columns = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != key}
-    conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=columns), rows)
+    upsert = stmt.on_conflict_do_update(index_elements=[key], set_=columns)
+    conn.execute(upsert, _storable(conn, rows))
 
 
 def _defect(r: Any) -> Defect:
