@@ -63,6 +63,18 @@ def test_a_relative_db_path_is_staged_absolute(cli, tmp_path, monkeypatch):
     ).is_absolute()
 
 
+def test_a_config_path_that_is_a_folder_or_unwritable_exits_3_naming_it(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    cases = [(tmp_path, ["set", "--run-name", "x"]), (tmp_path, ["show"]), (tmp_path, ["clear"])]
+    cases.append((blocker / "monitor.json", ["set", "--run-name", "x"]))  # its folder is a file
+    for path, command in cases:
+        result = cli("trajectory", "monitor", "config", *command, "--config-path", str(path))
+        assert result.exit_code == 3, (command, result.stdout)
+        assert result.json["error"]["details"]["field"] == "config_path"
+    assert blocker.read_text() == "x"
+
+
 def test_an_explicit_config_path_is_used(cli, tmp_path):
     path = tmp_path / "elsewhere" / "monitor.json"
     _stage(cli, "--config-path", str(path), "--run-name", "x")

@@ -191,6 +191,8 @@ def load_staged(path: Path, *, defaults: MonitorConfig | None = None) -> Monitor
     base = defaults or MonitorConfig()
     if not path.exists():
         return base
+    if path.is_dir():
+        raise _unusable_path(path, IsADirectoryError("it is a folder"))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -212,9 +214,12 @@ def load_staged(path: Path, *, defaults: MonitorConfig | None = None) -> Monitor
 
 def save_staged(path: Path, config: MonitorConfig) -> None:
     """Write ``config`` to ``path`` atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(config.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".monitor-config.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".monitor-config.", dir=path.parent)
+    except OSError as exc:
+        raise _unusable_path(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -228,8 +233,21 @@ def save_staged(path: Path, config: MonitorConfig) -> None:
 def clear_staged(path: Path) -> bool:
     """Forget the staged config (back to defaults); True if something was staged."""
     existed = path.exists()
-    path.unlink(missing_ok=True)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _unusable_path(path, exc) from None
     return existed
+
+
+def _unusable_path(path: Path, exc: OSError) -> ConfigError:
+    reason = exc.strerror or str(exc)
+    return ConfigError(
+        f"cannot use {str(path)!r} for the staged monitor config ({reason}); pass "
+        "--config-path a JSON file in a writable folder",
+        field="config_path",
+        value=str(path),
+    )
 
 
 def clear_staged_run_name(path: Path) -> None:
