@@ -46,8 +46,10 @@ install_postgres() {
   fi
   say "installing PostgreSQL with apt-get"
   export DEBIAN_FRONTEND=noninteractive
-  "${sudo[@]}" apt-get update -qq >&2 || return 1
-  "${sudo[@]}" apt-get install -y -qq postgresql >&2 || return 1
+  local limit=()  # an unreachable mirror must not hold CI up for long
+  command -v timeout >/dev/null 2>&1 && limit=(timeout 600)
+  "${sudo[@]}" "${limit[@]}" apt-get update -qq -o Acquire::Retries=0 >&2 || return 1
+  "${sudo[@]}" "${limit[@]}" apt-get install -y -qq postgresql >&2 || return 1
 }
 
 start() {  # everything to stderr; the URL to fd 3
@@ -63,7 +65,7 @@ start() {  # everything to stderr; the URL to fd 3
     [[ "$(id -u)" == 0 ]] && chown postgres: "$DIR"
     chmod 700 "$DIR"
     as_owner "$bin/initdb" -D "$DIR" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-      --encoding=UTF8 --locale=C.UTF-8 >&2
+      --encoding=UTF8 --no-locale >&2
   fi
   if ! as_owner "$bin/pg_ctl" -D "$DIR" status >/dev/null 2>&1; then
     as_owner "$bin/pg_ctl" -D "$DIR" -l "$DIR/server.log" -w -t 60 \

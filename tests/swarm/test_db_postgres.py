@@ -148,6 +148,10 @@ def test_events_keep_their_order_and_filter_by_defect(db_url: str) -> None:
     assert [e["event"] for e in store.events("d1")] == names
     ids = [e["event_id"] for e in store.events()]
     assert ids == sorted(ids) and len(ids) == 5
+    store.write([("event", {"at": "t", "event": "halt", "defect_id": None, "detail": "0.4 nm"})])
+    assert store.load().halt_reason == "0.4 nm"  # the newest halt/resume event decides
+    store.write([("event", {"at": "t", "event": "resume", "defect_id": None, "detail": None})])
+    assert store.load().halt_reason is None
     store.close()
 
 
