@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -185,3 +187,26 @@ def test_read_only_mode_on_a_missing_cache_creates_nothing(tmp_path: Path) -> No
     assert not (tmp_path / "none").exists()
     with pytest.raises(NotFoundError, match="no cache at"):
         reader.stats()
+
+
+def _open_after(barrier: Any, directory: Path) -> None:
+    cache = ResponseCache(directory)
+    barrier.wait()
+    cache.stats()  # opens the manifest at once: the racy moment
+    cache.put(_key(prompt=str(directory)), {"text": "x"}, provider="offline", model="m", stage="s")
+    cache.close()
+
+
+def test_processes_opening_a_new_cache_at_once_all_succeed(tmp_path: Path) -> None:
+    """Unserialised, most rounds failed: 'table entries already exists' / 'database is locked'."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(5):
+        directory = tmp_path / f"cache{round_}"
+        barrier = ctx.Barrier(6)
+        workers = [ctx.Process(target=_open_after, args=(barrier, directory)) for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert [w.exitcode for w in workers] == [0] * 6
+        assert ResponseCache(directory).validate().entries == 1

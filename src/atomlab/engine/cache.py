@@ -14,12 +14,13 @@ allowed, and reports a miss: a damaged cache costs one call, never the run::
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -117,6 +118,22 @@ class CacheReport:
         }
 
 
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an ``flock`` on ``path`` (the cache folder) while the manifest is opened and migrated.
+
+    Two runs opening a new cache at once would otherwise race: both switch it to WAL ("database
+    is locked") or both read schema version 0 and create its tables ("table entries already
+    exists"). SQLite's own locks are ``fcntl`` locks, which ``flock`` does not touch.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class ResponseCache:
     """The cache of one directory. ``mode`` decides what a run may do with it.
 
@@ -158,8 +175,9 @@ class ResponseCache:
                     path=str(self.directory),
                 )
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._conn = connect(self.directory / MANIFEST_NAME)
-            migrate(self._conn, MANIFEST_MIGRATIONS)
+            with _exclusive(self.directory):
+                self._conn = connect(self.directory / MANIFEST_NAME)
+                migrate(self._conn, MANIFEST_MIGRATIONS)
         return self._conn
 
     def flush(self) -> None:
