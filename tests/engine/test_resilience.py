@@ -22,6 +22,7 @@ from atomlab.llm import (
     GenerationRequest,
     InvalidResponseError,
     LlmQueue,
+    QuotaExhaustedError,
     RateLimitedError,
 )
 from tests.engine.conftest import FakeProvider, tiny_pipeline, write_items
@@ -83,6 +84,28 @@ async def test_an_exhausted_budget_stops_the_run_cleanly_and_resumably(tmp_path:
     expected = tmp_path / "expected.jsonl"
     await _run(FakeProvider(), src, expected)
     assert out.read_bytes() == expected.read_bytes()
+
+
+async def test_a_quota_spent_for_longer_than_the_queue_waits_stops_the_run_resumably(
+    tmp_path: Path,
+) -> None:
+    """Not one rejected item after another: those would be final, and 'resume later' a no-op."""
+    src = write_items(tmp_path / "in.jsonl", 6)
+    out = tmp_path / "out.jsonl"
+
+    async def quota_spent(request: GenerationRequest[Any]) -> None:
+        raise RateLimitedError("HTTP 429", retry_after="3600", status=429)
+
+    provider = FakeProvider(quota_spent)
+    with pytest.raises(QuotaExhaustedError) as caught:
+        await _run(provider, src, out, queue=_queue(provider))
+    assert "resume later" in caught.value.message
+    assert not out.exists() and not RunPaths(out).rejects.exists()
+    resumed = PipelineRunner(
+        tiny_pipeline(), FakeProvider(), options=RunOptions(resume=True, write_metrics=False)
+    )
+    summary = await resumed.run(src, out)
+    assert (summary.status, summary.ok, summary.rejected) == ("complete", 6, 0)
 
 
 async def test_logs_never_speak_of_a_retry_when_none_happens(tmp_path: Path) -> None:

@@ -63,9 +63,18 @@ from atomlab.engine.pipeline import (
     canonical_json,
     lookup,
 )
-from atomlab.llm import Generation, GenerationRequest, InvalidResponseError, LlmQueue, Provider
+from atomlab.llm import (
+    Generation,
+    GenerationRequest,
+    InvalidResponseError,
+    LlmQueue,
+    Provider,
+    QuotaExhaustedError,
+)
 
 log = get_logger("atomlab.engine")
+# Errors about the run, not an item: they stop the run resumably in any mode.
+_RUN_LEVEL_ERRORS = (ConfigError, PolicyRefusedError, CircuitOpenError, QuotaExhaustedError)
 
 StopKind = Literal["interrupt", "terminate"]
 DEFAULT_CONCURRENCY = 8
@@ -761,8 +770,9 @@ class PipelineRunner:
         request_id: str,
         error: type[ProcessingError],
     ) -> BaseException:
-        """Item failures become ``error``; run-level ones (auth, budget, breaker) stop the run."""
-        if isinstance(exc, ConfigError | PolicyRefusedError | CircuitOpenError):
+        """Item failures become ``error``; run-level ones (auth, budget, breaker, a quota spent
+        for longer than the queue waits) stop the run resumably."""
+        if isinstance(exc, _RUN_LEVEL_ERRORS):
             exc.details.update(item_id=run.item_id, stage=key)
             self._stop_fatal(exc)
             return _RunStoppedError()

@@ -37,6 +37,7 @@ from atomlab.llm.queue import (
     LlmQueue,
     ModelPrice,
     QueueStats,
+    QuotaExhaustedError,
 )
 from atomlab.llm.ratelimit import RateLimits
 from atomlab.llm.replay import CassetteMissError, ReplayProvider
@@ -62,6 +63,7 @@ __all__ = [
     "ProviderServerError",
     "ProviderTimeoutError",
     "QueueStats",
+    "QuotaExhaustedError",
     "RateLimitHint",
     "RateLimitedError",
     "RateLimits",

@@ -122,6 +122,15 @@ class BudgetExceededError(PolicyRefusedError):
     type_name = "budget_exceeded"
 
 
+class QuotaExhaustedError(RateLimitedError):
+    """The provider asks to wait longer than the queue ever waits: the quota is spent for a while.
+
+    Not an item's fault: a batch should stop resumably rather than reject item after item.
+    """
+
+    type_name = "quota_exhausted"
+
+
 @dataclass(frozen=True)
 class QueueStats:
     """A snapshot of what the queue has done."""
@@ -382,7 +391,7 @@ class LlmQueue:
     ) -> Exception:
         if not isinstance(exc, RateLimitedError):
             return exc
-        return RateLimitedError(
+        return QuotaExhaustedError(
             f"{self.provider.name} asks to wait {delay:.0f} s before the next call, longer "
             f"than the queue waits ({self.max_retry_after_s:.0f} s): the quota is probably "
             "spent for a long period; resume later or use another key or model",
