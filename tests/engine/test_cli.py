@@ -127,6 +127,19 @@ def test_an_output_that_would_overwrite_the_input_is_refused(
     assert src.read_bytes() == before
 
 
+def test_resume_after_the_part_file_was_deleted_says_it_is_missing(
+    cli: Cli, tmp_path: Path
+) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    out = tmp_path / "out.jsonl"
+    _run(cli, "defect-triage", "-i", str(src), "-o", str(out))
+    out.unlink()  # a finished run whose output the user removed
+    result = _run(cli, "defect-triage", "-i", str(src), "-o", str(out), "--resume")
+    assert result.exit_code == 2
+    assert "is missing, but the journal records" in result.json["error"]["message"]
+    assert not RunPaths(out).part.exists()  # nothing half-made left behind
+
+
 def test_invalid_input_names_the_line_and_field(cli: Cli, tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text('{"scan_id": "a", "defects": []}\n{"defects": []}\n')

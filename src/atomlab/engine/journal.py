@@ -306,6 +306,13 @@ class OrderedSink:
 def _open_at(path: Path, length: int) -> BinaryIO:
     """Open ``path`` for appending after truncating it to ``length`` (created when missing)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if length > 0 and not path.exists():
+        raise ResumeRefusedError(
+            f"{str(path)!r} is missing, but the journal records {length} bytes of it: it was "
+            "moved or deleted (or the machine crashed). Run without --resume to start over "
+            "(the cache keeps every finished call)",
+            path=str(path),
+        )
     handle = path.open("r+b" if path.exists() else "w+b")
     size = handle.seek(0, os.SEEK_END)
     if size < length:
