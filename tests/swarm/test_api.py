@@ -295,6 +295,20 @@ def test_restart_resumes_queued_and_in_flight_work_from_the_database(tmp_path: P
         assert [c["command_id"] for c in commands] == [in_flight["command_id"]]  # not run twice
 
 
+def test_a_restart_knows_where_each_agent_was_last_heard(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    with TestClient(create_app(settings)) as first:
+        _link_up(first, {"a0": (0.0, 0.0)})
+        first.post("/api/sensor-data", json={"coordinates": [_defect(6.0, 6.0)]})
+        first.post("/api/commands/distribute")
+        report = {"agent_id": "a0", "position": {"x": 4.1, "y": 4.0}, "status": "moving"}
+        coordinator = first.app.state.swarm.coordinator  # type: ignore[attr-defined]
+        coordinator.handle_event("agent_status", {"agents": [report]})
+    with TestClient(create_app(settings)) as second:
+        [agent] = second.get("/api/agents").json()
+        assert agent["position"] == {"x": 4.1, "y": 4.0, "z": 0.0}
+
+
 def test_an_e_stop_stays_in_force_across_a_restart_until_resumed(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     app = create_app(settings)

@@ -138,6 +138,7 @@ class SwarmCoordinator:
         self._outbox: asyncio.Queue[Command] = asyncio.Queue()
         self._failed_at: dict[str, float] = {}
         self._resend_on_link_up: list[str] = []
+        self._saved_at: dict[str, Vec] = {}  # each agent's position as last stored
         self._down_since: float | None = None
         self._halting: dict[str, str] = {}  # agent -> halt command not yet confirmed
         self._seq = 0
@@ -684,7 +685,10 @@ class SwarmCoordinator:
                 agent.status = reported
                 if reported is AgentStatus.IDLE:
                     self.reservations.park(agent.agent_id, agent.xyz)
-            if revived:
+            if revived or self._saved_at.get(agent.agent_id) != agent.xyz:
+                # Stored as last heard: after a restart a dead agent is parked where it really
+                # stopped, not where its last command began (found end to end: a defect next
+                # to a dead agent was given to another agent, E-stop at 0.40 nm).
                 self._save_agent(agent)
         self._check_separation()
 
@@ -963,6 +967,7 @@ class SwarmCoordinator:
             self.writer.put("command", command_row(command))
 
     def _save_agent(self, agent: AgentState) -> None:
+        self._saved_at[agent.agent_id] = agent.xyz
         if self.writer is not None:
             self.writer.put("agent", agent_row(agent))
 
