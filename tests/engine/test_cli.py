@@ -149,6 +149,17 @@ def test_invalid_input_names_the_line_and_field(cli: Cli, tmp_path: Path) -> Non
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_two_levels_of_an_item_with_one_id_are_refused(cli: Cli, tmp_path: Path) -> None:
+    """Level ids key the journal: two defects 'd1' would share answers on a resume."""
+    src = tmp_path / "in.jsonl"
+    defects = [{"defect_id": "d1", "kind_hint": "pit"}, {"defect_id": "d1", "kind_hint": "adatom"}]
+    src.write_text(json.dumps({"scan_id": "a", "sample": "Cu", "size_nm": 5, "defects": defects}))
+    result = _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "o.jsonl"))
+    assert result.exit_code == 3
+    message = result.json["error"]["message"]
+    assert "line 1: 'defects' has two entries with defect_id 'd1'" in message
+
+
 def test_progress_is_hidden_when_stderr_is_not_a_terminal(cli: Cli, tmp_path: Path) -> None:
     src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
     result = cli("engine", "run", "defect-triage", "-i", str(src), "-o", str(tmp_path / "o.jsonl"))

@@ -194,6 +194,19 @@ def _check_level_list(path: Path, line_no: int, item: dict[str, Any], name: str,
             line=line_no,
             field=name,
         )
+    seen: set[str] = set()
+    for entry in entries:
+        level_id = str(entry[key])  # as the engine names the level (journal keys, stage names)
+        if level_id in seen:
+            raise InvalidInputError(
+                f"{path.name} line {line_no}: {name!r} has two entries with {key} {level_id!r}; "
+                f"each {key} must be unique within its item",
+                path=str(path),
+                line=line_no,
+                field=f"{name}.{key}",
+                value=level_id,
+            )
+        seen.add(level_id)
 
 
 def _read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
