@@ -160,6 +160,23 @@ def test_two_levels_of_an_item_with_one_id_are_refused(cli: Cli, tmp_path: Path)
     assert "line 1: 'defects' has two entries with defect_id 'd1'" in message
 
 
+def test_a_utf8_byte_order_mark_is_accepted_and_other_encodings_named(
+    cli: Cli, tmp_path: Path
+) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    with_bom = tmp_path / "bom.jsonl"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + src.read_bytes())
+    result = _run(cli, "defect-triage", "-i", str(with_bom), "-o", str(tmp_path / "b.jsonl"))
+    assert result.exit_code == 0, result.stdout
+    assert result.json["items_ok"] == 4
+    latin1 = tmp_path / "latin1.jsonl"
+    extra = '{"scan_id": "\u00e9", "defects": []}\n'.encode("latin-1")
+    latin1.write_bytes(src.read_bytes() + extra)
+    refused = _run(cli, "defect-triage", "-i", str(latin1), "-o", str(tmp_path / "l.jsonl"))
+    assert refused.exit_code == 3
+    assert "line 5 is not UTF-8" in refused.json["error"]["message"]
+
+
 def test_progress_is_hidden_when_stderr_is_not_a_terminal(cli: Cli, tmp_path: Path) -> None:
     src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
     result = cli("engine", "run", "defect-triage", "-i", str(src), "-o", str(tmp_path / "o.jsonl"))

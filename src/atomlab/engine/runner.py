@@ -210,8 +210,17 @@ def _check_level_list(path: Path, line_no: int, item: dict[str, Any], name: str,
 
 
 def _read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open("r", encoding="utf-8") as handle:
-        for line_no, raw in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_no, data in enumerate(handle, start=1):
+            try:  # a UTF-8 byte order mark (Windows editors write one) is not part of the JSON
+                raw = data.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidInputError(
+                    f"{path.name} line {line_no} is not UTF-8 (byte {exc.start + 1}); "
+                    "save the input as UTF-8",
+                    path=str(path),
+                    line=line_no,
+                ) from None
             if not raw.strip():
                 continue
             try:
