@@ -63,6 +63,19 @@ def test_a_file_already_at_the_target_version_is_told_so(tmp_path: Path) -> None
     assert "pass --from" not in refused.value.message
 
 
+def test_a_byte_order_mark_is_accepted_and_a_non_utf8_line_named(tmp_path: Path) -> None:
+    with_bom = tmp_path / "bom.jsonl"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + SAMPLE.read_bytes())
+    migrate_file(with_bom, tmp_path / "a.jsonl", source="1.0", target="1.1")
+    migrate_file(_sample(tmp_path), tmp_path / "b.jsonl", source="1.0", target="1.1")
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(SAMPLE.read_bytes() + b'{"meta": {"note": "\xe9"}}\n')
+    with pytest.raises(InvalidInputError, match="line 3 is not UTF-8"):
+        migrate_file(latin1, tmp_path / "c.jsonl", source="1.0", target="1.1")
+    assert not (tmp_path / "c.jsonl").exists()
+
+
 def test_an_unknown_migration_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match=r"no migration from 0\.9 to 1\.1"):
         migrate_file(_sample(tmp_path), tmp_path / "o.jsonl", source="0.9", target="1.1")

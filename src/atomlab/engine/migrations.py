@@ -145,9 +145,10 @@ def migrate_file(input_path: Path, output_path: Path, *, source: str, target: st
     try:
         with (
             os.fdopen(handle, "w", encoding="utf-8") as out,
-            input_path.open(encoding="utf-8") as src,
+            input_path.open("rb") as src,
         ):
-            for line_no, raw in enumerate(src, start=1):
+            for line_no, data in enumerate(src, start=1):
+                raw = _decoded(data, line_no, input_path)
                 if not raw.strip():
                     continue
                 out.write(canonical_json(_migrate_line(raw, line_no, input_path, source, target)))
@@ -161,6 +162,17 @@ def migrate_file(input_path: Path, output_path: Path, *, source: str, target: st
             Path(tmp).unlink()
         raise
     return count
+
+
+def _decoded(data: bytes, line_no: int, path: Path) -> str:
+    """One input line as text; a UTF-8 byte order mark on the first line is dropped."""
+    try:
+        return data.decode("utf-8-sig" if line_no == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"{path.name} line {line_no} is not UTF-8 (byte {exc.start + 1}); save it as UTF-8",
+            line=line_no,
+        ) from None
 
 
 def _migrate_line(raw: str, line_no: int, path: Path, source: str, target: str) -> Record:
