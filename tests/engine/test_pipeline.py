@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from atomlab.engine import (
+    DirectoryPromptLoader,
     InMemoryMappingLoader,
     InMemoryPromptLoader,
     PipelineError,
@@ -162,3 +163,13 @@ def test_tuning_knobs_do_not_change_the_digest() -> None:
     assert tiny_pipeline(stages=stages).digest == base
     stages[1]["temperature"] = 0.5
     assert tiny_pipeline(stages=stages).digest != base
+
+
+def test_files_that_are_not_utf8_are_pipeline_errors_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "classify.md").write_bytes(b"Classify \xe9")
+    with pytest.raises(PipelineError, match=r"'classify' at .*classify\.md is not UTF-8"):
+        DirectoryPromptLoader(tmp_path).load_prompt("classify")
+    bad_yaml = tmp_path / "triage.yaml"
+    bad_yaml.write_bytes(b"name: triage \xe9\n")
+    with pytest.raises(PipelineError, match=r"triage\.yaml' is not UTF-8"):
+        load_pipeline(bad_yaml)

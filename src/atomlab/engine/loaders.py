@@ -85,7 +85,15 @@ class DirectoryPromptLoader:
                 field="prompt",
                 value=name,
             )
-        return path.read_text(encoding="utf-8")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise PipelineError(
+                f"prompt template {name!r} at {path} is not UTF-8 (byte {exc.start + 1}); "
+                "save it as UTF-8",
+                field="prompt",
+                value=name,
+            ) from None
 
 
 class DirectoryMappingLoader:

@@ -303,7 +303,15 @@ def _locate(name_or_path: str | Path) -> tuple[str, Path | Traversable]:
                 field="pipeline",
                 value=str(candidate),
             )
-        return candidate.read_text(encoding="utf-8"), candidate.with_suffix("")
+        try:
+            return candidate.read_text(encoding="utf-8"), candidate.with_suffix("")
+        except UnicodeDecodeError as exc:
+            raise PipelineError(
+                f"pipeline file {str(candidate)!r} is not UTF-8 (byte {exc.start + 1}); "
+                "save it as UTF-8",
+                field="pipeline",
+                value=str(candidate),
+            ) from None
     builtin = builtin_pipelines_dir() / f"{name_or_path}{PIPELINE_SUFFIX}"
     if not builtin.is_file():
         known = ", ".join(row["name"] for row in list_pipelines())
