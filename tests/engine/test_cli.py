@@ -127,6 +127,15 @@ def test_an_output_that_would_overwrite_the_input_is_refused(
     assert src.read_bytes() == before
 
 
+def test_an_output_that_is_a_directory_is_refused_before_any_call(cli: Cli, tmp_path: Path) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    (tmp_path / "results").mkdir()
+    result = _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "results"))
+    assert result.exit_code == 3
+    assert "is a directory" in result.json["error"]["message"]
+    assert not list(tmp_path.glob("results.*"))  # no part file, journal or metrics
+
+
 def test_resume_after_the_part_file_was_deleted_says_it_is_missing(
     cli: Cli, tmp_path: Path
 ) -> None:

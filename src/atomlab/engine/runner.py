@@ -851,7 +851,15 @@ async def _all_or_cancel(coroutines: list[Coroutine[Any, Any, None]]) -> None:
 
 
 def _refuse_to_overwrite(input_path: Path, paths: RunPaths) -> None:
-    """The input must not be one of the files the run writes (it would be lost)."""
+    """The input must not be one of the files the run writes (it would be lost), and the output
+    must be a file name (found now, not after the whole run when the part file is renamed)."""
+    if paths.output.is_dir():
+        raise InvalidInputError(
+            f"--output {str(paths.output)!r} is a directory; pass a file name such as "
+            f"{str(paths.output / 'out.jsonl')!r}",
+            field="--output",
+            value=str(paths.output),
+        )
     written = (
         paths.output,
         paths.part,
