@@ -1,5 +1,5 @@
 """``python -m atomlab`` runs the CLI."""
 
-from atomlab.cli.main import main
+from atomlab.cli.entry import main
 
 main()

@@ -76,3 +76,35 @@ def test_a_command_imports_only_its_own_group(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_ctrl_c_while_the_cli_is_still_importing_exits_130_without_traceback(tmp_path):
+    """A SIGINT that lands during start-up (before the CLI's own handler exists) is no crash."""
+    import os
+    import subprocess
+    import sys
+
+    # Deliver SIGINT to ourselves from inside the import of atomlab.cli.main, the slow part.
+    script = (
+        "import os, signal, sys, builtins\n"
+        "real_import = builtins.__import__\n"
+        "def interrupting_import(name, *args, **kwargs):\n"
+        "    if name == 'atomlab.cli.main':\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return real_import(name, *args, **kwargs)\n"
+        "builtins.__import__ = interrupting_import\n"
+        "from atomlab.cli.entry import main\n"
+        "main()\n"
+    )
+    env = {**os.environ, "ATOMLAB_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "interrupted" in proc.stderr

@@ -177,3 +177,35 @@ def test_a_failed_batch_is_rolled_back_as_a_whole(db):
     with pytest.raises(BatchWriterError, match="boom"):
         writer.flush(timeout=10)
     assert count(db) == 0
+
+
+def test_two_connections_migrating_at_once_apply_each_step_once(tmp_path):
+    """The version is read under the write lock: a second migrator waits, then finds it done."""
+    path = tmp_path / "race.sqlite"
+    first, second = connect(path), connect(path)
+    errors: list[BaseException] = []
+    applied: list[str] = []
+
+    def other_migrator() -> None:
+        try:
+            migrate(second, [create_table])
+        except BaseException as exc:
+            errors.append(exc)
+
+    def create_table(conn: sqlite3.Connection) -> None:
+        applied.append("step")
+        if len(applied) == 1:
+            # While this step holds the write lock, let the other connection try to migrate.
+            racer = threading.Thread(target=other_migrator)
+            racer.start()
+            racer.join(0.5)
+            threads.append(racer)
+        conn.execute("CREATE TABLE once (x INTEGER)")
+
+    threads: list[threading.Thread] = []
+    assert migrate(first, [create_table]) == 1
+    for racer in threads:
+        racer.join(10)
+    assert errors == []
+    assert applied == ["step"]
+    assert schema_version(second) == 1

@@ -74,33 +74,36 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> int:
     """Apply ``migrations[v:]`` where ``v`` is the current ``user_version``; return the new version.
 
     Migration ``i`` moves the schema from version ``i`` to ``i + 1`` inside one transaction, so a
-    failed migration leaves the database at the version before it. A database newer than the
-    code is refused rather than touched.
+    failed migration leaves the database at the version before it. The version is read under the
+    write lock, so processes opening a new database at once apply each step exactly once. A
+    database newer than the code is refused rather than touched.
     """
-    current = schema_version(conn)
     target = len(migrations)
-    if current > target:
-        raise UnavailableError(
-            f"database schema version {current} is newer than this atomlab supports ({target}); "
-            "upgrade atomlab",
-            schema_version=current,
-            supported=target,
-        )
-    for version in range(current, target):
-        step = migrations[version]
+    while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
+            current = schema_version(conn)
+            if current > target:
+                raise UnavailableError(
+                    f"database schema version {current} is newer than this atomlab supports "
+                    f"({target}); upgrade atomlab",
+                    schema_version=current,
+                    supported=target,
+                )
+            if current == target:
+                conn.rollback()
+                return target
+            step = migrations[current]
             if isinstance(step, str):
                 for statement in _split_sql(step):
                     conn.execute(statement)
             else:
                 step(conn)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute(f"PRAGMA user_version = {current + 1}")
         except BaseException:
             conn.rollback()
             raise
         conn.commit()
-    return target
 
 
 def _split_sql(script: str) -> list[str]:
