@@ -105,6 +105,24 @@ def test_a_repeated_idempotency_key_runs_once_and_replays_its_result(tmp_path: P
     assert [r["key"] for r in executions] == ["k1"]
 
 
+def test_a_repeat_answered_from_the_record_says_where_the_agent_is_now(tmp_path: Path) -> None:
+    """A service restarted after a crash resends a command the agent finished long ago; the
+    replayed answer must not send the service back to the old position (it parks the agent
+    there and plans other paths around a place the agent has left)."""
+    world = world_with_defect(tmp_path)
+    world.submit(cmd(1, "move", 8.0, 6.7), "k1")
+    first = run_until_done(world, "k1")[-1]
+    world.submit(cmd(2, "move", 8.0, 12.0), "k2")
+    run_until_done(world, "k2")
+    [again] = world.submit(cmd(1, "move", 8.0, 6.7), "k1")
+    assert (again.status, again.idempotency_key) == (first.status, "k1")
+    assert first.position is not None and first.position.y == pytest.approx(6.7)
+    assert again.position is not None and again.position.y == pytest.approx(12.0)
+    world.close()
+    executions = [r for r in read_ground_truth(tmp_path / "gt.jsonl") if r["kind"] == "execute"]
+    assert [r["key"] for r in executions] == ["k1", "k2"]
+
+
 def test_halt_stops_an_agent_and_fails_its_commands(tmp_path: Path) -> None:
     world = world_with_defect(tmp_path)
     world.submit(cmd(1, "move", 16.0, 6.7), "k1")
@@ -273,7 +291,9 @@ def test_a_killed_world_resumes_from_its_log_without_rerunning_anything(tmp_path
     again = SwarmWorld.resume(config, path)
     assert first.id not in {d.id for d in again.surface.defects}
     assert again.status().agents[1].position.x == pytest.approx(where.x, abs=1e-3)
-    assert again.submit(cmd(1, "repair", first.x / 10, first.y / 10), "done") == [finished]
+    [replayed] = again.submit(cmd(1, "repair", first.x / 10, first.y / 10), "done")
+    now = {"position", "temperature_c"}  # a replay says where the agent is now, and how hot
+    assert replayed.model_dump(exclude=now) == finished.model_dump(exclude=now)
     (cut,) = again.submit(cmd(2, "move", 1.0, 1.0, agent="agent-01"), "cut")
     assert (cut.status, cut.reason) == ("failed", "simulator_restarted")
     again.submit(cmd(3, "move", 8.0, 6.7), "new")

@@ -497,7 +497,17 @@ class SwarmWorld:
         """
         if idempotency_key in self._executions:
             stored = self._executions[idempotency_key]
-            return [stored] if stored is not None else []
+            if stored is None:
+                return []
+            # Answered from the record, but with where the agent stands *now*: the recorded
+            # position can be long out of date (a service restarted after a crash resends a
+            # command the agent finished before doing more work, and parks the agent where the
+            # answer says it is; found end to end: E-stop at 0.48 nm).
+            holder = self.agents.get(stored.agent_id)
+            if holder is None or stored.position is None:
+                return [stored]
+            now = {"position": holder.position(), "temperature_c": round(holder.temperature_c, 2)}
+            return [stored.model_copy(update=now)]
         self._executions[idempotency_key] = None
         agent = self.agents.get(command.agent_id)
         self._log(
