@@ -71,7 +71,7 @@ def serve(
         f"/ws/isaac, database {app_.state.swarm.db_url}); Ctrl-C stops\n"
     )
     sys.stderr.flush()
-    config = uvicorn.Config(app_, log_level="warning", access_log=False, ws="websockets")
+    config = uvicorn.Config(app_, log_level="warning", access_log=False, ws="websockets-sansio")
     # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again: these handlers
     # turn that into the CLI's exit codes 130 and 143.
     signal.signal(signal.SIGTERM, _stopped)
