@@ -285,6 +285,33 @@ def test_a_stuck_command_times_out_and_its_defect_goes_to_another_agent() -> Non
     assert again.agent_id == "a1" and again.defect_id == command.defect_id
 
 
+def test_an_agent_running_a_command_the_service_never_recorded_is_halted() -> None:
+    """After a crash the last commands sent may be missing from the database while the
+    simulator runs them: an agent on such an unreserved path is stopped, not planned around."""
+    coord = coordinator()
+    sent = Sent()
+    coord.send = sent
+    agents_up(coord, {"a0": (1.0, 1.0), "a1": (10.0, 10.0)})
+    moving = {
+        "agent_id": "a0",
+        "position": {"x": 2.0, "y": 1.0},
+        "status": "moving",
+        "temperature_c": 25,
+        "current_command_id": "cmd-lost-in-the-crash",
+    }
+    coord.handle_event("agent_status", {"agents": [moving]})
+    coord.handle_event("agent_status", {"agents": [moving]})  # one halt, not one per report
+    asyncio.run(coord.flush_outbox())
+    assert [p["agent_id"] for p in sent.payloads if p["action"] == "halt"] == ["a0"]
+    assert coord.agents["a0"].status is AgentStatus.ERROR
+    ingest_and_plan(coord, [reading(3.0, 1.0)])
+    [command] = coord.dispatch_round()
+    assert command.agent_id == "a1"  # a0 is out of service until its halt lands
+    halted = {**moving, "status": "halted", "current_command_id": None}
+    coord.handle_event("agent_status", {"agents": [halted]})
+    assert coord.agents["a0"].status is AgentStatus.IDLE
+
+
 def test_property_15_collision_prevention_a_proximity_report_halts_all_movement() -> None:
     """Property 15: two agents reported closer than 0.5 nm → halt; no movement commands after."""
     coord = coordinator()

@@ -674,6 +674,7 @@ class SwarmCoordinator:
             self._place(agent, _to_units(info.get("position", {})))
             agent.temperature_c = float(info.get("temperature_c", agent.temperature_c))
             reported = _SIM_STATUS.get(str(info.get("status")), AgentStatus.ERROR)
+            self._stop_unknown_work(agent, info.get("current_command_id"))
             if info.get("status") == "halted" and self._halting.pop(agent.agent_id, None):
                 self._place(agent, agent.xyz)  # halted: its reservation shrinks to where it is
             if agent.agent_id in self._halting:
@@ -691,6 +692,18 @@ class SwarmCoordinator:
                 # to a dead agent was given to another agent, E-stop at 0.40 nm).
                 self._save_agent(agent)
         self._check_separation()
+
+    def _stop_unknown_work(self, agent: AgentState, command_id: object) -> None:
+        """An agent running a command this service has no record of (issued just before a
+        crash, lost with the last unwritten rows) moves on a path nobody reserved: halt it."""
+        if not command_id or str(command_id).startswith("halt-"):
+            return
+        if self.book.find(str(command_id)) is not None or agent.agent_id in self._halting:
+            return
+        log.warning("swarm.unknown_command", agent_id=agent.agent_id, command_id=command_id)
+        halt = self._halt_command(agent)
+        self._halting[agent.agent_id] = halt.command_id
+        self._outbox.put_nowait(halt)
 
     def _on_heartbeat(self, payload: dict[str, Any]) -> None:
         for agent_id in payload.get("agents_alive", []):
