@@ -10,14 +10,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from atomlab.core.clock import FakeClock
+from atomlab.surface import OffGridError, nm_to_units, units_to_nm
 from atomlab.swarm.models import (
     Action,
     Command,
-    OffGridError,
     Point,
     SensorCoordinateIn,
-    nm_to_units,
-    units_to_nm,
 )
 from atomlab.swarm.validation import (
     AtomicPrecisionValidator,

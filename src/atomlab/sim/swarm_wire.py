@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import uuid
 from typing import Any, Literal
 
@@ -71,10 +70,9 @@ from pydantic import (
 
 from atomlab.core.clock import Clock, utc_iso
 from atomlab.core.errors import InvalidInputError
+from atomlab.surface import nm_to_units, units_to_nm
 
 PROTOCOL_VERSION = "1.0"
-UNITS_PER_NM = 10
-GRID_TOLERANCE = 1e-6  # in 0.1 nm units
 MAX_THERMAL_BUDGET_C = 120.0
 DEFAULT_HEARTBEAT_INTERVAL_S = 10.0
 DEFAULT_ACK_TIMEOUT_S = 2.0
@@ -121,21 +119,6 @@ class WireError(InvalidInputError):
 class _Model(BaseModel):
     # Unknown fields are ignored so a newer peer can add fields without breaking an older one.
     model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-def nm_to_units(value: float) -> int:
-    """``1.2`` → ``12`` (0.1 nm steps); raises ValueError for off-grid or non-finite values."""
-    if not math.isfinite(value):
-        raise ValueError(f"{value!r} is not a finite number of nm")
-    scaled = value * UNITS_PER_NM
-    units = round(scaled)
-    if abs(scaled - units) > GRID_TOLERANCE:
-        raise ValueError(f"{value!r} nm is not on the 0.1 nm grid (use at most one decimal)")
-    return int(units)
-
-
-def units_to_nm(units: int) -> float:
-    return round(units / UNITS_PER_NM, 1)
 
 
 class GridPoint(_Model):

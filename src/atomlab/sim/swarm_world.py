@@ -37,9 +37,8 @@ from atomlab.sim.swarm_wire import (
     SensorReading,
     units_to_nm,
 )
-from atomlab.surface import Surface
+from atomlab.surface import UNITS_PER_NM, Surface
 
-UNITS_PER_NM = 10
 AMBIENT_C = 25.0
 
 

@@ -13,20 +13,30 @@ from atomlab.surface.defects import MAX_SEVERITY, MIN_SEVERITY, Defect, DefectKi
 from atomlab.surface.lattice import (
     DEFAULT_LATTICE_CONSTANT,
     DEFAULT_STEP_HEIGHT_M,
+    GRID_TOLERANCE,
     LATTICE_UNIT_M,
+    UNITS_PER_NM,
     Lattice,
+    OffGridError,
     StepEdge,
+    nm_to_units,
+    units_to_nm,
 )
 
 __all__ = [
     "DEFAULT_LATTICE_CONSTANT",
     "DEFAULT_STEP_HEIGHT_M",
+    "GRID_TOLERANCE",
     "LATTICE_UNIT_M",
     "MAX_SEVERITY",
     "MIN_SEVERITY",
+    "UNITS_PER_NM",
     "Defect",
     "DefectKind",
     "Lattice",
+    "OffGridError",
     "StepEdge",
     "Surface",
+    "nm_to_units",
+    "units_to_nm",
 ]

@@ -14,6 +14,33 @@ from numpy.typing import NDArray
 LATTICE_UNIT_M = 1e-10
 """One lattice coordinate unit in metres (0.1 nm)."""
 
+UNITS_PER_NM = 10
+"""Lattice coordinate units per nanometre."""
+
+GRID_TOLERANCE = 1e-6
+"""In lattice units: ``12.0000001`` is on the 0.1 nm grid (float noise), ``12.5`` is not."""
+
+
+class OffGridError(ValueError):
+    """A value in nm is not a multiple of 0.1 nm (more than one decimal), or not finite."""
+
+
+def nm_to_units(value: float) -> int:
+    """``1.2`` → ``12`` (lattice units); :class:`OffGridError` for ``1.25``, NaN or infinity."""
+    if not math.isfinite(value):
+        raise OffGridError(f"{value!r} is not a finite number of nm")
+    scaled = value * UNITS_PER_NM
+    units = round(scaled)
+    if abs(scaled - units) > GRID_TOLERANCE:
+        raise OffGridError(f"{value!r} nm is not on the 0.1 nm grid (use at most one decimal)")
+    return int(units)
+
+
+def units_to_nm(units: int) -> float:
+    """``12`` → ``1.2`` (the nearest float, suitable for JSON)."""
+    return round(units / UNITS_PER_NM, 1)
+
+
 DEFAULT_LATTICE_CONSTANT = 3
 """Atom spacing in lattice units (0.3 nm, close to a (100) face of a noble metal)."""
 

@@ -10,6 +10,7 @@ The pure parts work without a server::
     plan_route([PlanStop("d1", Point(12, 34), severity=5, seq=0)], start=Point(0, 0))
 """
 
+from atomlab.surface import UNITS_PER_NM, OffGridError, nm_to_units, units_to_nm
 from atomlab.swarm.allocation import AgentSlot, Assignment, JobSlot, allocate
 from atomlab.swarm.api import SwarmService, create_app
 from atomlab.swarm.commands import CommandBook, IllegalTransitionError, RepairQueue
@@ -17,7 +18,6 @@ from atomlab.swarm.coordinator import IngestResult, SwarmCoordinator
 from atomlab.swarm.db import SwarmStore, default_db_url
 from atomlab.swarm.metrics import SwarmMetrics
 from atomlab.swarm.models import (
-    UNITS_PER_NM,
     Action,
     AgentState,
     AgentStatus,
@@ -25,12 +25,9 @@ from atomlab.swarm.models import (
     CommandStatus,
     Defect,
     DefectStatus,
-    OffGridError,
     Point,
     SensorCoordinateIn,
     SensorDataIn,
-    nm_to_units,
-    units_to_nm,
 )
 from atomlab.swarm.planner import (
     LlmRouteAdvisor,

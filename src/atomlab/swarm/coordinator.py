@@ -25,12 +25,12 @@ from typing import Any
 from atomlab.core.clock import Clock, SystemClock
 from atomlab.core.logging import correlation_scope, current_correlation_id, get_logger
 from atomlab.core.settings import SwarmSettings
+from atomlab.surface import UNITS_PER_NM
 from atomlab.swarm.allocation import AgentSlot, JobSlot, allocate
 from atomlab.swarm.commands import CommandBook, RepairQueue
 from atomlab.swarm.db import StoreWriter, agent_row, command_row, defect_row
 from atomlab.swarm.metrics import SwarmMetrics
 from atomlab.swarm.models import (
-    UNITS_PER_NM,
     Action,
     AgentState,
     AgentStatus,

@@ -17,28 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-UNITS_PER_NM = 10
-GRID_TOLERANCE = 1e-6  # in 0.1 nm units: 12.0000001 is on the grid, 12.5 is not
-
-
-class OffGridError(ValueError):
-    """A value in nm is not a multiple of 0.1 nm (more than one decimal)."""
-
-
-def nm_to_units(value: float) -> int:
-    """``1.2`` → ``12``; raises :class:`OffGridError` for ``1.25``, NaN or infinity."""
-    if not math.isfinite(value):
-        raise OffGridError(f"{value!r} is not a finite number of nm")
-    scaled = value * UNITS_PER_NM
-    units = round(scaled)
-    if abs(scaled - units) > GRID_TOLERANCE:
-        raise OffGridError(f"{value!r} nm is not on the 0.1 nm grid (use at most one decimal)")
-    return int(units)
-
-
-def units_to_nm(units: int) -> float:
-    """``12`` → ``1.2`` (the nearest float, suitable for JSON)."""
-    return round(units / UNITS_PER_NM, 1)
+from atomlab.surface import nm_to_units, units_to_nm
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -29,7 +29,10 @@ from atomlab.core.errors import CircuitOpenError
 from atomlab.core.logging import get_logger
 from atomlab.core.resilience import CircuitBreaker
 from atomlab.llm import GenerationRequest, Provider, ProviderError
-from atomlab.swarm.models import Point, units_to_nm
+from atomlab.surface import units_to_nm
+from atomlab.swarm.models import (
+    Point,
+)
 
 MAX_TWO_OPT_PASSES = 30
 IMPROVEMENT_EPSILON = 1e-9

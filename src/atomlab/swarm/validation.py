@@ -15,13 +15,11 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 from atomlab.core.settings import SwarmSettings
+from atomlab.surface import UNITS_PER_NM, OffGridError, nm_to_units
 from atomlab.swarm.models import (
-    UNITS_PER_NM,
     Command,
-    OffGridError,
     Point,
     SensorCoordinateIn,
-    nm_to_units,
 )
 
 MAX_TEMPERATURE_C = 120.0
