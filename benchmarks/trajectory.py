@@ -35,12 +35,15 @@ from typing import Any
 from atomlab.cli.output import to_jsonable
 from atomlab.instrument import NanonisClient, load_catalog
 from atomlab.trajectory import (
+    DEFAULT_SPECS,
     ActionEvent,
     ChannelInfo,
     InstrumentSource,
     Monitor,
     MonitorConfig,
+    RunInfo,
     Sample,
+    TrajectoryStore,
     open_store,
 )
 
@@ -55,18 +58,7 @@ SIGNALS_16 = (
     "Output 2 (V)",
     "Output 3 (V)",
 )
-SPECS_10 = (
-    "Bias",
-    "Z Setpoint",
-    "Z Controller Enabled",
-    "Z Controller P Gain",
-    "Z Controller Time Constant",
-    "Scan Frame Center X",
-    "Scan Frame Center Y",
-    "Scan Frame Width",
-    "Scan Frame Height",
-    "Scan Frame Angle",
-)
+SPECS_10 = DEFAULT_SPECS  # the origin's ten operator-facing specs
 
 
 def log(message: str) -> None:
@@ -190,16 +182,21 @@ def synthetic_samples(n: int, n_actions: int) -> Iterator[Sample | ActionEvent]:
         yield Sample(k, k, dt + 1e-4, dt, 3e-4, signals, specs)
 
 
-def build_large(db: Path, n: int) -> float:
+def create_large_run(store: TrajectoryStore, db: Path) -> RunInfo:
+    """The synthetic 16-signal, 10-spec run both large-database builders fill."""
     config = MonitorConfig(run_name="large", signals=SIGNALS_16, specs=SPECS_10, db_path=db)
+    return store.create_run(
+        config,
+        signals=[ChannelInfo(label=s) for s in SIGNALS_16],
+        specs=[ChannelInfo(label=s) for s in SPECS_10],
+        instrument={"kind": "synthetic"},
+        started_at_utc="2026-01-01T00:00:00Z",
+    )
+
+
+def build_large(db: Path, n: int) -> float:
     with open_store(db, read_only=False) as store:
-        run = store.create_run(
-            config,
-            signals=[ChannelInfo(label=s) for s in SIGNALS_16],
-            specs=[ChannelInfo(label=s) for s in SPECS_10],
-            instrument={"kind": "synthetic"},
-            started_at_utc="2026-01-01T00:00:00Z",
-        )
+        run = create_large_run(store, db)
         writer = store.record_writer(
             run, n_signals=16, n_specs=10, flush_interval_s=5.0, max_batch=20_000
         )
@@ -217,17 +214,10 @@ def bulk_build(db: Path, n: int, chunk: int = 50_000) -> float:
 
     from atomlab.trajectory.store import _sample_insert
 
-    config = MonitorConfig(run_name="large", signals=SIGNALS_16, specs=SPECS_10, db_path=db)
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     with open_store(db, read_only=False) as store:
-        run = store.create_run(
-            config,
-            signals=[ChannelInfo(label=s) for s in SIGNALS_16],
-            specs=[ChannelInfo(label=s) for s in SPECS_10],
-            instrument={"kind": "synthetic"},
-            started_at_utc="2026-01-01T00:00:00Z",
-        )
+        run = create_large_run(store, db)
         conn = store.connection
         sig_sql, spec_sql = _sample_insert("signal_samples", 16), _sample_insert("spec_samples", 10)
         every, action_idx, bias = 3000, 0, 0.1
