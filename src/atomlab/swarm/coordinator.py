@@ -577,15 +577,25 @@ class SwarmCoordinator:
             self._advance(command, CommandStatus.FAILED, reason or "failed")
             self._after_failed(command, str(reason or "failed"))
 
-    def _after_completed(self, command: Command, payload: dict[str, Any]) -> None:
+    def _settle(self, command: Command) -> tuple[Defect, AgentState] | None:
+        """Common end of any command: a finished move frees the agent; otherwise park the agent
+        where it is and return the defect and agent the command was about (None if either is
+        gone)."""
         defect = self.defects.get(command.defect_id)
         agent = self.agents.get(command.agent_id)
         if agent is not None and command.action is Action.MOVE:
             self._moved(agent)
-            return
+            return None
         if defect is None or agent is None:
-            return
+            return None
         self.reservations.park(agent.agent_id, agent.xyz)
+        return defect, agent
+
+    def _after_completed(self, command: Command, payload: dict[str, Any]) -> None:
+        settled = self._settle(command)
+        if settled is None:
+            return
+        defect, agent = settled
         if command.action is Action.REPAIR:
             defect.attempts += 1
             self._save_defect(defect)
@@ -599,14 +609,10 @@ class SwarmCoordinator:
                 self._retry_or_fail(defect, agent, "defect still present after repair")
 
     def _after_failed(self, command: Command, reason: str) -> None:
-        defect = self.defects.get(command.defect_id)
-        agent = self.agents.get(command.agent_id)
-        if agent is not None and command.action is Action.MOVE:
-            self._moved(agent)
+        settled = self._settle(command)
+        if settled is None:
             return
-        if defect is None or agent is None:
-            return
-        self.reservations.park(agent.agent_id, agent.xyz)
+        defect, agent = settled
         if reason in HALT_REASONS:
             self._release(defect, agent, reason)
             return
