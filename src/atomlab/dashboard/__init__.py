@@ -1,0 +1,1 @@
+"""The web dashboard over the data home (docs/dashboard.md)."""

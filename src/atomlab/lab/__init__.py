@@ -1,0 +1,1 @@
+"""The lab end to end: the demo that runs the data spine (docs/demo.md)."""

@@ -1,0 +1,1 @@
+"""Learn an STM operator's behaviour from recorded trajectories (docs/learning.md)."""
