@@ -41,6 +41,8 @@ BACKGROUND_WINDOW_NM = 8.0
 BACKGROUND_PASSES = 3
 PROFILE_PERCENTILE = 30.0
 PROFILE_MIN_FRACTION = 0.35
+COARSE_WINDOW_PX = 9
+"""The slow background's median runs on a grid coarse enough to make its window this wide."""
 MASK_GROW_NM = 0.4
 """Flagged features are grown by this much before the next background pass ignores them."""
 NOISE_SIGMAS = 6.0
@@ -207,7 +209,7 @@ def detect_defects(
         profile = _column_profile(z, flagged)
         flat = z - profile[None, :]
         # Whatever else varies slowly in 2-D (a tilt along y, a bowed scan): a wide median.
-        slow = ndi.median_filter(np.where(flagged, slow, flat), size=window, mode="nearest")
+        slow = _smooth_median(ndi, np.where(flagged, slow, flat), window)
         residual = flat - slow
         noise = _robust_sigma(np.where(flagged, np.nan, residual))
         flagged = np.abs(residual) > max(3.0 * noise, MIN_PIT_M / 2)
@@ -297,6 +299,22 @@ def _ndimage() -> Any:
 def _odd(pixels: float) -> int:
     n = max(3, round(pixels))
     return n if n % 2 else n + 1
+
+
+def _smooth_median(ndi: Any, image: NDArray[np.float64], window: int) -> NDArray[np.float64]:
+    """A ``window``-wide median filter of a slowly varying image, computed on a coarser grid (a
+    wide median at full resolution costs seconds; the result is smooth anyway)."""
+    factor = max(1, window // COARSE_WINDOW_PX)
+    if factor == 1:
+        result: NDArray[np.float64] = ndi.median_filter(image, size=window, mode="nearest")
+        return result
+    rows, cols = image.shape
+    pad_r, pad_c = (-rows) % factor, (-cols) % factor
+    padded = np.pad(image, ((0, pad_r), (0, pad_c)), mode="edge")
+    coarse = padded.reshape(padded.shape[0] // factor, factor, -1, factor).mean(axis=(1, 3))
+    filtered = ndi.median_filter(coarse, size=_odd(window / factor), mode="nearest")
+    fine = ndi.zoom(filtered, factor, order=1, mode="nearest", grid_mode=True)
+    return np.asarray(fine[:rows, :cols], dtype=np.float64)
 
 
 def _column_profile(z: NDArray[np.float64], flagged: NDArray[np.bool_]) -> NDArray[np.float64]:
