@@ -146,6 +146,10 @@ class DemoResult:
         return [name for name, s in self.stages.items() if s.status == "failed"]
 
     def to_dict(self) -> dict[str, Any]:
+        plain: dict[str, Any] = _plain(self._fields())
+        return plain
+
+    def _fields(self) -> dict[str, Any]:
         return {
             "run_dir": str(self.run_dir),
             "report": str(self.report_path) if self.report_path else None,
@@ -749,6 +753,18 @@ class _DemoRun:
             f"{self.repairs.counts().get('completed', 0)} reported repaired (each checked by "
             f"the agent's own re-scan), {verified} confirmed gone in the STM re-scan."
         )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars turned into Python ones (``--json`` must serialise it)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    item = getattr(value, "item", None)
+    if callable(item) and type(value).__module__ == "numpy":
+        return item()
+    return value
 
 
 def _nothing() -> None:

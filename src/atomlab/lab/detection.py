@@ -54,6 +54,10 @@ STEP_GRADIENT = 0.02
 """A background slope (m/m) above this marks a step edge (a 0.2 nm step rises over ~0.3 nm)."""
 STEP_SNAP_NM = 0.6
 """A bump whose peak is this close to a step edge, and stretched along it, sits on the edge."""
+MIN_STEP_M = 80 * PM
+"""A terrace edge rises at least this much (a monatomic step is 200 pm)."""
+EDGE_MARGIN_PX = 3
+"""Edges in the first and last columns are the scan's turning points, not steps."""
 STEP_ELONGATION = 1.2
 """...and its half-height extent along the edge is at least this many times its width."""
 STEP_PIT_NM = 0.1
@@ -252,14 +256,14 @@ def detect_defects(
             found.append(
                 Detection(
                     id="",
-                    x_nm=x,
-                    y_nm=y,
+                    x_nm=float(x),
+                    y_nm=float(y),
                     kind=kind,
                     severity=_severity(kind, abs(height_m), sigma_nm),
-                    height_pm=height_m / PM,
-                    sigma_nm=sigma_nm,
-                    area_nm2=blob.area_nm2,
-                    on_step=on_step,
+                    height_pm=float(height_m / PM),
+                    sigma_nm=float(sigma_nm),
+                    area_nm2=float(blob.area_nm2),
+                    on_step=bool(on_step),
                 )
             )
 
@@ -468,7 +472,8 @@ def _step_edges(
             if (a - middle) * (b - middle) <= 0 and a != b:
                 centre = c + (middle - a) / (b - a)
                 break
-        edges.append((centre, high - low))
+        if abs(high - low) >= MIN_STEP_M and EDGE_MARGIN_PX <= centre <= last - EDGE_MARGIN_PX:
+            edges.append((centre, high - low))
     return edges
 
 
