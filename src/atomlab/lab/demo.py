@@ -497,7 +497,7 @@ class _DemoRun:
                 who="demo-survey",
             )
             self.before = self._scan(client, guard, origin, "survey scan")
-            self.found = detect_defects(self.before, keep_within_nm=(side, side), id_prefix="det")
+            self.found = detect_defects(self.before, period_nm=(side, side), id_prefix="det")
             found = self.found
             self.progress.note(
                 f"detected {len(found.detections)} defects in the image (noise "
@@ -519,9 +519,7 @@ class _DemoRun:
                 )
             wait_until_settled(self.surface_path, quiet_s=SETTLE_QUIET_S, timeout_s=30.0)
             self.after = self._scan(client, guard, origin, "re-scan")
-        self.after_found = detect_defects(
-            self.after, keep_within_nm=(side, side), id_prefix="after"
-        )
+        self.after_found = detect_defects(self.after, period_nm=(side, side), id_prefix="after")
         self.verification = self._verify()
         verified = sum(row["verified"] for row in self.verification)
         self.progress.note(

@@ -47,7 +47,7 @@ MASK_GROW_NM = 0.4
 """Flagged features are grown by this much before the next background pass ignores them."""
 NOISE_SIGMAS = 6.0
 MIN_BUMP_M = 25 * PM
-MIN_PIT_M = 12 * PM
+MIN_PIT_M = 20 * PM
 MIN_AREA_NM2 = 0.08
 """Smaller blobs are noise or corrugation: a vacancy of severity 1 covers about 0.3 nm²."""
 STEP_GRADIENT = 0.02
@@ -57,17 +57,26 @@ STEP_SNAP_NM = 0.6
 MIN_STEP_M = 80 * PM
 """A terrace edge rises at least this much (a monatomic step is 200 pm)."""
 EDGE_MARGIN_PX = 3
-"""Edges in the first and last columns are the scan's turning points, not steps."""
+"""Features and edges this close to the frame's sides are where the scan turns: not trusted."""
+MIN_PIT_SIGMA_NM = 0.2
+"""A vacancy is at least an atom site wide (its measured sigma is 0.24 nm or more)."""
 STEP_ELONGATION = 1.2
 """...and its half-height extent along the edge is at least this many times its width."""
 STEP_PIT_NM = 0.1
 """A pit this close to a step edge is what flattening leaves of the edge, not a vacancy."""
-MIN_SEPARATION_NM = 2.0
-"""Maxima closer than this are one feature (the lobes of a cluster); farther apart, two."""
+DUPLICATE_NM = 1.0
+"""On a periodic surface, two detections this close (across the period) are one defect."""
+MIN_SEPARATION_NM = 0.6
+"""Peaks closer than this are one feature, whatever lies between them."""
+PEAK_WINDOW_PX = 5
+PEAK_PROMINENCE = 0.25
+STEP_PROMINENCE = 0.1
+"""A lower peak is a feature of its own when the height between it and a higher one dips by at
+least this fraction of its own height (along a step edge, ``STEP_PROMINENCE``)."""
 FOOTPRINT_LEVEL = 0.2
 """A cluster is placed at the centre of its footprint above this fraction of its height: its
 lobes shift the peak, the broad main mound dominates the skirt."""
-CONTAMINATION_SIGMA_NM = 0.44
+CONTAMINATION_SIGMA_NM = 0.43
 """Bumps wider than this (Gaussian sigma from the area above half height) are clusters."""
 
 
@@ -177,14 +186,16 @@ def detect_defects(
     image: ScanImage,
     *,
     keep_within_nm: tuple[float, float] | None = None,
+    period_nm: tuple[float, float] | None = None,
     id_prefix: str = "det",
 ) -> DetectionResult:
     """Find defects in ``image``'s topography.
 
     ``keep_within_nm = (W, H)`` keeps only detections inside ``[0, W) x [0, H)`` of the
-    surface frame: the demo scans a margin around the surface, so a defect near an edge is seen
-    whole (on a periodic surface it is also seen again, beyond the opposite edge, and that copy
-    falls outside and is dropped).
+    surface frame. ``period_nm = (W, H)`` says the surface repeats with that period (the
+    simulated one does): positions are wrapped into ``[0, W) x [0, H)`` and a defect seen twice
+    (a frame reaching beyond the surface's edges shows the opposite edge again) is reported
+    once, from the copy farthest from the frame's edges.
     """
     ndi = _ndimage()
     z = image.combined()
@@ -225,16 +236,23 @@ def detect_defects(
     step_cols = [c for c, _ in steps]
     step_xs = [image.surface_xy(0, c)[0] for c in step_cols]
 
-    found: list[Detection] = []
+    found: list[tuple[Detection, float]] = []  # with its distance from the frame's edge (px)
     candidates = 0
     separation_px = max(3, round(MIN_SEPARATION_NM / px))
     for sign, threshold in ((1.0, bump_threshold), (-1.0, pit_threshold)):
         signed = sign * residual
-        for part in _blobs(ndi, signed, threshold, separation_px):
+        near_step = _near_columns(step_cols, round(STEP_SNAP_NM / px_x), image.shape[1])
+        for part in _blobs(ndi, signed, threshold, separation_px, near_step):
             candidates += 1
             blob = _measure(ndi, signed, part, px_x, px_y)
             if blob is None:
                 continue
+            rows, cols = image.shape
+            inset = min(blob.row, blob.col, rows - 1 - blob.row, cols - 1 - blob.col)
+            if inset < EDGE_MARGIN_PX:
+                continue  # cut by the frame's edge: not seen whole (the margin shows it whole)
+            if sign < 0 and blob.sigma_nm < MIN_PIT_SIGMA_NM:
+                continue  # narrower than one atom site: noise or the edge of a step
             x, y = image.surface_xy(blob.row, blob.col)
             nearest_step = min(step_cols, key=lambda c: abs(blob.col - c)) if step_cols else None
             step_gap_nm = abs(blob.col - nearest_step) * px_x if nearest_step is not None else None
@@ -246,7 +264,7 @@ def detect_defects(
             if sign < 0 and (along_step or (step_gap_nm or math.inf) <= STEP_PIT_NM):
                 continue  # what is left of a step edge after flattening, not a vacancy
             on_step = sign > 0 and along_step
-            sigma_nm = math.sqrt(blob.sigma_x_nm * blob.sigma_y_nm)
+            sigma_nm = blob.sigma_nm
             kind = _kind(sign, on_step, sigma_nm)
             if on_step and nearest_step is not None:
                 x = image.surface_xy(blob.row, nearest_step)[0]
@@ -254,21 +272,26 @@ def detect_defects(
                 x, y = image.surface_xy(blob.footprint_row, blob.footprint_col)
             height_m = sign * blob.peak
             found.append(
-                Detection(
-                    id="",
-                    x_nm=float(x),
-                    y_nm=float(y),
-                    kind=kind,
-                    severity=_severity(kind, abs(height_m), sigma_nm),
-                    height_pm=float(height_m / PM),
-                    sigma_nm=float(sigma_nm),
-                    area_nm2=float(blob.area_nm2),
-                    on_step=bool(on_step),
+                (
+                    Detection(
+                        id="",
+                        x_nm=float(x),
+                        y_nm=float(y),
+                        kind=kind,
+                        severity=_severity(kind, abs(height_m), sigma_nm),
+                        height_pm=float(height_m / PM),
+                        sigma_nm=float(sigma_nm),
+                        area_nm2=float(blob.area_nm2),
+                        on_step=bool(on_step),
+                    ),
+                    float(inset),
                 )
             )
 
+    if period_nm is not None:
+        found = _fold(found, period_nm)
     kept = []
-    for d in sorted(found, key=lambda d: (-d.y_nm, d.x_nm)):  # top to bottom, left to right
+    for d in sorted((d for d, _ in found), key=lambda d: (-d.y_nm, d.x_nm)):  # reading order
         if keep_within_nm is not None:
             width, height = keep_within_nm
             if not (0.0 <= d.x_nm < width and 0.0 <= d.y_nm < height):
@@ -283,6 +306,30 @@ def detect_defects(
         step_edges_nm=step_xs,
         candidates=candidates,
     )
+
+
+def _fold(
+    found: list[tuple[Detection, float]], period_nm: tuple[float, float]
+) -> list[tuple[Detection, float]]:
+    """Wrap positions into one period; of copies of one defect keep the best imaged."""
+    width, height = period_nm
+    kept: list[tuple[Detection, float]] = []
+    for d, inset in sorted(found, key=lambda item: -item[1]):  # best imaged first
+        wrapped = Detection(**{**asdict(d), "x_nm": d.x_nm % width, "y_nm": d.y_nm % height})
+        if any(
+            (k.height_pm > 0) == (d.height_pm > 0)
+            and _periodic_gap(k, wrapped, width, height) <= DUPLICATE_NM
+            for k, _ in kept
+        ):
+            continue
+        kept.append((wrapped, inset))
+    return kept
+
+
+def _periodic_gap(a: Detection, b: Detection, width: float, height: float) -> float:
+    dx = (a.x_nm - b.x_nm + width / 2) % width - width / 2
+    dy = (a.y_nm - b.y_nm + height / 2) % height - height / 2
+    return math.hypot(dx, dy)
 
 
 def _with_id(d: Detection, ident: str) -> Detection:
@@ -354,29 +401,46 @@ class _Blob:
     peak: float
     sigma_x_nm: float
     sigma_y_nm: float
+    sigma_nm: float
     area_nm2: float
 
 
+def _near_columns(centres: Sequence[float], reach: int, columns: int) -> NDArray[np.bool_]:
+    """True for the columns within ``reach`` of any of ``centres``."""
+    near = np.zeros(columns, dtype=bool)
+    for centre in centres:
+        lo, hi = max(0, round(centre) - reach), min(columns, round(centre) + reach + 1)
+        near[lo:hi] = True
+    return near
+
+
 def _blobs(
-    ndi: Any, signed: NDArray[np.float64], threshold: float, separation_px: int
+    ndi: Any,
+    signed: NDArray[np.float64],
+    threshold: float,
+    min_distance_px: int,
+    near_step: NDArray[np.bool_],
 ) -> list[NDArray[np.bool_]]:
-    """Connected regions above ``threshold``, each split between its local maxima when they are
-    at least ``separation_px`` apart (two defects whose skirts touch)."""
+    """Connected regions above ``threshold``, each split between its separate peaks (two
+    defects whose skirts touch): a peak is separate when the height dips between it and every
+    higher peak of the region."""
     labels, count = ndi.label(signed > threshold, structure=np.ones((3, 3)))
     if count == 0:
         return []
-    peaks = (signed == ndi.maximum_filter(signed, size=2 * separation_px + 1)) & (labels > 0)
+    peaks = (signed == ndi.maximum_filter(signed, size=PEAK_WINDOW_PX)) & (labels > 0)
     parts: list[NDArray[np.bool_]] = []
     grid = np.indices(signed.shape)
     for index, region in enumerate(ndi.find_objects(labels), start=1):
         if region is None:
             continue
         inside = labels == index
-        maxima = _separated(np.argwhere(peaks & inside), signed, separation_px)
+        maxima = _separate_peaks(
+            np.argwhere(peaks & inside), signed, threshold, min_distance_px, near_step
+        )
         if len(maxima) <= 1:
             parts.append(inside)
             continue
-        # Each pixel goes to its nearest maximum.
+        # Each pixel goes to its nearest peak.
         r, c = grid[0][region], grid[1][region]
         distances = np.stack([(r - mr) ** 2 + (c - mc) ** 2 for mr, mc in maxima])
         owner = np.argmin(distances, axis=0)
@@ -387,19 +451,54 @@ def _blobs(
     return parts
 
 
-def _separated(
-    maxima: NDArray[np.intp], signed: NDArray[np.float64], separation_px: int
+def _separate_peaks(
+    maxima: NDArray[np.intp],
+    signed: NDArray[np.float64],
+    threshold: float,
+    min_distance_px: int,
+    near_step: NDArray[np.bool_],
 ) -> list[tuple[int, int]]:
-    """The highest maxima first, skipping any closer than ``separation_px`` to one kept (a flat
-    top has many equal maxima side by side)."""
+    """The highest peak first; a lower one is kept when it is at least ``min_distance_px`` from
+    every kept peak and the height dips by a fair part of its own between them: the lobes of one
+    cluster and noise on a flat top dip little. Kinks along a step edge are smooth elongated
+    bumps, so a smaller dip separates two of them."""
     ordered = sorted(
         ((int(r), int(c)) for r, c in maxima), key=lambda rc: -float(signed[rc[0], rc[1]])
     )
     kept: list[tuple[int, int]] = []
     for r, c in ordered:
-        if all((r - kr) ** 2 + (c - kc) ** 2 >= separation_px**2 for kr, kc in kept):
+        value = float(signed[r, c])
+        if all(
+            _dips_between(signed, (kr, kc), (r, c), value, threshold, near_step, min_distance_px)
+            for kr, kc in kept
+        ):
             kept.append((r, c))
     return kept
+
+
+def _dips_between(
+    signed: NDArray[np.float64],
+    high: tuple[int, int],
+    low: tuple[int, int],
+    value: float,
+    threshold: float,
+    near_step: NDArray[np.bool_],
+    min_distance_px: int,
+) -> bool:
+    """Is the peak at ``low`` (height ``value``) a feature apart from the one at ``high``?"""
+    if (low[0] - high[0]) ** 2 + (low[1] - high[1]) ** 2 < min_distance_px**2:
+        return False
+    on_step = bool(near_step[low[1]] and near_step[high[1]])
+    dip = max((STEP_PROMINENCE if on_step else PEAK_PROMINENCE) * value, threshold)
+    return _lowest_between(signed, high, low) < value - dip
+
+
+def _lowest_between(signed: NDArray[np.float64], a: tuple[int, int], b: tuple[int, int]) -> float:
+    """The lowest value on the straight line from pixel ``a`` to pixel ``b``."""
+    steps = max(abs(a[0] - b[0]), abs(a[1] - b[1])) + 1
+    rows = np.rint(np.linspace(a[0], b[0], steps)).astype(int)
+    cols = np.rint(np.linspace(a[1], b[1], steps)).astype(int)
+    return float(signed[rows, cols].min())
 
 
 def _measure(
@@ -433,6 +532,9 @@ def _measure(
         peak=peak,
         sigma_x_nm=extent_x / 2.355,
         sigma_y_nm=extent_y / 2.355,
+        # A Gaussian's half-height disc has radius 1.1774 sigma; its area is less coarse than
+        # its extent in whole pixels.
+        sigma_nm=math.sqrt(rr.size * px_x * px_y / math.pi) / 1.1774,
         area_nm2=area_nm2,
     )
 

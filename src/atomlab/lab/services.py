@@ -128,8 +128,10 @@ class ServiceSet:
         *,
         env: Mapping[str, str] | None = None,
         die_with_parent: bool = True,
+        command: Sequence[str] | None = None,
     ) -> None:
         self.run_dir = run_dir
+        self.command = list(command) if command is not None else atomlab_command()
         self.log_dir = run_dir / "logs"
         self.env = dict(env) if env is not None else child_env()
         self.die_with_parent = die_with_parent
@@ -153,12 +155,13 @@ class ServiceSet:
         return self.wait_ready(service, ready, timeout_s=timeout_s, should_stop=should_stop)
 
     def launch(self, name: str, args: Sequence[str]) -> Service:
-        """Start ``atomlab <args>`` in a new process group (session) without waiting."""
+        """Start ``atomlab <args>`` (``command`` + ``args``) in a new process group (session)
+        without waiting."""
         if name in self.services:
             raise ValueError(f"a service named {name!r} was already started")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        argv = [*atomlab_command(), *args]
+        argv = [*self.command, *args]
         log: IO[bytes]
         with log_path.open("wb") as log:
             process = subprocess.Popen(
