@@ -34,6 +34,7 @@ from atomlab.engine.pipeline import (
     load_pipeline,
     sample_input,
 )
+from atomlab.engine.registry import RunRef, count_items, known_runs, register_run, run_progress
 from atomlab.engine.runner import (
     FailedItem,
     PipelineRunner,
@@ -69,15 +70,20 @@ __all__ = [
     "RunManifest",
     "RunOptions",
     "RunPaths",
+    "RunRef",
     "RunSummary",
     "build_pipeline",
     "cache_key",
+    "count_items",
     "describe_run",
+    "known_runs",
     "list_pipelines",
     "load_pipeline",
     "migrate_file",
     "migrate_record",
+    "register_run",
     "run_blocking",
+    "run_progress",
     "sample_input",
     "scan_input",
 ]
