@@ -7,7 +7,15 @@
 See docs/engine.md for the pipeline format, the cache layout and the resume rules.
 """
 
-from atomlab.engine.cache import CACHE_MODES, CacheMode, CacheReport, ResponseCache, cache_key
+from atomlab.engine.cache import (
+    CACHE_MODES,
+    CacheMode,
+    ManifestDamagedError,
+    ResponseCache,
+    cache_key,
+    check_cache_location,
+)
+from atomlab.engine.cache_validate import CacheReport, Finding
 from atomlab.engine.errors import (
     MappingError,
     PipelineError,
@@ -52,8 +60,10 @@ __all__ = [
     "DirectoryPromptLoader",
     "EngineMetrics",
     "FailedItem",
+    "Finding",
     "InMemoryMappingLoader",
     "InMemoryPromptLoader",
+    "ManifestDamagedError",
     "MappingError",
     "MappingLoader",
     "Pipeline",
@@ -72,6 +82,7 @@ __all__ = [
     "RunSummary",
     "build_pipeline",
     "cache_key",
+    "check_cache_location",
     "describe_run",
     "list_pipelines",
     "load_pipeline",

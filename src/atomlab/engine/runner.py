@@ -327,6 +327,8 @@ class PipelineRunner:
         """
         _refuse_to_overwrite(input_path, RunPaths(output_path))
         scan = scan_input(input_path, self.pipeline)
+        if self.cache is not None:
+            self.cache.check_location()
         lock = RunLock(RunPaths(output_path))
         lock.acquire()
         try:
@@ -725,6 +727,7 @@ class PipelineRunner:
                     value,
                     provider=self.provider.name,
                     model=self.provider.model,
+                    schema=schema,
                     stage=stage.name,
                 )
         assert self._journal is not None
