@@ -438,3 +438,108 @@ def test_a_cache_dir_that_is_a_file_is_refused_with_exit_3(
     assert "--cache-dir" in result.json["error"]["message"]
     assert not_a_folder.read_text() == "mine"
     assert not (tmp_path / "o.jsonl.journal").exists()
+
+
+def test_a_refused_resume_names_the_first_changed_line_and_its_item(
+    cli: Cli, tmp_path: Path
+) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    out = tmp_path / "out.jsonl"
+    assert _run(cli, "defect-triage", "-i", str(src), "-o", str(out)).exit_code == 0
+    lines = src.read_text().splitlines()
+    third = json.loads(lines[2])
+    third["defects"][0]["description"] = "edited by hand"
+    lines[2] = json.dumps(third)
+    src.write_text("\n".join(lines) + "\n")
+    result = _run(cli, "defect-triage", "-i", str(src), "-o", str(out), "--resume")
+    assert result.exit_code == 2
+    error = result.json["error"]
+    assert error["details"]["line"] == 3
+    assert error["details"]["item_id"] == third["scan_id"]
+    assert f"line 3 (item {third['scan_id']!r} changed)" in error["message"]
+    src.write_text("\n".join(lines[:2]) + "\n")  # cut short
+    short = _run(cli, "defect-triage", "-i", str(src), "-o", str(out), "--resume")
+    assert "now ends before line 3" in short.json["error"]["message"]
+
+
+def _garbage(path: Path) -> None:
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    path.write_bytes(b"\x00garbage" * 64)
+
+
+def _folder(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    path.mkdir()
+
+
+@pytest.mark.parametrize("damage", [_garbage, _folder])
+def test_a_damaged_journal_is_named_with_exit_3_never_unexpected(
+    cli: Cli, tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    out = tmp_path / "out.jsonl"
+    assert _run(cli, "defect-triage", "-i", str(src), "-o", str(out)).exit_code == 0
+    journal = RunPaths(out).journal
+    damage(journal)
+    for result in (
+        _run(cli, "defect-triage", "-i", str(src), "-o", str(out), "--resume"),
+        cli("engine", "status", "--output", str(out), "--json"),
+    ):
+        assert result.exit_code == 3, result.stdout
+        assert str(journal) in result.json["error"]["message"]
+    fresh = _run(cli, "defect-triage", "-i", str(src), "-o", str(out))
+    if damage is _folder:  # a folder is never deleted for the user
+        assert fresh.exit_code == 3 and journal.is_dir()
+    else:
+        assert fresh.exit_code == 0  # a run without --resume starts over
+
+
+BLOCKING_RUN = """
+import asyncio, sys
+from pathlib import Path
+from atomlab.engine import PipelineRunner, RunOptions, load_pipeline, run_blocking
+from atomlab.llm import OfflineProvider
+
+class Blocking(OfflineProvider):
+    async def generate(self, request):
+        print("calling", flush=True)
+        await asyncio.Event().wait()  # never answers: the parent kills us
+
+runner = PipelineRunner(load_pipeline("defect-triage"), Blocking(), options=RunOptions())
+run_blocking(runner, Path(sys.argv[1]), Path(sys.argv[2]))
+"""
+
+
+def test_status_says_crashed_after_the_run_was_killed_with_sigkill(
+    cli: Cli, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    out = tmp_path / "out.jsonl"
+    child = subprocess.Popen(
+        [sys.executable, "-c", BLOCKING_RUN, str(src), str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "calling"  # the journal says running now
+        alive = cli("engine", "status", "--output", str(out), "--json")
+        assert alive.json["status"] == "running"
+        assert alive.json["writer"]["pid"] == child.pid
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    dead = cli("engine", "status", "--output", str(out), "--json")
+    assert dead.exit_code == 0
+    assert dead.json["status"] == "crashed"
+    assert "--resume" in dead.json["hint"]
+    resumed = _run(cli, "defect-triage", "-i", str(src), "-o", str(out), "--resume")
+    assert resumed.exit_code == 0, resumed.stdout
+    assert cli("engine", "status", "-o", str(out), "--json").json["status"] == "complete"
