@@ -10,6 +10,7 @@ The STM simulator speaks the Nanonis TCP protocol over a seeded :mod:`atomlab.su
 """
 
 from atomlab.sim.event_log import EventLogWriter, read_event_log
+from atomlab.sim.loopback import LoopbackNanonis
 from atomlab.sim.spm import (
     DEFAULT_HOST,
     DEFAULT_PORTS,
@@ -36,6 +37,7 @@ __all__ = [
     "CommandRefusedError",
     "Disturbances",
     "EventLogWriter",
+    "LoopbackNanonis",
     "SimEvent",
     "SimulatorThread",
     "SpmSimulator",
