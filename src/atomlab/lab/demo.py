@@ -234,6 +234,7 @@ class _DemoRun:
             with self._tracker() as tracker:
                 self.tracker = tracker
                 self.result.tracker_run_id = tracker.run_id
+                tracker.log_params({"demo": self.config.to_dict()})
                 self._launch_servers()
                 stages: list[tuple[str, Callable[[], dict[str, Any]], Callable[[], None]]] = [
                     ("expert", self._expert_stage, _nothing),
@@ -522,6 +523,17 @@ class _DemoRun:
         self.after_found = detect_defects(self.after, period_nm=(side, side), id_prefix="after")
         self.verification = self._verify()
         verified = sum(row["verified"] for row in self.verification)
+        if self.tracker is not None and self.match is not None and self.repairs is not None:
+            self.tracker.log_metrics(
+                {
+                    "detection/precision": self.match.precision,
+                    "detection/recall": self.match.recall,
+                    "detection/count": len(self.found.detections),
+                    "repair/reported": self.repairs.counts().get("completed", 0),
+                    "repair/verified": verified,
+                    "repair/seconds": self.repairs.duration_s,
+                }
+            )
         self.progress.note(
             f"re-scan: {len(self.after_found.detections)} defects left in the image; "
             f"{verified} of {len(self.verification)} repairs verified"
@@ -652,6 +664,8 @@ class _DemoRun:
     def _report_stage(self) -> dict[str, Any]:
         path = build_report(self._report_inputs(), self.run_dir / REPORT_NAME)
         self.result.report_path = path
+        if self.tracker is not None:
+            self.tracker.log_artifact(path, name=REPORT_NAME, kind="report")
         return {"report": {"path": str(path), "bytes": path.stat().st_size}}
 
     def _report_inputs(self) -> ReportInputs:

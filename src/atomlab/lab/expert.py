@@ -30,6 +30,14 @@ from atomlab.trajectory import (
 )
 
 MONITOR_JOIN_S = 10.0
+CONDITIONING_PULSE = {
+    "bias_v": 1.5,
+    "width_s": 0.05,
+    "wait_until_done": 1,
+    "z_hold": 1,
+    "absolute": 0,
+}
+"""A 1.5 V, 50 ms pulse on top of the bias with Z held: harmless to a good tip."""
 BASELINE_EXTRA_S = 0.3
 """Recorded before the first move beyond one action window, so its window is complete."""
 COALESCE_S = 0.3
@@ -40,16 +48,30 @@ SPECS = (*DEFAULT_SPECS, "Scan Forward Speed")
 
 @dataclass(frozen=True)
 class ExpertMove:
-    """One setting the expert changes, and why."""
+    """One setting the expert changes (``spec`` to ``value``), or one guarded command it sends
+    (``command`` with ``args``), and why."""
 
     spec: str
     value: float
     why: str
+    command: str | None = None
+    args: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.command or self.spec
 
 
 def imaging_moves(*, frame_nm: float, speed_nm_s: float) -> list[ExpertMove]:
     """The expert's preparation for a survey scan of ``frame_nm`` at ``speed_nm_s``."""
     return [
+        ExpertMove(
+            "",
+            0.0,
+            "a short conditioning pulse before imaging",
+            command="Bias.Pulse",
+            args=dict(CONDITIONING_PULSE),
+        ),
         ExpertMove("bias_v", 0.5, "raise the bias: the same current at a wider gap"),
         ExpertMove("zctrl_setpoint_a", 50e-12, "lower the setpoint: the tip backs off further"),
         ExpertMove("zctrl_p_gain", 60e-12, "stiffer feedback, to follow clusters at speed"),
@@ -128,7 +150,7 @@ def record_expert_session(
         guard = WriteGuard(
             expert_client, catalog, allow_writes=True, audit_log=audit_log, who="demo-expert"
         )
-        guard.add_listener(lambda e: own.note(e.label, e.value, e.monotonic_s))
+        guard.add_listener(own.observe)
         outcome: dict[str, Any] = {}
 
         def record() -> None:
@@ -146,17 +168,25 @@ def record_expert_session(
             expert_client.call("Util.RTFreqSet", {"frequency_hz": SCAN_LOOP_HZ})
             note(f"expert: Z controller loop at {SCAN_LOOP_HZ / 1000:g} kHz")
             for k, move in enumerate(moves, start=1):
-                result = guard.set(move.spec, move.value)
-                session.moves.append(
-                    {
-                        "spec": move.spec,
-                        "value": move.value,
-                        "readback": result.readback,
-                        "steps": result.steps_sent,
-                        "why": move.why,
-                    }
-                )
-                note(f"expert move {k}/{len(moves)}: {move.spec} -> {move.value:g} ({move.why})")
+                if move.command is not None:
+                    sent = guard.command(move.command, move.args)
+                    session.moves.append(
+                        {"command": move.command, "args": move.args, "outcome": sent.outcome}
+                    )
+                    told = f"{move.command} {move.args}"
+                else:
+                    result = guard.set(move.spec, move.value)
+                    session.moves.append(
+                        {
+                            "spec": move.spec,
+                            "value": move.value,
+                            "readback": result.readback,
+                            "steps": result.steps_sent,
+                            "why": move.why,
+                        }
+                    )
+                    told = f"{move.spec} -> {move.value:g}"
+                note(f"expert move {k}/{len(moves)}: {told} ({move.why})")
                 _wait(hold_s, recorder)
             # One more window after the last move, and the grace in which a change is matched
             # to the guard's write (docs/trajectory.md).
@@ -183,6 +213,8 @@ def _wait(seconds: float, recorder: threading.Thread) -> None:
 def _action_dict(action: Any) -> dict[str, Any]:
     keys = (
         "action_idx",
+        "kind",
+        "command",
         "spec_label",
         "old_value",
         "new_value",
