@@ -65,7 +65,9 @@ STEP_ELONGATION = 1.2
 STEP_PIT_NM = 0.1
 """A pit this close to a step edge is what flattening leaves of the edge, not a vacancy."""
 DUPLICATE_NM = 1.0
-"""On a periodic surface, two detections this close (across the period) are one defect."""
+"""On a periodic surface, two detections this close (across the period) are one defect..."""
+DUPLICATE_CUT_NM = 2.5
+"""...or this close when one of them is cut by the frame's edge (its position is then off)."""
 MIN_SEPARATION_NM = 0.6
 """Peaks closer than this are one feature, whatever lies between them."""
 PEAK_WINDOW_PX = 5
@@ -236,7 +238,7 @@ def detect_defects(
     step_cols = [c for c, _ in steps]
     step_xs = [image.surface_xy(0, c)[0] for c in step_cols]
 
-    found: list[tuple[Detection, float]] = []  # with its distance from the frame's edge (px)
+    found: list[tuple[Detection, bool, float]] = []  # with: cut by the frame's edge, inset (px)
     candidates = 0
     separation_px = max(3, round(MIN_SEPARATION_NM / px))
     for sign, threshold in ((1.0, bump_threshold), (-1.0, pit_threshold)):
@@ -284,6 +286,7 @@ def detect_defects(
                         area_nm2=float(blob.area_nm2),
                         on_step=bool(on_step),
                     ),
+                    blob.cut,
                     float(inset),
                 )
             )
@@ -291,7 +294,7 @@ def detect_defects(
     if period_nm is not None:
         found = _fold(found, period_nm)
     kept = []
-    for d in sorted((d for d, _ in found), key=lambda d: (-d.y_nm, d.x_nm)):  # reading order
+    for d in sorted((d for d, _, _ in found), key=lambda d: (-d.y_nm, d.x_nm)):  # reading order
         if keep_within_nm is not None:
             width, height = keep_within_nm
             if not (0.0 <= d.x_nm < width and 0.0 <= d.y_nm < height):
@@ -309,20 +312,22 @@ def detect_defects(
 
 
 def _fold(
-    found: list[tuple[Detection, float]], period_nm: tuple[float, float]
-) -> list[tuple[Detection, float]]:
-    """Wrap positions into one period; of copies of one defect keep the best imaged."""
+    found: list[tuple[Detection, bool, float]], period_nm: tuple[float, float]
+) -> list[tuple[Detection, bool, float]]:
+    """Wrap positions into one period; of copies of one defect keep the best imaged (whole
+    rather than cut by the frame's edge, then farthest from the edge)."""
     width, height = period_nm
-    kept: list[tuple[Detection, float]] = []
-    for d, inset in sorted(found, key=lambda item: -item[1]):  # best imaged first
+    kept: list[tuple[Detection, bool, float]] = []
+    for d, cut, inset in sorted(found, key=lambda item: (item[1], -item[2])):
         wrapped = Detection(**{**asdict(d), "x_nm": d.x_nm % width, "y_nm": d.y_nm % height})
         if any(
             (k.height_pm > 0) == (d.height_pm > 0)
-            and _periodic_gap(k, wrapped, width, height) <= DUPLICATE_NM
-            for k, _ in kept
+            and _periodic_gap(k, wrapped, width, height)
+            <= (DUPLICATE_CUT_NM if cut or k_cut else DUPLICATE_NM)
+            for k, k_cut, _ in kept
         ):
             continue
-        kept.append((wrapped, inset))
+        kept.append((wrapped, cut, inset))
     return kept
 
 
@@ -403,6 +408,8 @@ class _Blob:
     sigma_y_nm: float
     sigma_nm: float
     area_nm2: float
+    cut: bool
+    """The region reaches the frame's edge: the feature is not seen whole."""
 
 
 def _near_columns(centres: Sequence[float], reach: int, columns: int) -> NDArray[np.bool_]:
@@ -535,7 +542,17 @@ def _measure(
         # A Gaussian's half-height disc has radius 1.1774 sigma; its area is less coarse than
         # its extent in whole pixels.
         sigma_nm=math.sqrt(rr.size * px_x * px_y / math.pi) / 1.1774,
+        cut=_touches_edge(inside, EDGE_MARGIN_PX),
         area_nm2=area_nm2,
+    )
+
+
+def _touches_edge(inside: NDArray[np.bool_], margin: int) -> bool:
+    return bool(
+        inside[:margin].any()
+        or inside[-margin:].any()
+        or inside[:, :margin].any()
+        or inside[:, -margin:].any()
     )
 
 

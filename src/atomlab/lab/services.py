@@ -34,10 +34,10 @@ from atomlab.core.errors import UnavailableError
 READY_POLL_S = 0.05
 """How often a starting server's log is read for its ready line."""
 DEFAULT_READY_TIMEOUT_S = 60.0
-STOP_GRACE_S = 1.2
+STOP_GRACE_S = 0.8
 """After SIGTERM, how long every server together gets to stop cleanly before SIGKILL; with the
 kill and the reaping this keeps a Ctrl-C of the demo within 2 s."""
-KILL_WAIT_S = 0.4
+KILL_WAIT_S = 0.3
 _PR_SET_PDEATHSIG = 1
 
 ReadyCheck = Callable[[str], Any]
@@ -276,7 +276,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
-def stop_descendants(keep: Sequence[int] = (), *, grace_s: float = 0.5) -> list[int]:
+def stop_descendants(keep: Sequence[int] = (), *, grace_s: float = 0.3) -> list[int]:
     """Stop every process this one started, directly or not, except ``keep`` (and their
     children): what a capability called in-process may have started (the learning pipeline's
     simulators). Returns the pids it had to stop."""
