@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -119,3 +121,18 @@ def test_on_a_periodic_surface_a_defect_on_its_edge_is_reported_once_inside() ->
     [only] = found.detections
     assert 0.0 <= only.x_nm < 15.0 and 0.0 <= only.y_nm < 15.0
     assert min(only.x_nm, 15.0 - only.x_nm) < 0.1 and only.y_nm == pytest.approx(7.5, abs=0.1)
+
+
+def test_a_scan_saved_to_a_file_reads_back_the_same(tmp_path: Path) -> None:
+    surface = Surface.generate(2, width=100, height=100, n_defects=2, n_steps=0)
+    image = synthetic_scan(surface)
+    loaded = ScanImage.load(image.save(tmp_path / "scans" / "before.npz"))
+    assert np.array_equal(loaded.forward, image.forward)
+    assert loaded.backward is not None and np.array_equal(loaded.backward, image.backward)
+    assert (loaded.frame_size_nm, loaded.origin_nm, loaded.channel) == (
+        image.frame_size_nm,
+        image.origin_nm,
+        image.channel,
+    )
+    only_forward = ScanImage(image.forward, None, image.frame_center_nm, image.frame_size_nm)
+    assert ScanImage.load(only_forward.save(tmp_path / "f.npz")).backward is None

@@ -25,9 +25,9 @@ SCAN_SPEED_NM_S = 600.0
 SCAN_LOOP_HZ = 10_000.0
 """The Z controller's loop rate from the expert's first move on: the stiff feedback a survey at
 the demo's speed needs is unstable at the default 1 kHz (the tip oscillates into the surface)."""
-SCAN_MARGIN_NM = 1.5
-"""The frame reaches this far beyond each edge of the surface, so a defect at an edge is seen
-whole (its copy beyond the opposite edge is dropped)."""
+SCAN_MARGIN_NM = 2.5
+"""The frame reaches this far beyond each edge of the surface: on the periodic surface, one of
+the two copies of a defect near an edge is then seen whole (a cluster reaches about 2.5 nm)."""
 PIXEL_NM = 0.16
 REPAIR_REACH_NM = 0.5
 """The swarm agents' tool acts on a defect within this distance of its target: the tolerance

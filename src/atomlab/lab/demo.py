@@ -498,6 +498,7 @@ class _DemoRun:
                 who="demo-survey",
             )
             self.before = self._scan(client, guard, origin, "survey scan")
+            self.before.save(self.run_dir / "scans" / "before.npz")
             self.found = detect_defects(self.before, period_nm=(side, side), id_prefix="det")
             found = self.found
             self.progress.note(
@@ -520,6 +521,7 @@ class _DemoRun:
                 )
             wait_until_settled(self.surface_path, quiet_s=SETTLE_QUIET_S, timeout_s=30.0)
             self.after = self._scan(client, guard, origin, "re-scan")
+            self.after.save(self.run_dir / "scans" / "after.npz")
         self.after_found = detect_defects(self.after, period_nm=(side, side), id_prefix="after")
         self.verification = self._verify()
         verified = sum(row["verified"] for row in self.verification)

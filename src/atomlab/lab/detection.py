@@ -26,6 +26,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -130,6 +131,37 @@ class ScanImage:
         x = cx - width / 2 + (col + 0.5) * width / cols
         y = cy + height / 2 - (row + 0.5) * height / rows
         return x + self.origin_nm[0], y + self.origin_nm[1]
+
+    def save(self, path: Path) -> Path:
+        """Both traces and the frame as a NumPy ``.npz`` (``ScanImage.load`` reads it back)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backward = (
+            self.backward if self.backward is not None else np.full_like(self.forward, np.nan)
+        )
+        with path.open("wb") as handle:
+            np.savez_compressed(
+                handle,
+                forward=self.forward,
+                backward=backward,
+                frame_center_nm=np.array(self.frame_center_nm),
+                frame_size_nm=np.array(self.frame_size_nm),
+                origin_nm=np.array(self.origin_nm),
+                channel=np.array(self.channel),
+            )
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> ScanImage:
+        with np.load(path) as data:
+            backward = np.asarray(data["backward"], dtype=np.float64)
+            return cls(
+                forward=np.asarray(data["forward"], dtype=np.float64),
+                backward=None if np.isnan(backward).all() else backward,
+                frame_center_nm=_pair(data["frame_center_nm"]),
+                frame_size_nm=_pair(data["frame_size_nm"]),
+                origin_nm=_pair(data["origin_nm"]),
+                channel=str(data["channel"]),
+            )
 
     def combined(self) -> NDArray[np.float64]:
         """Forward and backward averaged where both were scanned (else the forward trace)."""
@@ -270,7 +302,8 @@ def detect_defects(
             kind = _kind(sign, on_step, sigma_nm)
             if on_step and nearest_step is not None:
                 x = image.surface_xy(blob.row, nearest_step)[0]
-            elif kind == "contamination":
+            elif kind == "contamination" and not blob.cut:
+                # A cut footprint is not centred on the cluster: then the peak is the best guess.
                 x, y = image.surface_xy(blob.footprint_row, blob.footprint_col)
             height_m = sign * blob.peak
             found.append(
@@ -335,6 +368,10 @@ def _periodic_gap(a: Detection, b: Detection, width: float, height: float) -> fl
     dx = (a.x_nm - b.x_nm + width / 2) % width - width / 2
     dy = (a.y_nm - b.y_nm + height / 2) % height - height / 2
     return math.hypot(dx, dy)
+
+
+def _pair(values: NDArray[Any]) -> tuple[float, float]:
+    return float(values[0]), float(values[1])
 
 
 def _with_id(d: Detection, ident: str) -> Detection:
