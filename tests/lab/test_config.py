@@ -18,7 +18,7 @@ def test_the_standard_preset_is_the_swarm_services_default_surface(tmp_path: Pat
         12,
         16,
     )
-    assert config.frame_nm == pytest.approx(23.0)
+    assert config.frame_nm == pytest.approx(25.0)
     assert config.scan_pixels % 16 == 0
     assert config.frame_nm / config.scan_pixels <= config.pixel_nm
 

@@ -262,8 +262,9 @@ class _DemoRun:
             signum = getattr(interrupted, "signum", signal.SIGINT)
             details = {"run_dir": str(self.run_dir), "stages": self.result.to_dict()["stages"]}
             message = f"demo stopped; every process it started is stopped; data in {self.run_dir}"
-            if signum == signal.SIGTERM:
-                raise TerminatedError(f"{message} (SIGTERM)", **details)
+            if signum in (signal.SIGTERM, signal.SIGHUP):
+                name = signal.Signals(signum).name
+                raise TerminatedError(f"{message} ({name})", **details)
             raise InterruptedRunError(message, **details)
         if self.result.failed:
             raise DemoFailedError(

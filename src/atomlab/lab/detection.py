@@ -59,8 +59,12 @@ MIN_STEP_M = 80 * PM
 """A terrace edge rises at least this much (a monatomic step is 200 pm)."""
 EDGE_MARGIN_PX = 3
 """Features and edges this close to the frame's sides are where the scan turns: not trusted."""
-MIN_PIT_SIGMA_NM = 0.2
-"""A vacancy is at least an atom site wide (its measured sigma is 0.24 nm or more)."""
+MIN_PIT_SIGMA_NM = 0.17
+"""A vacancy is about an atom site wide: measured sigma 0.21-0.4 nm; narrower pits are noise."""
+NEAR_STEP_PIT_M = 35 * PM
+"""Beside a step edge flattening leaves dips of up to about 30 pm: a pit there must be deeper."""
+MAX_VACANCY_SIGMA_NM = 0.45
+"""A pit stretched along a step edge and wider than any vacancy is the edge's residue."""
 STEP_ELONGATION = 1.2
 """...and its half-height extent along the edge is at least this many times its width."""
 STEP_PIT_NM = 0.1
@@ -295,15 +299,19 @@ def detect_defects(
                 and step_gap_nm <= STEP_SNAP_NM
                 and blob.sigma_y_nm > STEP_ELONGATION * blob.sigma_x_nm
             )
-            if sign < 0 and (along_step or (step_gap_nm or math.inf) <= STEP_PIT_NM):
+            gap = step_gap_nm if step_gap_nm is not None else math.inf
+            if sign < 0 and (
+                (along_step and blob.sigma_nm > MAX_VACANCY_SIGMA_NM)
+                or gap <= STEP_PIT_NM
+                or (gap <= STEP_SNAP_NM and blob.peak < NEAR_STEP_PIT_M)
+            ):
                 continue  # what is left of a step edge after flattening, not a vacancy
             on_step = sign > 0 and along_step
             sigma_nm = blob.sigma_nm
             kind = _kind(sign, on_step, sigma_nm)
             if on_step and nearest_step is not None:
                 x = image.surface_xy(blob.row, nearest_step)[0]
-            elif kind == "contamination" and not blob.cut:
-                # A cut footprint is not centred on the cluster: then the peak is the best guess.
+            elif kind == "contamination":
                 x, y = image.surface_xy(blob.footprint_row, blob.footprint_col)
             height_m = sign * blob.peak
             found.append(
