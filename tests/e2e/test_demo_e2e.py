@@ -104,16 +104,23 @@ def check_one(seed: int, result: dict[str, Any]) -> None:
     )
     assert report.precision == report.recall == 1.0, report.to_dict()
     assert survey["detection"]["precision"] == survey["detection"]["recall"] == 1.0
-    # Every detection was repaired, the agent's re-scan said so, the STM re-scan shows it gone,
-    # and the shared surface (the simulators' truth) has no defect left.
+    # The service's verdicts hold both ways: each repair it completed is gone from the STM
+    # re-scan and from the shared surface (the simulators' truth); a defect it gave up on is
+    # still there. (A simulated repair works 4 times in 5, each defect gets 5 attempts.)
     verification = survey["verification"]
-    assert survey["swarm"]["by_status"] == {"completed": len(detections)}
-    assert verification["verified"] == len(detections)
-    assert verification["left_in_rescan"] == 0
-    assert verification["seeded_defects_left"] == 0
-    assert all(row["seeded defect repaired"] for row in verification["rows"])
+    rows = verification["rows"]
+    assert len(rows) == len(detections)
+    completed = [row for row in rows if row["service status"] == "completed"]
+    assert completed, "no repair completed"
+    for row in rows:
+        done = row["service status"] == "completed"
+        assert row["verified"] == done == row["gone in re-scan"], row
+        assert row["seeded defect repaired"] == done, row
+    assert verification["verified"] == len(completed)
+    assert verification["left_in_rescan"] == len(rows) - len(completed)
     surface_now = json.loads((run_dir / "surface.json").read_text())
-    assert surface_now["defects"] == []
+    assert len(surface_now["defects"]) == verification["seeded_defects_left"]
+    assert verification["seeded_defects_left"] == len(rows) - len(completed)
 
     triage = stages["triage"]["triage"]
     assert stages["triage"]["status"] == "ok"

@@ -84,6 +84,9 @@ DEMO_DIR = "demo"
 SURFACE_FILE = "surface.json"
 SETTINGS_FILE = "atomlab.yaml"
 GROUND_TRUTH_FILE = "swarm-ground-truth.jsonl"
+RETRY_BUDGET = 5
+"""Repair attempts per defect (the service's default is 3): a simulated repair works 4 times in 5,
+so three misses in a row would leave one defect in 100 unrepaired."""
 SETTLE_QUIET_S = 0.5
 """The after-scan starts once the shared surface file has been quiet this long (the STM follows
 it every 0.2 s)."""
@@ -283,6 +286,7 @@ class _DemoRun:
                 "bounds_x_nm": [0.0, side],
                 "bounds_y_nm": [0.0, side],
                 "llm_planner": "off",
+                "retry_budget": RETRY_BUDGET,
             },
             "llm": {"provider": "offline"},
         }
