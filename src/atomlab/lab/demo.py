@@ -478,6 +478,7 @@ class _DemoRun:
             seed=self.config.seed,
             preset=self.config.learning_preset,
             progress=self.progress,
+            settings=self.settings,
         )
         return {"learning": self.learning.to_dict()}
 

@@ -8,10 +8,12 @@ atomlab, the stage is skipped and says why (:class:`StageSkipped`); it is never 
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atomlab.core.settings import AtomlabSettings
 from atomlab.lab.progress import DemoProgress, LearningProgressView
 
 
@@ -65,12 +67,24 @@ def learning_pipeline() -> tuple[Any, Any]:
     return config, run
 
 
-def run_learning(*, home: Path, seed: int, preset: str, progress: DemoProgress) -> LearningOutcome:
+def run_learning(
+    *,
+    home: Path,
+    seed: int,
+    preset: str,
+    progress: DemoProgress,
+    settings: AtomlabSettings | None = None,
+) -> LearningOutcome:
     """Run the pipeline's ``preset`` with ``seed`` in ``home``; its tracker reports through
     ``progress``."""
     config_type, run_pipeline = learning_pipeline()
+    extra: dict[str, Any] = {}
+    if settings is not None and "settings" in inspect.signature(run_pipeline).parameters:
+        extra["settings"] = settings  # the demo's own settings, not the calling shell's
     result = run_pipeline(
-        config_type(preset=preset, seed=seed, home=home), progress=LearningProgressView(progress)
+        config_type(preset=preset, seed=seed, home=home),
+        progress=LearningProgressView(progress),
+        **extra,
     )
     data: dict[str, Any] = result.to_dict() if hasattr(result, "to_dict") else {}
     run_dir = Path(getattr(result, "run_dir", data.get("run_dir", home)))
