@@ -61,3 +61,19 @@ def test_every_section_is_there_even_when_stages_did_not_run(tmp_path: Path) -> 
     assert "Skipped: no learning pipeline." in text
     assert "<b>surface</b>" not in text  # data is escaped, never markup
     assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_curves_are_the_metrics_logged_at_several_steps_losses_first() -> None:
+    from atomlab.lab.report import MAX_CURVES, curve_names
+
+    point = {"step": 0, "value": 1.0}
+    curves = {
+        "compare/bc/score": [point],
+        "bc/accuracy": [point] * 40,
+        "collect/actions": [point] * 6,
+        "bc/loss": [point] * 40,
+        "finetune/loss": [point] * 2,
+    }
+    assert curve_names(curves) == ["bc/loss", "bc/accuracy", "collect/actions"]
+    many = {f"m{k:02d}/loss": [point] * 5 for k in range(12)}
+    assert len(curve_names(many)) == MAX_CURVES

@@ -803,8 +803,10 @@ def _headline(name: str, figures: dict[str, Any]) -> str:
     if name == "learning":
         rows = figures.get("learning", {}).get("comparison", [])
         best = max(rows, key=lambda r: _num(r.get("score")), default=None)
+        score = _num(best.get("score")) if best else -math.inf
+        shown = f"{score:.3f}" if math.isfinite(score) else "n/a"
         return f"{len(rows)} policies compared" + (
-            f"; best {best.get('policy')} ({best.get('score')})" if best else ""
+            f"; best {best.get('policy')} ({shown})" if best else ""
         )
     if name == "survey":
         s = figures.get("survey", {})

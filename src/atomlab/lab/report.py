@@ -19,6 +19,9 @@ from atomlab.lab.training import StageSkipped
 REPORT_NAME = "report.html"
 MAX_WINDOWS = 4
 SCAN_HEIGHT_PX = 620
+MIN_CURVE_POINTS = 3
+MAX_CURVES = 8
+CURVE_ORDER = ("loss", "accuracy", "return", "reward", "score")
 """Action windows shown in the report (the first of each spec the expert changed)."""
 SECTION_TITLES = (
     "Summary",
@@ -278,11 +281,32 @@ def _curves_section(figures: Any, inputs: ReportInputs) -> dict[str, Any]:
     title = "Training curves"
     if not inputs.curves:
         return {"title": title, "text": inputs.learning_note or "No metrics were logged."}
+    shown = curve_names(inputs.curves)
+    if not shown:
+        return {"title": title, "text": "No metric was logged at more than two steps."}
+    left = len(inputs.curves) - len(shown)
+    text = inputs.learning_note + (
+        f" The {left} metrics logged once or twice (final scores) are in the run's metrics.jsonl."
+        if left
+        else ""
+    )
     return {
         "title": title,
-        "text": inputs.learning_note,
-        "figure": figures.metric_curves({"learning": inputs.curves}),
+        "text": text.strip(),
+        "figure": figures.metric_curves({"learning": inputs.curves}, metrics=shown),
     }
+
+
+def curve_names(curves: Mapping[str, Sequence[Any]]) -> list[str]:
+    """The metrics worth a curve: logged at three steps or more, losses and accuracies first,
+    at most :data:`MAX_CURVES`."""
+    names = [name for name, points in curves.items() if len(points) >= MIN_CURVE_POINTS]
+
+    def rank(name: str) -> tuple[int, str]:
+        first = next((k for k, word in enumerate(CURVE_ORDER) if word in name), len(CURVE_ORDER))
+        return first, name
+
+    return sorted(names, key=rank)[:MAX_CURVES]
 
 
 def _policy_section(figures: Any, inputs: ReportInputs) -> dict[str, Any]:
