@@ -22,5 +22,11 @@ def test_an_unknown_preset_is_invalid_input_and_starts_nothing(
 def test_the_help_names_every_option(cli: Callable[..., CliResult]) -> None:
     result = cli("demo", "--help")
     assert result.exit_code == 0
-    for option in ("--preset", "--seed", "--keep", "--json"):
+    for option in ("--preset", "--seed", "--skip", "--keep", "--json"):
         assert option in result.stdout
+
+
+def test_skipping_the_spine_is_invalid_input(cli: Callable[..., CliResult]) -> None:
+    result = cli("--json", "demo", "--skip", "expert")
+    assert result.exit_code == 3
+    assert result.json["error"]["details"]["field"] == "skip"

@@ -24,7 +24,6 @@ from atomlab.surface import Surface
 from tests.lab.report_check import parse_report, section_titles
 
 DEADLINE_S = 600.0  # a hang guard for a loaded 2-core machine, not a performance target
-SEEDS = (1, 4)
 
 
 def launch(home: Path, *args: str) -> subprocess.Popen[str]:
@@ -55,26 +54,40 @@ def seeded(seed: int) -> Surface:
 
 
 @pytest.mark.slow
-def test_two_demos_at_once_each_find_repair_verify_triage_and_report(tmp_path: Path) -> None:
+def test_a_small_demo_finds_repairs_verifies_triages_and_reports(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    procs = {seed: launch(home, "--seed", str(seed), "--json") for seed in SEEDS}
+    proc = launch(home, "--seed", "1", "--json")
+    out, err = proc.communicate(timeout=DEADLINE_S)
+    assert proc.returncode == 0, f"exited {proc.returncode}:\n{err[-3000:]}"
+    result = json.loads(out)  # exactly one JSON object on stdout
+    for stage in ("1/5 expert", "2/5 learning", "3/5 survey", "4/5 triage", "5/5 report"):
+        assert stage in err  # live progress went to stderr
+    check_one(1, result, learning="run" if learning_landed() else "absent")
+    assert processes_using([Path(result["run_dir"])]) == []  # nothing left running
+
+
+@pytest.mark.slow
+def test_two_demos_at_once_do_not_collide(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    seeds = (4, 2)
+    procs = {
+        seed: launch(home, "--seed", str(seed), "--skip", "learning", "--json") for seed in seeds
+    }
     results: dict[int, dict[str, Any]] = {}
     for seed, proc in procs.items():
         out, err = proc.communicate(timeout=DEADLINE_S)
         assert proc.returncode == 0, f"seed {seed} exited {proc.returncode}:\n{err[-3000:]}"
-        results[seed] = json.loads(out)  # exactly one JSON object on stdout
-        assert "1/5 expert" in err and "3/5 survey" in err  # live progress went to stderr
-
+        results[seed] = json.loads(out)
     runs = [Path(r["run_dir"]) for r in results.values()]
     assert len(set(runs)) == 2 and all(run.parent == home / "demo" for run in runs)
     urls = {r["stages"]["survey"]["survey"]["swarm"]["url"] for r in results.values()}
     assert len(urls) == 2  # each its own free port
     for seed, result in results.items():
-        check_one(seed, result)
-    assert processes_using(runs) == []  # nothing left running
+        check_one(seed, result, learning="skipped")
+    assert processes_using(runs) == []
 
 
-def check_one(seed: int, result: dict[str, Any]) -> None:
+def check_one(seed: int, result: dict[str, Any], *, learning: str) -> None:
     stages = result["stages"]
     run_dir = Path(result["run_dir"])
 
@@ -83,9 +96,12 @@ def check_one(seed: int, result: dict[str, Any]) -> None:
     assert session["actions"] >= 6 and session["self_actions"] == session["actions"]
     assert session["errors"] == 0
 
-    if learning_landed():
+    if learning == "run":
         assert stages["learning"]["status"] == "ok", stages["learning"]
         assert stages["learning"]["learning"]["comparison"]
+    elif learning == "skipped":
+        assert stages["learning"]["status"] == "skipped"
+        assert stages["learning"]["reason"] == "skipped on request (--skip learning)"
     else:
         assert stages["learning"]["status"] == "skipped"
         assert "run_pipeline is not available" in stages["learning"]["reason"]
@@ -157,6 +173,7 @@ def processes_using(run_dirs: list[Path]) -> list[int]:
     ("marker", "signum", "exit_code"),
     [
         ("1/5 expert: STM simulator", signal.SIGINT, 130),  # servers still starting
+        ("2/5 learning: [", signal.SIGINT, 130),  # inside the learning pipeline
         ("survey scan: line", signal.SIGINT, 130),  # mid-scan, the swarm running
         ("defects:", signal.SIGTERM, 143),  # mid-repair
     ],
@@ -164,7 +181,13 @@ def processes_using(run_dirs: list[Path]) -> list[int]:
 def test_a_stopped_demo_stops_every_process_it_started(
     tmp_path: Path, marker: str, signum: signal.Signals, exit_code: int
 ) -> None:
-    proc = launch(tmp_path / "home", "--seed", "2")
+    in_learning = marker.startswith("2/5")
+    if in_learning and not learning_landed():
+        pytest.skip("this atomlab has no learning pipeline to interrupt")
+    # Past stage 2, the learning pipeline is skipped so the test reaches the survey quickly.
+    proc = launch(
+        tmp_path / "home", "--seed", "2", *([] if in_learning else ["--skip", "learning"])
+    )
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:

@@ -36,3 +36,12 @@ def test_an_unknown_preset_names_the_choices(tmp_path: Path) -> None:
         demo_config("huge", home=tmp_path)
     assert "standard" in caught.value.message and "small" in caught.value.message
     assert caught.value.details == {"field": "preset", "value": "huge"}
+
+
+def test_only_the_stages_off_the_spine_can_be_skipped(tmp_path: Path) -> None:
+    config = demo_config(home=tmp_path, skip=["learning", "report"])
+    assert config.skip == ("learning", "report")
+    with pytest.raises(InvalidInputError) as caught:
+        demo_config(home=tmp_path, skip=["survey"])
+    assert "learning, triage, report" in caught.value.message
+    assert caught.value.details == {"field": "skip", "value": ["survey"]}

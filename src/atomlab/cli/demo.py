@@ -23,6 +23,10 @@ def demo(
         typer.Option("--preset", help="standard (20 nm surface, 12 defects) or small (14 nm, 5)."),
     ] = "standard",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the surface and the runs.")] = 0,
+    skip: Annotated[
+        list[str] | None,
+        typer.Option("--skip", help="Leave out a stage: learning, triage or report (repeatable)."),
+    ] = None,
     keep: Annotated[
         bool,
         typer.Option(
@@ -35,7 +39,7 @@ def demo(
     from atomlab.lab import StderrProgress, demo_config, run_demo
 
     settings = output.state().loaded.settings
-    config = demo_config(preset, seed=seed, home=settings.home, keep=keep)
+    config = demo_config(preset, seed=seed, home=settings.home, keep=keep, skip=skip or ())
     result = run_demo(config, progress=StderrProgress())
     payload = result.to_dict()
 

@@ -57,6 +57,8 @@ class DemoConfig:
     swarm_timeout_s: float = 120.0
     learning_preset: str = LEARNING_PRESET
     start_timeout_s: float = 60.0
+    skip: tuple[str, ...] = ()
+    """Stages to leave out on request (``learning``, ``triage``, ``report``)."""
 
     @property
     def frame_nm(self) -> float:
@@ -77,10 +79,13 @@ class DemoConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["home"] = str(self.home)
+        data["skip"] = list(self.skip)
         data["frame_nm"] = self.frame_nm
         data["scan_pixels"] = self.scan_pixels
         return data
 
+
+SKIPPABLE = ("learning", "triage", "report")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The full demo: the swarm service's default 20 x 20 nm surface, 12 defects, 16 agents.
@@ -100,4 +105,14 @@ def demo_config(preset: str = DEFAULT_PRESET, **fields: Any) -> DemoConfig:
         )
     if "home" not in fields:
         raise InvalidInputError("the demo needs a data home", field="home")
+    skip = tuple(fields.pop("skip", ()) or ())
+    unknown = [name for name in skip if name not in SKIPPABLE]
+    if unknown:
+        raise InvalidInputError(
+            f"cannot skip {', '.join(map(repr, unknown))}; stages that can be skipped: "
+            f"{', '.join(SKIPPABLE)} (the expert session and the survey are the demo's spine)",
+            field="skip",
+            value=unknown,
+        )
+    fields["skip"] = skip
     return DemoConfig(preset=preset, **{**PRESETS[preset], **fields})

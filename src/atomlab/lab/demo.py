@@ -322,6 +322,8 @@ class _DemoRun:
         self.progress.stage(number, len(STAGES), name, stage.title)
         started = time.monotonic()
         try:
+            if name in self.config.skip:
+                raise StageSkipped(f"skipped on request (--skip {name})")
             check()
         except StageSkipped as skip:
             stage.status, stage.reason = "skipped", skip.reason
