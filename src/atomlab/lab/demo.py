@@ -619,7 +619,9 @@ class _DemoRun:
     def _survey_figures(self) -> dict[str, Any]:
         assert self.before is not None and self.found is not None
         repairs = self.repairs or RepairOutcome()
-        seeded_left = len(load_surface(self.surface_path).defects)
+        left = load_surface(self.surface_path).defects
+        seeded_left = len(left)
+        rescan = self._score_rescan(left)
         verified = sum(row["verified"] for row in self.verification)
         return {
             "surface_nm": self.config.surface_nm,
@@ -645,9 +647,19 @@ class _DemoRun:
                 "repairs_reported": repairs.counts().get("completed", 0),
                 "left_in_rescan": len(self.after_found.detections) if self.after_found else None,
                 "seeded_defects_left": seeded_left,
+                "rescan_false_positives": rescan.false_positives if rescan else None,
                 "rows": self.verification,
             },
         }
+
+    def _score_rescan(self, remaining: Any) -> MatchReport | None:
+        """The re-scan's detections against the defects really left (to score, never to act)."""
+        if self.after_found is None:
+            return None
+        side = self.config.surface_nm
+        truth = [Located(f"d{t.id}", t.x / 10, t.y / 10, t.kind.value) for t in remaining]
+        found = [Located(d.id, d.x_nm, d.y_nm, d.kind) for d in self.after_found.detections]
+        return match(found, truth, tolerance_nm=MATCH_TOLERANCE_NM, period_nm=(side, side))
 
     # -- stage 4 -----------------------------------------------------------------------------
 

@@ -63,6 +63,8 @@ MIN_PIT_SIGMA_NM = 0.17
 """A vacancy is about an atom site wide: measured sigma 0.21-0.4 nm; narrower pits are noise."""
 NEAR_STEP_PIT_M = 35 * PM
 """Beside a step edge flattening leaves dips of up to about 30 pm: a pit there must be deeper."""
+MIN_BUMP_SIGMA_NM = 0.2
+"""An adatom's measured sigma is 0.29 nm or more; a narrower bump is a glitch of the scan."""
 MAX_VACANCY_SIGMA_NM = 0.45
 """A pit stretched along a step edge and wider than any vacancy is the edge's residue."""
 STEP_ELONGATION = 1.2
@@ -289,7 +291,7 @@ def detect_defects(
             inset = min(blob.row, blob.col, rows - 1 - blob.row, cols - 1 - blob.col)
             if inset < EDGE_MARGIN_PX:
                 continue  # cut by the frame's edge: not seen whole (the margin shows it whole)
-            if sign < 0 and blob.sigma_nm < MIN_PIT_SIGMA_NM:
+            if blob.sigma_nm < (MIN_PIT_SIGMA_NM if sign < 0 else MIN_BUMP_SIGMA_NM):
                 continue  # narrower than one atom site: noise or the edge of a step
             x, y = image.surface_xy(blob.row, blob.col)
             nearest_step = min(step_cols, key=lambda c: abs(blob.col - c)) if step_cols else None
