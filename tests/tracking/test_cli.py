@@ -135,3 +135,17 @@ def test_exec_shell_mode_runs_pipelines_of_commands(cli):
     assert result.exit_code == 0
     log = result.json["run"]["steps"][0]["log_path"]
     assert Path(log).read_text().strip() == "3"
+
+
+def test_prune_deletes_nothing_unless_configured_and_dry_run_shows_what_would_go(cli):
+    for _ in range(3):
+        run_exec(cli, "a=true")
+    unconfigured = cli("runs", "prune", "--json").json
+    assert unconfigured["removed"] == [] and "no retention is configured" in unconfigured["note"]
+    assert len(cli("runs", "list", "--json").json["runs"]) == 3
+    oldest = cli("runs", "list", "--json").json["runs"][-1]["run_id"]
+    would = cli("runs", "prune", "--keep", "2", "--dry-run", "--json").json
+    assert would["removed"] == [oldest] and would["dry_run"] is True
+    assert len(cli("runs", "list", "--json").json["runs"]) == 3  # a dry run deletes nothing
+    assert cli("runs", "prune", "--keep", "2", "--json").json["removed"] == [oldest]
+    assert [r["run_id"] for r in cli("runs", "list", "--json").json["runs"]].count(oldest) == 0

@@ -375,9 +375,21 @@ def prune_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
     json_out: output.JsonOption = False,
 ) -> None:
-    """Delete the oldest finished runs beyond the retention setting; never a live run."""
+    """Delete the oldest finished runs beyond --keep (or tracking.retention_runs); never a live
+    run. --dry-run lists what would go and deletes nothing."""
     settings = output.state().loaded.settings
     count = keep if keep is not None else settings.tracking.retention_runs
+    if count is None:
+        note = (
+            "no retention is configured, so nothing is deleted; pass --keep N (see what it "
+            "would delete with --dry-run) or set tracking.retention_runs"
+        )
+        output.emit(
+            {"removed": [], "dry_run": dry_run, "kept": None, "note": note},
+            json_flag=json_out,
+            human=note,
+        )
+        return
     with _index() as index:
         removed = index.prune(keep=count, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"

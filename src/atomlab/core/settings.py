@@ -73,7 +73,8 @@ class TrajectorySettings(Section):
 
 
 class TrackingSettings(Section):
-    retention_runs: int = Field(default=20, ge=20)
+    # None: keep every run (retention deletes nothing unless configured).
+    retention_runs: int | None = Field(default=None, ge=1)
     telemetry_interval_s: float = Field(default=1.0, gt=0)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     stale_after_s: float = Field(default=15.0, gt=0)

@@ -27,6 +27,7 @@ from atomlab.core.clock import Clock, SystemClock, utc_iso
 from atomlab.core.errors import InvalidInputError, NotFoundError
 from atomlab.core.logging import get_logger
 from atomlab.core.sqlite import Migration, connect, migrate
+from atomlab.tracking.groups import stop_group
 from atomlab.tracking.models import PerfResult, RunRecord, RunStatus, StepStatus
 from atomlab.tracking.store import (
     EVENTS_FILE,
@@ -420,20 +421,30 @@ class RunIndex:
                 "the tracking process died without recording an end (killed with SIGKILL, "
                 "out of memory or power loss)"
             )
-            survivors: list[int] = []
+            stopped: list[int] = []
+            unreachable: list[int] = []
             for step in record.steps:
                 if step.status is StepStatus.RUNNING:
                     step.status = StepStatus.FAILED
                     step.ended_at = now
                     step.reason = "run crashed"
-                    if step.pid is not None and record.host == socket.gethostname():
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            os.killpg(step.pid, 0)  # probe only: never kill a guessed group
-                            survivors.append(step.pid)
-            if survivors:
+                    if step.pid is None:
+                        continue
+                    if record.host != socket.gethostname():
+                        unreachable.append(step.pid)  # another machine's processes
+                        continue
+                    started = step.pid_started or _stamp_s(step.started_at)
+                    if stop_group(step.pid, started):
+                        stopped.append(step.pid)
+            if stopped:
                 record.reason = (record.reason or "") + (
-                    f"; the step process group(s) {survivors} may still be running "
-                    f"(check with `ps -g {survivors[0]}`)"
+                    f"; the step process group(s) {stopped} left running were stopped "
+                    "(SIGTERM, then SIGKILL after 5 s)"
+                )
+            if unreachable:
+                record.reason = (record.reason or "") + (
+                    f"; the step process group(s) {unreachable} on {record.host} may still be "
+                    f"running there (check with `ps -g {unreachable[0]}` on {record.host})"
                 )
             save_run(record)
             appender = JsonlAppender(run_dir / EVENTS_FILE)
@@ -443,7 +454,8 @@ class RunIndex:
                         "t": now,
                         "event": "run.crashed",
                         "heartbeat_age_s": heartbeat_age_s,
-                        "orphaned_step_groups": survivors,
+                        "stopped_step_groups": stopped,
+                        "unreachable_step_groups": unreachable,
                         "detected_by_pid": os.getpid(),
                     }
                 )
@@ -505,6 +517,15 @@ def _check_status(value: str) -> None:
             field="status",
             value=value,
         )
+
+
+def _stamp_s(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _age_s(stamp: str | None, now: datetime) -> float | None:

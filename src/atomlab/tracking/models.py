@@ -119,6 +119,8 @@ class StepRecord(_Model):
     duration_s: float | None = None
     command: list[str] | None = None
     pid: int | None = None
+    #: The step process's start time (epoch s): tells its process group from a reused pid.
+    pid_started: float | None = None
     exit_code: int | None = None
     log_path: str | None = None
     reason: str | None = None

@@ -38,6 +38,7 @@ from atomlab.tracking import recommend
 from atomlab.tracking.artifacts import store_artifact
 from atomlab.tracking.eta import estimate_remaining
 from atomlab.tracking.gpu import GpuProbe
+from atomlab.tracking.groups import process_started
 from atomlab.tracking.history import RunIndex
 from atomlab.tracking.metrics import MetricLog
 from atomlab.tracking.models import (
@@ -436,6 +437,7 @@ class RunTracker:
             self._child = child
             step.command = argv
             step.pid = child.pid
+            step.pid_started = process_started(child.pid)
             step.log_path = str(log_path)
             self._persist()
         if self._sampler is not None:
@@ -646,7 +648,8 @@ class RunTracker:
             return
         try:
             self.index.reap(stale_after_s=self.settings.stale_after_s)
-            removed = self.index.prune(keep=self.settings.retention_runs)
+            keep = self.settings.retention_runs
+            removed = self.index.prune(keep=keep) if keep is not None else []
         except (sqlite3.Error, OSError) as exc:
             _log.warning("runs.retention_failed", error=str(exc))
             return
