@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -260,17 +261,38 @@ def test_export_writes_signals_specs_and_actions(cli, recorded, tmp_path, fmt):
     )
     assert result.exit_code == 0, result.stdout
     files = {k: Path(v) for k, v in result.json["files"].items()}
-    assert set(files) == {"signals", "specs", "actions"}
-    samples = open_store(recorded).run().samples
+    assert set(files) == {"signals", "specs", "actions", "meta"}
+    run = open_store(recorded).run()
+    anchor = datetime.fromisoformat(run.started_at_utc.replace("Z", "+00:00"))
+    meta = json.loads(files["meta"].read_text())
+    assert meta["run"]["name"] == "with-actions" and meta["instrument"] == run.instrument
+    assert meta["units"]["signals"]["Tunnel Current"] == "A"
+    assert meta["units"]["signals"]["time_utc"] == "UTC"
     if fmt == "csv":
         with files["signals"].open() as fh:
             rows = list(csv.DictReader(fh))
-        assert len(rows) == samples and "Tunnel Current" in rows[0]
+        assert len(rows) == run.samples and "Tunnel Current" in rows[0]
+        first = rows[-1]
+        stamp = datetime.fromisoformat(first["time_utc"].replace("Z", "+00:00"))
+        assert stamp == anchor + timedelta(seconds=float(first["dt_s"]))
     else:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        assert pq.read_table(files["signals"]).num_rows == samples
-        assert pq.read_table(files["actions"]).num_rows == 2
+        signals = pq.read_table(files["signals"])
+        assert signals.num_rows == run.samples
+        assert signals.schema.field("time_utc").type == pa.timestamp("us", tz="UTC")
+        assert signals.schema.field("Tunnel Current").metadata == {b"unit": b"A"}
+        schema_meta = signals.schema.metadata
+        assert json.loads(schema_meta[b"atomlab.run"])["name"] == "with-actions"
+        assert json.loads(schema_meta[b"atomlab.instrument"]) == run.instrument
+        assert json.loads(schema_meta[b"atomlab.units"])["Z Position"] == "m"
+        row = signals.slice(signals.num_rows - 1, 1).to_pylist()[0]
+        assert row["time_utc"] == anchor + timedelta(microseconds=round(row["dt_s"] * 1e6))
+        actions = pq.read_table(files["actions"])
+        assert actions.num_rows == 2
+        assert actions.schema.field("detected_at_utc").type == pa.timestamp("us", tz="UTC")
+        assert actions.column("new_value").to_pylist() == pytest.approx([0.3, 0.5])
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in files.values())
     bad = cli("trajectory", "export", "--run-name", "with-actions", "--format", "xlsx")
@@ -326,3 +348,21 @@ def test_without_the_optional_extras_export_and_plot_exit_4_with_the_install_hin
     shown = cli("trajectory", "action", "show", "--action-idx", "0", "--plot", str(plot))
     assert shown.exit_code == 4 and "atomlab[plot]" in shown.json["error"]["message"]
     assert not plot.exists()
+
+
+def test_a_signal_window_as_a_dataframe_with_absolute_times_and_units(recorded):
+    pd = pytest.importorskip("pandas")
+    with open_store(recorded) as store:
+        action = store.action(1)
+        frame = store.window_frame(action=1)
+        same = store.signal_window(action.window_start_dt_s, action.window_end_dt_s).to_pandas()
+        run = store.run()
+    pd.testing.assert_frame_equal(frame, same)
+    assert list(frame.columns) == ["sample_idx", "time_utc", "dt_s", "Tunnel Current", "Z Position"]
+    assert str(frame["time_utc"].dtype) == "datetime64[us, UTC]"
+    anchor = pd.Timestamp(run.started_at_utc)
+    delta = (frame["time_utc"] - anchor).dt.total_seconds() - frame["dt_s"]
+    assert delta.abs().max() < 1e-5
+    assert frame.attrs["units"] == {"Tunnel Current": "A", "Z Position": "m"}
+    assert frame.attrs["run_name"] == "with-actions" and isinstance(frame.attrs["complete"], bool)
+    assert frame["dt_s"].between(action.window_start_dt_s, action.window_end_dt_s).all()

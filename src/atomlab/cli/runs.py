@@ -26,6 +26,7 @@ from atomlab.core.errors import (
     TerminatedError,
 )
 from atomlab.tracking import (
+    TABLE_FORMATS,
     RunCancelled,
     RunIndex,
     RunStatus,
@@ -33,6 +34,7 @@ from atomlab.tracking import (
     StepSpec,
     TensorBoardMirror,
     auto_view,
+    export_tables,
     format_duration,
     perf,
     read_metrics,
@@ -300,15 +302,36 @@ def show_command(
 @app.command("export")
 def export_command(
     run: Annotated[str, typer.Argument(help="Run id or unique prefix, or 'latest'.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="json or md.")] = "md",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="json, md, csv or parquet.")] = "md",
     output_path: Annotated[
-        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write (json, md; default: stdout), or the folder for csv/parquet "
+            "tables (default: ./<run_id>-export).",
+        ),
     ] = None,
     json_out: output.JsonOption = False,
 ) -> None:
-    """Write a run as JSON or Markdown to a file (atomically) or stdout."""
-    if fmt not in ("json", "md", "markdown"):
-        raise InvalidInputError(f"--format {fmt!r} is not known; use json or md", field="format")
+    """Write a run as JSON or Markdown, or its steps, telemetry and metrics as CSV/Parquet."""
+    if fmt not in ("json", "md", "markdown", *TABLE_FORMATS):
+        raise InvalidInputError(
+            f"--format {fmt[:40]!r} is not known; use json, md, csv or parquet", field="format"
+        )
+    if fmt in TABLE_FORMATS:
+        with _index() as index:
+            record = index.load(run)
+        folder = output_path if output_path is not None else Path(f"{record.run_id}-export")
+        files = export_tables(record, fmt, folder)
+        output.emit(
+            {"run_id": record.run_id, "format": fmt, "files": files},
+            json_flag=json_out,
+            human="\n".join(f"wrote {path}" for path in files.values()),
+        )
+        return
+    if output_path is not None:
+        _check_output_file(output_path)
     view, text = _render(run, fmt)
     body = output.to_jsonable(view) if fmt == "json" else None
     content = json.dumps(body, indent=2, ensure_ascii=False) + "\n" if body else text
@@ -323,8 +346,11 @@ def export_command(
         tmp.write_text(content, encoding="utf-8")
         tmp.replace(output_path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise InvalidInputError(
-            f"cannot write --output {str(output_path)!r}: {exc.strerror}; pick a writable path",
+            f"cannot write --output {str(output_path)[:200]!r}: {exc.strerror}; pick a writable "
+            "path",
             field="output",
         ) from None
     output.emit(
@@ -332,6 +358,21 @@ def export_command(
         json_flag=json_out,
         human=f"wrote {output_path}",
     )
+
+
+def _check_output_file(path: Path) -> None:
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:
+        is_dir = False
+        raise InvalidInputError(
+            f"cannot use --output {str(path)[:200]!r} ({exc.strerror or exc})", field="output"
+        ) from None
+    if is_dir:
+        raise InvalidInputError(
+            f"--output {str(path)[:200]!r} is a folder; give a file name for json or md",
+            field="output",
+        )
 
 
 @app.command("summary")

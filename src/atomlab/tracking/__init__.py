@@ -14,6 +14,7 @@ See docs/tracking.md for the data model, files, the ETA algorithm and the rules.
 
 from atomlab.tracking import perf, report
 from atomlab.tracking.eta import estimate_remaining, format_duration
+from atomlab.tracking.export import TABLE_FORMATS, export_tables
 from atomlab.tracking.gpu import GpuProbe
 from atomlab.tracking.history import RunIndex, RunSummary, parse_since
 from atomlab.tracking.metrics import MetricPoint, read_metrics, summarise_metrics
@@ -49,6 +50,7 @@ from atomlab.tracking.tracker import (
 )
 
 __all__ = [
+    "TABLE_FORMATS",
     "ArtifactRecord",
     "EtaEstimate",
     "GpuProbe",
@@ -78,6 +80,7 @@ __all__ = [
     "auto_view",
     "estimate_remaining",
     "evaluate",
+    "export_tables",
     "format_duration",
     "iter_jsonl",
     "parse_since",

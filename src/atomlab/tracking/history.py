@@ -43,6 +43,8 @@ INDEX_FILE = "index.sqlite"
 DEFAULT_LIST_LIMIT = 20
 DEFAULT_STALE_AFTER_S = 15.0
 HISTORY_RUNS = 5
+#: Run ids are ``<16-char time>-<pipeline slug up to 24>-<6 hex>``; anything much longer is a typo.
+MAX_RUN_HINT = 256
 
 _log = get_logger(__name__)
 
@@ -267,9 +269,26 @@ class RunIndex:
             return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
     def resolve(self, hint: str | None) -> RunSummary:
-        """A run by exact id, unique id prefix, or the newest run when ``hint`` is None/latest."""
+        """A run by exact id, unique id prefix, or the newest run when ``hint`` is None/latest.
+
+        An empty or blank hint is refused (it must not silently mean the newest run).
+        """
+        if hint is not None and not hint.strip():
+            raise InvalidInputError(
+                "the run id is empty; give a run id or unique prefix, or 'latest' "
+                "(see `atomlab runs list`)",
+                field="run",
+                value=hint,
+            )
+        if hint is not None and len(hint) > MAX_RUN_HINT:
+            raise InvalidInputError(
+                f"run id {hint[:40]!r}... is {len(hint)} characters long; run ids are at most "
+                f"{MAX_RUN_HINT} (see `atomlab runs list`)",
+                field="run",
+                value=hint[:40],
+            )
         with self._lock:
-            if hint in (None, "", "latest"):
+            if hint in (None, "latest"):
                 rows = self._conn.execute(
                     "SELECT * FROM runs ORDER BY created_at DESC, run_id DESC LIMIT 1"
                 ).fetchall()
@@ -280,7 +299,7 @@ class RunIndex:
                     (hint, f"{hint}%", hint),
                 ).fetchall()
         if not rows:
-            what = "no runs recorded yet" if hint in (None, "", "latest") else f"no run {hint!r}"
+            what = "no runs recorded yet" if hint in (None, "latest") else f"no run {hint!r}"
             raise NotFoundError(
                 f"{what} in {self.root}; see `atomlab runs list` (or pass --home)",
                 run=hint,

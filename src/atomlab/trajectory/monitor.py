@@ -42,7 +42,7 @@ from atomlab.trajectory.records import (
     Sample,
     Value,
 )
-from atomlab.trajectory.store import LEASE_RENEW_S, RunInfo, TrajectoryStore
+from atomlab.trajectory.store import COMMIT_FRACTION, LEASE_RENEW_S, RunInfo, TrajectoryStore
 
 #: A tick may start this fraction of an interval after its schedule; later, it is missed.
 LATE_FRACTION = 0.5
@@ -172,7 +172,9 @@ class Monitor:
         )
         if self._on_start is not None:
             self._on_start(run)
-        ticks_per_flush = max(1, int(cfg.flush_interval_s / cfg.interval_s))
+        # A batch is committed when it holds the ticks of half a flush interval (or after that
+        # time): the other half is the margin that keeps kill -9 losses within one interval.
+        ticks_per_flush = max(1, int(cfg.flush_interval_s * COMMIT_FRACTION / cfg.interval_s))
         writer = self.store.record_writer(
             run,
             n_signals=len(signals),

@@ -111,6 +111,9 @@ class SignalWindow:
     sample_idx: list[int]
     dt_s: list[float]
     values: dict[str, list[Value]]
+    #: The run's wall-clock anchor (``dt_s = 0``) and name, for absolute times.
+    started_at_utc: str | None = None
+    run_name: str | None = None
 
     @property
     def count(self) -> int:
@@ -122,6 +125,48 @@ class SignalWindow:
         out["labels"] = list(self.labels)
         out["count"] = self.count
         return out
+
+    def to_pandas(self) -> Any:
+        """The window as a ``pandas.DataFrame`` (needs the ``analysis`` extra).
+
+        Columns: ``sample_idx``, ``time_utc`` (a UTC timestamp: the run's start + ``dt_s``),
+        ``dt_s``, then one column per signal label. ``df.attrs`` holds ``units`` (label -> unit),
+        ``run_name``, ``started_at_utc``, ``start_dt_s``, ``end_dt_s``, ``complete``,
+        ``partial_reason`` and ``missed_ticks``.
+        """
+        pd = _pandas()
+        frame = pd.DataFrame(
+            {"sample_idx": pd.array(self.sample_idx, dtype="int64"), "dt_s": self.dt_s}
+        )
+        if self.started_at_utc:
+            anchor = pd.Timestamp(self.started_at_utc.replace("Z", "+00:00")).tz_convert("UTC")
+            times = anchor + pd.to_timedelta(frame["dt_s"], unit="s")
+            frame.insert(1, "time_utc", times.astype("datetime64[us, UTC]"))
+        for label in self.labels:
+            frame[label] = pd.Series(self.values.get(label, []), dtype="float64")
+        frame.attrs.update(
+            units=dict(self.units),
+            run_name=self.run_name,
+            started_at_utc=self.started_at_utc,
+            start_dt_s=self.start_dt_s,
+            end_dt_s=self.end_dt_s,
+            complete=self.complete,
+            partial_reason=self.partial_reason,
+            missed_ticks=self.missed_ticks,
+        )
+        return frame
+
+
+def _pandas() -> Any:
+    try:
+        import pandas
+    except ImportError:
+        raise UnavailableError(
+            "DataFrames need pandas; install it with `pip install 'atomlab[analysis]'` "
+            "(or `uv sync --extra analysis`)",
+            extra="analysis",
+        ) from None
+    return pandas
 
 
 def _unusable(path: Path, exc: BaseException) -> InvalidInputError | UnavailableError:
@@ -451,7 +496,32 @@ class TrajectoryStore:
             sample_idx=[int(row[0]) for row in rows],
             dt_s=[float(row[1]) for row in rows],
             values=values,
+            started_at_utc=run.started_at_utc,
+            run_name=run.name,
         )
+
+    def window_frame(
+        self,
+        start_dt_s: float | None = None,
+        end_dt_s: float | None = None,
+        run_name: str | None = None,
+        *,
+        action: ActionEvent | int | None = None,
+        kind: str = "signals",
+    ) -> Any:
+        """:meth:`signal_window` as a ``pandas.DataFrame`` (see :meth:`SignalWindow.to_pandas`).
+
+        Give the window's bounds, or ``action`` (an :class:`ActionEvent` or its index) to take
+        the action's own window.
+        """
+        if action is not None:
+            event = self.action(action, run_name) if isinstance(action, int) else action
+            start_dt_s, end_dt_s = event.window_start_dt_s, event.window_end_dt_s
+        if start_dt_s is None or end_dt_s is None:
+            raise InvalidInputError(
+                "window_frame needs start_dt_s and end_dt_s, or an action", field="window"
+            )
+        return self.signal_window(start_dt_s, end_dt_s, run_name, kind=kind).to_pandas()
 
     def _coverage(
         self, run: RunInfo, table: str, start_dt_s: float, end_dt_s: float
