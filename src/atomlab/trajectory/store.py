@@ -595,6 +595,48 @@ class TrajectoryStore:
             record.update(zip(labels, row[5:], strict=True))
             yield record
 
+    def samples_after(
+        self,
+        after_sample_idx: int,
+        run_name: str | None = None,
+        *,
+        kind: str = "signals",
+        limit: int = 10_000,
+    ) -> dict[str, Any]:
+        """A cursor tail: up to ``limit`` samples with ``sample_idx > after_sample_idx``, columnar.
+
+        ``{"sample_idx": [...], "dt_s": [...], "values": {label: [...]}, "last_sample_idx"}``;
+        pass ``last_sample_idx`` back as the next cursor (-1 starts from the first sample). One
+        range read on the primary key, however long the run is, so a live view can call it
+        several times a second while the recorder writes.
+        """
+        run = self.run(run_name)
+        labels = [ch.label for ch in self.catalog(kind, run.name)]
+        columns = "".join(f", v{k}" for k in range(len(labels)))
+        rows = self._conn.execute(
+            f"SELECT sample_idx, dt_s{columns} FROM {SAMPLE_TABLES[kind]} "  # noqa: S608
+            "WHERE run_id = ? AND sample_idx > ? ORDER BY sample_idx LIMIT ?",
+            (run.id, after_sample_idx, max(1, limit)),
+        ).fetchall()
+        return {
+            "sample_idx": [int(r[0]) for r in rows],
+            "dt_s": [float(r[1]) for r in rows],
+            "values": {label: [r[2 + k] for r in rows] for k, label in enumerate(labels)},
+            "last_sample_idx": int(rows[-1][0]) if rows else after_sample_idx,
+        }
+
+    def actions_after(
+        self, after_action_idx: int, run_name: str | None = None
+    ) -> list[ActionEvent]:
+        """The run's actions with ``action_idx > after_action_idx`` (a cursor tail, in order)."""
+        run = self.run(run_name)
+        rows = self._conn.execute(
+            f"SELECT {ACTION_COLUMNS} FROM action_events "  # noqa: S608
+            "WHERE run_id = ? AND action_idx > ? ORDER BY action_idx",
+            (run.id, after_action_idx),
+        ).fetchall()
+        return [ActionEvent(**dict(row)) for row in rows]
+
 
 class _RecordWriter:
     """Writes one batch of records of one run: executemany per table, then the run's counters
