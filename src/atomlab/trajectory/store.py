@@ -631,11 +631,10 @@ class TrajectoryStore:
         """The run's actions with ``action_idx > after_action_idx`` (a cursor tail, in order)."""
         run = self.run(run_name)
         rows = self._conn.execute(
-            f"SELECT {ACTION_COLUMNS} FROM action_events "  # noqa: S608
-            "WHERE run_id = ? AND action_idx > ? ORDER BY action_idx",
+            self._action_select() + " WHERE run_id = ? AND action_idx > ? ORDER BY action_idx",
             (run.id, after_action_idx),
         ).fetchall()
-        return [ActionEvent(**dict(row)) for row in rows]
+        return [_action_event(row) for row in rows]
 
 
 class _RecordWriter:
