@@ -296,14 +296,14 @@ def plot_window(window: SignalWindow, action: ActionEvent, path: Path, *, title:
 
 def _make_dir(folder: Path, field: str, fix: str) -> None:
     """Create ``folder`` (and parents) or say which option to fix (exit 3, not a traceback)."""
+    shown = str(folder) if len(str(folder)) <= 200 else str(folder)[:200] + "..."
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidInputError(
-            f"cannot write into {str(folder)!r} ({exc.strerror or exc}); pass {fix} in a "
-            "writable folder",
+            f"cannot write into {shown!r} ({exc.strerror or exc}); pass {fix} in a writable folder",
             field=field,
-            value=str(folder),
+            value=shown,
         ) from None
 
 

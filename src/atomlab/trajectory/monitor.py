@@ -38,6 +38,7 @@ from atomlab.trajectory.records import (
     MissReason,
     MonitorError,
     Record,
+    RunAnchor,
     RunStatus,
     Sample,
     Value,
@@ -196,7 +197,7 @@ class Monitor:
         started += timedelta(seconds=origin - started_mono)  # the wall time of dt_s = 0
         heartbeat = _Heartbeat(writer.put)
         try:
-            self.store.set_anchor(run.id, utc_iso(started))
+            writer.put(RunAnchor(utc_iso(started)))  # stored by the writer: the loop never waits
             heartbeat.start()
             self._loop(origin, writer.put, detector, duration_s, max_samples)
             self._take_commands(origin, detector, writer.put, self.counts["samples"])

@@ -35,6 +35,7 @@ from atomlab.trajectory.records import (
     MissedTicks,
     MonitorError,
     Record,
+    RunAnchor,
     RunStatus,
     Sample,
     Value,
@@ -172,17 +173,23 @@ def _pandas() -> Any:
 def _unusable(path: Path, exc: BaseException) -> InvalidInputError | UnavailableError:
     """A database that cannot be opened: busy (exit 4), or a wrong path or file (exit 3)."""
     text = str(exc)
+    shown = _short(str(path))
     if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
         return UnavailableError(
-            f"trajectory database {str(path)!r} is busy ({text}); try again in a moment",
-            path=str(path),
+            f"trajectory database {shown!r} is busy ({text}); try again in a moment",
+            path=shown,
         )
     return InvalidInputError(
-        f"cannot use {str(path)!r} as a trajectory database ({text}); pass --db-path (or "
+        f"cannot use {shown!r} as a trajectory database ({_short(text)}); pass --db-path (or "
         "`config set --db-path`) a trajectory database or a new file in a writable folder",
         field="db_path",
-        value=str(path),
+        value=shown,
     )
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """``text`` cut for a message (a 10,000-character path or name stays readable)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def open_store(path: Path | str, *, read_only: bool = True) -> TrajectoryStore:
@@ -300,13 +307,6 @@ class TrajectoryStore:
         checkpoint(self._conn)  # the .sqlite file alone holds the schema and the run row
         return self.run(config.run_name)
 
-    def set_anchor(self, run_id: int, started_at_utc: str) -> None:
-        """Store the wall time of ``dt_s = 0`` as soon as it is known (a killed run keeps it)."""
-        with self._conn:
-            self._conn.execute(
-                "UPDATE runs SET started_at_utc = ? WHERE id = ?", (started_at_utc, run_id)
-            )
-
     def _insert_catalog(
         self, run_id: int, kind: str, channels: Sequence[ChannelInfo], config: MonitorConfig
     ) -> None:
@@ -395,12 +395,14 @@ class TrajectoryStore:
             return _run_info(row)
         row = self._conn.execute("SELECT * FROM runs WHERE name = ?", (name,)).fetchone()
         if row is None:
-            known = [r[0] for r in self._conn.execute("SELECT name FROM runs ORDER BY id DESC")]
+            known = [
+                r[0] for r in self._conn.execute("SELECT name FROM runs ORDER BY id DESC LIMIT 10")
+            ]
             raise NotFoundError(
-                f"no run named {name!r} in {str(self.path)!r}; known runs: "
-                f"{', '.join(known[:10]) or '(none)'} (see `atomlab trajectory runs list`)",
+                f"no run named {_short(name, 80)!r} in {_short(str(self.path))!r}; known runs: "
+                f"{', '.join(known) or '(none)'} (see `atomlab trajectory runs list`)",
                 field="run_name",
-                value=name,
+                value=_short(name, 80),
             )
         return _run_info(row)
 
@@ -747,6 +749,11 @@ class _RecordWriter:
                     )
                     for m in missed
                 ],
+            )
+        for anchor in (r for r in batch if isinstance(r, RunAnchor)):
+            conn.execute(
+                "UPDATE runs SET started_at_utc = ? WHERE id = ?",
+                (anchor.started_at_utc, self.run_id),
             )
         last_dt = max((s.dt_s for s in samples), default=None)
         conn.execute(
