@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shlex
 import signal
 import sqlite3
@@ -34,6 +35,7 @@ from atomlab.tracking import (
     StepSpec,
     TensorBoardMirror,
     auto_view,
+    check_logdir,
     export_tables,
     format_duration,
     perf,
@@ -122,7 +124,7 @@ def exec_command(
     mirrors = []
     logdir = tensorboard or settings.tracking.tensorboard_dir
     if logdir is not None:
-        mirrors.append(TensorBoardMirror(logdir))
+        mirrors.append(TensorBoardMirror(logdir))  # exit 4 when the extra is missing
     tracker = RunTracker(
         pipeline,
         specs,
@@ -132,6 +134,8 @@ def exec_command(
         telemetry=telemetry,
         mirrors=mirrors,
     )
+    if logdir is not None:
+        check_logdir(logdir)  # after every other check: it may create the folder
     try:
         with tracker:
             for (name, _), argv in zip(steps, commands, strict=True):
@@ -167,9 +171,10 @@ def _positive_float(value: str, option: str) -> float:
         number = float(value)
     except ValueError:
         number = -1.0
-    if number <= 0:
+    if not (number > 0 and math.isfinite(number)):
         raise InvalidInputError(
-            f"{option} value {value!r} must be a positive number of seconds", field=option
+            f"{option} value {value[:40]!r} must be a positive, finite number of seconds",
+            field=option,
         )
     return number
 
@@ -196,7 +201,9 @@ def watch_command(
         str | None,
         typer.Argument(help="Run id or unique prefix (default: the newest live run, else newest)."),
     ] = None,
-    interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds.")] = 2.0,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.2, max=3600.0, help="Seconds.")
+    ] = 2.0,
     json_out: output.JsonOption = False,
 ) -> None:
     """Follow a run until it ends; exit 1 if it failed, was cancelled or crashed."""
@@ -460,6 +467,8 @@ def tensorboard_command(
 
     with _index() as index:
         record = index.load(run)
+    TensorBoardMirror(logdir)  # exit 4 when the extra is missing, before touching the logdir
+    check_logdir(logdir)
     target = export_run(
         record, report.load_samples(record), logdir, metrics=read_metrics(record.run_dir)
     )

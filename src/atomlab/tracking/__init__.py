@@ -41,7 +41,7 @@ from atomlab.tracking.progress import (
 from atomlab.tracking.recommend import RuleInput, RuleThresholds, evaluate
 from atomlab.tracking.sampler import TelemetrySampler
 from atomlab.tracking.store import iter_jsonl, read_run, runs_root, tail_jsonl
-from atomlab.tracking.tensorboard import TensorBoardMirror
+from atomlab.tracking.tensorboard import TensorBoardMirror, check_logdir
 from atomlab.tracking.tracker import (
     RunCancelled,
     RunTracker,
@@ -78,6 +78,7 @@ __all__ = [
     "TelemetrySampler",
     "TensorBoardMirror",
     "auto_view",
+    "check_logdir",
     "estimate_remaining",
     "evaluate",
     "export_tables",

@@ -19,7 +19,7 @@ import statistics
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ INDEX_FILE = "index.sqlite"
 DEFAULT_LIST_LIMIT = 20
 DEFAULT_STALE_AFTER_S = 15.0
 HISTORY_RUNS = 5
+MAX_SQL_INT = 2**63 - 1
 #: Run ids are ``<16-char time>-<pipeline slug up to 24>-<6 hex>``; anything much longer is a typo.
 MAX_RUN_HINT = 256
 
@@ -137,16 +138,20 @@ def parse_since(value: str) -> str:
     text = value.strip()
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
-        moment = datetime.now(UTC).timestamp() - float(text[:-1]) * units[text[-1]]
-        return utc_iso(datetime.fromtimestamp(moment, UTC))
+        age_s = float(text[:-1]) * units[text[-1]]
+        try:
+            return utc_iso(datetime.now(UTC) - timedelta(seconds=age_s))
+        except (OverflowError, ValueError):
+            return utc_iso(datetime(1, 1, 1, tzinfo=UTC))  # older than any run: all of them
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
+        shown = value[:60]
         raise InvalidInputError(
-            f"--since {value!r} is not a date; use ISO-8601 (2026-01-31 or 2026-01-31T12:00Z) "
+            f"--since {shown!r} is not a date; use ISO-8601 (2026-01-31 or 2026-01-31T12:00Z) "
             "or a relative age such as 30m, 2h, 7d",
             field="since",
-            value=value,
+            value=shown,
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
@@ -164,10 +169,45 @@ class RunIndex:
 
     @classmethod
     def open(cls, home: Path, *, clock: Clock | None = None) -> RunIndex:
+        """Open (or create) the index. The index is derived data (``run.json`` files are the
+        truth): a damaged one — not a database, malformed, a folder — is moved aside as
+        ``index.sqlite.broken-<time>`` and rebuilt from the run directories."""
         root = runs_root(home)
-        root.mkdir(parents=True, exist_ok=True)
-        conn = connect(root / INDEX_FILE)
-        migrate(conn, MIGRATIONS)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInputError(
+                f"cannot use {_short(str(root))!r} for the run history "
+                f"({exc.strerror or exc}); pass --home a writable folder",
+                field="home",
+                value=_short(str(root)),
+            ) from None
+        try:
+            return cls._open_checked(root, clock)
+        except sqlite3.DatabaseError as exc:
+            if _is_busy(exc):
+                raise
+            broken = _move_aside(root, exc)
+            reason = str(exc)
+        index = cls._open_checked(root, clock)
+        count = index.rebuild()
+        _log.warning("runs.index_rebuilt", broken=str(broken), reason=reason, runs=count)
+        return index
+
+    @classmethod
+    def _open_checked(cls, root: Path, clock: Clock | None) -> RunIndex:
+        path = root / INDEX_FILE
+        if path.exists() and not path.is_file():
+            raise sqlite3.DatabaseError(f"{path} is not a file")
+        conn = connect(path)
+        try:
+            migrate(conn, MIGRATIONS)
+            problem = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {problem}")
+        except BaseException:
+            conn.close()
+            raise
         return cls(root, conn, clock=clock)
 
     def close(self) -> None:
@@ -240,7 +280,8 @@ class RunIndex:
     ) -> list[RunSummary]:
         """Newest first, filtered by status (one or several), creation time and pipeline."""
         if limit < 1:
-            raise InvalidInputError(f"--limit {limit} must be at least 1", field="limit")
+            raise InvalidInputError(f"--limit {str(limit)[:40]} must be at least 1", field="limit")
+        limit = min(limit, MAX_SQL_INT)  # a huge limit means "all of them"
         where: list[str] = []
         args: list[Any] = []
         if status is not None:
@@ -526,6 +567,34 @@ class RunIndex:
                 self.upsert(record)
                 count += 1
         return count
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _move_aside(root: Path, exc: BaseException) -> Path:
+    """Rename a damaged index (and its -wal/-shm) out of the way; never delete it."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = root / f"{INDEX_FILE}.broken-{stamp}"
+    try:
+        (root / INDEX_FILE).rename(target)
+        for suffix in ("-wal", "-shm"):
+            side = root / f"{INDEX_FILE}{suffix}"
+            if side.exists():
+                side.rename(root / f"{INDEX_FILE}.broken-{stamp}{suffix}")
+    except OSError as err:
+        raise InvalidInputError(
+            f"the run index {root / INDEX_FILE} is damaged ({exc}) and cannot be moved aside "
+            f"({err.strerror or err}); move it away by hand, then run `atomlab runs reindex`",
+            field="index",
+        ) from None
+    return target
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_status(value: str) -> None:

@@ -74,7 +74,7 @@ class StepSpec(_Model):
     def _valid_name(cls, value: str) -> str:
         if not _STEP_NAME.match(value):
             raise ValueError(
-                f"step name {value!r} must be 1-64 letters, digits, '_', '.' or '-' "
+                f"step name {value[:60]!r} must be 1-64 letters, digits, '_', '.' or '-' "
                 "and start with a letter or digit"
             )
         return value

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -66,6 +67,7 @@ from atomlab.tracking.store import (
 )
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PIPELINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:+-]{0,127}$")
 CHILD_GRACE_S = 5.0
 CHILD_POLL_S = 0.25
 MONITOR_TICK_S = 1.0
@@ -126,8 +128,14 @@ class RunTracker:
         tags: Mapping[str, str] | None = None,
         mirrors: Sequence[Any] = (),
     ) -> None:
-        if not pipeline.strip():
-            raise InvalidInputError("pipeline name is empty; give the pipeline a name")
+        if not isinstance(pipeline, str) or not PIPELINE_NAME.match(pipeline):
+            shown = str(pipeline)[:60]
+            raise InvalidInputError(
+                f"pipeline name {shown!r} is not valid; use 1-128 letters, digits, spaces or "
+                "'_ . : + -', starting with a letter or digit (no '/': it is not a path)",
+                field="pipeline",
+                value=shown,
+            )
         self.pipeline = pipeline
         self.specs = step_specs(list(steps))
         if home is None or settings is None:
