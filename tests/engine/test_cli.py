@@ -132,7 +132,7 @@ def test_an_output_that_is_a_directory_is_refused_before_any_call(cli: Cli, tmp_
     (tmp_path / "results").mkdir()
     result = _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "results"))
     assert result.exit_code == 3
-    assert "is a directory" in result.json["error"]["message"]
+    assert "is a folder" in result.json["error"]["message"]
     assert not list(tmp_path.glob("results.*"))  # no part file, journal or metrics
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from rich.table import Table
 from atomlab.cli import output
 from atomlab.core.errors import AtomlabError, InvalidInputError
 from atomlab.core.logging import configure_logging
+from atomlab.core.paths import input_file, output_file
 from atomlab.core.settings import AtomlabSettings, load_settings
 from atomlab.engine import (
     CACHE_MODES,
@@ -34,6 +34,7 @@ from atomlab.engine import (
     migrate_file,
     run_blocking,
     sample_input,
+    write_atomically,
 )
 from atomlab.llm import LlmQueue, make_provider
 
@@ -86,10 +87,11 @@ def sample(
 ) -> None:
     """Write the sample input shipped with PIPELINE (to try the pipeline at once)."""
     load_pipeline(pipeline)  # a clear error for unknown names
+    output_file(to, option="--output")
+    body = sample_input(pipeline).read_bytes()
     to.parent.mkdir(parents=True, exist_ok=True)
-    with sample_input(pipeline).open("rb") as src, to.open("wb") as dst:
-        shutil.copyfileobj(src, dst)
-    lines = sum(1 for line in to.read_text(encoding="utf-8").splitlines() if line.strip())
+    write_atomically(to, body)
+    lines = sum(1 for line in body.decode("utf-8").splitlines() if line.strip())
     output.emit(
         {"pipeline": pipeline, "output": str(to), "items": lines},
         json_flag=json_out,
@@ -256,6 +258,7 @@ def status(
     json_out: output.JsonOption = False,
 ) -> None:
     """Show how far the run writing --output got and what it was started with."""
+    output_file(output_path, option="--output")
     state = describe_run(output_path)
     human = (
         f"{state['output']}: {state['status']}, {state['items_finished']} items finished "
@@ -273,6 +276,8 @@ def migrate(
     json_out: output.JsonOption = False,
 ) -> None:
     """Migrate an output file between schema versions (deterministic, order and meta kept)."""
+    input_file(input_path, option="--input", what="JSONL file")
+    output_file(output_path, option="--output")
     if input_path.resolve() == output_path.resolve():
         raise InvalidInputError(
             "--input and --output are the same file; write the migration to a new file",

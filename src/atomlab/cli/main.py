@@ -12,7 +12,9 @@ import typer
 
 from atomlab import __version__
 from atomlab.cli import output
+from atomlab.cli.command_tree import build_command
 from atomlab.cli.doctor import doctor
+from atomlab.cli.user_errors import as_user_error
 from atomlab.core.errors import AtomlabError, ExitCode
 from atomlab.core.logging import configure_logging
 
@@ -138,7 +140,8 @@ def run(argv: list[str] | None = None) -> int:
             register_groups([command])
         elif command not in _TOP_LEVEL_COMMANDS and "--version" not in head:
             register_groups()
-        result = app(args=args, prog_name="atomlab", standalone_mode=False)
+        command = build_command(app)
+        result = command.main(args=args, prog_name="atomlab", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
@@ -160,6 +163,9 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if output.state().debug:
             raise
+        mapped = as_user_error(exc)  # a user's mistake that slipped past the command's checks
+        if mapped is not None:
+            return output.emit_atomlab_error(mapped)
         message = f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
         output.emit_error("unexpected", message, int(ExitCode.UNEXPECTED))
         return int(ExitCode.UNEXPECTED)

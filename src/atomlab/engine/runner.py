@@ -37,11 +37,11 @@ from atomlab.core.errors import (
     ExitCode,
     InterruptedRunError,
     InvalidInputError,
-    NotFoundError,
     PolicyRefusedError,
     TerminatedError,
 )
 from atomlab.core.logging import get_logger
+from atomlab.core.paths import input_file, output_file
 from atomlab.engine.cache import ResponseCache, cache_key
 from atomlab.engine.errors import MappingError, ProcessingError, ResumeRefusedError
 from atomlab.engine.journal import (
@@ -151,11 +151,7 @@ class InputScan:
 
 def scan_input(path: Path, pipeline: Pipeline) -> InputScan:
     """Hash the input and check every line (JSON object, id and required fields, unique ids)."""
-    if not path.is_file():
-        raise NotFoundError(
-            f"input file {str(path)!r} does not exist; pass a JSONL file with --input",
-            path=str(path),
-        )
+    input_file(path, option="--input", what="JSONL file")
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(HASH_CHUNK):
@@ -216,6 +212,10 @@ def _check_level_list(path: Path, line_no: int, item: dict[str, Any], name: str,
         seen.add(level_id)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _read_lines(path: Path, *, with_bytes: bool = False) -> Iterator[Any]:
     """``(line_no, item)`` per non-blank line; ``(line_no, item, raw)`` with ``with_bytes``."""
     with path.open("rb") as handle:
@@ -232,11 +232,23 @@ def _read_lines(path: Path, *, with_bytes: bool = False) -> Iterator[Any]:
             if not raw.strip():
                 continue
             try:
-                item = json.loads(raw)
+                item = json.loads(raw, parse_constant=_refuse_constant)
             except json.JSONDecodeError as exc:
                 raise InvalidInputError(
                     f"{path.name} line {line_no} is not valid JSON ({exc.msg}); "
                     "the input must hold one JSON object per line",
+                    path=str(path),
+                    line=line_no,
+                ) from None
+            except RecursionError:
+                raise InvalidInputError(
+                    f"{path.name} line {line_no} is nested too deeply; flatten the item",
+                    path=str(path),
+                    line=line_no,
+                ) from None
+            except ValueError as exc:  # NaN / Infinity: not JSON, and not a number to work with
+                raise InvalidInputError(
+                    f"{path.name} line {line_no}: {exc}; use finite numbers (or null)",
                     path=str(path),
                     line=line_no,
                 ) from None
@@ -878,13 +890,8 @@ async def _all_or_cancel(coroutines: list[Coroutine[Any, Any, None]]) -> None:
 def _refuse_to_overwrite(input_path: Path, paths: RunPaths) -> None:
     """The input must not be one of the files the run writes (it would be lost), and the output
     must be a file name (found now, not after the whole run when the part file is renamed)."""
-    if paths.output.is_dir():
-        raise InvalidInputError(
-            f"--output {str(paths.output)!r} is a directory; pass a file name such as "
-            f"{str(paths.output / 'out.jsonl')!r}",
-            field="--output",
-            value=str(paths.output),
-        )
+    output_file(paths.output, option="--output")
+    input_file(input_path, option="--input", what="JSONL file")
     written = (
         paths.output,
         paths.part,
