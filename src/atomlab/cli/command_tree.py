@@ -9,17 +9,23 @@ so the tree is walked by its attributes, not by click's classes.)
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import typer
 import typer.main
 
 
+HELP_OPTION_NAMES = ("-h", "--help")  # the root's context_settings; every group inherits them
+
+
 def build_command(app: typer.Typer) -> Any:
     """The click-style command of ``app`` with every flag's help free of a value type."""
     command = typer.main.get_command(app)
+    names = SimpleNamespace(help_option_names=list(HELP_OPTION_NAMES))
     for _path, each in walk(command):
-        for param in each.params:
+        help_option = each.get_help_option(names)  # made once and cached by the command
+        for param in [*each.params, help_option]:
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""
     return command

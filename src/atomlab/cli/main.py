@@ -12,7 +12,7 @@ import typer
 
 from atomlab import __version__
 from atomlab.cli import output
-from atomlab.cli.command_tree import build_command
+from atomlab.cli.command_tree import HELP_OPTION_NAMES, build_command
 from atomlab.cli.doctor import doctor
 from atomlab.cli.user_errors import as_user_error
 from atomlab.core.errors import AtomlabError, ExitCode
@@ -24,7 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": list(HELP_OPTION_NAMES)},
 )
 
 
