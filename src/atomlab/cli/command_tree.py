@@ -15,7 +15,6 @@ from typing import Any
 import typer
 import typer.main
 
-
 HELP_OPTION_NAMES = ("-h", "--help")  # the root's context_settings; every group inherits them
 
 
