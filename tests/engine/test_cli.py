@@ -543,3 +543,18 @@ def test_status_says_crashed_after_the_run_was_killed_with_sigkill(
     resumed = _run(cli, "defect-triage", "-i", str(src), "-o", str(out), "--resume")
     assert resumed.exit_code == 0, resumed.stdout
     assert cli("engine", "status", "-o", str(out), "--json").json["status"] == "complete"
+
+
+def test_every_run_summary_names_the_provider_that_answered(cli: Cli, tmp_path: Path) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    out = tmp_path / "o.jsonl"
+    result = _run(cli, "defect-triage", "-i", str(src), "-o", str(out))
+    assert (result.json["provider"], result.json["model"]) == ("offline", "offline-v1")
+    record = json.loads(out.read_text().splitlines()[0])
+    assert record["meta"]["provider"] == "offline"
+    plain = cli(
+        "engine", "run", "defect-triage", "-i", str(src), "-o", str(tmp_path / "p.jsonl"),
+        "--provider", "offline",
+    )  # fmt: skip
+    assert "offline provider offline-v1" in plain.stdout
+    assert "not by an LLM" in plain.stdout

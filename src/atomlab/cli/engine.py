@@ -198,7 +198,8 @@ def run(
         stats = llm_queue.stats()
         payload["queue"] = {"retries": stats.retries, "cost_usd": stats.cost_usd}
     human = (
-        f"{loaded.name}: {summary.ok} ok, {summary.rejected} rejected of {summary.items} items "
+        f"{loaded.name} ({_answered_by(summary.provider, summary.model)}): "
+        f"{summary.ok} ok, {summary.rejected} rejected of {summary.items} items "
         f"→ {output_path} ({_count(summary.calls, 'call')}, {summary.cache_hits} from cache"
         + (f", {summary.journal_hits} from the journal" if summary.journal_hits else "")
         + (f", {summary.resumed_items} already done" if summary.resumed_items else "")
@@ -206,6 +207,18 @@ def run(
         + (f"\nrejected items: {paths.rejects}" if summary.rejected else "")
     )
     output.emit(payload, json_flag=json_out, human=human)
+
+
+def _answered_by(provider: str, model: str) -> str:
+    """Who produced the answers, said plainly: offline answers are no model's."""
+    if provider == "offline":
+        return (
+            f"offline provider {model}: answers generated locally from each prompt, not by an "
+            "LLM; set GEMINI_API_KEY, OPENAI_API_KEY or llm.base_url for real answers"
+        )
+    if provider == "replay":
+        return f"replayed cassettes of model {model}"
+    return f"{provider} model {model}"
 
 
 def _counts_renamed(payload: dict[str, Any], name: str) -> dict[str, Any]:

@@ -113,6 +113,8 @@ class RunSummary:
 
     pipeline: str
     output: Path
+    provider: str = ""  # who produced the answers: "offline", "replay", "gemini", "openai" ...
+    model: str = ""
     status: str = "running"
     items: int = 0
     ok: int = 0
@@ -129,6 +131,8 @@ class RunSummary:
         return {
             "pipeline": self.pipeline,
             "output": str(self.output),
+            "provider": self.provider,
+            "model": self.model,
             "status": self.status,
             "items": self.items,
             "ok": self.ok,
@@ -316,7 +320,7 @@ class PipelineRunner:
         self._sink: OrderedSink | None = None
         self._run_tag = uuid.uuid4().hex[:8]
         self._strict_rejects: list[bytes] = []
-        self.summary = RunSummary(pipeline.name, Path())
+        self.summary = RunSummary(pipeline.name, Path(), provider.name, provider.model)
 
     @property
     def stopping(self) -> bool:
@@ -358,7 +362,13 @@ class PipelineRunner:
 
     async def _run_locked(self, input_path: Path, output_path: Path, scan: InputScan) -> RunSummary:
         paths = RunPaths(output_path)
-        self.summary = RunSummary(self.pipeline.name, output_path, items=scan.items)
+        self.summary = RunSummary(
+            self.pipeline.name,
+            output_path,
+            self.provider.name,
+            self.provider.model,
+            items=scan.items,
+        )
         manifest = self.manifest_for(scan.sha256)
         journal, done, out_end, rejects_end = self._open_journal(paths, manifest, scan)
         self._journal = journal
