@@ -126,6 +126,12 @@ def test_explicit_openai_with_a_key_targets_the_openai_api() -> None:
     assert provider.base_url == "https://api.openai.com/v1"
 
 
+def _only_cassette(folder: Path) -> dict[str, str]:
+    (cassette,) = folder.glob("*/*.json")
+    entry: dict[str, str] = json.loads(cassette.read_text())
+    return entry
+
+
 async def test_recording_without_a_key_is_labelled_offline_never_as_the_configured_model(
     tmp_path: Path,
 ) -> None:
@@ -136,8 +142,7 @@ async def test_recording_without_a_key_is_labelled_offline_never_as_the_configur
     assert recorder.model == "offline-v1" != settings.model
     request = GenerationRequest(prompt="step", schema=Triage)
     await recorder.generate(request)
-    (cassette,) = tmp_path.glob("*/*.json")
-    entry = json.loads(cassette.read_text())
+    entry = _only_cassette(tmp_path)
     assert (entry["provider"], entry["model"]) == ("offline", "offline-v1")
     # Replaying as llm.model finds nothing, and the miss says which recordings are there.
     player = make_provider(LlmSettings(provider="replay", cassette_dir=tmp_path), environ={})
