@@ -15,7 +15,7 @@ from rich.table import Table
 
 from atomlab.cli import output
 from atomlab.core.errors import AtomlabError, InvalidInputError
-from atomlab.core.logging import configure_logging
+from atomlab.core.logging import configure_logging, get_logger
 from atomlab.core.paths import input_file, output_file
 from atomlab.core.settings import AtomlabSettings, load_settings
 from atomlab.engine import (
@@ -32,6 +32,7 @@ from atomlab.engine import (
     list_pipelines,
     load_pipeline,
     migrate_file,
+    register_run,
     run_blocking,
     sample_input,
     write_atomically,
@@ -97,6 +98,15 @@ def sample(
         json_flag=json_out,
         human=f"wrote {lines} sample items of {pipeline} to {to}",
     )
+
+
+def _register(home: Path, output_path: Path, input_path: Path, pipeline: str) -> None:
+    """Note the run in <home>/engine/runs.jsonl (the dashboard lists runs from it); a home that
+    cannot be written costs a warning, never the run."""
+    try:
+        register_run(home, output=output_path, input_path=input_path, pipeline=pipeline)
+    except OSError as exc:
+        get_logger(__name__).warning("engine.register_failed", home=str(home), error=str(exc))
 
 
 @app.command("run")
@@ -172,6 +182,7 @@ def run(
         resume=resume,
     )
     show = progress if progress is not None else _progress_allowed(json_logs, json_out, settings)
+    _register(settings.home, output_path, input_path, loaded.name)
     with _progress_bar(show, loaded.name) as on_progress:
         runner = PipelineRunner(
             loaded,
