@@ -182,7 +182,6 @@ def run(
         resume=resume,
     )
     show = progress if progress is not None else _progress_allowed(json_logs, json_out, settings)
-    _register(settings.home, output_path, input_path, loaded.name)
     with _progress_bar(show, loaded.name) as on_progress:
         runner = PipelineRunner(
             loaded,
@@ -192,6 +191,7 @@ def run(
             metrics=metrics,
             options=options,
             on_progress=on_progress,
+            on_start=lambda: _register(settings.home, output_path, input_path, loaded.name),
         )
         try:
             summary = run_blocking(runner, input_path, output_path)

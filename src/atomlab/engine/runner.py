@@ -296,8 +296,12 @@ class PipelineRunner:
         metrics: EngineMetrics | None = None,
         options: RunOptions | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # Called once the run really starts (input checked, lock held, journal open): a refused
+        # run changes nothing, so nothing may note it as started.
+        self._on_start = on_start or (lambda: None)
         self.provider = provider
         self.queue = queue
         self.cache = cache
@@ -373,6 +377,7 @@ class PipelineRunner:
         journal, done, out_end, rejects_end = self._open_journal(paths, manifest, scan)
         self._journal = journal
         try:
+            self._on_start()
             # Killed between renaming the part file and marking the journal complete:
             renamed = (
                 self.options.resume
