@@ -128,6 +128,18 @@ def _requested_command(args: list[str]) -> str | None:
     return None
 
 
+_built: dict[frozenset[str], Any] = {}
+
+
+def _command() -> Any:
+    """The command tree of the groups registered so far, built once per set of groups (a process
+    running several commands, such as the test suite, would otherwise rebuild it every time)."""
+    key = frozenset(_registered)
+    if key not in _built:
+        _built[key] = build_command(app)
+    return _built[key]
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` and return the exit code instead of exiting."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -140,8 +152,7 @@ def run(argv: list[str] | None = None) -> int:
             register_groups([command])
         elif command not in _TOP_LEVEL_COMMANDS and "--version" not in head:
             register_groups()
-        command = build_command(app)
-        result = command.main(args=args, prog_name="atomlab", standalone_mode=False)
+        result = _command().main(args=args, prog_name="atomlab", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
