@@ -143,6 +143,18 @@ def telemetry_figure(samples: Sequence[Mapping[str, Any]], *, title: str | None 
     return {"data": traces, "layout": layout}
 
 
+def telemetry_value(sample: Mapping[str, Any], field: str) -> float | None:
+    """The value a telemetry trace (its ``meta.field``) takes from one sample: a top-level key,
+    or ``gpus.<index>.<key>`` for a GPU's reading; None when the sample lacks it."""
+    if field.startswith("gpus."):
+        _, index, key = field.split(".", 2)
+        for gpu in sample.get("gpus") or []:
+            if gpu and str(gpu.get("index")) == index:
+                return number(gpu.get(key))
+        return None
+    return number(sample.get(field))
+
+
 def _gpu_series(
     samples: Sequence[Mapping[str, Any]],
 ) -> list[tuple[str, str, list[float | None]]]:
