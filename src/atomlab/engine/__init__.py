@@ -7,7 +7,15 @@
 See docs/engine.md for the pipeline format, the cache layout and the resume rules.
 """
 
-from atomlab.engine.cache import CACHE_MODES, CacheMode, CacheReport, ResponseCache, cache_key
+from atomlab.engine.cache import (
+    CACHE_MODES,
+    CacheMode,
+    ManifestDamagedError,
+    ResponseCache,
+    cache_key,
+    check_cache_location,
+)
+from atomlab.engine.cache_validate import CacheReport, Finding
 from atomlab.engine.errors import (
     MappingError,
     PipelineError,
@@ -53,8 +61,10 @@ __all__ = [
     "DirectoryPromptLoader",
     "EngineMetrics",
     "FailedItem",
+    "Finding",
     "InMemoryMappingLoader",
     "InMemoryPromptLoader",
+    "ManifestDamagedError",
     "MappingError",
     "MappingLoader",
     "Pipeline",
@@ -74,6 +84,7 @@ __all__ = [
     "RunSummary",
     "build_pipeline",
     "cache_key",
+    "check_cache_location",
     "count_items",
     "describe_run",
     "known_runs",
