@@ -95,7 +95,9 @@ def test_the_instrument_page_follows_a_monitor_recording_live(
         thread.start()
         try:
             assert recording.wait(20)
-            server = serve(make_config(isolated_home))
+            with NanonisClient("127.0.0.1", sim.ports[0]) as operator:
+                operator.call("Scan.Action", {"action": 0, "direction_up": 1})
+            server = serve(make_config(isolated_home, instrument=("127.0.0.1", sim.ports[0])))
             page.goto(f"{server.url}/instrument")
             page.wait_for_function("() => window.atomlab && window.atomlab.points > 0")
             before = strip_points(page)
@@ -108,6 +110,10 @@ def test_the_instrument_page_follows_a_monitor_recording_live(
             seen = page.evaluate("window.atomlab.points")
             page.wait_for_function(f"() => window.atomlab.points > {seen + 25}")
             assert page.evaluate("document.getElementById('strip').layout.xaxis.range") == zoomed
+
+            # The scan image comes from the instrument, as a heat map in nm.
+            page.wait_for_function("() => document.querySelector('#scan .heatmaplayer') !== null")
+            assert "nm" in page.inner_text("#scan")
 
             # An operator changes the setpoint from another program: an action appears live.
             with NanonisClient("127.0.0.1", sim.ports[0]) as other:

@@ -8,6 +8,7 @@ string. Live views follow ``run.json`` and the append-only ``telemetry.jsonl`` a
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from atomlab.tracking import (
     RunSummary,
     format_duration,
     parse_since,
+    read_metrics,
     report,
     runs_root,
 )
@@ -516,31 +518,52 @@ def _extend_payload(
 
 class _MetricsFollower:
     """Metrics of one or several runs: the whole figure first, then appends; a new metric or a
-    first point of a run rebuilds the figure (the browser keeps its zoom: same uirevision)."""
+    first point of a run rebuilds the figure (the browser keeps its zoom: same uirevision).
+
+    The first read is the tracker's own reader (``read_metrics``); from the file size taken
+    before it, new lines are followed by byte offset. Steps of a name only ever increase (C1),
+    so a point at or below the last step seen was already drawn and is dropped.
+    """
 
     def __init__(self, dirs: dict[str, Path], *, metrics: Sequence[str] | None = None) -> None:
         self.dirs = dirs
         self.wanted = list(metrics) if metrics else None
-        self.points: dict[str, dict[str, list[dict[str, Any]]]] = {run: {} for run in dirs}
+        self.points: dict[str, dict[str, list[Any]]] = {run: {} for run in dirs}
+        self.last_step: dict[tuple[str, str], int] = {}
         self.offsets = dict.fromkeys(dirs, 0)
         self.figure: Figure | None = None
 
     def _build(self) -> Figure:
         return metric_curves(self.points, metrics=self.wanted)
 
+    def _first_read(self) -> None:
+        for run, run_dir in self.dirs.items():
+            with contextlib.suppress(OSError):
+                self.offsets[run] = (run_dir / METRICS_FILE).stat().st_size
+            for name, series in read_metrics(run_dir).items():
+                if self.wanted is None or name in self.wanted:
+                    self.points[run][name] = list(series)
+                    if series:
+                        self.last_step[(run, name)] = series[-1].step
+
     def poll(self) -> list[ServerSentEvent]:
+        if self.figure is None:
+            self._first_read()
+            self.figure = self._build()
+            return [event("metrics_figure", self.figure)]
         new: dict[tuple[str, str], tuple[list[Any], list[Any]]] = {}
         for run, run_dir in self.dirs.items():
             records, self.offsets[run] = read_new(run_dir / METRICS_FILE, self.offsets[run])
             for name, items in metric_points(records).items():
                 if self.wanted is not None and name not in self.wanted:
                     continue
-                self.points[run].setdefault(name, []).extend(items)
-                steps, values = point_pairs(items)
-                new[(run, name)] = (steps, values)
-        if self.figure is None:
-            self.figure = self._build()
-            return [event("metrics_figure", self.figure)]
+                last = self.last_step.get((run, name), -1)
+                fresh = [p for p in items if p["step"] > last]
+                if not fresh:
+                    continue
+                self.last_step[(run, name)] = fresh[-1]["step"]
+                self.points[run].setdefault(name, []).extend(fresh)
+                new[(run, name)] = point_pairs(fresh)
         if not new:
             return []
         keys = {(t["meta"]["run"], t["meta"]["metric"]) for t in self.figure["data"] if "meta" in t}
