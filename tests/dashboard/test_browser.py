@@ -119,6 +119,7 @@ def test_the_instrument_page_follows_a_monitor_recording_live(
             with NanonisClient("127.0.0.1", sim.ports[0]) as other:
                 other.call("ZCtrl.SetpntSet", {"setpoint": 2e-10})
             page.wait_for_selector("#actions tbody tr a[data-action]")
+            assert page.locator("#actions tbody tr").count() == 1
             page.click("#actions tbody tr a[data-action]")
             page.wait_for_function(
                 "() => document.querySelector('#window.js-plotly-plot') !== null"
@@ -130,6 +131,8 @@ def test_the_instrument_page_follows_a_monitor_recording_live(
             thread.join(20)
         page.reload()  # the selected action is in the URL: it survives a reload
         page.wait_for_function("() => document.querySelector('#window.js-plotly-plot') !== null")
+        page.wait_for_function("() => window.atomlab.events.run > 0")  # the stream is open ...
+        assert page.locator("#actions tbody tr").count() == 1  # ... and repeats no action
         assert "Z Setpoint" in page.inner_text("#window")
     assert page.log.errors == []
 

@@ -128,7 +128,7 @@ def runs_page(
     if index is not None:
         with index:
             rows = index.list_runs(status=status, since=since, pipeline=pipeline, limit=limit)
-            pipelines = sorted({r.pipeline for r in index.list_runs(limit=MAX_LIMIT)})
+            pipelines = index.pipelines()
     newest = rows[0].created_at if rows else None
     query = urlencode(
         [("status", s) for s in status or []]
@@ -147,7 +147,7 @@ def runs_page(
         "stream": "/api/runs/stream" + (f"?{query}" if query else ""),
         "limit": limit,
     }
-    return page(title="Runs", active="runs", body=body, data=data)
+    return page(title="Runs", active="runs", body=body, data=data, charts=False)
 
 
 def _runs_table(rows: Sequence[RunSummary]) -> str:

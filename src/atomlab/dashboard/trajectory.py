@@ -148,7 +148,10 @@ def instrument_page(
             value=action,
         )
     max_points = min(MAX_STRIP_POINTS, max(10, math.ceil(window_s / current.interval_s)))
-    query = f"run={_q(current.name)}" + (f"&signals={_q(signals)}" if signals else "")
+    last_action = actions[-1]["action_idx"] if actions else -1  # the stream sends only newer
+    query = f"run={_q(current.name)}&after_action={last_action}" + (
+        f"&signals={_q(signals)}" if signals else ""
+    )
     data = {
         **scan_data,
         "run": current.name,
