@@ -32,6 +32,7 @@ from typing import Any
 import uvicorn
 
 from atomlab.core.clock import utc_iso
+from atomlab.core.logging import configure_logging
 from atomlab.dashboard import DashboardConfig, create_app
 from atomlab.tracking import RunIndex, RunRecord, RunStatus, StepRecord, StepStatus, runs_root
 from atomlab.tracking.store import save_run
@@ -321,6 +322,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each recording")
     args = parser.parse_args()
+    configure_logging("WARNING", "console")  # logs to stderr: stdout is the JSON result
     with tempfile.TemporaryDirectory(prefix="atomlab-dash-bench-") as tmp, chromium() as browser:
         work = Path(tmp)
         runs = bench_runs_page(browser, work, args.repeats)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from atomlab.core.clock import FakeClock
+from atomlab.core.logging import configure_logging
 from atomlab.core.settings import TrackingSettings
 from atomlab.instrument import NanonisClient, load_catalog
 from atomlab.sim import Disturbances, start_simulator_in_thread
@@ -303,6 +304,7 @@ def take_screenshots(browser: Any, work: Path, out_dir: Path) -> list[Path]:
 
 def main() -> None:
     out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("docs/img")
+    configure_logging("WARNING", "console")
     with tempfile.TemporaryDirectory(prefix="atomlab-dash-shots-") as tmp, chromium() as browser:
         for shot in take_screenshots(browser, Path(tmp), out_dir):
             print(shot)
