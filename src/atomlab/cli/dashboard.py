@@ -114,41 +114,28 @@ def serve(
         human=f"dashboard on {url} (data home {config.home}, scan images: {scan}); Ctrl-C stops it",
     )
     web = create_app(config)
-    server = _Server(
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, ending the live streams first when a signal asks it to stop (its
+        graceful shutdown waits for open requests, and a stream never ends by itself)."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            web.state.dashboard.stop()
+            super().handle_exit(sig, frame)
+
+    server = Server(
         uvicorn.Config(
             web,
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
-        ),
-        on_exit=web.state.dashboard.stop,
+        )
     )
     # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again: these handlers
     # turn that into the CLI's exit codes 130 and 143.
     signal.signal(signal.SIGTERM, _stopped)
     signal.signal(signal.SIGINT, _stopped)
     asyncio.run(server.serve(sockets=[sock]))
-
-
-def _server_class() -> type[Any]:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, ending the live streams first when a signal asks it to stop."""
-
-        def __init__(self, config: uvicorn.Config, *, on_exit: Any) -> None:
-            super().__init__(config)
-            self._on_exit = on_exit
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            self._on_exit()
-            super().handle_exit(sig, frame)
-
-    return Server
-
-
-def _Server(config: Any, *, on_exit: Any) -> Any:  # noqa: N802 - builds a class instance
-    return _server_class()(config, on_exit=on_exit)
 
 
 def _stopped(signum: int, _frame: object) -> None:

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -37,7 +37,7 @@ from atomlab.core.logging import get_logger
 from atomlab.dashboard.config import DashboardConfig
 from atomlab.dashboard.live import StreamStats
 from atomlab.dashboard.scan import ScanSource
-from atomlab.dashboard.shell import error_page
+from atomlab.dashboard.shell import StrictJSONResponse, error_page
 from atomlab.views.page import plotly_js_path
 
 STATIC_DIR = __file__.rsplit("/", 1)[0] + "/static"
@@ -105,6 +105,7 @@ def create_app(config: DashboardConfig, *, clock: Clock | None = None) -> FastAP
         docs_url="/api/docs",
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        default_response_class=StrictJSONResponse,
     )
     app.state.dashboard = state
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(config.allowed_hosts))
@@ -172,7 +173,7 @@ def _error(request: Request, status: int, code: str, message: str, **details: An
     if request.url.path.startswith("/api/"):
         body: dict[str, Any] = {"code": code, "message": message}
         body.update({k: v for k, v in details.items() if v is not None})
-        return JSONResponse({"error": body}, status_code=status)
+        return StrictJSONResponse({"error": body}, status_code=status)
     return error_page(status, message, field_name)
 
 

@@ -8,7 +8,6 @@ the stream never dies silently and never spins.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from starlette.requests import Request
 from atomlab.core.clock import Clock
 from atomlab.core.errors import AtomlabError
 from atomlab.core.logging import get_logger
+from atomlab.dashboard.shell import strict_json
 
 PING_S = 15
 MAX_BACKOFF_S = 10.0
@@ -52,9 +52,8 @@ class StreamStats:
 
 
 def event(name: str, data: Any, *, event_id: str | None = None) -> ServerSentEvent:
-    """One SSE event with a JSON body (strict JSON: a NaN was already made null)."""
-    body = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
-    return ServerSentEvent(data=body, event=name, id=event_id)
+    """One SSE event with a strict JSON body (a NaN or infinity travels as null)."""
+    return ServerSentEvent(data=strict_json(data), event=name, id=event_id)
 
 
 def stream(

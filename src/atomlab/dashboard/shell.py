@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 NAV: tuple[tuple[str, str, str], ...] = (
     ("instrument", "/instrument", "Instrument"),
@@ -28,11 +29,33 @@ def esc(value: Any) -> str:
     return "" if value is None else html.escape(str(value), quote=True)
 
 
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None, for strict JSON (a hostile file or
+    a broken reading must not turn an answer into a 500)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def strict_json(value: Any) -> str:
+    """Compact strict JSON of ``value`` (non-finite numbers as null, unknown types as text)."""
+    return json.dumps(finite(value), separators=(",", ":"), allow_nan=False, default=str)
+
+
 def data_json(data: Mapping[str, Any]) -> str:
     """JSON for a ``<script type="application/json">`` block: no ``<`` can close the element."""
-    return json.dumps(data, separators=(",", ":"), allow_nan=False, default=str).replace(
-        "<", "\\u003c"
-    )
+    return strict_json(data).replace("<", "\\u003c")
+
+
+class StrictJSONResponse(JSONResponse):
+    """The API's responses: strict JSON whatever the data holds (see :func:`finite`)."""
+
+    def render(self, content: Any) -> bytes:
+        return strict_json(content).encode("utf-8")
 
 
 def page(
