@@ -136,6 +136,12 @@ def test_a_foreign_host_header_is_refused(isolated_home: Path) -> None:
     app = create_app(make_config(isolated_home))
     with TestClient(app, base_url="http://evil.example") as c:
         assert c.get("/runs").status_code == 400
+    for loopback in ("http://localhost:8090", "http://[::1]:8090", "http://127.0.0.2"):
+        with TestClient(app, base_url=loopback) as c:
+            assert c.get("/runs").status_code == 200, loopback
+    open_app = create_app(make_config(isolated_home, allow_remote=True))
+    with TestClient(open_app, base_url="http://lab-pc.example") as c:
+        assert c.get("/runs").status_code == 200  # --allow-remote: any name
 
 
 def test_plotly_js_comes_from_the_plotly_package_and_pages_forbid_inline_script(

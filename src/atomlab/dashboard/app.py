@@ -19,10 +19,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from atomlab import __version__
 from atomlab.core.clock import Clock, SystemClock
@@ -34,7 +33,7 @@ from atomlab.core.errors import (
     UnavailableError,
 )
 from atomlab.core.logging import get_logger
-from atomlab.dashboard.config import DashboardConfig
+from atomlab.dashboard.config import DashboardConfig, host_of, is_loopback
 from atomlab.dashboard.live import StreamStats
 from atomlab.dashboard.scan import ScanSource
 from atomlab.dashboard.shell import StrictJSONResponse, error_page
@@ -108,7 +107,6 @@ def create_app(config: DashboardConfig, *, clock: Clock | None = None) -> FastAP
         default_response_class=StrictJSONResponse,
     )
     app.state.dashboard = state
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(config.allowed_hosts))
     app.middleware("http")(_security_headers)
     _install_error_handlers(app)
     app.include_router(trajectory_router)
@@ -149,6 +147,14 @@ def create_app(config: DashboardConfig, *, clock: Clock | None = None) -> FastAP
 
 
 async def _security_headers(request: Request, call_next: Any) -> Response:
+    """Refuse foreign ``Host`` headers (DNS rebinding: a web page whose domain resolves to
+    127.0.0.1 must not read the dashboard), then add the security headers to every answer."""
+    config: DashboardConfig = request.app.state.dashboard.config
+    host = host_of(request.headers.get("host", ""))
+    if not config.allow_remote and not is_loopback(host):
+        return PlainTextResponse(
+            f"refused: Host {host!r} is not this machine's loopback address", status_code=400
+        )
     response: Response = await call_next(request)
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -29,6 +29,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def host_of(header: str) -> str:
+    """The host part of a ``Host`` header: ``[::1]:8090`` -> ``::1``, ``a:80`` -> ``a``."""
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
 def check_host(host: str, *, allow_remote: bool) -> None:
     """Refuse to listen beyond this machine unless asked to (exit 2, naming the fix).
 
@@ -57,7 +64,8 @@ class DashboardConfig:
     swarm_bounds_nm: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 20.0), (0.0, 20.0))
     swarm_no_go_zones: tuple[dict[str, tuple[float, float]], ...] = ()
     stale_after_s: float = 15.0
-    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "[::1]", "::1")
+    allow_remote: bool = False
+    """Accept requests whatever their ``Host`` header names (else only loopback names)."""
     sample_tick_s: float = DEFAULT_SAMPLE_TICK_S
     slow_tick_s: float = DEFAULT_SLOW_TICK_S
     swarm_tick_s: float = DEFAULT_SWARM_TICK_S
@@ -91,9 +99,6 @@ def from_settings(
             section.instrument_host or settings.instrument.host,
             section.instrument_port or settings.instrument.port,
         )
-    allowed: tuple[str, ...] = DashboardConfig.allowed_hosts
-    if section.allow_remote:
-        allowed = ("*",)
     return DashboardConfig(
         home=home,
         trajectory_db=trajectory_db,
@@ -104,7 +109,7 @@ def from_settings(
         swarm_bounds_nm=(settings.swarm.bounds_x_nm, settings.swarm.bounds_y_nm),
         swarm_no_go_zones=tuple(_zone(z) for z in settings.swarm.no_go_zones),
         stale_after_s=settings.tracking.stale_after_s,
-        allowed_hosts=allowed,
+        allow_remote=section.allow_remote,
     )
 
 
