@@ -91,6 +91,7 @@ app.command("doctor")(doctor)
 # which every command would otherwise pay before doing anything.
 COMMAND_GROUPS: dict[str, str] = {
     "config": "atomlab.cli.config",
+    "dashboard": "atomlab.cli.dashboard",
     "engine": "atomlab.cli.engine",
     "instrument": "atomlab.cli.instrument",
     "runs": "atomlab.cli.runs",

@@ -177,6 +177,18 @@ class SwarmSettings(Section):
     llm_timeout_s: float = Field(default=2.0, gt=0, le=MAX_DURATION_S)
 
 
+class DashboardSettings(Section):
+    """``atomlab dashboard``: where it listens and what it reads (docs/dashboard.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)  # 0: any free port (the command prints it)
+    allow_remote: bool = False  # a host other than loopback is refused unless this is true
+    trajectory_db: Path | None = None  # default: the staged monitor config's db_path
+    instrument_host: str | None = None  # scan images; default: instrument.host
+    instrument_port: int | None = Field(default=None, ge=1, le=65535)  # default: instrument.port
+    scan_image: bool = True  # read the latest scan image from the instrument
+
+
 class AtomlabSettings(BaseSettings):
     """Every setting of atomlab. Build it with :func:`load_settings`, not directly."""
 
@@ -196,6 +208,7 @@ class AtomlabSettings(BaseSettings):
     llm: LlmSettings = Field(default_factory=LlmSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     swarm: SwarmSettings = Field(default_factory=SwarmSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
 
     @field_validator("home")
     @classmethod

@@ -309,6 +309,12 @@ class RunIndex:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
+    def pipelines(self) -> list[str]:
+        """Every pipeline name in the index, sorted (read from its pipeline index, not the rows)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT DISTINCT pipeline FROM runs ORDER BY pipeline")
+            return [str(r[0]) for r in rows]
+
     def resolve(self, hint: str | None) -> RunSummary:
         """A run by exact id, unique id prefix, or the newest run when ``hint`` is None/latest.
 
