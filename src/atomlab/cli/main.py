@@ -91,6 +91,7 @@ COMMAND_GROUPS: dict[str, str] = {
     "config": "atomlab.cli.config",
     "engine": "atomlab.cli.engine",
     "instrument": "atomlab.cli.instrument",
+    "learn": "atomlab.cli.learn",
     "runs": "atomlab.cli.runs",
     "sim": "atomlab.cli.sim",
     "swarm": "atomlab.cli.swarm",
