@@ -27,6 +27,10 @@ from atomlab.learning.observation import N_FEATURES
 from atomlab.learning.task import EpisodeStats, TaskConfig
 
 
+OBSERVATION_BOUND = 1e3
+"""Every feature is a log ratio, a few volts, a count or a 0..1 fraction: far inside this."""
+
+
 class TipMaintenanceEnv(gym.Env[NDArray[np.float32], np.int64]):
     """Keep the tip good while imaging; episodes cycle through ``seeds`` (else random seeds)."""
 
@@ -36,7 +40,7 @@ class TipMaintenanceEnv(gym.Env[NDArray[np.float32], np.int64]):
         self.task = task or TaskConfig()
         self.seeds = list(seeds)
         self.observation_space = spaces.Box(
-            low=-np.inf, high=np.inf, shape=(N_FEATURES,), dtype=np.float32
+            low=-OBSERVATION_BOUND, high=OBSERVATION_BOUND, shape=(N_FEATURES,), dtype=np.float32
         )
         self.action_space = spaces.Discrete(len(ACTIONS))
         self._next = 0

@@ -117,6 +117,12 @@ class SimulatedEpisode:
         return self._timeline.status_at(self._clock.monotonic())
 
     @property
+    def simulator(self) -> LoopbackNanonis:
+        """The in-process simulator itself (ground truth): for scoring, tests and benchmarks,
+        never for a learner."""
+        return self._sim
+
+    @property
     def clock_s(self) -> float:
         """The simulator's clock (what :meth:`tip_status` times are measured on)."""
         return self._clock.monotonic()

@@ -76,7 +76,8 @@ _log = get_logger("atomlab.learning")
 class PipelineConfig:
     """What to run: a preset's sizes, a seed, and where; everything else has a default."""
 
-    preset: str = "demo"
+    preset: str | Preset = "demo"
+    """A preset's name (``demo``, ``full``) or a :class:`~atomlab.learning.presets.Preset`."""
     seed: int = 0
     home: Path | None = None
     finetune: str | None = None
@@ -88,7 +89,8 @@ class PipelineConfig:
     tensorboard: Path | None = None
 
     def __post_init__(self) -> None:
-        preset(self.preset)  # an unknown preset is exit 3, listing the presets
+        if isinstance(self.preset, str):
+            preset(self.preset)  # an unknown preset is exit 3, listing the presets
         if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise InvalidInputError(
                 f"seed {self.seed!r} must be a whole number 0..{MAX_SEED} (each seed owns a "
@@ -115,14 +117,14 @@ class PipelineConfig:
 
     @property
     def resolved(self) -> Preset:
-        chosen = preset(self.preset)
+        chosen = preset(self.preset) if isinstance(self.preset, str) else self.preset
         if self.finetune is not None and self.finetune != chosen.finetune:
             chosen = dataclasses.replace(chosen, finetune=self.finetune)  # type: ignore[arg-type]
         return chosen
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "preset": self.preset,
+            "preset": self.resolved.name,
             "seed": self.seed,
             "home": str(self.home) if self.home else None,
             "finetune": self.resolved.finetune,
