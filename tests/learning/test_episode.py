@@ -65,7 +65,7 @@ def test_the_gymnasium_environment_passes_the_checker_and_hides_ground_truth() -
     assert env.observation_space.contains(obs)
     done = False
     while not done:
-        obs, reward, terminated, truncated, info = env.step(0)
+        obs, _reward, terminated, truncated, info = env.step(0)
         done = terminated or truncated
     assert set(info) == {"action", "refused"}
     assert env.finished and env.finished[-1].steps == 9  # decisions at 1..9 s of 10 s

@@ -78,7 +78,7 @@ def test_the_pipeline_runs_end_to_end_over_the_nanonis_protocol(tmp_path: Path) 
     assert bc.dataset_sha256 == result.dataset_sha256 and bc.task == TINY.task
     rows = json.loads(result.artifacts["comparison_json"].read_text())
     assert [r["policy"] for r in rows] == ["expert", "bc", "finetuned", "noop", "random"]
-    assert all(ROW_KEYS <= set(r) for r in result.comparison) and rows == result.comparison
+    assert all(set(r) >= ROW_KEYS for r in result.comparison) and rows == result.comparison
     assert json.loads(json.dumps(result.to_dict()))["run_id"] == result.run_id
 
 

@@ -26,7 +26,6 @@ from atomlab.learning.episode import SimulatedEpisode
 from atomlab.learning.observation import N_FEATURES
 from atomlab.learning.task import EpisodeStats, TaskConfig
 
-
 OBSERVATION_BOUND = 1e3
 """Every feature is a log ratio, a few volts, a count or a 0..1 fraction: far inside this."""
 
