@@ -152,3 +152,22 @@ def test_eval_command(cli: Callable[..., CliResult], tmp_path: Path) -> None:
     (tmp_path / "bad.pt").write_text("no")
     bad = cli("learn", "eval", str(tmp_path / "bad.pt"), "--json")
     assert bad.exit_code == 3 and bad.json["error"]["type"] == "model_file_error"
+
+
+def test_continuing_training_leaves_the_given_network_untouched() -> None:
+    obs, actions = separable(120)
+    net, _ = train_bc(
+        obs, actions, config=CONFIG, n_actions=len(ACTIONS), device=torch.device("cpu")
+    )
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    tuned, _ = train_bc(
+        obs,
+        2 - actions,
+        config=CONFIG,
+        n_actions=len(ACTIONS),
+        device=torch.device("cpu"),
+        init=net,
+        epochs=3,
+    )
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert any(not torch.equal(before[k], v) for k, v in tuned.state_dict().items())

@@ -11,6 +11,7 @@ pipeline step needs it (torch is heavy)::
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Final
@@ -95,7 +96,8 @@ def train_bc(
     init: PolicyNetwork | None = None,
     epochs: int | None = None,
 ) -> tuple[PolicyNetwork, list[dict[str, float]]]:
-    """Train (or, with ``init``, continue training) a policy network; returns it on the CPU.
+    """Train (or, with ``init``, continue training a copy of) a policy network; returns it on
+    the CPU.
 
     The history has one entry per epoch: ``loss`` (mean weighted cross-entropy), ``accuracy``
     on the training set, and ``valid_accuracy``/``valid_loss`` when ``valid`` is given.
@@ -111,7 +113,7 @@ def train_bc(
             std=obs.std(axis=0),
         )
     else:
-        net = init
+        net = copy.deepcopy(init)  # the caller's network stays as it was
     net = net.to(device)
     x = torch.as_tensor(obs, dtype=torch.float32, device=device)
     y = torch.as_tensor(actions, dtype=torch.int64, device=device)
