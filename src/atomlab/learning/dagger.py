@@ -13,6 +13,7 @@ the learner's (``beta = beta0 * decay ** iteration``)::
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,6 +48,7 @@ def dagger(
 ) -> tuple[PolicyNetwork, list[dict[str, float]]]:
     """Fine-tune ``net`` (trained on ``obs``/``actions``); returns it and one entry per iteration
     (``score``: the mean task score of that iteration's rollouts, ``samples``, ``loss``)."""
+    retrain = dataclasses.replace(bc, class_weight_power=config.class_weight_power)
     data_obs, data_act = [obs], [actions]
     rng = random.Random(f"dagger:{config.seed}")
     seed_iter = iter(_cycle(seeds))
@@ -75,7 +77,7 @@ def dagger(
         net, fit = train_bc(
             all_obs,
             all_act,
-            config=bc,
+            config=retrain,
             n_actions=len(ACTIONS),
             device=device,
             init=net,

@@ -38,6 +38,10 @@ class DaggerConfig:
     """Training epochs per iteration (warm-started from the previous network)."""
     beta0: float = 0.0
     beta_decay: float = 0.5
+    class_weight_power: float = 0.0
+    """Retraining on the aggregate is unweighted: the learner's own rollouts hold plenty of every
+    action the expert takes, and up-weighting rare actions there makes a policy act on
+    ambiguous windows (measured: 0.54 vs 0.67 after 3000 steps, docs/learning.md)."""
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
