@@ -68,6 +68,9 @@ DEFAULT_THREADS: Final = 1
 """torch CPU threads: measured on a loaded two-core machine, 2 threads train about 10x slower
 than 1 (they fight the other processes for the cores); the networks are far too small to gain."""
 MAX_THREADS: Final = 256
+SELECTION_MARGIN: Final = 0.02
+"""The fine-tuned policy replaces BC only if it scores this much more on the selection episodes
+(a smaller difference is within the noise of a few episodes)."""
 
 _log = get_logger("atomlab.learning")
 
@@ -471,10 +474,13 @@ class _Pipeline:
                 },
                 step=0,
             )
-            if after["score"] < before["score"]:
+            improved = after["score"] >= before["score"] + SELECTION_MARGIN
+            self.tracker.log_metric("finetune/selected_tuned", float(improved), step=0)
+            if not improved:
                 self.notes.append(
-                    f"{method} scored {after['score']:.3f} on the selection episodes, below BC's "
-                    f"{before['score']:.3f}; the fine-tuned model is the BC policy"
+                    f"{method} scored {after['score']:.3f} on the selection episodes, BC "
+                    f"{before['score']:.3f}: not better by {SELECTION_MARGIN}, so the fine-tuned "
+                    "model is the BC policy"
                 )
                 tuned = net
             self._save_model("finetuned", net=tuned, config=config, dataset=dataset, kind=method)
