@@ -15,6 +15,10 @@ from atomlab.cli import output
 from atomlab.cli.sim_swarm import swarm
 from atomlab.core.errors import InterruptedRunError, InvalidInputError, TerminatedError
 from atomlab.sim import DEFAULT_LOOP_RATE_HZ, Disturbances, EventLogWriter, SpmSimulator
+from atomlab.surface import SurfaceFollower, load_surface
+
+SURFACE_POLL_S = 0.2
+"""How often ``sim spm --surface`` looks for changes another process wrote to the file."""
 
 app = typer.Typer(
     name="sim",
@@ -73,18 +77,28 @@ def spm(
             "(the simulator's ground truth, for scripted experts and scoring).",
         ),
     ] = None,
+    surface: Annotated[
+        Path | None,
+        typer.Option(
+            "--surface",
+            help="Image the surface in this JSON file (e.g. one the swarm simulator shares) and "
+            "follow its changes, such as repairs, while running.",
+        ),
+    ] = None,
     json_out: output.JsonOption = False,
 ) -> None:
     """Run the STM simulator (Nanonis TCP protocol) until Ctrl-C or SIGTERM."""
     settings = output.state().loaded.settings.sim
     simulator = SpmSimulator(
         seed=settings.seed if seed is None else seed,
+        surface=load_surface(surface) if surface is not None else None,
         host=host or settings.host,
         ports=port or settings.ports,
         disturbances=_disturbances(no_disturbances, tip_change_rate),
         loop_rate_hz=_loop_rate(loop_rate),
     )
-    received = asyncio.run(_serve(simulator, json_out, events_file))
+    follower = SurfaceFollower(simulator.surface, surface) if surface is not None else None
+    received = asyncio.run(_serve(simulator, json_out, events_file, follower))
     if received == signal.SIGTERM:
         raise TerminatedError("STM simulator stopped on SIGTERM", ports=simulator.ports)
     raise InterruptedRunError("STM simulator stopped on Ctrl-C", ports=simulator.ports)
@@ -141,7 +155,10 @@ async def _write_events(log: EventLogWriter) -> None:
 
 
 async def _serve(
-    simulator: SpmSimulator, json_out: bool, events_file: Path | None = None
+    simulator: SpmSimulator,
+    json_out: bool,
+    events_file: Path | None = None,
+    follower: SurfaceFollower | None = None,
 ) -> signal.Signals:
     """Serve until SIGINT or SIGTERM; return the signal that stopped it."""
     event_log = _open_event_log(simulator, events_file)
@@ -173,7 +190,14 @@ async def _serve(
             human=f"STM simulator (seed {simulator.seed}) listening on {where}; "
             "Ctrl-C or SIGTERM stops it",
         )
-        return await stop
+        following = asyncio.create_task(_follow(follower)) if follower is not None else None
+        try:
+            return await stop
+        finally:
+            if following is not None:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
     finally:
         await simulator.stop()
         for signum in handled:
@@ -188,3 +212,10 @@ async def _serve(
 def _resolve(stop: asyncio.Future[signal.Signals], signum: signal.Signals) -> None:
     if not stop.done():
         stop.set_result(signum)
+
+
+async def _follow(follower: SurfaceFollower) -> None:
+    """Apply the surface file's changes (repairs made by another process) as they come."""
+    while True:
+        await asyncio.sleep(SURFACE_POLL_S)
+        follower.poll()
