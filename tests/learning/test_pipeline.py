@@ -28,7 +28,7 @@ torch.set_num_threads(1)
 TINY = Preset(
     name="tiny",
     description="for tests",
-    task=TaskConfig(tip_change_rate_per_s=0.5, episode_s=6.0),
+    task=TaskConfig(tip_change_rate_per_s=1.0, episode_s=6.0),
     expert_episodes=1,
     collect_episodes=2,
     collect_parallel=2,

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from atomlab.cli import output
 from atomlab.core.errors import AtomlabError, InterruptedRunError, TerminatedError
@@ -81,7 +80,7 @@ def run_command(
             f"run {result.run_id} ({result.preset}, seed {result.seed}) "
             f"in {result.duration_s:.1f} s on {result.device}"
         )
-        console.print(_table(result.comparison))
+        console.print(result.table, markup=False, highlight=False)
         for note in result.notes:
             console.print(f"note: {note}")
         console.print(f"models: {', '.join(str(p) for p in result.models.values())}")
@@ -102,7 +101,7 @@ def eval_command(
     json_out: output.JsonOption = False,
 ) -> None:
     """Evaluate a saved policy closed-loop on held-out seeds of the world it was trained in."""
-    from atomlab.learning.evaluation import evaluate
+    from atomlab.learning.evaluation import evaluate, format_table
     from atomlab.learning.presets import HELD_OUT_OFFSET, seeds
 
     saved = _load_model(model)
@@ -125,7 +124,7 @@ def eval_command(
             f"{model}: {saved.kind} (format {saved.format_version}, atomlab "
             f"{saved.atomlab_version}, dataset {str(saved.dataset_sha256)[:12]})"
         )
-        console.print(_table([row]))
+        console.print(format_table([row]), markup=False, highlight=False)
 
     output.emit(payload, json_flag=json_out, human=human)
 
@@ -210,18 +209,6 @@ def _check_seed(seed: int) -> None:
 
     if not 0 <= seed <= MAX_SEED:
         raise InvalidInputError(f"--seed {seed} must be 0..{MAX_SEED}", field="seed", value=seed)
-
-
-def _table(rows: list[dict[str, Any]]) -> Table:
-    from atomlab.learning.evaluation import TABLE_COLUMNS
-
-    columns = [c for c in TABLE_COLUMNS if any(c[0] in row for row in rows)]
-    table = Table()
-    for _, title, _ in columns:
-        table.add_column(title, justify="left" if title == "policy" else "right")
-    for row in rows:
-        table.add_row(*(fmt.format(row[key]) if key in row else "" for key, _, fmt in columns))
-    return table
 
 
 def _cancelled(signum: int) -> AtomlabError:
