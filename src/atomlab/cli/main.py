@@ -94,6 +94,7 @@ COMMAND_GROUPS: dict[str, str] = {
     "dashboard": "atomlab.cli.dashboard",
     "engine": "atomlab.cli.engine",
     "instrument": "atomlab.cli.instrument",
+    "learn": "atomlab.cli.learn",
     "runs": "atomlab.cli.runs",
     "sim": "atomlab.cli.sim",
     "swarm": "atomlab.cli.swarm",
