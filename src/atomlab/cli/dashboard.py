@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from atomlab.cli import output
+from atomlab.core import paths
 from atomlab.core.errors import (
     InterruptedRunError,
     InvalidInputError,
@@ -94,6 +95,9 @@ def serve(
         instrument=_address(instrument) if instrument else None,
         scan_image=False if no_instrument else None,
     )
+    # A data home or database that can never exist is a mistake to name now, not an empty page.
+    paths.folder(config.home, option="--home")
+    paths.output_file(config.trajectory_db, option="--trajectory-db")
     sock = _listen(section.host, section.port)
     bound = sock.getsockname()[1]
     shown_host = f"[{section.host}]" if ":" in section.host else section.host

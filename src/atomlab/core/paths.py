@@ -106,4 +106,32 @@ def output_file(path: Path, *, option: str) -> Path:
     return path
 
 
-__all__ = ["input_file", "output_file", "shown"]
+def folder(path: Path, *, option: str) -> Path:
+    """``path`` if it is a folder or one could be made there (nothing is created): not a file, no
+    file where one of its parents should be, no name longer than the file system allows; else
+    exit 3."""
+    fail = None
+    try:
+        if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
+            fail = f"has a name longer than {NAME_MAX} bytes"
+        elif os.path.lexists(path):
+            if not path.is_dir():
+                fail = "is a file, not a folder"
+        else:
+            ancestor = path.parent
+            while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+                ancestor = ancestor.parent
+            if not ancestor.is_dir():
+                fail = f"cannot be created: {shown(ancestor)} is a file, not a folder"
+    except OSError as exc:
+        fail = f"cannot be used: {_reason(exc)}"
+    if fail is not None:
+        raise InvalidInputError(
+            f"{option} {shown(path)} {fail}; pass a folder",
+            field=option,
+            path=str(path)[:SHOWN_CHARS],
+        )
+    return path
+
+
+__all__ = ["folder", "input_file", "output_file", "shown"]

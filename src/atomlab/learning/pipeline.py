@@ -54,7 +54,13 @@ from atomlab.learning.presets import (
     seeds,
 )
 from atomlab.learning.task import EpisodeStats
-from atomlab.tracking import ProgressView, RunTracker, StepSpec, TensorBoardMirror
+from atomlab.tracking import (
+    ProgressView,
+    RunTracker,
+    StepSpec,
+    TensorBoardMirror,
+    check_logdir,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -239,6 +245,8 @@ def run_pipeline(
         mirrors.append(TensorBoardMirror(logdir))
     if config.dataset is not None:
         load_dataset(config.dataset)  # a bad dataset file is refused before the run starts
+    if logdir is not None:
+        check_logdir(logdir)  # after every other check (it may create the folder), before the run
     tracker = RunTracker(
         PIPELINE,
         steps_of(chosen),
