@@ -10,15 +10,18 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
+from atomlab.instrument import NanonisClient
 from atomlab.lab import MATCH_TOLERANCE_NM, PRESETS, SECTION_TITLES, Located, match
 from atomlab.surface import Surface
 from tests.lab.report_check import parse_report, section_titles
@@ -67,11 +70,11 @@ def test_a_small_demo_finds_repairs_verifies_triages_and_reports(tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_two_demos_at_once_do_not_collide(tmp_path: Path) -> None:
+def test_two_demos_at_once_do_not_collide_and_keep_leaves_one_running(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    seeds = (4, 2)
     procs = {
-        seed: launch(home, "--seed", str(seed), "--skip", "learning", "--json") for seed in seeds
+        4: launch(home, "--seed", "4", "--skip", "learning", "--json", "--keep"),
+        2: launch(home, "--seed", "2", "--skip", "learning", "--json"),
     }
     results: dict[int, dict[str, Any]] = {}
     for seed, proc in procs.items():
@@ -82,9 +85,39 @@ def test_two_demos_at_once_do_not_collide(tmp_path: Path) -> None:
     assert len(set(runs)) == 2 and all(run.parent == home / "demo" for run in runs)
     urls = {r["stages"]["survey"]["survey"]["swarm"]["url"] for r in results.values()}
     assert len(urls) == 2  # each its own free port
-    for seed, result in results.items():
-        check_one(seed, result, learning="skipped")
+    kept = results[4]["servers"]
+    try:
+        for seed, result in results.items():
+            check_one(seed, result, learning="skipped")
+        check_kept(kept)
+        assert results[2]["servers"] == []
+        assert processes_using([runs[1]]) == []
+    finally:
+        for server in kept:
+            with contextlib.suppress(ProcessLookupError, KeyError):
+                os.kill(server["pid"], signal.SIGTERM)
+        psutil.wait_procs([p for p in map(existing, kept) if p], timeout=DEADLINE_S)
     assert processes_using(runs) == []
+
+
+def existing(server: dict[str, Any]) -> psutil.Process | None:
+    with contextlib.suppress(psutil.NoSuchProcess, KeyError):
+        return psutil.Process(server["pid"])
+    return None
+
+
+def check_kept(kept: list[dict[str, Any]]) -> None:
+    """--keep: the servers still answer at the URLs the demo printed."""
+    by_name = {server["name"]: server for server in kept}
+    assert {"sim-spm", "swarm-serve", "sim-swarm"} <= set(by_name)
+    health = httpx.get(by_name["swarm-serve"]["url"] + "/health", timeout=30).json()
+    assert health["link"]["connected"] and health["defects"] > 0
+    port = int(by_name["sim-spm"]["url"].rsplit(":", 1)[1])
+    with NanonisClient("127.0.0.1", port) as client:
+        assert client.call("Bias.Get")["bias_v"] == pytest.approx(0.5)  # the expert's bias
+    dashboard = by_name.get("dashboard", {})
+    if dashboard.get("url"):
+        assert httpx.get(dashboard["url"], timeout=30).status_code < 400
 
 
 def check_one(seed: int, result: dict[str, Any], *, learning: str) -> None:

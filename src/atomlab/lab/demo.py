@@ -409,14 +409,22 @@ class _DemoRun:
         kept = self.services.detach()
         for service in kept:
             entry: dict[str, Any] = {"name": service.name, "pid": service.pid}
-            if service.name == "sim-spm" and service.ready_value:
-                entry["url"] = f"nanonis://127.0.0.1:{service.ready_value['ports'][0]}"
-            elif (service.name == "swarm-serve" and service.ready_value) or (
-                service.name == "dashboard" and service.ready_value
-            ):
-                entry["url"] = str(service.ready_value[0])
+            entry["url"] = self._url_of(service)
             entry["log"] = str(service.log_path)
             self.result.servers.append(entry)
+
+    def _url_of(self, service: Service) -> str | None:
+        """Where a kept server answers (``None`` when it never said)."""
+        ready = service.ready_value
+        if service.name == "sim-spm" and ready:
+            return f"nanonis://127.0.0.1:{ready['ports'][0]}"
+        if service.name == "swarm-serve" and ready:
+            return str(ready[0])
+        if service.name == "dashboard" and ready:
+            return str(ready["url"])
+        if service.name == "sim-swarm" and self.swarm_url:
+            return self.swarm_url.replace("http://", "ws://", 1) + "/ws/isaac"
+        return None
 
     def _start_dashboard(self) -> None:
         """``atomlab dashboard`` on this run's data home, when this atomlab has it."""
