@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -36,11 +38,21 @@ def demo(
     json_out: output.JsonOption = False,
 ) -> None:
     """Run the demo in a fresh folder under the data home; live progress on stderr."""
+    from atomlab.core.errors import InterruptedRunError, TerminatedError
     from atomlab.lab import StderrProgress, demo_config, run_demo
 
     settings = output.state().loaded.settings
     config = demo_config(preset, seed=seed, home=settings.home, keep=keep, skip=skip or ())
-    result = run_demo(config, progress=StderrProgress())
+    try:
+        result = run_demo(config, progress=StderrProgress())
+    except (InterruptedRunError, TerminatedError) as stopped:
+        # Every server is stopped and every file closed by now. Python's own shutdown (freeing
+        # what numpy, scipy, httpx ... loaded) can take seconds on a busy machine, and a Ctrl-C
+        # must end within 2 s: report, flush, and leave at once.
+        code = output.emit_atomlab_error(stopped)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     payload = result.to_dict()
 
     def human(console: Console) -> None:
