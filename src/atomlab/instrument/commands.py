@@ -414,6 +414,21 @@ _TABLE: tuple[CommandSpec, ...] = (
         doc="Names of the signals, index 0 first.",
     ),
     CommandSpec(
+        "Signals.InSlotsGet",
+        reply=(_f("names", STR_ARRAY), _f("indexes", I32_ARRAY)),
+        doc="The 24 signals in the slots of the Signals Manager: names and signal indexes.",
+    ),
+    CommandSpec(
+        "Signals.InSlotSet",
+        (_f("slot", I32, doc="0..23"), _f("signal_index", I32, doc="0..127")),
+        doc="Assign one of the 128 signals to a slot of the Signals Manager.",
+    ),
+    CommandSpec(
+        "Signals.MeasNamesGet",
+        reply=(_f("names", STR_ARRAY),),
+        doc="Measurement channels the sweepers can record (GenSwp.AcqChsSet indexes).",
+    ),
+    CommandSpec(
         "Signals.ValGet",
         (_f("index", I32), _WAIT_NEWEST),
         (_f("value", F32),),
@@ -436,6 +451,12 @@ _TABLE: tuple[CommandSpec, ...] = (
         (_f("index", I32),),
         (_f("max", F32), _f("min", F32)),
         doc="Range limits of one signal.",
+    ),
+    # --- Spectroscopy (the official client decodes no status: see docs/instrument.md) ------
+    CommandSpec(
+        "BiasSpectr.StatusGet",
+        reply=(_f("status", U32, doc="0 not running, 1 running"),),
+        doc="Is a bias spectroscopy running?",
     ),
     # --- Util -------------------------------------------------------------------------------
     CommandSpec(

@@ -22,6 +22,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -52,6 +53,8 @@ class SpmSimulator:
 
     ``clock`` defaults to the system clock; pass a :class:`~atomlab.core.clock.FakeClock` to
     drive time from a test (waits then complete instantly, and the background tick is idle).
+    ``session_dir`` is where saved scans and spectra go (``Util.SessionPathGet``; a new
+    temporary folder when not given).
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class SpmSimulator:
         loop_rate_hz: float = DEFAULT_LOOP_RATE_HZ,
         acq_period_s: float = DEFAULT_ACQ_PERIOD_S,
         tick_interval_s: float | None = DEFAULT_TICK_S,
+        session_dir: Path | None = None,
     ) -> None:
         self.seed = seed
         self.host = host
@@ -80,7 +84,7 @@ class SpmSimulator:
             acq_period_s=acq_period_s,
             disturbances=disturbances,
         )
-        self.commands = StmCommands(self.physics, self.clock)
+        self.commands = StmCommands(self.physics, self.clock, session_dir=session_dir)
         self.tick_interval_s = tick_interval_s
         self.ports: list[int] = []
         self.connections_served = 0
