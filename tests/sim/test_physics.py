@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from atomlab.sim import CRASH_GAP_M, KAPPA_PER_M, Disturbances, StmPhysics
-from atomlab.sim import stm_tunnel
+from atomlab.sim import CRASH_GAP_M, KAPPA_PER_M, Disturbances, StmPhysics, stm_tunnel
 from atomlab.sim.stm_tunnel import G0_S
 from atomlab.surface import Defect, DefectKind, Surface
 

@@ -452,11 +452,73 @@ _TABLE: tuple[CommandSpec, ...] = (
         (_f("max", F32), _f("min", F32)),
         doc="Range limits of one signal.",
     ),
-    # --- Spectroscopy (the official client decodes no status: see docs/instrument.md) ------
+    # --- Spectroscopy and sweepers (the rest: the official client's signatures) -------------
     CommandSpec(
         "BiasSpectr.StatusGet",
         reply=(_f("status", U32, doc="0 not running, 1 running"),),
-        doc="Is a bias spectroscopy running?",
+        doc="Is a bias spectroscopy running? (the official client decodes no status)",
+    ),
+    CommandSpec(
+        "BiasSpectr.MLSValsSet",
+        (
+            _f("number_of_segments", I32),
+            _f("bias_start_v", WireType.F32_BARE, "V", count="number_of_segments"),
+            _f("bias_end_v", WireType.F32_BARE, "V", count="number_of_segments"),
+            _f("initial_settling_time_s", WireType.F32_BARE, "s", count="number_of_segments"),
+            _f("settling_time_s", WireType.F32_BARE, "s", count="number_of_segments"),
+            _f("integration_time_s", WireType.F32_BARE, "s", count="number_of_segments"),
+            _f("steps", WireType.I32_BARE, count="number_of_segments"),
+            _f("lock_in_run", WireType.I32_BARE, count="number_of_segments"),
+        ),
+        doc="The segments of a multi-line-segment (MLS) bias sweep.",
+    ),
+    CommandSpec(
+        "GenSwp.PropsSet",
+        (
+            _f("initial_settling_time_ms", F32, "ms"),
+            _f("maximum_slew_rate", F32, "units/s"),
+            _f("number_of_steps", I32, doc="0: no change"),
+            _f("period_ms", U16, "ms", doc="integration time per point; 0: no change"),
+            _f("autosave", I32, doc="0 no change, 1 on, 2 off"),
+            _f("save_dialog_box", I32, doc="0 no change, 1 on, 2 off"),
+            _f("settling_time_ms", F32, "ms"),
+        ),
+        doc="Configure the Generic Sweeper.",
+    ),
+    CommandSpec(
+        "GenSwp.PropsGet",
+        reply=(
+            _f("initial_settling_time_ms", F32, "ms"),
+            _f("maximum_slew_rate", F32, "units/s"),
+            _f("number_of_steps", I32),
+            _f("period_ms", U16, "ms"),
+            _f("autosave", U32),
+            _f("save_dialog_box", U32),
+            _f("settling_time_ms", F32, "ms"),
+        ),
+        doc="The Generic Sweeper's configuration.",
+    ),
+    CommandSpec(
+        "GenSwp.AcqChsSet",
+        (_f("channel_indexes", I32_ARRAY), _f("channel_names", STR_ARRAY)),
+        doc="Recorded channels of the Generic Sweeper (indexes of Signals.MeasNamesGet).",
+    ),
+    CommandSpec(
+        "GenSwp.AcqChsGet",
+        reply=(_f("channel_indexes", I32_ARRAY), _f("channel_names", STR_ARRAY)),
+        doc="Recorded channels of the Generic Sweeper.",
+    ),
+    # --- Lock-in (the rest: the official client's signatures) ------------------------------
+    CommandSpec(
+        "LockIn.ModOnOffSet",
+        (_f("modulator_number", I32, doc="1..8"), _f("on", U32, doc="0 off, 1 on")),
+        doc="Switch a lock-in modulator on or off.",
+    ),
+    CommandSpec(
+        "LockIn.ModOnOffGet",
+        (_f("modulator_number", I32, doc="1..8"),),
+        (_f("on", U32, doc="0 off, 1 on"),),
+        doc="Is a lock-in modulator on?",
     ),
     # --- Util -------------------------------------------------------------------------------
     CommandSpec(
@@ -530,6 +592,11 @@ _TABLE: tuple[CommandSpec, ...] = (
         "Piezo.RangeGet",
         reply=(_f("x_m", F32, "m"), _f("y_m", F32, "m"), _f("z_m", F32, "m")),
         doc="Piezo ranges.",
+    ),
+    CommandSpec(
+        "Piezo.RangeSet",
+        (_f("x_m", F32, "m"), _f("y_m", F32, "m"), _f("z_m", F32, "m")),
+        doc="Set the piezo ranges.",
     ),
     CommandSpec(
         "Piezo.TiltSet",

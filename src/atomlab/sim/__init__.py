@@ -16,23 +16,24 @@ from atomlab.sim.spm import (
     SpmSimulator,
     start_simulator_in_thread,
 )
-from atomlab.sim.stm_commands import CommandRefusedError, StmCommands
+from atomlab.sim.stm_commands import StmCommands
 from atomlab.sim.stm_physics import CRASH_GAP_M, Disturbances, SimEvent, StmPhysics
+from atomlab.sim.stm_routes import CommandRefusedError
 from atomlab.sim.stm_signals import DEFAULT_SLOTS, MEASUREMENT_CHANNELS, SIGNAL_NAMES
 from atomlab.sim.stm_tunnel import BARRIER_EV, KAPPA_PER_M, LocalDos
 
 __all__ = [
     "BARRIER_EV",
     "CRASH_GAP_M",
-    "DEFAULT_SLOTS",
-    "MEASUREMENT_CHANNELS",
     "DEFAULT_HOST",
     "DEFAULT_PORTS",
+    "DEFAULT_SLOTS",
     "KAPPA_PER_M",
-    "LocalDos",
+    "MEASUREMENT_CHANNELS",
     "SIGNAL_NAMES",
     "CommandRefusedError",
     "Disturbances",
+    "LocalDos",
     "SimEvent",
     "SimulatorThread",
     "SpmSimulator",

@@ -42,7 +42,6 @@ from atomlab.sim.stm_routes import (
     choice,
     finite,
     handles,
-    non_negative,
     positive,
     tristate,
 )
@@ -101,7 +100,6 @@ class StmCommands(SpectroscopyHandlers, LockInHandlers, ScanHandlers, HandlerBas
         self._bias_calibration = (1.0, 0.0)
         self._filter_index = 0
         self._motor_freq_amp = (1000.0, 100.0)
-        self._step_counters = [0, 0, 0]
         self._tilt = (0.0, 0.0)
         self._tip_shaper_props: Values = {
             "switch_off_delay_s": 0.05,
@@ -263,7 +261,7 @@ class StmCommands(SpectroscopyHandlers, LockInHandlers, ScanHandlers, HandlerBas
     # ----------------------------------------------------------------- Current
     @handles("Current.Get")
     def current_get(self, a: Args) -> Values:
-        return {"current_a": self.physics.current_a}
+        return {"current_a": self.physics.measure_now()}
 
     @handles("Current.GainSet")
     def current_gain_set(self, a: Args) -> Values:
@@ -478,9 +476,6 @@ class StmCommands(SpectroscopyHandlers, LockInHandlers, ScanHandlers, HandlerBas
     def folme_xypos_get(self, a: Args) -> Values | Awaitable[Values]:
         return self._sampled(a["wait"], self._tip_xy)
 
-    def _tip_xy(self) -> Values:
-        return {"x_m": self.physics.x_m, "y_m": self.physics.y_m}
-
     @handles("FolMe.SpeedSet")
     def folme_speed_set(self, a: Args) -> Values:
         self.physics.folme.speed_m_s = positive("speed_m_s", a["speed_m_s"])
@@ -689,7 +684,7 @@ class StmCommands(SpectroscopyHandlers, LockInHandlers, ScanHandlers, HandlerBas
         axis, sign = divmod(direction, 2)
         delta = steps if sign == 0 else -steps
         self.physics.coarse_steps[axis] += delta
-        self._step_counters[axis] += delta
+        self.physics.step_counters[axis] += delta
         return {}
 
     @handles("Motor.StopMove")
@@ -707,10 +702,10 @@ class StmCommands(SpectroscopyHandlers, LockInHandlers, ScanHandlers, HandlerBas
 
     @handles("Motor.StepCounterGet")
     def motor_step_counter_get(self, a: Args) -> Values:
-        counters = list(self._step_counters)
+        counters = list(self.physics.step_counters)
         for axis, flag in enumerate((a["reset_x"], a["reset_y"], a["reset_z"])):
             if flag:
-                self._step_counters[axis] = 0
+                self.physics.step_counters[axis] = 0
         return {"x_steps": counters[0], "y_steps": counters[1], "z_steps": counters[2]}
 
     @handles("Motor.FreqAmpGet")
@@ -735,9 +730,9 @@ class StmCommands(SpectroscopyHandlers, LockInHandlers, ScanHandlers, HandlerBas
     @handles("Piezo.RangeSet")
     def piezo_range_set(self, a: Args) -> Values:
         self._piezo_range = (
-            positive("range_x_m", a["range_x_m"]),
-            positive("range_y_m", a["range_y_m"]),
-            positive("range_z_m", a["range_z_m"]),
+            positive("x_m", a["x_m"]),
+            positive("y_m", a["y_m"]),
+            positive("z_m", a["z_m"]),
         )
         return {}
 
@@ -790,8 +785,13 @@ class StmCommands(SpectroscopyHandlers, LockInHandlers, ScanHandlers, HandlerBas
             low = finite(f"voltage_limit_{axis}_low_v", a[f"voltage_limit_{axis}_low_v"])
             high = finite(f"voltage_limit_{axis}_high_v", a[f"voltage_limit_{axis}_high_v"])
             if low >= high:
-                raise CommandRefusedError(f"the {axis} voltage limits {low:g}..{high:g} V are empty")
-            values[f"voltage_limit_{axis}_low_v"], values[f"voltage_limit_{axis}_high_v"] = low, high
+                raise CommandRefusedError(
+                    f"the {axis} voltage limits {low:g}..{high:g} V are empty"
+                )
+            values[f"voltage_limit_{axis}_low_v"], values[f"voltage_limit_{axis}_high_v"] = (
+                low,
+                high,
+            )
         if enable:
             values["enable_limits"] = int(enable == 1)
         self._xyz_limits = values
@@ -928,4 +928,3 @@ class StmCommands(SpectroscopyHandlers, LockInHandlers, ScanHandlers, HandlerBas
     @handles("AutoApproach.OnOffGet")
     def auto_approach_on_off_get(self, a: Args) -> Values:
         return {"status": int(self.physics.approach.running)}
-

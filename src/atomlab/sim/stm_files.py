@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +29,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 SXM_END: Final = b":SCANIT_END:\n\n\n\x1a\x04"
-HEADER_ENCODING: Final = "latin-1"
+HEADER_ENCODING: Final = "utf-8"
+"""File headers are UTF-8, which the usual readers (nanonispy, nanonispy2, nanonis-xarray)
+decode; the TCP protocol itself carries Latin-1 (see atomlab.instrument.commands)."""
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,8 @@ def sxm_bytes(
         entries.append((key, value))
     info = ["\tChannel\tName\tUnit\tDirection\tCalibration\tOffset"]
     for ch in channels:
-        info.append(
-            f"\t{ch.signal_index}\t{ch.name}\t{ch.unit}\tboth\t{_e(ch.calibration, 3)}\t{_e(0.0, 3)}"
-        )
+        calibration, offset = _e(ch.calibration, 3), _e(0.0, 3)
+        info.append(f"\t{ch.signal_index}\t{ch.name}\t{ch.unit}\tboth\t{calibration}\t{offset}")
     entries.append(("DATA_INFO", "\n".join(info) + "\n"))
     header = "".join(f":{key}:\n{value}\n" for key, value in entries)
     body = bytearray(header.encode(HEADER_ENCODING, errors="replace"))
@@ -195,7 +195,3 @@ def _tag(header: str, tag: str) -> str:
     start = header.index(f":{tag}:\n") + len(tag) + 3
     end = header.find("\n:", start)
     return header[start : end if end >= 0 else None]
-
-
-def pack_floats(values: Sequence[float]) -> bytes:
-    return struct.pack(f">{len(values)}f", *values)

@@ -14,10 +14,10 @@ from atomlab.sim.stm_routes import (
     Values,
     choice,
     finite,
+    handles,
     non_negative,
     positive,
 )
-from atomlab.sim.stm_routes import handles as _handles
 from atomlab.sim.stm_signals import LI_DEMODULATORS, N_SIGNALS
 
 MAX_HARMONIC = 8
@@ -51,54 +51,54 @@ class LockInHandlers(HandlerBase):
         return choice(f"{name} (a signal index, Signals.NamesGet)", index, range(N_SIGNALS))
 
     # ----------------------------------------------------------------- modulators
-    @_handles("LockIn.ModOnOffSet")
+    @handles("LockIn.ModOnOffSet")
     def lockin_mod_on_off_set(self, a: Args) -> Values:
-        self._mod(a).on = bool(choice("lock_in_ondivoff", a["lock_in_ondivoff"], (0, 1)))
+        self._mod(a).on = bool(choice("on", a["on"], (0, 1)))
         return {}
 
-    @_handles("LockIn.ModOnOffGet")
+    @handles("LockIn.ModOnOffGet")
     def lockin_mod_on_off_get(self, a: Args) -> Values:
-        return {"lock_in_on_off": int(self._mod(a).on)}
+        return {"on": int(self._mod(a).on)}
 
-    @_handles("LockIn.ModSignalSet")
+    @handles("LockIn.ModSignalSet")
     def lockin_mod_signal_set(self, a: Args) -> Values:
         mod = self._mod(a)
         mod.signal_index = self._signal("modulator_signal_index", a["modulator_signal_index"])
         return {}
 
-    @_handles("LockIn.ModSignalGet")
+    @handles("LockIn.ModSignalGet")
     def lockin_mod_signal_get(self, a: Args) -> Values:
         return {"modulator_signal_index": self._mod(a).signal_index}
 
-    @_handles("LockIn.ModPhasRegSet")
+    @handles("LockIn.ModPhasRegSet")
     def lockin_mod_phas_reg_set(self, a: Args) -> Values:
         index = choice("phase_register_index", a["phase_register_index"], range(1, 9))
         self._mod(a).phase_register = index
         return {}
 
-    @_handles("LockIn.ModPhasRegGet")
+    @handles("LockIn.ModPhasRegGet")
     def lockin_mod_phas_reg_get(self, a: Args) -> Values:
         return {"phase_register_index": self._mod(a).phase_register}
 
-    @_handles("LockIn.ModHarmonicSet")
+    @handles("LockIn.ModHarmonicSet")
     def lockin_mod_harmonic_set(self, a: Args) -> Values:
         self._mod(a).harmonic = choice("harmonic", a["harmonic"], range(1, MAX_HARMONIC + 1))
         return {}
 
-    @_handles("LockIn.ModHarmonicGet")
+    @handles("LockIn.ModHarmonicGet")
     def lockin_mod_harmonic_get(self, a: Args) -> Values:
         return {"harmonic": self._mod(a).harmonic}
 
-    @_handles("LockIn.ModPhasSet")
+    @handles("LockIn.ModPhasSet")
     def lockin_mod_phas_set(self, a: Args) -> Values:
         self._mod(a).phase_deg = finite("phase_deg", a["phase_deg"])
         return {}
 
-    @_handles("LockIn.ModPhasGet")
+    @handles("LockIn.ModPhasGet")
     def lockin_mod_phas_get(self, a: Args) -> Values:
         return {"phase_deg": self._mod(a).phase_deg}
 
-    @_handles("LockIn.ModAmpSet")
+    @handles("LockIn.ModAmpSet")
     def lockin_mod_amp_set(self, a: Args) -> Values:
         amplitude = non_negative("amplitude", a["amplitude"])
         if amplitude > 5.0:
@@ -106,11 +106,11 @@ class LockInHandlers(HandlerBase):
         self._mod(a).amplitude = amplitude
         return {}
 
-    @_handles("LockIn.ModAmpGet")
+    @handles("LockIn.ModAmpGet")
     def lockin_mod_amp_get(self, a: Args) -> Values:
         return {"amplitude": self._mod(a).amplitude}
 
-    @_handles("LockIn.ModPhasFreqSet")
+    @handles("LockIn.ModPhasFreqSet")
     def lockin_mod_phas_freq_set(self, a: Args) -> Values:
         frequency = positive("frequency_hz", a["frequency_hz"])
         if frequency > 100_000.0:
@@ -118,33 +118,31 @@ class LockInHandlers(HandlerBase):
         self._mod(a).frequency_hz = frequency
         return {}
 
-    @_handles("LockIn.ModPhasFreqGet")
+    @handles("LockIn.ModPhasFreqGet")
     def lockin_mod_phas_freq_get(self, a: Args) -> Values:
         return {"frequency_hz": self._mod(a).frequency_hz}
 
     # ----------------------------------------------------------------- demodulators
-    @_handles("LockIn.DemodSignalSet")
+    @handles("LockIn.DemodSignalSet")
     def lockin_demod_signal_set(self, a: Args) -> Values:
         demod = self._demod(a)
-        demod.signal_index = self._signal(
-            "demodulator_signal_index", a["demodulator_signal_index"]
-        )
+        demod.signal_index = self._signal("demodulator_signal_index", a["demodulator_signal_index"])
         return {}
 
-    @_handles("LockIn.DemodSignalGet")
+    @handles("LockIn.DemodSignalGet")
     def lockin_demod_signal_get(self, a: Args) -> Values:
         return {"demodulator_signal_index": self._demod(a).signal_index}
 
-    @_handles("LockIn.DemodHarmonicSet")
+    @handles("LockIn.DemodHarmonicSet")
     def lockin_demod_harmonic_set(self, a: Args) -> Values:
         self._demod(a).harmonic = choice("harmonic", a["harmonic"], range(1, MAX_HARMONIC + 1))
         return {}
 
-    @_handles("LockIn.DemodHarmonicGet")
+    @handles("LockIn.DemodHarmonicGet")
     def lockin_demod_harmonic_get(self, a: Args) -> Values:
         return {"harmonic": self._demod(a).harmonic}
 
-    @_handles("LockIn.DemodHPFilterSet")
+    @handles("LockIn.DemodHPFilterSet")
     def lockin_demod_hp_filter_set(self, a: Args) -> Values:
         demod = self._demod(a)
         order = choice("hp_filter_order", a["hp_filter_order"], range(-1, MAX_FILTER_ORDER + 1))
@@ -155,7 +153,7 @@ class LockInHandlers(HandlerBase):
         )
         return {}
 
-    @_handles("LockIn.DemodHPFilterGet")
+    @handles("LockIn.DemodHPFilterGet")
     def lockin_demod_hp_filter_get(self, a: Args) -> Values:
         demod = self._demod(a)
         return {
@@ -163,7 +161,7 @@ class LockInHandlers(HandlerBase):
             "hp_filter_cutoff_frequency_hz": demod.hp_cutoff_hz,
         }
 
-    @_handles("LockIn.DemodLPFilterSet")
+    @handles("LockIn.DemodLPFilterSet")
     def lockin_demod_lp_filter_set(self, a: Args) -> Values:
         demod = self._demod(a)
         order = choice("lp_filter_order", a["lp_filter_order"], range(-1, MAX_FILTER_ORDER + 1))
@@ -174,7 +172,7 @@ class LockInHandlers(HandlerBase):
         )
         return {}
 
-    @_handles("LockIn.DemodLPFilterGet")
+    @handles("LockIn.DemodLPFilterGet")
     def lockin_demod_lp_filter_get(self, a: Args) -> Values:
         demod = self._demod(a)
         return {
@@ -182,39 +180,39 @@ class LockInHandlers(HandlerBase):
             "lp_filter_cutoff_frequency_hz": demod.lp_cutoff_hz,
         }
 
-    @_handles("LockIn.DemodPhasRegSet")
+    @handles("LockIn.DemodPhasRegSet")
     def lockin_demod_phas_reg_set(self, a: Args) -> Values:
         index = choice("phase_register_index", a["phase_register_index"], range(1, 9))
         self._demod(a).phase_register = index
         return {}
 
-    @_handles("LockIn.DemodPhasRegGet")
+    @handles("LockIn.DemodPhasRegGet")
     def lockin_demod_phas_reg_get(self, a: Args) -> Values:
         return {"phase_register_index": self._demod(a).phase_register}
 
-    @_handles("LockIn.DemodPhasSet")
+    @handles("LockIn.DemodPhasSet")
     def lockin_demod_phas_set(self, a: Args) -> Values:
         self._demod(a).phase_deg = finite("phase_deg", a["phase_deg"])
         return {}
 
-    @_handles("LockIn.DemodPhasGet")
+    @handles("LockIn.DemodPhasGet")
     def lockin_demod_phas_get(self, a: Args) -> Values:
         return {"phase_deg": self._demod(a).phase_deg}
 
-    @_handles("LockIn.DemodSyncFilterSet")
+    @handles("LockIn.DemodSyncFilterSet")
     def lockin_demod_sync_filter_set(self, a: Args) -> Values:
         self._demod(a).sync_filter = bool(choice("sync_filter", a["sync_filter"], (0, 1)))
         return {}
 
-    @_handles("LockIn.DemodSyncFilterGet")
+    @handles("LockIn.DemodSyncFilterGet")
     def lockin_demod_sync_filter_get(self, a: Args) -> Values:
         return {"sync_filter": int(self._demod(a).sync_filter)}
 
-    @_handles("LockIn.DemodRTSignalsSet")
+    @handles("LockIn.DemodRTSignalsSet")
     def lockin_demod_rt_signals_set(self, a: Args) -> Values:
         self._demod(a).rt_signals = choice("rt_signals", a["rt_signals"], (0, 1))
         return {}
 
-    @_handles("LockIn.DemodRTSignalsGet")
+    @handles("LockIn.DemodRTSignalsGet")
     def lockin_demod_rt_signals_get(self, a: Args) -> Values:
         return {"rt_signals": self._demod(a).rt_signals}

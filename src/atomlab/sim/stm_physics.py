@@ -226,6 +226,8 @@ class StmPhysics:
         self.drift = DriftState(velocity=self._draw_drift())
         self.gain_index = DEFAULT_GAIN_INDEX
         self.coarse_steps = [0, 0, 0]
+        self.step_counters = [0, 0, 0]
+        """Coarse steps made per axis since the last reset (``Motor.StepCounterGet``)."""
         self.events: deque[SimEvent] = deque(maxlen=MAX_EVENTS)
         self.current_a = 0.0
         self._was_below_crash = False
@@ -444,6 +446,11 @@ class StmPhysics:
         limit = self.saturation_a
         return min(limit, max(-limit, measured))
 
+    def measure_now(self) -> float:
+        """A fresh current sample at the tip's present state (what ``Current.Get`` reads)."""
+        self.current_a = self._measure(self.gap())
+        return self.current_a
+
     def saturate(self, current_a: float) -> float:
         limit = self.saturation_a
         return min(limit, max(-limit, current_a))
@@ -485,6 +492,7 @@ class StmPhysics:
         # retract, then one coarse step towards the sample (Z-)
         self.z.z_m = self.z.integrator_m = self.z.high_m
         self.coarse_steps[2] -= 1
+        self.step_counters[2] -= 1
         approach.steps += 1
 
     def _fast_forward(self, span: float) -> None:

@@ -43,6 +43,9 @@ _AUTOSAVE_GET: Final = {"all": 0, "next": 1, "off": 2}
 class ScanHandlers(HandlerBase):
     """The Scan module's commands."""
 
+    def _tip_xy(self) -> Values:
+        return {"x_m": self.physics.x_m, "y_m": self.physics.y_m}
+
     def __init__(self) -> None:
         self._series = DEFAULT_SERIES
         self._comment = ""
@@ -216,7 +219,9 @@ class ScanHandlers(HandlerBase):
                 f"channels = {channels} must be 1 to 24 distinct signal indexes"
             )
         for ch in channels:
-            choice("channel (a slot of the Signals Manager, Signals.InSlotsGet)", ch, range(N_SLOTS))
+            choice(
+                "channel (a slot of the Signals Manager, Signals.InSlotsGet)", ch, range(N_SLOTS)
+            )
         pixels, lines = a["pixels"], a["lines"]
         if not 1 <= pixels <= MAX_PIXELS or not 1 <= lines <= MAX_PIXELS:
             raise CommandRefusedError(

@@ -53,8 +53,6 @@ from atomlab.sim.stm_signals import (
     N_SLOTS,
     SIGNAL_NAMES,
     Z,
-    signal_base_name,
-    signal_unit,
 )
 
 MAX_POINTS: Final = 100_000
@@ -435,7 +433,10 @@ class SpectroscopyHandlers(HandlerBase):
 
     @handles("BiasSpectr.LimitsSet")
     def bias_spectr_limits_set(self, a: Args) -> Values:
-        start, end = finite("start_value_v", a["start_value_v"]), finite("end_value_v", a["end_value_v"])
+        start, end = (
+            finite("start_value_v", a["start_value_v"]),
+            finite("end_value_v", a["end_value_v"]),
+        )
         for name, value in (("start_value_v", start), ("end_value_v", end)):
             if abs(value) > BIAS_LIMIT_V:
                 raise CommandRefusedError(f"{name} = {value:g} V is outside ±{BIAS_LIMIT_V:g} V")
@@ -517,7 +518,7 @@ class SpectroscopyHandlers(HandlerBase):
         on = choice(
             "alternate_z_controller_setpoint", a["alternate_z_controller_setpoint"], (0, 1, 2)
         )
-        current_on, setpoint, settle = self.bias_spectr.alt_setpoint
+        current_on, _setpoint, _settle = self.bias_spectr.alt_setpoint
         self.bias_spectr.alt_setpoint = (
             current_on if on == 0 else int(on == 1),
             finite("setpoint", a["setpoint"]),
@@ -568,9 +569,9 @@ class SpectroscopyHandlers(HandlerBase):
 
     @handles("BiasSpectr.MLSValsSet")
     def bias_spectr_mls_vals_set(self, a: Args) -> Values:
-        n = a["no_of_segments"]
+        n = a["number_of_segments"]
         if not 0 <= n <= 64:
-            raise CommandRefusedError(f"no_of_segments = {n} must be 0..64")
+            raise CommandRefusedError(f"number_of_segments = {n} must be 0..64")
         segments = []
         for i in range(n):
             start, end = a["bias_start_v"][i], a["bias_end_v"][i]
@@ -633,8 +634,10 @@ class SpectroscopyHandlers(HandlerBase):
         points = self._bias_points()
         per_point = t.settling_s + t.integration_s
         slew_s = abs(points[-1] - points[0]) / t.max_slew_per_s / max(len(points) - 1, 1)
-        lead_s = t.z_averaging_s + t.initial_settling_s + abs(points[0] - physics.bias_v) / (
-            t.max_slew_per_s
+        lead_s = (
+            t.z_averaging_s
+            + t.initial_settling_s
+            + abs(points[0] - physics.bias_v) / (t.max_slew_per_s)
         )
         n_points = len(points) * b.sweeps * (2 if b.backward else 1)
         duration = lead_s + n_points * (per_point + slew_s) + t.end_settling_s + t.z_control_s
@@ -682,8 +685,10 @@ class SpectroscopyHandlers(HandlerBase):
         try:
             if held:
                 z.hold = True
-            z.z_m = z.integrator_m = z_sweep
-            physics.bias_v = points[-1]
+            # where the tip waits out the sweep (at its start if the sweep touched the surface:
+            # the crash is counted once, below)
+            z.z_m = z.integrator_m = z_start if crashed else z_sweep
+            physics.bias_v = start_bias if crashed else points[-1]
             taken = await self._wait_sweep(run, duration)
         finally:
             self._running = None
@@ -699,7 +704,7 @@ class SpectroscopyHandlers(HandlerBase):
         if run.stop:
             _blank_after(fwd, bwd, lead_s, per_point + slew_s, taken, b.backward)
         names = ["Bias calc (V)"] + [SIGNAL_NAMES[s] for s in signals]
-        rows: list[list[float]] = [points] + fwd
+        rows: list[list[float]] = [points, *fwd]
         if b.backward:
             names += [_bwd(SIGNAL_NAMES[s]) for s in signals]
             rows += bwd
@@ -868,8 +873,12 @@ class SpectroscopyHandlers(HandlerBase):
     @handles("ZSpectr.RetractGet")
     def z_spectr_retract_get(self, a: Args) -> Values:
         on, threshold, index, comparison = self.z_spectr.retract
-        return {"enable": int(on), "threshold": threshold, "signal_index": index,
-                "comparison": comparison}
+        return {
+            "enable": int(on),
+            "threshold": threshold,
+            "signal_index": index,
+            "comparison": comparison,
+        }
 
     @handles("ZSpectr.RetractSecondSet")
     def z_spectr_retract_second_set(self, a: Args) -> Values:
@@ -887,8 +896,12 @@ class SpectroscopyHandlers(HandlerBase):
     @handles("ZSpectr.RetractSecondGet")
     def z_spectr_retract_second_get(self, a: Args) -> Values:
         condition, threshold, index, comparison = self.z_spectr.retract_second
-        return {"second_condition": condition, "threshold": threshold, "signal_index": index,
-                "comparison": comparison}
+        return {
+            "second_condition": condition,
+            "threshold": threshold,
+            "signal_index": index,
+            "comparison": comparison,
+        }
 
     @handles("ZSpectr.TTLSyncSet")
     def z_spectr_ttl_sync_set(self, a: Args) -> Values:
@@ -992,7 +1005,8 @@ class SpectroscopyHandlers(HandlerBase):
             physics.events.append(physics.event("z_spectr_retract", f"point {retracted[0]}"))
         try:
             z.hold = was_on
-            z.z_m = z.integrator_m = z_start + rel[-1]
+            safe = retracted or crashed  # wait where the tip is not in contact
+            z.z_m = z.integrator_m = z_start if safe else z_start + rel[-1]
             taken = await self._wait_sweep(run, duration)
         finally:
             self._running = None
@@ -1005,7 +1019,7 @@ class SpectroscopyHandlers(HandlerBase):
         if run.stop:
             _blank_after(fwd, bwd, lead_s, per_point, taken, zs.backward)
         names = ["Z rel (m)"] + [SIGNAL_NAMES[s] for s in signals]
-        rows: list[list[float]] = [rel] + fwd
+        rows: list[list[float]] = [rel, *fwd]
         if zs.backward:
             names += [_bwd(SIGNAL_NAMES[s]) for s in signals]
             rows += bwd
@@ -1071,10 +1085,10 @@ class SpectroscopyHandlers(HandlerBase):
         steps, period = a["number_of_steps"], a["period_ms"]
         if not (steps == 0 or 2 <= steps <= MAX_POINTS):
             raise CommandRefusedError(f"number_of_steps = {steps} must be 0 or 2..{MAX_POINTS}")
-        g.initial_settling_s = non_negative(
-            "initial_settling_time_ms", a["initial_settling_time_ms"]
-        ) / 1000.0
-        g.max_slew_per_s = positive("maximum_slew_rate_units_s", a["maximum_slew_rate_units_s"])
+        g.initial_settling_s = (
+            non_negative("initial_settling_time_ms", a["initial_settling_time_ms"]) / 1000.0
+        )
+        g.max_slew_per_s = positive("maximum_slew_rate", a["maximum_slew_rate"])
         g.steps = steps or g.steps
         if period:
             g.period_s = period / 1000.0
@@ -1109,7 +1123,7 @@ class SpectroscopyHandlers(HandlerBase):
         channels = self.gen_swp.channels
         return {
             "channel_indexes": list(channels),
-            "channels_names": [MEASUREMENT_CHANNELS[c] for c in channels],
+            "channel_names": [MEASUREMENT_CHANNELS[c] for c in channels],
         }
 
     @handles("GenSwp.Start")
@@ -1182,7 +1196,10 @@ class SpectroscopyHandlers(HandlerBase):
 
     @staticmethod
     def _sweeper_limits_set(settings: SweeperSettings, a: Args) -> Values:
-        lower, upper = finite("lower_limit", a["lower_limit"]), finite("upper_limit", a["upper_limit"])
+        lower, upper = (
+            finite("lower_limit", a["lower_limit"]),
+            finite("upper_limit", a["upper_limit"]),
+        )
         if lower == upper:
             raise CommandRefusedError("lower_limit and upper_limit must differ")
         settings.lower, settings.upper = lower, upper
@@ -1287,7 +1304,7 @@ class SpectroscopyHandlers(HandlerBase):
 
 
 def _bwd(name: str) -> str:
-    """"Current (A)" -> "Current [bwd] (A)", as Nanonis names backward columns."""
+    """ "Current (A)" -> "Current [bwd] (A)", as Nanonis names backward columns."""
     if " (" in name:
         base, unit = name.rsplit(" (", 1)
         return f"{base} [bwd] ({unit}"
@@ -1332,4 +1349,3 @@ def _ttl_values(ttl: tuple[int, int, float, float]) -> Values:
         "time_to_on_s": to_on,
         "on_duration_s": duration,
     }
-

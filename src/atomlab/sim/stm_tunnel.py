@@ -141,7 +141,8 @@ class LocalDos:
     def integral(self, bias_v: float) -> float:
         """N(V) = ∫₀^V ρ(E) dE (negative for negative bias)."""
         clean = (
-            bias_v + 0.5 * DOS_SLOPE_PER_EV * bias_v * bias_v
+            bias_v
+            + 0.5 * DOS_SLOPE_PER_EV * bias_v * bias_v
             + SURFACE_STATE_WEIGHT * _step_integral(bias_v)
         ) / _CLEAN_NORM
         return clean + sum(r.integral(bias_v) for r in self.resonances)
@@ -175,11 +176,14 @@ def current(bias_v: float, gap_m: float, dos: LocalDos = CLEAN) -> float:
 
 
 def equilibrium_gap(setpoint_a: float, bias_v: float, dos: LocalDos = CLEAN) -> float:
-    """The gap at which the current is ``setpoint_a`` (1 nm when no gap can give it)."""
-    n = abs(dos.integral(bias_v))
-    if n <= 0.0 or setpoint_a == 0.0:
+    """The gap at which the current is ``setpoint_a``: 0 (contact) when even contact cannot
+    give that much current (at 0 V nothing can), 1 nm for a zero setpoint."""
+    if setpoint_a == 0.0:
         return 1e-9
-    return max(0.0, math.log(G0_S * n / abs(setpoint_a)) / (2.0 * kappa_at_bias(bias_v)))
+    n = abs(dos.integral(bias_v))
+    if G0_S * n <= abs(setpoint_a):
+        return 0.0
+    return math.log(G0_S * n / abs(setpoint_a)) / (2.0 * kappa_at_bias(bias_v))
 
 
 def demodulate(
