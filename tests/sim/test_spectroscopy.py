@@ -13,6 +13,7 @@ import pytest
 
 from atomlab.core.clock import FakeClock
 from atomlab.instrument import NanonisClient
+from atomlab.instrument.spectroscopy import barrier_height_ev
 from atomlab.sim import (
     BARRIER_EV,
     Disturbances,
@@ -172,8 +173,7 @@ def test_a_z_spectrum_gives_the_barrier_height_back(
     client.call("ZSpectr.RangeSet", {"z_offset_m": 0.0, "z_sweep_distance_m": 3e-10})
     reply = client.call("ZSpectr.Start", {"get_data": 1, "save_base_name": ""})
     data = dict(zip(reply["channels_names"], reply["data"], strict=True))
-    kappa = stm_tunnel.fit_decay(data["Z rel (m)"], data["Current (A)"])
-    barrier = stm_tunnel.barrier_ev_of_kappa(kappa)
+    barrier = barrier_height_ev(data["Z rel (m)"], data["Current (A)"])
     assert barrier == pytest.approx(BARRIER_EV - 0.1 / 2, rel=0.03)  # φ − |V|/2 at 0.1 V
     assert np.diff(data["Z (m)"]) == pytest.approx(1e-10 * 3 / 255, rel=1e-3)
     assert sim.physics.tip.crashes == 0

@@ -459,6 +459,24 @@ _TABLE: tuple[CommandSpec, ...] = (
         doc="Is a bias spectroscopy running? (the official client decodes no status)",
     ),
     CommandSpec(
+        "BiasSpectr.Start",
+        (
+            _f("get_data", U32, doc="1: reply with the data", default=1),
+            _f("save_base_name", STR, doc="file base name; empty: no change", default=""),
+        ),
+        (_f("channels_names", STR_ARRAY), _f("data", F32_2D), _f("parameters", F32_ARRAY)),
+        doc="Run a bias spectroscopy; rows of data are channels (the bias first), columns points.",
+    ),
+    CommandSpec(
+        "ZSpectr.Start",
+        (
+            _f("get_data", U32, doc="1: reply with the data", default=1),
+            _f("save_base_name", STR, doc="file base name; empty: no change", default=""),
+        ),
+        (_f("channels_names", STR_ARRAY), _f("data", F32_2D), _f("parameters", F32_ARRAY)),
+        doc="Run a Z spectroscopy; rows of data are channels (Z rel first), columns points.",
+    ),
+    CommandSpec(
         "BiasSpectr.MLSValsSet",
         (
             _f("number_of_segments", I32),

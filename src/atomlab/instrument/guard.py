@@ -573,6 +573,9 @@ class WriteGuard:
                     command=spec.name,
                     field=wire.name,
                 )
+            if not wire.type.is_scalar and wire.name not in given:
+                values[wire.name] = raw  # a string or array argument keeps its default
+                continue
             if isinstance(raw, bool) or not isinstance(raw, int | float):
                 raise InvalidInputError(
                     f"{spec.name}: {wire.name} = {str(raw)[:80]!r} is not a number",

@@ -30,7 +30,7 @@ of a Lorentzian is an arctangent), so one current evaluation costs a few microse
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -205,18 +205,3 @@ def demodulate(
 def conductance(bias_v: float, gap_m: float, dos: LocalDos = CLEAN, dv: float = 1e-4) -> float:
     """dI/dV in siemens (a central difference of :func:`current`)."""
     return (current(bias_v + dv, gap_m, dos) - current(bias_v - dv, gap_m, dos)) / (2.0 * dv)
-
-
-def fit_decay(zs_m: Sequence[float], currents_a: Sequence[float]) -> float:
-    """κ from a least-squares line through ``ln |I|`` against z (an I(z) spectrum)."""
-    pairs = [(z, math.log(abs(i))) for z, i in zip(zs_m, currents_a, strict=True) if i != 0.0]
-    n = len(pairs)
-    if n < 2:
-        raise ValueError("an I(z) fit needs at least two non-zero currents")
-    mean_z = sum(z for z, _ in pairs) / n
-    mean_l = sum(v for _, v in pairs) / n
-    sxx = sum((z - mean_z) ** 2 for z, _ in pairs)
-    sxy = sum((z - mean_z) * (v - mean_l) for z, v in pairs)
-    if sxx == 0.0:
-        raise ValueError("an I(z) fit needs at least two different heights")
-    return -0.5 * sxy / sxx
