@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from atomlab.cli import output
-from atomlab.core.errors import ConnectionFailedError
+from atomlab.core.errors import AtomlabError, ConnectionFailedError, InvalidInputError
 from atomlab.core.settings import InstrumentSettings
 from atomlab.instrument import (
     AUDIT_LOG_NAME,
@@ -303,3 +303,252 @@ def doctor(
             console.print(line, markup=False, highlight=False)
 
     output.emit({"host": address, "answering": answering, "ports": rows}, human=human)
+
+
+spectrum_app = typer.Typer(
+    name="spectrum",
+    help="Point spectroscopy: I(V) and dI/dV, or I(z), through the guard.",
+    no_args_is_help=True,
+)
+app.add_typer(spectrum_app, name="spectrum")
+
+PointsOption = Annotated[int, typer.Option("--points", help="Points per sweep (2..10000).")]
+SweepsOption = Annotated[int, typer.Option("--sweeps", help="Sweeps to average (1..100).")]
+BackwardOption = Annotated[bool, typer.Option("--backward", help="Also sweep back.")]
+SettlingOption = Annotated[
+    float, typer.Option("--settling-s", help="Wait at each point before measuring.")
+]
+IntegrationOption = Annotated[
+    float, typer.Option("--integration-s", help="Averaging time at each point.")
+]
+ChannelOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--channel",
+        help="A signal to record, by name (repeat; default Current). See Signals.InSlotsGet.",
+    ),
+]
+OutputOption = Annotated[
+    Path | None,
+    typer.Option("--output", help="Also write the spectrum as CSV (one column per channel)."),
+]
+
+
+@spectrum_app.command("bias", context_settings=NUMBER_ARGS)
+def spectrum_bias(
+    start: Annotated[float, typer.Option("--start", help="First bias (V).")] = -1.0,
+    end: Annotated[float, typer.Option("--end", help="Last bias (V).")] = 1.0,
+    points: PointsOption = 201,
+    sweeps: SweepsOption = 1,
+    backward: BackwardOption = False,
+    settling_s: SettlingOption = 0.002,
+    integration_s: IntegrationOption = 0.01,
+    z_offset_m: Annotated[
+        float, typer.Option("--z-offset-m", help="Move the tip before sweeping (+ retracts).")
+    ] = 0.0,
+    lockin: Annotated[
+        float | None,
+        typer.Option(
+            "--lockin-amplitude-v",
+            help="Modulate the bias with lock-in 1 and record dI/dV (LI Demod 1 X / amplitude).",
+        ),
+    ] = None,
+    channel: ChannelOption = None,
+    csv_output: OutputOption = None,
+    plan_only: PlanOnlyOption = False,
+    allow_writes: AllowWritesOption = False,
+    who: WhoOption = None,
+    host: HostOption = None,
+    port: PortOption = None,
+    timeout_s: TimeoutOption = None,
+    catalog: CatalogOption = None,
+    json_out: output.JsonOption = False,
+) -> None:
+    """I(V) at the feedback's height (Z held, bias put back); exit 2 if the guard refuses."""
+    from atomlab.instrument.spectroscopy import BiasSweep
+
+    output.use_json(json_out)
+    sweep = BiasSweep(
+        start_v=start,
+        end_v=end,
+        points=points,
+        sweeps=sweeps,
+        backward=backward,
+        settling_s=settling_s,
+        integration_s=integration_s,
+        z_offset_m=z_offset_m,
+        channels=tuple(channel or ("Current (A)",)),
+        lockin_amplitude_v=lockin,
+    )
+    _run_spectrum("bias", sweep, csv_output, plan_only, allow_writes, who, host, port, timeout_s,
+                  catalog)  # fmt: skip
+
+
+@spectrum_app.command("z", context_settings=NUMBER_ARGS)
+def spectrum_z(
+    offset_m: Annotated[
+        float, typer.Option("--offset-m", help="Where the sweep starts, from the feedback's Z.")
+    ] = 0.0,
+    distance_m: Annotated[
+        float, typer.Option("--distance-m", help="How far it goes (+ retracts, - approaches).")
+    ] = 5e-10,
+    points: PointsOption = 128,
+    sweeps: SweepsOption = 1,
+    backward: BackwardOption = False,
+    settling_s: SettlingOption = 0.002,
+    integration_s: IntegrationOption = 0.01,
+    retract_current_a: Annotated[
+        float | None,
+        typer.Option(
+            "--retract-current-a", help="Stop and retract when |I| exceeds this (default 5 nA)."
+        ),
+    ] = 5e-9,
+    channel: ChannelOption = None,
+    csv_output: OutputOption = None,
+    plan_only: PlanOnlyOption = False,
+    allow_writes: AllowWritesOption = False,
+    who: WhoOption = None,
+    host: HostOption = None,
+    port: PortOption = None,
+    timeout_s: TimeoutOption = None,
+    catalog: CatalogOption = None,
+    json_out: output.JsonOption = False,
+) -> None:
+    """I(z) and the apparent barrier height; exit 2 if the guard refuses."""
+    from atomlab.instrument.spectroscopy import ZSweep
+
+    output.use_json(json_out)
+    sweep = ZSweep(
+        offset_m=offset_m,
+        distance_m=distance_m,
+        points=points,
+        sweeps=sweeps,
+        backward=backward,
+        settling_s=settling_s,
+        integration_s=integration_s,
+        channels=tuple(channel or ("Current (A)",)),
+        retract_current_a=retract_current_a,
+    )
+    _run_spectrum("z", sweep, csv_output, plan_only, allow_writes, who, host, port, timeout_s,
+                  catalog)  # fmt: skip
+
+
+def _run_spectrum(
+    kind: str,
+    sweep: Any,
+    csv_path: Path | None,
+    plan_only: bool,
+    allow_writes: bool,
+    who: str | None,
+    host: str | None,
+    port: int | None,
+    timeout_s: float | None,
+    catalog: Path | None,
+) -> None:
+    from atomlab.instrument.spectroscopy import (
+        Spectroscopy,
+        SpectrumPlan,
+        barrier_height_ev,
+    )
+
+    cat = _catalog(catalog)
+    if csv_path is not None:
+        _check_output_path(csv_path)
+    with _client(host, port, timeout_s) as client:
+        spectroscopy = Spectroscopy(client, _guard(client, cat, allow_writes, who))
+        taken = (spectroscopy.bias if kind == "bias" else spectroscopy.z)(
+            sweep, plan_only=plan_only
+        )
+    if isinstance(taken, SpectrumPlan):
+        plan = taken.to_dict()
+
+        def human_plan(console: Console) -> None:
+            console.print(f"{kind} spectrum plan (nothing sent):", markup=False, highlight=False)
+            for step in plan["commands"]:
+                console.print(f"  {step['command']} {step['args']}", markup=False, highlight=False)
+
+        output.emit(plan, human=human_plan)
+        return
+    summary: dict[str, Any] = {
+        "kind": taken.kind,
+        "command": taken.command,
+        "command_id": taken.command_id,
+        "points": taken.points,
+        "sweep_channel": taken.sweep_channel,
+        # NaN (a point a stopped or retracted sweep never measured) is null in JSON
+        "channels": {
+            name: [v if v == v else None for v in column] for name, column in taken.channels.items()
+        },
+        "parameters": taken.parameters,
+        "settings": taken.settings,
+    }
+    if kind == "z":
+        try:
+            summary["barrier_height_ev"] = barrier_height_ev(
+                taken.sweep_values, taken["Current (A)"]
+            )
+        except AtomlabError:
+            summary["barrier_height_ev"] = None
+    if csv_path is not None:
+        _write_csv(csv_path, taken.channels)
+        summary["output"] = str(csv_path)
+
+    def human(console: Console) -> None:
+        values = taken.sweep_values
+        console.print(
+            f"{kind} spectrum: {taken.points} points, {taken.sweep_channel} "
+            f"{values[0]:g} .. {values[-1]:g}",
+            markup=False,
+            highlight=False,
+        )
+        for name, column in taken.channels.items():
+            if name == taken.sweep_channel:
+                continue
+            finite = [v for v in column if v == v]
+            low, high = (min(finite), max(finite)) if finite else (float("nan"),) * 2
+            console.print(f"  {name}: {low:.4g} .. {high:.4g}", markup=False, highlight=False)
+        if summary.get("barrier_height_ev") is not None:
+            console.print(
+                f"  apparent barrier height: {summary['barrier_height_ev']:.3f} eV",
+                markup=False,
+                highlight=False,
+            )
+        if csv_path is not None:
+            console.print(f"  written to {csv_path}", markup=False, highlight=False)
+
+    output.emit(summary, human=human)
+
+
+def _check_output_path(path: Path) -> None:
+    if path.is_dir():
+        raise InvalidInputError(
+            f"--output {str(path)[:200]!r} is a directory; give a file name", field="output"
+        )
+    if not path.parent.is_dir():
+        raise InvalidInputError(
+            f"--output {str(path)[:200]!r}: the folder {str(path.parent)[:200]!r} does not exist",
+            field="output",
+        )
+
+
+def _write_csv(path: Path, channels: dict[str, list[float]]) -> None:
+    """Write atomically: a half-written spectrum file is never left behind."""
+    import csv
+    import io
+    import os
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(list(channels))
+    writer.writerows(zip(*channels.values(), strict=True))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(buffer.getvalue(), encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot write --output {str(path)[:200]!r}: {exc.strerror}", field="output"
+        ) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()

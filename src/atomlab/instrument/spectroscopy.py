@@ -28,6 +28,7 @@ from typing import Any, Final, Literal
 from atomlab.core.errors import InvalidInputError, NotFoundError
 from atomlab.instrument.client import NanonisClient
 from atomlab.instrument.guard import WriteGuard
+from atomlab.instrument.protocol import shortest_float32
 
 HBAR_J_S: Final = 1.054571817e-34
 ELECTRON_MASS_KG: Final = 9.1093837015e-31
@@ -359,8 +360,12 @@ class Spectroscopy:
             kind=kind,
             command=command,
             sweep_channel=names[0],
-            channels={name: [float(v) for v in row] for name, row in zip(names, rows, strict=True)},
-            parameters=[float(v) for v in reply.get("parameters") or []],
+            # float32 on the wire: keep the shortest decimal that is the same float32
+            channels={
+                name: [shortest_float32(v) for v in row]
+                for name, row in zip(names, rows, strict=True)
+            },
+            parameters=[shortest_float32(v) for v in reply.get("parameters") or []],
             settings=settings,
             command_id=command_id,
             at_utc=at_utc,
