@@ -77,11 +77,11 @@ def _catalog(path: Path | None) -> Catalog:
 @contextmanager
 def _client(host: str | None, port: int | None, timeout_s: float | None) -> Iterator[NanonisClient]:
     settings = _settings()
-    client = NanonisClient(
-        host or settings.host,
-        port or settings.port,
+    client = NanonisClient(  # an explicit 0 or "" is the user's value (refused), not "default"
+        settings.host if host is None else host,
+        settings.port if port is None else port,
         connect_timeout_s=settings.connect_timeout_s,
-        call_timeout_s=timeout_s or settings.call_timeout_s,
+        call_timeout_s=settings.call_timeout_s if timeout_s is None else timeout_s,
     )
     with client:
         yield client
@@ -278,9 +278,10 @@ def doctor(
     """Which ports answer the Nanonis protocol, and their round-trip latency; exit 5 if none."""
     output.use_json(json_out)
     settings = _settings()
-    address = host or settings.host
+    address = settings.host if host is None else host
     ports = port or sorted({settings.port, *DEFAULT_PORTS})
-    probes = probe_ports(address, ports, timeout_s=timeout_s or settings.connect_timeout_s)
+    wait = settings.connect_timeout_s if timeout_s is None else timeout_s
+    probes = probe_ports(address, ports, timeout_s=wait)
     rows = [output.to_jsonable(p.__dict__) for p in probes]
     answering = [p.port for p in probes if p.answers]
     if not answering:

@@ -68,6 +68,13 @@ def spm(
             "(the simulator's ground truth, for scripted experts and scoring).",
         ),
     ] = None,
+    session_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--session-dir",
+            help="Where saved scans (.sxm) and spectra (.dat) go (default <home>/sim-session).",
+        ),
+    ] = None,
     surface: Annotated[
         Path | None,
         typer.Option(
@@ -79,19 +86,42 @@ def spm(
     json_out: output.JsonOption = False,
 ) -> None:
     """Run the STM simulator (Nanonis TCP protocol) until Ctrl-C or SIGTERM."""
-    settings = output.state().loaded.settings.sim
+    loaded = output.state().loaded.settings
+    settings = loaded.sim
     simulator = SpmSimulator(
         seed=settings.seed if seed is None else seed,
         surface=load_surface(surface) if surface is not None else None,
         host=host or settings.host,
         ports=port or settings.ports,
         disturbances=_disturbances(no_disturbances, tip_change_rate),
+        session_dir=_session_dir(session_dir or loaded.home / SESSION_DIR_NAME),
     )
     follower = SurfaceFollower(simulator.surface, surface) if surface is not None else None
     received = asyncio.run(_serve(simulator, json_out, events_file, follower))
     if received == signal.SIGTERM:
         raise TerminatedError("STM simulator stopped on SIGTERM", ports=simulator.ports)
     raise InterruptedRunError("STM simulator stopped on Ctrl-C", ports=simulator.ports)
+
+
+SESSION_DIR_NAME = "sim-session"
+
+
+def _session_dir(path: Path) -> Path:
+    """The session folder must be a folder we can create and write (checked before listening)."""
+    shown = str(path)[:200]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidInputError(
+            f"--session-dir {shown!r} cannot be used: {reason}; give a writable folder",
+            field="session_dir",
+        ) from None
+    if not path.is_dir():
+        raise InvalidInputError(
+            f"--session-dir {shown!r} is a file; give a folder", field="session_dir"
+        )
+    return path
 
 
 def _disturbances(no_disturbances: bool, tip_change_rate: float | None) -> Disturbances | None:
@@ -162,6 +192,7 @@ async def _serve(
                 "defects": len(simulator.surface.defects),
                 "disturbances": simulator.physics.disturbances != Disturbances.none(),
                 "tip_change_rate_per_s": simulator.physics.disturbances.tip_change_rate_per_s,
+                "session_dir": str(simulator.commands.session_dir),
             },
             json_flag=json_out,
             human=f"STM simulator (seed {simulator.seed}) listening on {where}; "

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from atomlab.core.clock import Clock, SystemClock
-from atomlab.core.errors import UnavailableError
+from atomlab.core.errors import InvalidInputError, UnavailableError
 from atomlab.core.logging import get_logger
 from atomlab.instrument import FramingError
 from atomlab.instrument.protocol import HEADER_SIZE, RequestHeader, read_request_header
@@ -72,8 +72,8 @@ class SpmSimulator:
         session_dir: Path | None = None,
     ) -> None:
         self.seed = seed
-        self.host = host
-        self.requested_ports = tuple(ports)
+        self.host = _checked_host(host)
+        self.requested_ports = tuple(_checked_port(p) for p in ports)
         self.clock: Clock = clock or SystemClock()
         self.surface = surface if surface is not None else Surface.generate(seed)
         self.physics = StmPhysics(
@@ -100,6 +100,13 @@ class SpmSimulator:
                 server = await loop.create_server(lambda: _Connection(self), self.host, port)
                 self._servers.append(server)
                 self.ports.append(server.sockets[0].getsockname()[1])
+        except (UnicodeError, ValueError) as exc:  # a host the resolver cannot even encode
+            await self.stop()
+            raise InvalidInputError(
+                f"cannot listen on host {self.host[:80]!r}: {exc}; give an address such as "
+                "127.0.0.1 or a valid host name",
+                field="host",
+            ) from None
         except OSError as exc:
             await self.stop()
             raise UnavailableError(
@@ -144,6 +151,33 @@ class SpmSimulator:
         while True:
             await asyncio.sleep(interval_s)
             self.physics.advance_to(self.clock.monotonic())
+
+
+MAX_PORT: Final = 65535
+MAX_HOST_CHARS: Final = 253
+"""The longest host name DNS allows."""
+
+
+def _checked_port(port: int) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= MAX_PORT:
+        raise InvalidInputError(
+            f"port {port!r} is outside 0..{MAX_PORT} (0 picks any free port); give a port such "
+            "as 6501",
+            field="port",
+            value=port if isinstance(port, int) else repr(port),
+        )
+    return port
+
+
+def _checked_host(host: str) -> str:
+    if not isinstance(host, str) or not host.strip() or len(host) > MAX_HOST_CHARS:
+        shown = host[:80] + "..." if isinstance(host, str) and len(host) > 80 else host
+        raise InvalidInputError(
+            f"host {shown!r} is not an address or host name (at most {MAX_HOST_CHARS} "
+            "characters); give one such as 127.0.0.1",
+            field="host",
+        )
+    return host
 
 
 _HEADER_CACHE: dict[bytes, RequestHeader] = {}
