@@ -44,7 +44,7 @@ def test_a_binary_file_as_the_catalog_is_a_config_error(cli: Cli, tmp_path: Path
 
 
 def test_the_client_refuses_impossible_addresses_before_connecting() -> None:
-    with pytest.raises(InvalidInputError, match="outside 1..65535"):
+    with pytest.raises(InvalidInputError, match=r"outside 1\.\.65535"):
         NanonisClient("127.0.0.1", 70000)
     with pytest.raises(InvalidInputError, match="host"):
         NanonisClient("x" * 300, 6501)
