@@ -7,18 +7,16 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from atomlab.cli.envelope import to_jsonable, write_error, write_success, write_text
 from atomlab.core.errors import AtomlabError, ExitCode
 from atomlab.core.settings import LoadedSettings, load_settings
 
@@ -65,23 +63,6 @@ def use_json(flag: bool = False) -> bool:
     return _state.json
 
 
-def to_jsonable(value: Any) -> Any:
-    """Convert paths, datetimes, enums, dataclasses and pydantic models for ``json.dumps``."""
-    if hasattr(value, "model_dump"):
-        return to_jsonable(value.model_dump(mode="json"))
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, Enum):
-        return value.value
-    return value
-
-
 def emit(
     payload: Mapping[str, Any],
     *,
@@ -90,29 +71,17 @@ def emit(
 ) -> None:
     """Print a command's result: ``payload`` as one JSON object, or ``human`` for people."""
     if use_json(json_flag) or human is None:
-        body = {"ok": True, **to_jsonable(dict(payload))}
-        sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
+        write_success(payload)
         return
     if isinstance(human, str):
-        sys.stdout.write(human + ("" if human.endswith("\n") else "\n"))
-        sys.stdout.flush()
+        write_text(human)
         return
     human(Console(file=sys.stdout, soft_wrap=True, emoji=False))
 
 
 def emit_error(error_type: str, message: str, exit_code: int, *, details: Any = None) -> None:
     """Print an error in the contract's shape (JSON envelope or one stderr line)."""
-    if _state.json:
-        err: dict[str, Any] = {"type": error_type, "message": message}
-        if details:
-            err["details"] = to_jsonable(details)
-        envelope = {"ok": False, "error": err, "exit_code": exit_code}
-        sys.stdout.write(json.dumps(envelope, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
-    else:
-        sys.stderr.write(f"error: {message}\n")
-        sys.stderr.flush()
+    write_error(error_type, message, exit_code, json_mode=_state.json, details=details)
 
 
 def emit_atomlab_error(exc: AtomlabError) -> int:

@@ -21,9 +21,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from atomlab.core.errors import ConfigError, NotFoundError
+from atomlab.instrument.catalog_index import coerce_value
 from atomlab.instrument.client import NanonisClient
 from atomlab.instrument.commands import COMMANDS, WireType, lookup
-from atomlab.instrument.protocol import shortest_float32
 
 DEFAULT_RAMP_INTERVAL_S: Final = 0.05
 PACKAGED_CATALOG: Final = "catalog.yaml"
@@ -92,13 +92,7 @@ class CatalogEntry(_Model):
         ``float32``: the value came off the wire as a float32, so give the shortest decimal that
         encodes to the same float32 (0.1, not 0.10000000149011612); it re-encodes bit-identically.
         """
-        if self.type == "int":
-            return round(float(value))
-        if self.type == "bool":
-            return bool(round(float(value)))
-        if float32:
-            return shortest_float32(value)
-        return float(value)
+        return coerce_value(self.type, value, float32=float32)
 
     def describe(self) -> dict[str, Any]:
         """A plain dict for JSON output."""

@@ -23,7 +23,6 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from atomlab.core.errors import ConnectionFailedError, InvalidInputError, OperationTimeoutError
-from atomlab.core.logging import get_logger
 from atomlab.instrument import protocol
 from atomlab.instrument.commands import CommandSpec
 from atomlab.instrument.errors import FramingError, ProtocolError
@@ -40,8 +39,6 @@ MAX_PORT: Final = 65535
 MAX_HOST_CHARS: Final = 253
 _RECV_CHUNK: Final = 65536
 _KERNEL_TIMEOUTS: Final = sys.platform.startswith(("linux", "darwin"))
-
-_log = get_logger("atomlab.instrument.client")
 
 
 def is_idempotent(command: str) -> bool:
@@ -220,7 +217,12 @@ class NanonisClient:
                     self.retry_idempotent and is_idempotent(name)
                 ):
                     raise
-                _log.info("retrying on a fresh connection", command=name, reason=exc.message)
+                # logging (structlog) loads only here: a one-shot command never pays for it
+                from atomlab.core.logging import get_logger
+
+                get_logger("atomlab.instrument.client").info(
+                    "retrying on a fresh connection", command=name, reason=exc.message
+                )
                 return self._round_trip(codec, request, timeout)
 
     def _round_trip(self, codec: CommandCodec, request: bytes, timeout: float) -> bytes:
