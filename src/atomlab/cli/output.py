@@ -11,14 +11,16 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from atomlab.cli.envelope import to_jsonable, write_error, write_success, write_text
 from atomlab.core.errors import AtomlabError, ExitCode
-from atomlab.core.settings import LoadedSettings, load_settings
+
+if TYPE_CHECKING:
+    from atomlab.core.settings import LoadedSettings
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout instead of text.")
@@ -39,6 +41,9 @@ class CliState:
     def loaded(self) -> LoadedSettings:
         """Settings, loaded lazily so commands that need none never fail on them."""
         if self._loaded is None:
+            # pydantic-settings and YAML load here, for commands that read settings
+            from atomlab.core.settings import load_settings
+
             self._loaded = load_settings(config_path=self.config_path, overrides=self.overrides)
         return self._loaded
 
