@@ -188,7 +188,14 @@ def process_times(
     return times
 
 
-def startup(port: int, runs: int, nspmctl: str | None) -> None:
+BOOT = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = 'atomlab'; "
+    "from atomlab.cli.entry import main; main()"
+)
+"""Runs the command line of the source tree given first (for --baseline-src comparisons)."""
+
+
+def startup(port: int, runs: int, nspmctl: str | None, baseline_src: str | None = None) -> None:
     """Start-up of `atomlab` commands as fresh processes, and the nspmctl comparison."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ATOMLAB_")}
     home = tempfile.mkdtemp(prefix="atomlab-bench-home-")
@@ -234,6 +241,15 @@ def startup(port: int, runs: int, nspmctl: str | None) -> None:
             "atomlab sim --help": ([atomlab, "sim", "--help"], env),
         }
     )
+    if baseline_src:  # the same commands from another source tree (e.g. the branch point)
+        here = str(Path(__file__).resolve().parents[1] / "src")
+        for name, (argv, cmd_env) in list(commands.items()):
+            if argv[0] == atomlab:
+                commands[name] = ([sys.executable, "-c", BOOT, here, *argv[1:]], cmd_env)
+                commands[f"  baseline: {name}"] = (
+                    [sys.executable, "-c", BOOT, baseline_src, *argv[1:]],
+                    cmd_env,
+                )
     with tempfile.TemporaryDirectory() as cwd:  # no atomlab.yaml around
         times = process_times(commands, runs, cwd)
     print(f"start-up: each command as a fresh process, {runs} interleaved rounds (median, p90)")
@@ -268,11 +284,16 @@ def main() -> None:
     parser.add_argument("--startup-runs", type=int, default=15)
     parser.add_argument("--nspmctl", default=shutil.which("nspmctl"))
     parser.add_argument("--only", choices=("calls", "startup"))
+    parser.add_argument(
+        "--baseline-src",
+        help="also time every atomlab command from this source tree's src/ (e.g. an earlier "
+        "commit's `git archive`), for regressions",
+    )
     args = parser.parse_args()
     ports = [free_port() for _ in range(args.connections)]
     with simulator(ports):
         if args.only != "calls":
-            startup(ports[0], args.startup_runs, args.nspmctl)
+            startup(ports[0], args.startup_runs, args.nspmctl, args.baseline_src)
             if args.only == "startup":
                 return
         port = ports[0]
