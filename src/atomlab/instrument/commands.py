@@ -526,6 +526,47 @@ _TABLE: tuple[CommandSpec, ...] = (
         reply=(_f("channel_indexes", I32_ARRAY), _f("channel_names", STR_ARRAY)),
         doc="Recorded channels of the Generic Sweeper.",
     ),
+    # --- Data logger ------------------------------------------------------------------------
+    CommandSpec(
+        "DataLog.PropsSet",
+        (
+            _f("acquisition_mode", U16, doc="0 no change, 1 continuous, 2 timed"),
+            _f("duration_hours", I32, "h", doc="-1: no change"),
+            _f("duration_minutes", I32, "min", doc="-1: no change"),
+            _f("duration_seconds", F32, "s", doc="-1: no change"),
+            _f("averaging", I32, doc="samples averaged per saved point"),
+            _f("basename", STR),
+            _f("comment", STR),
+            _f("modules", STR_ARRAY, doc="modules whose parameters go in the file header"),
+        ),
+        doc="Configure the Data Logger.",
+    ),
+    CommandSpec(
+        "DataLog.PropsGet",
+        reply=(
+            _f("acquisition_mode", U16, doc="1 continuous, 2 timed"),
+            _f("duration_hours", I32, "h"),
+            _f("duration_minutes", I32, "min"),
+            _f("duration_seconds", F32, "s"),
+            _f("averaging", I32),
+            _f("basename", STR),
+            _f("comment", STR),
+        ),
+        doc="The Data Logger's configuration.",
+    ),
+    CommandSpec(
+        "DataLog.StatusGet",
+        reply=(
+            _f("start_time", STR),
+            _f("elapsed_hours", U16, "h"),
+            _f("elapsed_minutes", U16, "min"),
+            _f("elapsed_seconds", F32, "s"),
+            _f("stop_time", STR),
+            _f("saved_file_path", STR),
+            _f("saved_points", I32),
+        ),
+        doc="Start and stop times, elapsed time, the last saved file and the points saved.",
+    ),
     # --- Lock-in (the rest: the official client's signatures) ------------------------------
     CommandSpec(
         "LockIn.ModOnOffSet",

@@ -25,6 +25,7 @@ from atomlab.instrument.protocol import (
     encode_error_reply,
     encode_reply,
 )
+from atomlab.sim.stm_datalog import DataLogHandlers
 from atomlab.sim.stm_lockin_commands import LockInHandlers
 from atomlab.sim.stm_physics import (
     COARSE_STEP_XY_M,
@@ -82,7 +83,7 @@ class _Route:
     handler: Handler
 
 
-class StmCommands(SpectroscopyHandlers, LockInHandlers, ScanHandlers, HandlerBase):
+class StmCommands(SpectroscopyHandlers, LockInHandlers, ScanHandlers, DataLogHandlers, HandlerBase):
     """The command handlers of one simulated STM, bound to its physics and clock.
 
     ``session_dir`` is where saved scans and spectra go (a temporary folder when not given).
@@ -137,6 +138,7 @@ class StmCommands(SpectroscopyHandlers, LockInHandlers, ScanHandlers, HandlerBas
         SpectroscopyHandlers.__init__(self)
         LockInHandlers.__init__(self)
         ScanHandlers.__init__(self)
+        DataLogHandlers.__init__(self)
         self._args_cache: dict[tuple[str, bytes], Args] = {}
         self.routes: dict[str, _Route] = {}
         for command, method_name in ROUTES.items():

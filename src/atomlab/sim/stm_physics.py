@@ -237,6 +237,8 @@ class StmPhysics:
         self.safe_tip = SafeTip()
         self.approach = Approach()
         self.on_scan_finished: Callable[[], None] | None = None
+        self.on_publish: Callable[[float, list[float]], None] | None = None
+        """Called with (time, values) at every publication (the Data Logger records them)."""
         """Called when a frame completes (the Scan module saves it)."""
         self._dos_key: tuple[int, int, int] | None = None
         self._dos: LocalDos = stm_tunnel.CLEAN
@@ -382,6 +384,8 @@ class StmPhysics:
         self.publications += 1
         self._sum_current = self._sum_z = 0.0
         self._samples = 0
+        if self.on_publish is not None:
+            self.on_publish(self.t_s, values)
 
     def _move_tip(self, dt: float) -> None:
         if self.scan.status_running:
