@@ -163,3 +163,19 @@ def test_an_error_reaches_the_official_client_as_its_error_string(
     error, _raw, _values = official.Scan_Action(9, 1)
     assert "action = 9" in error
     assert values(official.Bias_Get())  # the connection still works
+
+
+def test_the_official_client_shows_plus_minus_as_it_is(official: Any) -> None:
+    """Strings travel in the controller's 8-bit encoding: UTF-8 showed up as "Â±10 V"."""
+    _size, _count, ranges, index = values(official.Bias_RangeGet())
+    assert ranges == ["±10 V", "±1 V"] and index == 0
+
+
+def test_an_unsimulated_command_is_an_error_the_official_client_reports(
+    official: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    error, _raw, decoded = official.PLL_CenterFreqGet(1)
+    assert error == "PLL.CenterFreqGet is not simulated"
+    assert decoded == [0.0]  # the value field is there, zeroed
+    assert "The following error appeared" in capsys.readouterr().out
+    assert values(official.Bias_Get())  # the connection is still in step
