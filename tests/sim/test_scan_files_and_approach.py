@@ -185,3 +185,20 @@ def test_the_safe_tip_withdraws_on_a_current_above_its_threshold(
     assert client.call("SafeTip.PropsGet").values == pytest.approx(
         {"auto_recovery": 0, "auto_pause_scan": 1, "threshold": 1e-9}
     )
+
+
+def test_without_a_session_folder_nothing_is_saved_unless_asked() -> None:
+    """An in-process simulator (a learning loop's) leaves no files behind by itself."""
+    clock = FakeClock()
+    with (
+        start_simulator_in_thread(
+            seed=0, ports=[0], clock=clock, disturbances=Disturbances.none(), tick_interval_s=None
+        ) as sim,
+        NanonisClient("127.0.0.1", sim.ports[0], call_timeout_s=60.0) as client,
+    ):
+        assert small_scan(client) == ""
+        assert sim.sim.commands._session_dir is None  # no folder was even created
+        assert client.call("Scan.PropsGet")["autosave"] == 2
+        client.call("Scan.Save", {"wait_until_saved": 1, "timeout_ms": -1})
+        saved = Path(client.call("Util.SessionPathGet")["path"])
+        assert [p.name for p in saved.glob("*.sxm")] == ["sim_001.sxm"]

@@ -2,7 +2,8 @@
 
 Recorded channels are slots of the Signals Manager (``Signals.InSlotsGet``), as on Nanonis. A
 finished scan is saved as a real ``.sxm`` file in the session folder when autosave is on
-(``Scan.PropsSet``; on, "All", by default) and ``Scan.WaitEndOfScan`` returns its path;
+(``Scan.PropsSet``; "All" by default when the simulator was given a session folder, off
+otherwise) and ``Scan.WaitEndOfScan`` returns its path;
 ``Scan.Save`` saves the buffer at any time. Continuous scanning restarts a finished frame
 (bouncy: in the other direction).
 """
@@ -49,7 +50,9 @@ class ScanHandlers(HandlerBase):
     def __init__(self) -> None:
         self._series = DEFAULT_SERIES
         self._comment = ""
-        self._autosave = "all"
+        # with a session folder (atomlab sim spm, tests) finished frames are saved as on
+        # Nanonis; without one (an in-process simulator, a learning run) only when asked
+        self._autosave = "all" if self._session_dir is not None else "off"
         self._autopaste = "off"
         self._modules: list[str] = list(SCAN_MODULES)
         self._saved: dict[int, Path] = {}

@@ -175,10 +175,11 @@ class SpectroscopyHandlers(HandlerBase):
     """BiasSpectr.*, ZSpectr.*, GenSwp.*, BiasSwp.*."""
 
     def __init__(self) -> None:
-        self.bias_spectr = BiasSettings()
-        self.z_spectr = ZSettings()
-        self.gen_swp = SweeperSettings()
-        self.bias_swp = SweeperSettings(steps=64)
+        save = self._session_dir is not None  # no session folder: no files unless asked
+        self.bias_spectr = BiasSettings(autosave=save)
+        self.z_spectr = ZSettings(autosave=save)
+        self.gen_swp = SweeperSettings(autosave=save)
+        self.bias_swp = SweeperSettings(steps=64, autosave=save)
         self._running: _Run | None = None
         self.saved_spectra: list[Path] = []
 
