@@ -71,7 +71,7 @@ def spectrum_speed(kind: str) -> tuple[float, float]:
         return asyncio.run(reply) if asyncio.iscoroutine(reply) else reply
 
     if kind == "bias":
-        call("BiasSpectr.ChsSet", {"channel_indexes": [0, 6]})
+        call("BiasSpectr.ChsSet", {"channel_indexes": [0, 86]})
         call("LockIn.ModOnOffSet", {"modulator_number": 1, "on": 1})
         call(
             "BiasSpectr.PropsSet",

@@ -59,7 +59,7 @@ def move_to(client: NanonisClient, clock: FakeClock, site: tuple[int, int]) -> N
 
 
 def sts(client: NanonisClient, *, points: int = 101, backward: bool = False) -> dict[str, Any]:
-    client.call("BiasSpectr.ChsSet", {"channel_indexes": [0, 6]})  # Current, LI Demod 1 X
+    client.call("BiasSpectr.ChsSet", {"channel_indexes": [0, 86]})  # Current, LI Demod 1 X
     client.call("BiasSpectr.LimitsSet", {"start_value_v": -1.0, "end_value_v": 1.0})
     client.call(
         "BiasSpectr.PropsSet",
@@ -169,7 +169,7 @@ def test_a_z_spectrum_gives_the_barrier_height_back(
 ) -> None:
     sim, client, clock = rig
     move_to(client, clock, CLEAN_SITE)
-    client.call("ZSpectr.ChsSet", {"channel_indexes": [0, 2]})  # Current, Z
+    client.call("ZSpectr.ChsSet", {"channel_indexes": [0, 30]})  # Current, Z
     client.call("ZSpectr.RangeSet", {"z_offset_m": 0.0, "z_sweep_distance_m": 3e-10})
     reply = client.call("ZSpectr.Start", {"get_data": 1, "save_base_name": ""})
     data = dict(zip(reply["channels_names"], reply["data"], strict=True))
@@ -204,7 +204,7 @@ def test_spectra_are_saved_as_dat_files_a_nanonis_reader_opens(
 ) -> None:
     read = pytest.importorskip("nanonispy2.read")
     sim, client, _ = rig
-    client.call("BiasSpectr.ChsSet", {"channel_indexes": [0, 2]})
+    client.call("BiasSpectr.ChsSet", {"channel_indexes": [0, 30]})
     client.call(
         "BiasSpectr.PropsSet",
         {

@@ -1,6 +1,7 @@
 """Point spectroscopy on a Nanonis controller: I(V) and dI/dV (BiasSpectr), I(z) (ZSpectr).
 
-A spectrum configures the controller's spectroscopy module (recorded channels, range, points,
+A spectrum configures the controller's spectroscopy module (recorded channels, by name, sent as
+signal indexes as the vendor's example scripts do; range, points,
 timing, the lock-in for dI/dV), starts it and returns the data by channel name. Every setting
 that moves the bias or the tip, and the start itself, goes through
 :meth:`~atomlab.instrument.guard.WriteGuard.command`, so the catalog's ``commands`` section
@@ -213,8 +214,8 @@ class Spectroscopy:
         if lockin is not None and LOCKIN_CHANNEL not in channels:
             channels.append(LOCKIN_CHANNEL)
         self._begin(plan_only)
-        slots = self._slots(channels, plan_only)
-        self._direct("BiasSpectr.ChsSet", {"channel_indexes": slots})
+        indexes = self._channel_indexes(channels)
+        self._direct("BiasSpectr.ChsSet", {"channel_indexes": indexes})
         self._guarded(
             "BiasSpectr.LimitsSet", {"start_value_v": sweep.start_v, "end_value_v": sweep.end_v}
         )
@@ -273,8 +274,8 @@ class Spectroscopy:
             )
         channels = list(dict.fromkeys(sweep.channels))
         self._begin(plan_only)
-        slots = self._slots(channels, plan_only)
-        self._direct("ZSpectr.ChsSet", {"channel_indexes": slots})
+        indexes = self._channel_indexes(channels)
+        self._direct("ZSpectr.ChsSet", {"channel_indexes": indexes})
         self._guarded(
             "ZSpectr.RangeSet",
             {"z_offset_m": sweep.offset_m, "z_sweep_distance_m": sweep.distance_m},
@@ -371,10 +372,10 @@ class Spectroscopy:
             at_utc=at_utc,
         )
 
-    def _slots(self, channels: Sequence[str], plan_only: bool) -> list[int]:
-        """Slot indexes of the channels (by full name or name without unit)."""
-        names = list(self.client.call("Signals.InSlotsGet")["names"])
-        slots: list[int] = []
+    def _channel_indexes(self, channels: Sequence[str]) -> list[int]:
+        """Signal indexes (0..127, as the vendor's scripts pass them) of the channels by name."""
+        names = self.client.signal_names()
+        indexes: list[int] = []
         for channel in channels:
             found = next(
                 (
@@ -386,12 +387,12 @@ class Spectroscopy:
             )
             if found is None:
                 raise NotFoundError(
-                    f"no recorded channel {channel!r}: the Signals Manager's slots hold "
-                    f"{names}; assign it with Signals.InSlotSet",
+                    f"no signal {channel!r} on {self.client.address}; signals include "
+                    f"{names[:8]}... (Signals.NamesGet)",
                     channel=channel,
                 )
-            slots.append(found)
-        return slots
+            indexes.append(found)
+        return indexes
 
     def _signal_index(self, name: str) -> int:
         return self.client.signal_index(name)

@@ -50,12 +50,12 @@ from atomlab.sim.stm_signals import (
     MEASUREMENT_CHANNELS,
     MEASUREMENT_SIGNALS,
     N_SIGNALS,
-    N_SLOTS,
     SIGNAL_NAMES,
     Z,
 )
 
 MAX_POINTS: Final = 100_000
+MAX_CHANNELS: Final = 24
 MAX_SWEEPS: Final = 1_000
 MAX_SWEEP_S: Final = 3_600.0
 """A sweep that would take longer is refused (it would hold the connection for hours)."""
@@ -99,8 +99,8 @@ class Timing:
 class SpectrumSettings:
     """One spectroscopy module's settings (BiasSpectr or ZSpectr)."""
 
-    channels: list[int] = field(default_factory=lambda: [0])
-    """Recorded slots (``ChsSet``): slot 0 is the current."""
+    channels: list[int] = field(default_factory=lambda: [CURRENT])
+    """Recorded signals (``ChsSet``), as indexes of the 128 signals (0: the current)."""
     points: int = 256
     sweeps: int = 1
     backward: bool = False
@@ -209,9 +209,6 @@ class SpectroscopyHandlers(HandlerBase):
             await self._sleep_until(min(end, now + STOP_POLL_S))
         return self.clock.monotonic() - start
 
-    def _slot_signals(self, slots: Sequence[int]) -> list[int]:
-        return [self.physics.slots[s] for s in slots]
-
     def _point(
         self,
         signals: Sequence[int],
@@ -318,9 +315,9 @@ class SpectroscopyHandlers(HandlerBase):
     @staticmethod
     def _channels(value: Sequence[int], limit: int, what: str) -> list[int]:
         channels = list(value)
-        if len(set(channels)) != len(channels) or len(channels) > limit:
+        if len(set(channels)) != len(channels) or len(channels) > MAX_CHANNELS:
             raise CommandRefusedError(
-                f"channel_indexes = {channels} must be up to {limit} distinct {what}"
+                f"channel_indexes = {channels} must be up to {MAX_CHANNELS} distinct {what}"
             )
         for ch in channels:
             choice(f"channel index ({what})", ch, range(limit))
@@ -368,7 +365,7 @@ class SpectroscopyHandlers(HandlerBase):
 
     @handles("BiasSpectr.ChsSet")
     def bias_spectr_chs_set(self, a: Args) -> Values:
-        channels = self._channels(a["channel_indexes"], N_SLOTS, "slots 0..23")
+        channels = self._channels(a["channel_indexes"], N_SIGNALS, "signals 0..127")
         if not channels:
             raise CommandRefusedError("record at least one channel")
         self.bias_spectr.channels = channels
@@ -379,7 +376,7 @@ class SpectroscopyHandlers(HandlerBase):
         channels = self.bias_spectr.channels
         return {
             "channel_indexes": list(channels),
-            "channels": [SIGNAL_NAMES[s] for s in self._slot_signals(channels)],
+            "channels": [SIGNAL_NAMES[s] for s in channels],
         }
 
     @handles("BiasSpectr.PropsSet")
@@ -397,7 +394,7 @@ class SpectroscopyHandlers(HandlerBase):
         b.save_dialog = tristate("show_save_dialog", a["show_save_dialog"], b.save_dialog)
         b.sweeps = sweeps or b.sweeps
         b.points = points or b.points
-        b.z_offset_m = finite("z_offset_m", a["z_offset_m"])
+        b.z_offset_m = _keep(a, "z_offset_m", b.z_offset_m, finite)
         return {}
 
     @handles("BiasSpectr.PropsGet")
@@ -408,7 +405,7 @@ class SpectroscopyHandlers(HandlerBase):
             "number_of_sweeps": b.sweeps,
             "backward_sweep": int(b.backward),
             "number_of_points": b.points,
-            "channels": [SIGNAL_NAMES[s] for s in self._slot_signals(b.channels)],
+            "channels": [SIGNAL_NAMES[s] for s in b.channels],
             "parameters": list(PARAMETERS),
             "fixed_parameters": list(BIAS_FIXED_PARAMETERS),
         }
@@ -451,15 +448,17 @@ class SpectroscopyHandlers(HandlerBase):
         return {"start_value_v": self.bias_spectr.start_v, "end_value_v": self.bias_spectr.end_v}
 
     def _timing_set(self, timing: Timing, a: Args) -> None:
-        timing.z_averaging_s = non_negative("z_averaging_time_s", a["z_averaging_time_s"])
-        timing.initial_settling_s = non_negative(
-            "initial_settling_time_s", a["initial_settling_time_s"]
+        """NaN leaves a value unchanged, as on Nanonis (the vendor's examples send NaN)."""
+        t = timing
+        t.z_averaging_s = _keep(a, "z_averaging_time_s", t.z_averaging_s, non_negative)
+        t.initial_settling_s = _keep(
+            a, "initial_settling_time_s", t.initial_settling_s, non_negative
         )
-        timing.max_slew_per_s = positive("maximum_slew_rate_v_s", a["maximum_slew_rate_v_s"])
-        timing.settling_s = non_negative("settling_time_s", a["settling_time_s"])
-        timing.integration_s = non_negative("integration_time_s", a["integration_time_s"])
-        timing.end_settling_s = non_negative("end_settling_time_s", a["end_settling_time_s"])
-        timing.z_control_s = non_negative("z_control_time_s", a["z_control_time_s"])
+        t.max_slew_per_s = _keep(a, "maximum_slew_rate_v_s", t.max_slew_per_s, positive)
+        t.settling_s = _keep(a, "settling_time_s", t.settling_s, non_negative)
+        t.integration_s = _keep(a, "integration_time_s", t.integration_s, non_negative)
+        t.end_settling_s = _keep(a, "end_settling_time_s", t.end_settling_s, non_negative)
+        t.z_control_s = _keep(a, "z_control_time_s", t.z_control_s, non_negative)
 
     @staticmethod
     def _timing_get(timing: Timing) -> Values:
@@ -476,7 +475,8 @@ class SpectroscopyHandlers(HandlerBase):
     @handles("BiasSpectr.TimingSet")
     def bias_spectr_timing_set(self, a: Args) -> Values:
         self._timing_set(self.bias_spectr.timing, a)
-        self.bias_spectr.z_offset_m = finite("z_offset_m", a["z_offset_m"])
+        b = self.bias_spectr
+        b.z_offset_m = _keep(a, "z_offset_m", b.z_offset_m, finite)
         return {}
 
     @handles("BiasSpectr.TimingGet")
@@ -656,7 +656,7 @@ class SpectroscopyHandlers(HandlerBase):
         z_start = z.z_m
         z_sweep = z_start + b.z_offset_m
         gap0 = physics.gap() + b.z_offset_m
-        signals = self._slot_signals(b.channels)
+        signals = list(b.channels)
         crashed: list[float] = []
 
         def measure(k: int, bias: float, elapsed: float) -> list[float]:
@@ -745,7 +745,7 @@ class SpectroscopyHandlers(HandlerBase):
 
     @handles("ZSpectr.ChsSet")
     def z_spectr_chs_set(self, a: Args) -> Values:
-        channels = self._channels(a["channel_indexes"], N_SLOTS, "slots 0..23")
+        channels = self._channels(a["channel_indexes"], N_SIGNALS, "signals 0..127")
         if not channels:
             raise CommandRefusedError("record at least one channel")
         self.z_spectr.channels = channels
@@ -756,7 +756,7 @@ class SpectroscopyHandlers(HandlerBase):
         channels = self.z_spectr.channels
         return {
             "channel_indexes": list(channels),
-            "channels": [SIGNAL_NAMES[s] for s in self._slot_signals(channels)],
+            "channels": [SIGNAL_NAMES[s] for s in channels],
         }
 
     @handles("ZSpectr.PropsSet")
@@ -968,7 +968,7 @@ class SpectroscopyHandlers(HandlerBase):
         z_start = z.z_m
         gap0 = physics.gap()
         was_on = z.on
-        signals = self._slot_signals(zs.channels)
+        signals = list(zs.channels)
         # the auto-retract condition watches its own signal, recorded or not
         watched = sorted({*signals, zs.retract[2]}) if zs.retract[0] else list(signals)
         retracted: list[int] = []
@@ -1331,6 +1331,12 @@ def _blank_after(
                 position = offset + (k if rows is fwd else n - 1 - k)
                 if position >= done:
                     row[k] = math.nan
+
+
+def _keep(a: Args, name: str, current: float, check: Callable[[str, float], float]) -> float:
+    """The argument ``name`` checked, or ``current`` when it is NaN ("no change")."""
+    value = a[name]
+    return current if isinstance(value, float) and math.isnan(value) else check(name, value)
 
 
 def _ttl(a: Args) -> tuple[int, int, float, float]:
