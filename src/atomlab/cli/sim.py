@@ -7,15 +7,17 @@ import contextlib
 import math
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from atomlab.cli import output
 from atomlab.cli.sim_swarm import swarm
 from atomlab.core.errors import InterruptedRunError, InvalidInputError, TerminatedError
-from atomlab.sim import Disturbances, EventLogWriter, SpmSimulator
 from atomlab.surface import SurfaceFollower, load_surface
+
+if TYPE_CHECKING:  # the STM simulator loads when `sim spm` runs, not for `sim --help`/`swarm`
+    from atomlab.sim import Disturbances, EventLogWriter, SpmSimulator
 
 SURFACE_POLL_S = 0.2
 """How often ``sim spm --surface`` looks for changes another process wrote to the file."""
@@ -86,6 +88,8 @@ def spm(
     json_out: output.JsonOption = False,
 ) -> None:
     """Run the STM simulator (Nanonis TCP protocol) until Ctrl-C or SIGTERM."""
+    from atomlab.sim import SpmSimulator
+
     loaded = output.state().loaded.settings
     settings = loaded.sim
     simulator = SpmSimulator(
@@ -125,6 +129,8 @@ def _session_dir(path: Path) -> Path:
 
 
 def _disturbances(no_disturbances: bool, tip_change_rate: float | None) -> Disturbances | None:
+    from atomlab.sim import Disturbances
+
     if tip_change_rate is None:
         return Disturbances.none() if no_disturbances else None
     if no_disturbances:
@@ -143,6 +149,8 @@ def _disturbances(no_disturbances: bool, tip_change_rate: float | None) -> Distu
 
 
 def _open_event_log(simulator: SpmSimulator, path: Path | None) -> EventLogWriter | None:
+    from atomlab.sim import EventLogWriter
+
     if path is None:
         return None
     try:
@@ -169,6 +177,8 @@ async def _serve(
     follower: SurfaceFollower | None = None,
 ) -> signal.Signals:
     """Serve until SIGINT or SIGTERM; return the signal that stopped it."""
+    from atomlab.sim import Disturbances
+
     event_log = _open_event_log(simulator, events_file)
     writer = asyncio.create_task(_write_events(event_log)) if event_log is not None else None
     loop = asyncio.get_running_loop()
