@@ -141,3 +141,18 @@ def test_help_imports_no_group(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_help_never_shows_a_value_type_for_a_flag(cli):
+    """Typer's rich help printed every flag as '--json <bool>' although flags take no value."""
+    from atomlab.cli.command_tree import build_command, walk
+    from atomlab.cli.main import app, register_groups
+
+    register_groups()
+    for path, command in walk(build_command(app)):
+        result = cli(*path, "--help")
+        assert result.exit_code == 0, (path, result.stderr)
+        assert "<bool>" not in result.stdout, path
+        options = [p for p in command.params if getattr(p, "is_flag", False)]
+        for option in options:
+            assert option.opts[0] in result.stdout or option.hidden, (path, option.opts)

@@ -25,6 +25,8 @@ Cli = Callable[..., Any]
         ("get", "bias_v", "--timeout-s", "1e308"),
         ("doctor", "--port", "70000"),
         ("set", "bias_v", "0.2", "--port", "99999", "--allow-writes"),
+        ("signals", "--port", "70000"),  # checked even when nothing is read
+        ("specs", "--timeout-s", "nan"),
     ],
 )
 def test_impossible_ports_hosts_and_timeouts_exit_3(cli: Cli, args: tuple[str, ...]) -> None:
@@ -50,3 +52,30 @@ def test_the_client_refuses_impossible_addresses_before_connecting() -> None:
         NanonisClient("x" * 300, 6501)
     with pytest.raises(InvalidInputError, match="not a valid host name"):
         NanonisClient("a" * 70 + ".example", 6501).connect()  # a label over 63 characters
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("set", "bias_v", "nan", "--allow-writes"),
+        ("set", "bias_v", "1e308", "--allow-writes"),
+        ("ramp", "bias_v", "0.1", "inf", "0.01", "--plan-only"),
+        ("ramp", "bias_v", "0.1", "0.2", "nan", "--plan-only"),
+        ("ramp", "bias_v", "0.1", "0.2", "0.01", "--interval-s", "inf", "--plan-only"),
+        ("spectrum", "bias", "--start", "nan", "--plan-only"),
+        ("spectrum", "bias", "--lockin-amplitude-v", "inf", "--plan-only"),
+        ("spectrum", "z", "--distance-m", "1e308", "--plan-only"),
+        ("spectrum", "z", "--retract-current-a", "nan", "--plan-only"),
+    ],
+)
+def test_numbers_that_can_never_be_valid_exit_3_before_connecting(
+    cli: Cli, args: tuple[str, ...], isolated_home: Path
+) -> None:
+    """Port 9 (discard): nothing listens, so a command that tried to connect would exit 5; a
+    refused one must leave the data home (the audit log) untouched."""
+    before = sorted(isolated_home.rglob("*")) if isolated_home.exists() else []
+    result = cli("instrument", *args, "--port", "9", "--timeout-s", "1", "--json")
+    assert result.exit_code == 3, result.stdout
+    assert "not a usable number" in result.json["error"]["message"]
+    after = sorted(isolated_home.rglob("*")) if isolated_home.exists() else []
+    assert after == before

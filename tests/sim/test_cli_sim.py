@@ -93,10 +93,12 @@ def test_sim_group_lists_spm(cli: Callable[..., CliResult]) -> None:
     ],
 )
 def test_out_of_range_ports_and_impossible_hosts_are_invalid_input(
-    cli: Callable[..., CliResult], args: tuple[str, ...], field: str
+    cli: Callable[..., CliResult], args: tuple[str, ...], field: str, isolated_home: Path
 ) -> None:
-    """Issue 15: `sim spm --port 70000` exited 5 and a 10,000-character host 1 (IDNA error)."""
+    """Issue 15: `sim spm --port 70000` exited 5 and a 10,000-character host 1 (IDNA error).
+    Refused, it creates nothing (the session folder neither)."""
     result = cli("sim", "spm", *args, "--json")
+    assert not isolated_home.exists()
     assert result.exit_code == 3, result.stdout
     error = result.json["error"]
     assert field in error["message"] and "Traceback" not in result.stdout + result.stderr

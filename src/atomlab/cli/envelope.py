@@ -10,6 +10,7 @@ commands answered before the full command line loads), so both print the same by
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Mapping
 from datetime import datetime
@@ -19,7 +20,13 @@ from typing import Any
 
 
 def to_jsonable(value: Any) -> Any:
-    """Convert paths, datetimes, enums, dataclasses and pydantic models for ``json.dumps``."""
+    """Convert paths, datetimes, enums, dataclasses and pydantic models for ``json.dumps``.
+
+    A non-finite float (``nan``, ``inf``) becomes ``null``: JSON has no such numbers, and a reader
+    that follows the standard (``jq``, JavaScript) rejects the whole object over one of them.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if hasattr(value, "model_dump"):
         return to_jsonable(value.model_dump(mode="json"))
     if isinstance(value, Mapping):
@@ -38,7 +45,7 @@ def to_jsonable(value: Any) -> Any:
 def write_success(payload: Mapping[str, Any]) -> None:
     """``{"ok": true, ...payload}`` as one line on stdout."""
     body = {"ok": True, **to_jsonable(dict(payload))}
-    sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
+    sys.stdout.write(dumps(body) + "\n")
     sys.stdout.flush()
 
 
@@ -57,8 +64,14 @@ def write_error(
         if details:
             err["details"] = to_jsonable(details)
         envelope = {"ok": False, "error": err, "exit_code": exit_code}
-        sys.stdout.write(json.dumps(envelope, ensure_ascii=False) + "\n")
+        sys.stdout.write(dumps(envelope) + "\n")
         sys.stdout.flush()
     else:
-        sys.stderr.write(f"error: {message}\n")
+        one_line = " ".join(message.split("\n"))  # the contract: one line on stderr
+        sys.stderr.write(f"error: {one_line}\n")
         sys.stderr.flush()
+
+
+def dumps(body: Mapping[str, Any]) -> str:
+    """Strict JSON on one line; anything without a JSON form is written as its text."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, default=str)

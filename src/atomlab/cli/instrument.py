@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,16 +75,36 @@ def _catalog(path: Path | None) -> Catalog:
     return load_catalog(path or _settings().catalog_path)
 
 
-@contextmanager
-def _client(host: str | None, port: int | None, timeout_s: float | None) -> Iterator[NanonisClient]:
+MAX_MAGNITUDE = 1e12
+"""No STM quantity in SI units (V, A, m, s, Hz) comes near this: a bigger number is a typo."""
+
+
+def _numbers(**values: float | None) -> None:
+    """Refuse NaN, infinities and absurd magnitudes (exit 3) before anything is connected."""
+    for option, value in values.items():
+        if value is not None and not (math.isfinite(value) and abs(value) <= MAX_MAGNITUDE):
+            shown = option if option.isupper() else "--" + option.replace("_", "-")
+            raise InvalidInputError(
+                f"{shown} {value!r} is not a usable number (finite, at most "
+                f"{MAX_MAGNITUDE:g} in magnitude, in the catalog's SI unit)",
+                field=option.lower(),
+            )
+
+
+def _new_client(host: str | None, port: int | None, timeout_s: float | None) -> NanonisClient:
+    """The client, not yet connected: its constructor refuses a bad host, port or timeout."""
     settings = _settings()
-    client = NanonisClient(  # an explicit 0 or "" is the user's value (refused), not "default"
+    return NanonisClient(  # an explicit 0 or "" is the user's value (refused), not "default"
         settings.host if host is None else host,
         settings.port if port is None else port,
         connect_timeout_s=settings.connect_timeout_s,
         call_timeout_s=settings.call_timeout_s if timeout_s is None else timeout_s,
     )
-    with client:
+
+
+@contextmanager
+def _client(host: str | None, port: int | None, timeout_s: float | None) -> Iterator[NanonisClient]:
+    with _new_client(host, port, timeout_s) as client:
         yield client
 
 
@@ -112,8 +133,9 @@ def _entry_row(entry: CatalogEntry, values: dict[str, Any] | None) -> dict[str, 
 
 def _list(kind: str, entries: tuple[CatalogEntry, ...], read: bool, **conn: Any) -> None:
     values: dict[str, Any] | None = None
+    client = _new_client(**conn)  # the connection options are checked even without --read
     if read:
-        with _client(**conn) as client:
+        with client:
             values = dict(read_values(client, entries))
     rows = [_entry_row(e, values) for e in entries]
 
@@ -225,9 +247,11 @@ def set_(
 ) -> None:
     """Write one spec through the guard (a change above max_step is ramped); exit 2 if refused."""
     output.use_json(json_out)
+    _numbers(VALUE=value)
+    client = _new_client(host, port, timeout_s)
     cat = _catalog(catalog)
     entry = cat.spec(name)
-    with _client(host, port, timeout_s) as client:
+    with client:
         result = _guard(client, cat, allow_writes, who).set(entry.name, value, plan_only=plan_only)
     _emit_write(result, entry)
 
@@ -255,9 +279,11 @@ def ramp(
 ) -> None:
     """Ramp a spec from START to END in steps of STEP; exit 2 if the plan breaks a limit."""
     output.use_json(json_out)
+    _numbers(START=start, END=end, STEP=step, interval_s=interval_s)
+    client = _new_client(host, port, timeout_s)
     cat = _catalog(catalog)
     entry = cat.spec(name)
-    with _client(host, port, timeout_s) as client:
+    with client:
         guard = _guard(client, cat, allow_writes, who)
         result = guard.ramp(
             entry.name, start, end, step, interval_s=interval_s, plan_only=plan_only
@@ -369,6 +395,14 @@ def spectrum_bias(
     from atomlab.instrument.spectroscopy import BiasSweep
 
     output.use_json(json_out)
+    _numbers(
+        start=start,
+        end=end,
+        settling_s=settling_s,
+        integration_s=integration_s,
+        z_offset_m=z_offset_m,
+        lockin_amplitude_v=lockin,
+    )
     sweep = BiasSweep(
         start_v=start,
         end_v=end,
@@ -419,6 +453,13 @@ def spectrum_z(
     from atomlab.instrument.spectroscopy import ZSweep
 
     output.use_json(json_out)
+    _numbers(
+        offset_m=offset_m,
+        distance_m=distance_m,
+        settling_s=settling_s,
+        integration_s=integration_s,
+        retract_current_a=retract_current_a,
+    )
     sweep = ZSweep(
         offset_m=offset_m,
         distance_m=distance_m,
@@ -452,10 +493,11 @@ def _run_spectrum(
         barrier_height_ev,
     )
 
+    client = _new_client(host, port, timeout_s)
     cat = _catalog(catalog)
     if csv_path is not None:
         _check_output_path(csv_path)
-    with _client(host, port, timeout_s) as client:
+    with client:
         spectroscopy = Spectroscopy(client, _guard(client, cat, allow_writes, who))
         taken = (spectroscopy.bias if kind == "bias" else spectroscopy.z)(
             sweep, plan_only=plan_only

@@ -30,6 +30,8 @@ app = typer.Typer(
 
 app.command("swarm")(swarm)
 
+MIN_LOOP_RATE_HZ, MAX_LOOP_RATE_HZ = 100.0, 20_000.0
+"""The range ``Util.RTFreqSet`` accepts."""
 EVENT_LOG_INTERVAL_S = 0.05
 """How often ``--events-file`` gets the simulator's new events."""
 
@@ -62,6 +64,13 @@ def spm(
             help="Mean tip changes per second (default 1/240: one per 4 min).",
         ),
     ] = None,
+    loop_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--loop-rate",
+            help="Control-loop rate in Hz, 100-20000 (default 1000, as Util.RTFreqSet).",
+        ),
+    ] = None,
     events_file: Annotated[
         Path | None,
         typer.Option(
@@ -92,16 +101,18 @@ def spm(
 
     loaded = output.state().loaded.settings
     settings = loaded.sim
+    session = session_dir or loaded.home / SESSION_DIR_NAME
     simulator = SpmSimulator(
         seed=settings.seed if seed is None else seed,
         surface=load_surface(surface) if surface is not None else None,
         host=host or settings.host,
         ports=port or settings.ports,
         disturbances=_disturbances(no_disturbances, tip_change_rate),
-        session_dir=_session_dir(session_dir or loaded.home / SESSION_DIR_NAME),
-    )
+        loop_rate_hz=_loop_rate(loop_rate),
+        session_dir=session,
+    )  # checks the host and the ports before anything is created
     follower = SurfaceFollower(simulator.surface, surface) if surface is not None else None
-    received = asyncio.run(_serve(simulator, json_out, events_file, follower))
+    received = asyncio.run(_serve(simulator, json_out, events_file, follower, session))
     if received == signal.SIGTERM:
         raise TerminatedError("STM simulator stopped on SIGTERM", ports=simulator.ports)
     raise InterruptedRunError("STM simulator stopped on Ctrl-C", ports=simulator.ports)
@@ -148,6 +159,20 @@ def _disturbances(no_disturbances: bool, tip_change_rate: float | None) -> Distu
     return Disturbances(tip_change_rate_per_s=tip_change_rate)
 
 
+def _loop_rate(loop_rate: float | None) -> float:
+    from atomlab.sim import DEFAULT_LOOP_RATE_HZ
+
+    if loop_rate is None:
+        return DEFAULT_LOOP_RATE_HZ
+    if not (math.isfinite(loop_rate) and MIN_LOOP_RATE_HZ <= loop_rate <= MAX_LOOP_RATE_HZ):
+        raise InvalidInputError(
+            f"--loop-rate {loop_rate!r} must be {MIN_LOOP_RATE_HZ:g}..{MAX_LOOP_RATE_HZ:g} Hz",
+            field="loop_rate",
+            value=loop_rate,
+        )
+    return loop_rate
+
+
 def _open_event_log(simulator: SpmSimulator, path: Path | None) -> EventLogWriter | None:
     from atomlab.sim import EventLogWriter
 
@@ -175,11 +200,19 @@ async def _serve(
     json_out: bool,
     events_file: Path | None = None,
     follower: SurfaceFollower | None = None,
+    session_dir: Path | None = None,
 ) -> signal.Signals:
     """Serve until SIGINT or SIGTERM; return the signal that stopped it."""
     from atomlab.sim import Disturbances
 
     event_log = _open_event_log(simulator, events_file)
+    if session_dir is not None:
+        try:
+            _session_dir(session_dir)  # created only once every other input is checked
+        except InvalidInputError:
+            if event_log is not None:
+                event_log.close()
+            raise
     writer = asyncio.create_task(_write_events(event_log)) if event_log is not None else None
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[signal.Signals] = loop.create_future()
@@ -202,6 +235,7 @@ async def _serve(
                 "defects": len(simulator.surface.defects),
                 "disturbances": simulator.physics.disturbances != Disturbances.none(),
                 "tip_change_rate_per_s": simulator.physics.disturbances.tip_change_rate_per_s,
+                "loop_rate_hz": simulator.physics.loop_rate_hz,
                 "session_dir": str(simulator.commands.session_dir),
             },
             json_flag=json_out,

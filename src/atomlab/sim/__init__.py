@@ -23,7 +23,13 @@ if TYPE_CHECKING:
         start_simulator_in_thread,
     )
     from atomlab.sim.stm_commands import StmCommands
-    from atomlab.sim.stm_physics import CRASH_GAP_M, Disturbances, SimEvent, StmPhysics
+    from atomlab.sim.stm_physics import (
+        CRASH_GAP_M,
+        DEFAULT_LOOP_RATE_HZ,
+        Disturbances,
+        SimEvent,
+        StmPhysics,
+    )
     from atomlab.sim.stm_routes import CommandRefusedError
     from atomlab.sim.stm_signals import DEFAULT_SLOTS, MEASUREMENT_CHANNELS, SIGNAL_NAMES
     from atomlab.sim.stm_tunnel import BARRIER_EV, KAPPA_PER_M, LocalDos
@@ -41,6 +47,7 @@ _HOMES: dict[str, str] = {
     "start_simulator_in_thread": "spm",
     "StmCommands": "stm_commands",
     "CRASH_GAP_M": "stm_physics",
+    "DEFAULT_LOOP_RATE_HZ": "stm_physics",
     "Disturbances": "stm_physics",
     "SimEvent": "stm_physics",
     "StmPhysics": "stm_physics",
@@ -71,6 +78,7 @@ __all__ = [
     "BARRIER_EV",
     "CRASH_GAP_M",
     "DEFAULT_HOST",
+    "DEFAULT_LOOP_RATE_HZ",
     "DEFAULT_PORTS",
     "DEFAULT_SLOTS",
     "KAPPA_PER_M",

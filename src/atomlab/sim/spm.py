@@ -177,6 +177,14 @@ def _checked_host(host: str) -> str:
             "characters); give one such as 127.0.0.1",
             field="host",
         )
+    try:
+        host.encode("idna")  # what the resolver does when it listens; checked before anything
+    except UnicodeError as exc:
+        raise InvalidInputError(
+            f"host {host[:80]!r} is not a valid host name ({exc}); give an address such as "
+            "127.0.0.1",
+            field="host",
+        ) from None
     return host
 
 
