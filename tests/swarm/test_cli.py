@@ -22,10 +22,11 @@ READY_S = 60.0  # generous: the shared CI machine may be slow to import; never a
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """``atomlab swarm serve --port 0`` in a subprocess; yields its base URL."""
+def server(isolated_home: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``atomlab swarm serve --port 0`` in a subprocess, in the tests' data home (so the CLI
+    clients find its tokens and port there); yields its base URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATOMLAB_")}
-    env["ATOMLAB_HOME"] = str(tmp_path / "server-home")
+    env["ATOMLAB_HOME"] = str(isolated_home)
     proc = subprocess.Popen(
         [sys.executable, "-m", "atomlab", "swarm", "serve", "--port", "0"],
         stdout=subprocess.DEVNULL,
@@ -60,7 +61,10 @@ def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
 
 
 def test_serve_ingest_bad_input_status_and_a_clean_stop(
-    server: tuple[str, subprocess.Popen[str]], cli: Callable[..., CliResult], tmp_path: Path
+    server: tuple[str, subprocess.Popen[str]],
+    cli: Callable[..., CliResult],
+    tmp_path: Path,
+    isolated_home: Path,
 ) -> None:
     url, proc = server
     lines = tmp_path / "bad.jsonl"
@@ -89,7 +93,7 @@ def test_serve_ingest_bad_input_status_and_a_clean_stop(
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=READY_S) == 143  # stopped cleanly, the contract's exit code
-    assert (tmp_path / "server-home" / "swarm.sqlite").stat().st_size > 0
+    assert (isolated_home / "swarm.sqlite").stat().st_size > 0
 
 
 def test_an_unreachable_service_exits_5_with_the_fix(

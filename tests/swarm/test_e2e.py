@@ -30,6 +30,7 @@ from atomlab.swarm.models import Action, CommandStatus, DefectStatus
 
 WAIT_S = 45.0  # a safety net against a hang, never a timing assertion
 TIME_SCALE = 20.0
+LINK_TOKEN = "e2e-link-token-0123456789"  # the simulator presents it in its handshake
 
 
 def _settings(home: Path) -> AtomlabSettings:
@@ -39,6 +40,7 @@ def _settings(home: Path) -> AtomlabSettings:
         "ack_timeout_s": 0.2,
         "command_timeout_s": 5.0,
         "retry_budget": 4,
+        "link_token": LINK_TOKEN,
     }
     return load_settings(overrides={"home": home, "swarm": swarm}, environ={}).settings
 
@@ -85,6 +87,7 @@ def _simulator(tmp_path: Path, port: int, faults: FaultConfig, **config: Any) ->
         clock=ScaledClock(TIME_SCALE),
         ack_timeout_s=4.0,
         max_resends=100,
+        token=LINK_TOKEN,
     )
 
 

@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from atomlab.core.clock import Clock, SystemClock
 from atomlab.core.logging import correlation_scope, current_correlation_id, get_logger
@@ -43,15 +45,23 @@ from atomlab.swarm.models import (
 )
 from atomlab.swarm.planner import LlmRouteAdvisor, PlanStop, RepairPath, plan_route
 from atomlab.swarm.reservations import ReservationTable, Vec
+from atomlab.swarm.supervision import Supervisor
 from atomlab.swarm.validation import Rejection, SafetyLimits, SafetyValidator
 
 CommandSender = Callable[..., Awaitable[None]]
 
 HALT_REASONS = frozenset({"halted", "proximity_halt"})  # not the repair's fault: no attempt used
 WATCHDOG_MIN_PERIOD_S = 0.05
+DISPATCH_ERROR_PAUSE_S = 0.1
 PLAN_IN_THREAD_ABOVE = 40  # plan bigger batches off the event loop
 DISPATCH_LOOKAHEAD = 4  # jobs considered per idle agent in one round ...
 DISPATCH_MIN_LOOKAHEAD = 64  # ... but at least this many, so blocked jobs do not starve others
+DISPATCH_SLICE = 16  # idle agents decided together; the event loop runs between slices
+CLEAR_DEFECTS = 8  # queued defects checked for a blocked approach per round ...
+CLEAR_NEAREST = 16  # ... each against this many of the nearest idle agents
+PLAN_MAX_BATCH = 256  # defects planned together; a bigger inbox is planned in turns
+MAX_AGENTS = 4096  # agents the service keeps track of; reports of more are ignored
+SEPARATION_PAIRWISE_UP_TO = 1024  # agents; above, a k-d tree finds the close pairs
 
 log = get_logger(__name__)
 
@@ -99,6 +109,41 @@ def _vec(p: Point) -> Vec:
     return (float(p.x), float(p.y), float(p.z))
 
 
+def closest_violation(points: Sequence[Vec], separation: float) -> tuple[int, int, float] | None:
+    """The first pair (in index order) of ``points`` closer than ``separation``, or None.
+
+    Vectorised: all pairs at once up to :data:`SEPARATION_PAIRWISE_UP_TO` points, a k-d tree
+    above, so a report of hundreds of agents costs a millisecond, not a Python double loop."""
+    n = len(points)
+    if n < 2:
+        return None
+    xyz = np.asarray(points, dtype=float)
+    if n <= SEPARATION_PAIRWISE_UP_TO:
+        diff = xyz[:, None, :] - xyz[None, :, :]
+        d2 = np.einsum("ijk,ijk->ij", diff, diff)
+        close = np.argwhere(np.triu(d2 < separation * separation, k=1))
+        if len(close) == 0:
+            return None
+        i, j = (int(v) for v in close[0])  # argwhere is row-major: the first pair in order
+        return i, j, float(np.sqrt(d2[i, j]))
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(xyz).query_pairs(r=separation, output_type="ndarray")
+    best: tuple[int, int, float] | None = None
+    for i, j in sorted((int(a), int(b)) for a, b in pairs):
+        distance = math.dist(points[i], points[j])
+        if distance < separation:
+            best = (i, j, distance)
+            break
+    return best
+
+
+def warm_up_imports() -> None:
+    """Import what the first dispatch and separation check need, off the event loop."""
+    import scipy.optimize
+    import scipy.spatial  # noqa: F401
+
+
 class SwarmCoordinator:
     """State and workers of one swarm service instance (see the module docstring)."""
 
@@ -112,6 +157,7 @@ class SwarmCoordinator:
         writer: StoreWriter | None = None,
         advisor: LlmRouteAdvisor | None = None,
         link_connected: Callable[[], bool] | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -122,6 +168,8 @@ class SwarmCoordinator:
         self.writer = writer
         self.advisor = advisor
         self._link_connected = link_connected or (lambda: True)
+        self.supervisor = supervisor or Supervisor(clock=self.clock, metrics=self.metrics)
+        self._ignored_agents = 0
         self.defects: dict[str, Defect] = {}
         self.queue = RepairQueue()
         self.book = CommandBook()
@@ -143,28 +191,33 @@ class SwarmCoordinator:
         self._halting: dict[str, str] = {}  # agent -> halt command not yet confirmed
         self._seq = 0
         self._rank = 0
-        self._tasks: list[asyncio.Task[None]] = []
+        self._warm: asyncio.Task[None] | None = None
         self._bind_gauges()
 
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the planner, dispatcher, sender and watchdog tasks (inside a running loop)."""
-        workers = {
-            "swarm-planner": self._plan_worker(),
-            "swarm-dispatcher": self._dispatch_worker(),
-            "swarm-sender": self._send_worker(),
-            "swarm-watchdog": self._watch_worker(),
+        """Start the planner, dispatcher, sender and watchdog under the supervisor (inside a
+        running loop): a crash is logged, counted, shown in /health and the task restarted."""
+        self._warm = asyncio.create_task(asyncio.to_thread(warm_up_imports), name="swarm-warm")
+        for name, worker in self.workers().items():
+            self.supervisor.start(name, worker)
+
+    def workers(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
+        return {
+            "swarm-planner": self._plan_worker,
+            "swarm-dispatcher": self._dispatch_worker,
+            "swarm-sender": self._send_worker,
+            "swarm-watchdog": self._watch_worker,
         }
-        self._tasks = [asyncio.create_task(coro, name=name) for name, coro in workers.items()]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self.supervisor.stop(self.workers())
+        warm = self._warm
+        if warm is not None and not warm.done():
+            warm.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await warm
 
     # --- ingest -----------------------------------------------------------------------------
 
@@ -242,9 +295,11 @@ class SwarmCoordinator:
     # --- planning ---------------------------------------------------------------------------
 
     async def plan_pending(self) -> RepairPath | None:
-        """Order everything in the inbox and queue it (the planner worker's one step)."""
-        batch, self._inbox = self._inbox, []
-        self._inbox_ready.clear()
+        """Order the inbox (at most :data:`PLAN_MAX_BATCH` defects) and queue it (the planner
+        worker's one step; a bigger inbox is planned in turns)."""
+        batch, self._inbox = self._inbox[:PLAN_MAX_BATCH], self._inbox[PLAN_MAX_BATCH:]
+        if not self._inbox:
+            self._inbox_ready.clear()
         batch = [d for d in batch if d.status is DefectStatus.DETECTED]
         if not batch:
             return None
@@ -285,59 +340,107 @@ class SwarmCoordinator:
     # --- dispatch ---------------------------------------------------------------------------
 
     def eligible_agents(self) -> list[AgentState]:
+        """Idle agents that may take a job now, fewest assignments first (fairness order)."""
+        found = [a for a in self.agents.values() if self._eligible(a)]
+        found.sort(key=lambda a: (a.assigned_total, a.agent_id))
+        return found
+
+    def _eligible(self, agent: AgentState) -> bool:
         budget = self.settings.repair_thermal_budget_c
-        return [
-            a
-            for a in self.agents.values()
-            if a.status is AgentStatus.IDLE
-            and a.agent_id not in self.jobs
-            and a.agent_id not in self._halting
-            and a.temperature_c <= budget - self.settings.thermal_headroom_c
-        ]
+        return (
+            agent.status is AgentStatus.IDLE
+            and agent.agent_id not in self.jobs
+            and agent.agent_id not in self._halting
+            and agent.temperature_c <= budget - self.settings.thermal_headroom_c
+        )
 
     def dispatch_round(self) -> list[Command]:
-        """Assign queued defects to idle agents (safety > severity > fairness > distance)."""
+        """Assign queued defects to idle agents (safety > severity > fairness > distance).
+
+        Runs every slice at once; the dispatcher worker and the HTTP route use
+        :meth:`dispatch`, which yields to the event loop between slices."""
+        issued: list[Command] = []
+        for commands in self._dispatch_slices():
+            issued.extend(commands)
+        return issued
+
+    async def dispatch(self) -> list[Command]:
+        """:meth:`dispatch_round`, letting other work run between slices of agents."""
+        issued: list[Command] = []
+        for commands in self._dispatch_slices():
+            issued.extend(commands)
+            await asyncio.sleep(0)
+        return issued
+
+    def _dispatch_slices(self) -> Iterator[list[Command]]:
+        """One round in slices of :data:`DISPATCH_SLICE` idle agents in fairness order; each
+        slice is decided and committed on its own, so the state is re-read between them."""
         if self.halted or not self.queue:
-            return []
-        self._give_up_blocked()
+            return
         agents = self.eligible_agents()
         if not agents:
-            return []
+            return
+        for start in range(0, len(agents), DISPATCH_SLICE):
+            if self.halted or not self.queue:
+                return
+            chunk = [a for a in agents[start : start + DISPATCH_SLICE] if self._eligible(a)]
+            if chunk:
+                yield self._dispatch_slice(chunk)
+        if not self.halted and self.queue:
+            yield self._clear_the_way()
+
+    def _dispatch_slice(self, agents: list[AgentState]) -> list[Command]:
         lookahead = max(DISPATCH_LOOKAHEAD * len(agents), DISPATCH_MIN_LOOKAHEAD)
+        self._give_up_blocked(self.queue.peek(limit=lookahead))
         candidates = self.queue.peek(limit=lookahead)
+        if not candidates:
+            return []
         slots = [JobSlot(d.defect_id, _vec(d.position), d.severity) for d in candidates]
         agent_slots = [AgentSlot(a.agent_id, a.xyz, a.assigned_total) for a in agents]
+        free = self.reservations.feasibility(
+            [a.agent_id for a in agent_slots],
+            [a.position for a in agent_slots],
+            [j.position for j in slots],
+        )
+        agent_index = {a.agent_id: i for i, a in enumerate(agent_slots)}
+        job_index = {j.job_id: i for i, j in enumerate(slots)}
 
         def feasible(agent: AgentSlot, job: JobSlot) -> bool:
-            return self.reservations.is_free(agent.agent_id, agent.position, job.position)
+            return bool(free[agent_index[agent.agent_id], job_index[job.job_id]])
 
         pairs = allocate(slots, agent_slots, feasible=feasible, strategy=self.settings.assignment)
-        priority = {d.defect_id: i for i, d in enumerate(candidates)}
         issued: list[Command] = []
-        for pair in sorted(pairs, key=lambda p: priority[p.job_id]):
+        for pair in sorted(pairs, key=lambda p: job_index[p.job_id]):
             agent = self.agents[pair.agent_id]
             defect = self.defects[pair.job_id]
             # Earlier pairs of this round reserved space: check again before committing.
             if not self.reservations.is_free(agent.agent_id, agent.xyz, _vec(defect.position)):
                 continue
             issued.append(self._start_job(agent, defect))
-        issued.extend(self._clear_the_way())
         return issued
 
     def _clear_the_way(self) -> list[Command]:
         """Idle agents parked around a queued defect can block every approach to it (each
-        keeps the others out): one of them steps aside so the defect can be reached."""
+        keeps the others out): one of them steps aside so the defect can be reached.
+
+        Bounded: the first :data:`CLEAR_DEFECTS` queued defects, each against its
+        :data:`CLEAR_NEAREST` nearest idle agents."""
         idle = {a.agent_id: a for a in self.eligible_agents()}
         moves: list[Command] = []
-        for defect in self.queue.peek(limit=DISPATCH_LOOKAHEAD * max(len(idle), 1)):
+        for defect in self.queue.peek(limit=CLEAR_DEFECTS):
+            if not idle:
+                break
             target = _vec(defect.position)
+            nearest = sorted(idle.values(), key=lambda a: math.dist(a.xyz, target))
+            nearest = nearest[:CLEAR_NEAREST]
+            can_go = self.reservations.feasibility(
+                [a.agent_id for a in nearest], [a.xyz for a in nearest], [target]
+            )
+            if bool(can_go.any()):
+                continue  # someone can go: nothing to clear
             blockers: set[str] = set()
-            for agent in idle.values():
-                found = self.reservations.blockers(agent.agent_id, agent.xyz, target)
-                if not found:
-                    blockers = set()
-                    break  # someone can go: nothing to clear
-                blockers.update(found)
+            for agent in nearest:
+                blockers.update(self.reservations.blockers(agent.agent_id, agent.xyz, target))
             for blocker_id in sorted(blockers):
                 blocker = idle.get(blocker_id)
                 if blocker is None:
@@ -406,13 +509,15 @@ class SwarmCoordinator:
             agent.status = AgentStatus.IDLE
         self._save_agent(agent)
 
-    def _give_up_blocked(self) -> None:
-        """Yield protection: a defect a failed agent sits on cannot be reached safely."""
+    def _give_up_blocked(self, candidates: list[Defect]) -> None:
+        """Yield protection: a defect a failed agent sits on cannot be reached safely.
+
+        Checked for the defects a dispatch slice considers (the rest when they come up)."""
         dead = [a for a in self.agents.values() if a.status is AgentStatus.DEAD]
         if not dead:
             return
         clearance = self.limits.clearance_units
-        for defect in self.queue.peek():
+        for defect in candidates:
             for agent in dead:
                 if math.dist(agent.xyz, _vec(defect.position)) < clearance:
                     self.queue.remove(defect.defect_id)
@@ -504,7 +609,7 @@ class SwarmCoordinator:
             "ground_truth": self._on_ground_truth,
         }.get(event_type)
         if handler is None:
-            log.info("swarm.link_event_ignored", event=event_type)
+            log.info("swarm.link_event_ignored", event_type=event_type)
             return
         handler(payload)
         self._wake.set()
@@ -513,6 +618,8 @@ class SwarmCoordinator:
         now = self.clock.monotonic()
         for info in payload.get("agents", []):
             agent = self._agent(str(info["agent_id"]))
+            if agent is None:
+                continue
             self._place(agent, _to_units(info.get("position", {})))
             agent.temperature_c = float(info.get("temperature_c", agent.temperature_c))
             speed = info.get("speed_nm_s")
@@ -675,6 +782,8 @@ class SwarmCoordinator:
     def _on_agent_status(self, payload: dict[str, Any]) -> None:
         for info in payload.get("agents", []):
             agent = self._agent(str(info["agent_id"]))
+            if agent is None:
+                continue
             revived = agent.status is AgentStatus.DEAD
             self._touch(agent)
             self._place(agent, _to_units(info.get("position", {})))
@@ -749,9 +858,18 @@ class SwarmCoordinator:
 
     # --- agents -----------------------------------------------------------------------------
 
-    def _agent(self, agent_id: str) -> AgentState:
+    def _agent(self, agent_id: str) -> AgentState | None:
+        """The agent, created on first report; None once :data:`MAX_AGENTS` are known (a peer
+        inventing ids cannot grow the service's memory without bound)."""
         agent = self.agents.get(agent_id)
         if agent is None:
+            if len(self.agents) >= MAX_AGENTS:
+                self._ignored_agents += 1
+                if self._ignored_agents == 1 or self._ignored_agents % 1000 == 0:
+                    log.warning(
+                        "swarm.agents_ignored", limit=MAX_AGENTS, count=self._ignored_agents
+                    )
+                return None
             agent = AgentState(agent_id=agent_id, position=Point(0, 0, 0))
             agent.last_heartbeat = self.clock.monotonic()
             self.agents[agent_id] = agent
@@ -777,17 +895,17 @@ class SwarmCoordinator:
             self.reservations.park(agent.agent_id, location)
 
     def _check_separation(self) -> None:
-        live = {a.agent_id: a.xyz for a in self.agents.values() if a.status is not AgentStatus.DEAD}
-        ids = sorted(live)
-        sep = self.limits.separation_units
-        for i, a in enumerate(ids):
-            for b in ids[i + 1 :]:
-                pa, pb = live[a], live[b]
-                d2 = sum((pa[k] - pb[k]) ** 2 for k in range(3))
-                if d2 < sep * sep:
-                    self.metrics.separation_alerts.inc()
-                    self.halt(f"agents {a} and {b} reported {d2**0.5 / UNITS_PER_NM:.2f} nm apart")
-                    return
+        live = sorted(
+            (a.agent_id, a.xyz) for a in self.agents.values() if a.status is not AgentStatus.DEAD
+        )
+        pair = closest_violation([xyz for _, xyz in live], self.limits.separation_units)
+        if pair is None:
+            return
+        i, j, distance = pair
+        self.metrics.separation_alerts.inc()
+        self.halt(
+            f"agents {live[i][0]} and {live[j][0]} reported {distance / UNITS_PER_NM:.2f} nm apart"
+        )
 
     def halt(self, reason: str) -> None:
         """E-stop: stop every agent and issue no further movement until :meth:`resume`."""
@@ -910,17 +1028,22 @@ class SwarmCoordinator:
             await self._inbox_ready.wait()
             try:
                 await self.plan_pending()
-            except Exception as exc:  # a planning bug must not stop the service
-                log.error("swarm.planning_failed", error=repr(exc))
+            except Exception as exc:  # one batch that cannot be planned must not stop the rest
+                self.supervisor.record_failure("swarm-planner", exc)
+            await asyncio.sleep(0)
 
     async def _dispatch_worker(self) -> None:
+        if self._warm is not None:
+            with contextlib.suppress(Exception):
+                await self._warm  # scipy imported off the loop first
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
-                self.dispatch_round()
+                await self.dispatch()
             except Exception as exc:
-                log.error("swarm.dispatch_failed", error=repr(exc))
+                self.supervisor.record_failure("swarm-dispatcher", exc)
+                await asyncio.sleep(DISPATCH_ERROR_PAUSE_S)  # no hot loop on a repeating fault
 
     async def _send_worker(self) -> None:
         while True:
@@ -943,7 +1066,8 @@ class SwarmCoordinator:
             with correlation_scope(command.correlation_id):
                 await self.send(payload, idempotency_key=command.command_id)
         except Exception as exc:
-            log.error("swarm.command_send_failed", command_id=command.command_id, error=repr(exc))
+            log.error("swarm.command_send_failed", command_id=command.command_id)
+            self.supervisor.record_failure("swarm-sender", exc)
             return
         log.info(
             "swarm.command_sent",
@@ -962,7 +1086,7 @@ class SwarmCoordinator:
             try:
                 self.check_agents()
             except Exception as exc:
-                log.error("swarm.watchdog_failed", error=repr(exc))
+                self.supervisor.record_failure("swarm-watchdog", exc)
 
     # --- persistence and bookkeeping --------------------------------------------------------
 
