@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 import httpx
 import typer
@@ -36,6 +38,7 @@ INGEST_BATCH = 1000
 MAX_INPUT_BYTES = 512 * 2**20
 MAX_URL_LENGTH = 2048
 MAX_HOST_LENGTH = 255
+HOST_PATTERN = re.compile(r"[A-Za-z0-9._:%-]{1,255}")  # a name or an address, nothing else
 GRACEFUL_SHUTDOWN_S = 2  # open connections get this long after SIGTERM (then closed)
 WS_FRAME_OVERHEAD = 64 * 1024  # the link refuses big frames itself, with an error frame
 
@@ -90,11 +93,16 @@ def serve(
         from atomlab.swarm.auth import load_tokens
         from atomlab.swarm.db import SwarmStore, default_db_url
 
-        tokens = load_tokens(settings, create=True)
         url = swarm.db_url or default_db_url(settings.home)
         # Opened before anything listens for real: a bad --db-url is one clean error line.
         store = SwarmStore.open(url, synchronous=swarm.db_synchronous)
     except BaseException:
+        sock.close()
+        raise
+    try:
+        tokens = load_tokens(settings, create=True)
+    except BaseException:
+        store.close()
         sock.close()
         raise
     from atomlab.core.settings import redact_url_password
@@ -279,8 +287,9 @@ def _base_url(url: str | None) -> str:
         )
     try:
         parsed = httpx.URL(url)
-        if not parsed.host:
-            raise ValueError("no host")
+        host = urlsplit(url).hostname or ""
+        if not parsed.host or not HOST_PATTERN.fullmatch(host):
+            raise ValueError("no valid host")
     except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
         raise InvalidInputError(
             f"--url {url[:100]!r} is not a valid URL ({str(exc)[:100]}); give e.g. "

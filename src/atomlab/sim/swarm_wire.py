@@ -100,12 +100,15 @@ MAX_DURATION_S = 1e9
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 ShortText = Annotated[str, Field(max_length=64)]
 Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
-Coordinate = Annotated[float, Field(ge=-MAX_COORDINATE_NM, le=MAX_COORDINATE_NM)]
-Temperature = Annotated[float, Field(ge=MIN_TEMPERATURE_C, le=MAX_REPORTED_TEMPERATURE_C)]
-Interval = Annotated[float, Field(gt=0, le=MAX_INTERVAL_S)]
-SimTime = Annotated[float, Field(ge=0, le=MAX_DURATION_S)]
-Count = Annotated[int, Field(ge=0, le=MAX_SEQ)]
-Seq = Annotated[int, Field(ge=1, le=MAX_SEQ)]
+# Numbers are strict: a JSON number only (not "12", not true), finite (see _Model).
+Coordinate = Annotated[float, Field(strict=True, ge=-MAX_COORDINATE_NM, le=MAX_COORDINATE_NM)]
+Temperature = Annotated[
+    float, Field(strict=True, ge=MIN_TEMPERATURE_C, le=MAX_REPORTED_TEMPERATURE_C)
+]
+Interval = Annotated[float, Field(strict=True, gt=0, le=MAX_INTERVAL_S)]
+SimTime = Annotated[float, Field(strict=True, ge=0, le=MAX_DURATION_S)]
+Count = Annotated[int, Field(strict=True, ge=0, le=MAX_SEQ)]
+Seq = Annotated[int, Field(strict=True, ge=1, le=MAX_SEQ)]
 
 
 class MessageType(enum.StrEnum):
@@ -455,6 +458,8 @@ def nested_deeper_than(value: Any, limit: int) -> bool:
     """True when ``value`` (parsed JSON) has containers nested more than ``limit`` deep.
 
     Iterative, so it cannot itself run out of stack on hostile input."""
+    if not isinstance(value, dict | list):
+        return False
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()

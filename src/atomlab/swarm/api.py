@@ -270,13 +270,15 @@ def create_app(
     )
     app.add_middleware(CorrelationMiddleware, metrics=metrics)
     _install_error_handlers(app)
+    # The control routes first: for OPTIONS /api/commands/distribute the first route whose
+    # path matches names the allowed methods, and that must be this POST, not GET {command_id}.
     for router in (
         health_router,
         sensor_router,
+        control_router,
         defects_router,
         commands_router,
         agents_router,
-        control_router,
     ):
         app.include_router(router)
     app.add_api_websocket_route("/ws/isaac", link.handle)

@@ -61,6 +61,7 @@ CLEAR_DEFECTS = 8  # queued defects checked for a blocked approach per round ...
 CLEAR_NEAREST = 16  # ... each against this many of the nearest idle agents
 PLAN_MAX_BATCH = 256  # defects planned together; a bigger inbox is planned in turns
 MAX_AGENTS = 4096  # agents the service keeps track of; reports of more are ignored
+MAX_POSITION_UNITS = 10_000_000  # 1 mm in 0.1 nm units: no report can be beyond it
 SEPARATION_PAIRWISE_UP_TO = 1024  # agents; above, a k-d tree finds the close pairs
 
 log = get_logger(__name__)
@@ -101,6 +102,15 @@ def _to_units(xyz_nm: dict[str, Any]) -> Vec:
     )
 
 
+def _temperature(reported: Any, current: float) -> float:
+    """A reported temperature, or the one known before when the report is not a number."""
+    try:
+        value = float(reported)
+    except (TypeError, ValueError):
+        return current
+    return value if math.isfinite(value) else current
+
+
 def _point(v: Vec) -> Point:
     return Point(round(v[0]), round(v[1]), round(v[2]))
 
@@ -120,7 +130,8 @@ def closest_violation(points: Sequence[Vec], separation: float) -> tuple[int, in
     xyz = np.asarray(points, dtype=float)
     if n <= SEPARATION_PAIRWISE_UP_TO:
         diff = xyz[:, None, :] - xyz[None, :, :]
-        d2 = np.einsum("ijk,ijk->ij", diff, diff)
+        with np.errstate(over="ignore", invalid="ignore"):  # far apart is simply not close
+            d2 = np.einsum("ijk,ijk->ij", diff, diff)
         close = np.argwhere(np.triu(d2 < separation * separation, k=1))
         if len(close) == 0:
             return None
@@ -621,7 +632,7 @@ class SwarmCoordinator:
             if agent is None:
                 continue
             self._place(agent, _to_units(info.get("position", {})))
-            agent.temperature_c = float(info.get("temperature_c", agent.temperature_c))
+            agent.temperature_c = _temperature(info.get("temperature_c"), agent.temperature_c)
             speed = info.get("speed_nm_s")
             agent.speed_units_s = float(speed) * UNITS_PER_NM if speed else None
             if agent.agent_id not in self.jobs and agent.status is not AgentStatus.DEAD:
@@ -666,7 +677,7 @@ class SwarmCoordinator:
             if payload.get("position") and current:  # an old command's answer is old news
                 self._place(agent, _to_units(payload["position"]))
             if payload.get("temperature_c") is not None:
-                agent.temperature_c = float(payload["temperature_c"])
+                agent.temperature_c = _temperature(payload["temperature_c"], agent.temperature_c)
         if command is None or command.status.terminal:
             return  # a late answer to a command we already gave up on: nothing to do
         status = payload.get("status")
@@ -787,7 +798,7 @@ class SwarmCoordinator:
             revived = agent.status is AgentStatus.DEAD
             self._touch(agent)
             self._place(agent, _to_units(info.get("position", {})))
-            agent.temperature_c = float(info.get("temperature_c", agent.temperature_c))
+            agent.temperature_c = _temperature(info.get("temperature_c"), agent.temperature_c)
             reported = _SIM_STATUS.get(str(info.get("status")), AgentStatus.ERROR)
             self._stop_unknown_work(agent, info.get("current_command_id"))
             if info.get("status") == "halted" and self._halting.pop(agent.agent_id, None):
@@ -885,7 +896,16 @@ class SwarmCoordinator:
     def _place(self, agent: AgentState, location: Vec) -> None:
         """Record a reported position. A report never changes the reservation of an agent with
         work in hand: reports can be stale (resent after a reconnect, reordered), so the whole
-        swept segment stays reserved until the command itself finishes."""
+        swept segment stays reserved until the command itself finishes.
+
+        A position no probe can have (not finite, beyond 1 mm) is ignored and reported: the
+        wire refuses such reports, so one here is a bug worth seeing in /health."""
+        if not all(math.isfinite(v) and abs(v) <= MAX_POSITION_UNITS for v in location):
+            log.warning("swarm.position_ignored", agent_id=agent.agent_id)
+            self.supervisor.record_failure(
+                "swarm-coordinator", ValueError(f"agent {agent.agent_id} reported {location}")
+            )
+            return
         if agent.home is None:
             agent.home = location  # where it first stood: a spread-out place to step aside to
         agent.location = location

@@ -201,6 +201,14 @@ class SensorCoordinateIn(BaseModel):
         nm_to_units(value)  # raises OffGridError (a ValueError) with the reason
         return value
 
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        # JSON has one number type: 5.0 is the integer 5 (as JSON Schema says); 5.5 is not.
+        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+            return int(value)
+        return value
+
 
 class SensorDataIn(BaseModel):
     """A batch of detected defects (the ``sensor_data`` message's payload)."""
