@@ -33,7 +33,7 @@ WAIT_S = 10.0  # safety net against a hang, never a timing assertion
 async def serve_app(app: Any, *, lifespan: str = "off", port: int = 0) -> AsyncIterator[int]:
     """Run ``app`` on uvicorn in this event loop; yields the port (``lifespan="on"`` for apps
     whose lifespan starts workers)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     sock.listen(64)  # connections queue in the backlog until uvicorn accepts them

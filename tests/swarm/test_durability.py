@@ -5,60 +5,17 @@ home every acknowledged defect is there (issue 13, found 5: the last ~0.1 s of 2
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-READY_S = 60.0  # generous: a loaded CI machine may be slow to import; never a timing assertion
+from tests.swarm.server_harness import READY_S, serving, start_server, stop_server
+
 CLIENTS = 16
 KILL_AFTER_ACKS = 60
-
-
-def start_server(home: Path) -> tuple[subprocess.Popen[str], str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATOMLAB_")}
-    env["ATOMLAB_HOME"] = str(home)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "atomlab",
-            "--log-level",
-            "WARNING",
-            "swarm",
-            "serve",
-            "--port",
-            "0",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stderr is not None
-    url = None
-    for line in proc.stderr:
-        match = re.search(r"swarm service on (http://\S+)", line)
-        if match:
-            url = match.group(1)
-            break
-    assert url, "the server did not start"
-    deadline = time.monotonic() + READY_S
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the server never became healthy"
-        time.sleep(0.05)
 
 
 async def ingest_until_killed(
@@ -97,25 +54,17 @@ def test_every_acknowledged_defect_survives_kill_9(tmp_path: Path) -> None:
     home = tmp_path / "home"
     all_acked: set[str] = set()
     for cycle in range(2):
-        proc, url = start_server(home)
+        served = start_server(home)
         try:
-            token = json.loads((home / "swarm" / "tokens.json").read_text())["ingest"]
-            acked = asyncio.run(ingest_until_killed(url, token, proc, base=cycle * 20_000))
+            token = served.token("ingest")
+            proc = served.proc
+            acked = asyncio.run(ingest_until_killed(served.url, token, proc, base=cycle * 20_000))
             assert proc.wait(timeout=READY_S) == -signal.SIGKILL
         finally:
-            if proc.poll() is None:
-                proc.kill()
-            assert proc.stderr is not None
-            proc.stderr.close()
+            stop_server(served)
         assert len(acked) >= KILL_AFTER_ACKS
         all_acked |= acked
-    proc, url = start_server(home)
-    try:
-        stored = httpx.get(f"{url}/api/defects", params={"limit": 10_000}, timeout=30.0).json()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=READY_S)
-        assert proc.stderr is not None
-        proc.stderr.close()
-    missing = all_acked - {d["defect_id"] for d in stored}
+    with serving(home) as served:
+        stored = httpx.get(f"{served.url}/api/defects", params={"limit": 10_000}, timeout=30.0)
+    missing = all_acked - {d["defect_id"] for d in stored.json()}
     assert not missing, f"{len(missing)} of {len(all_acked)} acknowledged defects were lost"

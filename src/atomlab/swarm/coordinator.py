@@ -28,7 +28,7 @@ from atomlab.core.clock import Clock, SystemClock
 from atomlab.core.logging import correlation_scope, current_correlation_id, get_logger
 from atomlab.core.settings import SwarmSettings
 from atomlab.surface import UNITS_PER_NM
-from atomlab.swarm.allocation import AgentSlot, JobSlot, allocate
+from atomlab.swarm.allocation import AgentSlot, Assignment, JobSlot, Strategy, allocate
 from atomlab.swarm.commands import CommandBook, RepairQueue
 from atomlab.swarm.db import StoreWriter, agent_row, command_row, defect_row
 from atomlab.swarm.metrics import SwarmMetrics
@@ -53,10 +53,12 @@ CommandSender = Callable[..., Awaitable[None]]
 HALT_REASONS = frozenset({"halted", "proximity_halt"})  # not the repair's fault: no attempt used
 WATCHDOG_MIN_PERIOD_S = 0.05
 DISPATCH_ERROR_PAUSE_S = 0.1
+DISPATCH_COALESCE_S = 0.02  # real seconds between rounds, so events share one
 PLAN_IN_THREAD_ABOVE = 40  # plan bigger batches off the event loop
 DISPATCH_LOOKAHEAD = 4  # jobs considered per idle agent in one round ...
 DISPATCH_MIN_LOOKAHEAD = 64  # ... but at least this many, so blocked jobs do not starve others
 DISPATCH_SLICE = 16  # idle agents decided together; the event loop runs between slices
+FEASIBILITY_BLOCK = 8  # jobs whose feasibility is computed together for a slice
 CLEAR_DEFECTS = 8  # queued defects checked for a blocked approach per round ...
 CLEAR_NEAREST = 16  # ... each against this many of the nearest idle agents
 PLAN_MAX_BATCH = 256  # defects planned together; a bigger inbox is planned in turns
@@ -149,6 +151,36 @@ def closest_violation(points: Sequence[Vec], separation: float) -> tuple[int, in
     return best
 
 
+def plan_slice(
+    table: ReservationTable,
+    slots: list[JobSlot],
+    agent_slots: list[AgentSlot],
+    strategy: Strategy,
+) -> list[Assignment]:
+    """Pair the agents of one dispatch slice with queued jobs (pure: reads ``table`` only, so it
+    can run in a worker thread on a copy). Feasibility is computed lazily, a block of jobs at a
+    time for every agent: the allocation asks about jobs in priority order and usually stops
+    early."""
+    agent_index = {a.agent_id: i for i, a in enumerate(agent_slots)}
+    job_index = {j.job_id: i for i, j in enumerate(slots)}
+    blocks: dict[int, Any] = {}
+
+    def feasible(agent: AgentSlot, job: JobSlot) -> bool:
+        j = job_index[job.job_id]
+        block = blocks.get(j // FEASIBILITY_BLOCK)
+        if block is None:
+            first = (j // FEASIBILITY_BLOCK) * FEASIBILITY_BLOCK
+            block = table.feasibility(
+                [a.agent_id for a in agent_slots],
+                [a.position for a in agent_slots],
+                [s.position for s in slots[first : first + FEASIBILITY_BLOCK]],
+            )
+            blocks[j // FEASIBILITY_BLOCK] = block
+        return bool(block[agent_index[agent.agent_id], j % FEASIBILITY_BLOCK])
+
+    return allocate(slots, agent_slots, feasible=feasible, strategy=strategy)
+
+
 def warm_up_imports() -> None:
     """Import what the first dispatch and separation check need, off the event loop."""
     import scipy.optimize
@@ -203,6 +235,7 @@ class SwarmCoordinator:
         self._seq = 0
         self._rank = 0
         self._warm: asyncio.Task[None] | None = None
+        self._fruitless: tuple[object, ...] | None = None  # inputs of a round that did nothing
         self._bind_gauges()
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -368,63 +401,100 @@ class SwarmCoordinator:
     def dispatch_round(self) -> list[Command]:
         """Assign queued defects to idle agents (safety > severity > fairness > distance).
 
-        Runs every slice at once; the dispatcher worker and the HTTP route use
-        :meth:`dispatch`, which yields to the event loop between slices."""
+        Everything at once, on the caller's thread; the dispatcher worker and the HTTP route use
+        :meth:`dispatch`, which plans each slice off the event loop."""
+        start = self._round_start()
+        if start is None:
+            return []
+        agents, inputs = start
         issued: list[Command] = []
-        for commands in self._dispatch_slices():
-            issued.extend(commands)
+        for chunk in self._chunks(agents):
+            prepared = self._prepare_slice(chunk)
+            if prepared is not None:
+                pairs = plan_slice(self.reservations, *prepared, self.settings.assignment)
+                issued.extend(self._commit_slice(pairs, prepared[0]))
+        issued.extend(self._finish_round(inputs, issued))
         return issued
 
     async def dispatch(self) -> list[Command]:
-        """:meth:`dispatch_round`, letting other work run between slices of agents."""
+        """:meth:`dispatch_round`, with each slice planned in a worker thread on a copy of the
+        reservations, then re-checked and committed on the loop: a round among hundreds of
+        agents never holds the event loop for more than one commit."""
+        start = self._round_start()
+        if start is None:
+            return []
+        agents, inputs = start
         issued: list[Command] = []
-        for commands in self._dispatch_slices():
-            issued.extend(commands)
-            await asyncio.sleep(0)
+        for chunk in self._chunks(agents):
+            prepared = self._prepare_slice(chunk)
+            if prepared is None:
+                continue
+            table = self.reservations.copy()
+            strategy = self.settings.assignment
+            pairs = await asyncio.to_thread(plan_slice, table, *prepared, strategy)
+            issued.extend(self._commit_slice(pairs, prepared[0]))
+        issued.extend(self._finish_round(inputs, issued))
         return issued
 
-    def _dispatch_slices(self) -> Iterator[list[Command]]:
-        """One round in slices of :data:`DISPATCH_SLICE` idle agents in fairness order; each
-        slice is decided and committed on its own, so the state is re-read between them."""
+    def _round_start(self) -> tuple[list[AgentState], tuple[object, ...]] | None:
+        """The idle agents of a round and what the round reads, or None: nothing to do, or a
+        round with the same inputs already found nothing (it would find nothing again: this
+        keeps hundreds of blocked idle agents from costing a round on every telemetry frame)."""
         if self.halted or not self.queue:
-            return
+            return None
         agents = self.eligible_agents()
         if not agents:
-            return
+            return None
+        inputs = (
+            self.queue.version,
+            self.reservations.version,
+            tuple(a.agent_id for a in agents),
+        )
+        if inputs == self._fruitless:
+            return None
+        return agents, inputs
+
+    def _chunks(self, agents: list[AgentState]) -> Iterator[list[AgentState]]:
+        """Slices of :data:`DISPATCH_SLICE` agents in fairness order, re-checked when reached."""
         for start in range(0, len(agents), DISPATCH_SLICE):
             if self.halted or not self.queue:
                 return
             chunk = [a for a in agents[start : start + DISPATCH_SLICE] if self._eligible(a)]
             if chunk:
-                yield self._dispatch_slice(chunk)
-        if not self.halted and self.queue:
-            yield self._clear_the_way()
+                yield chunk
 
-    def _dispatch_slice(self, agents: list[AgentState]) -> list[Command]:
+    def _finish_round(self, inputs: tuple[object, ...], issued: list[Command]) -> list[Command]:
+        moves: list[Command] = []
+        if not issued and not self.halted and self.queue:
+            moves = self._clear_the_way()
+        self._fruitless = inputs if not issued and not moves else None
+        return moves
+
+    def _prepare_slice(
+        self, agents: list[AgentState]
+    ) -> tuple[list[JobSlot], list[AgentSlot]] | None:
         lookahead = max(DISPATCH_LOOKAHEAD * len(agents), DISPATCH_MIN_LOOKAHEAD)
         self._give_up_blocked(self.queue.peek(limit=lookahead))
         candidates = self.queue.peek(limit=lookahead)
         if not candidates:
-            return []
+            return None
         slots = [JobSlot(d.defect_id, _vec(d.position), d.severity) for d in candidates]
         agent_slots = [AgentSlot(a.agent_id, a.xyz, a.assigned_total) for a in agents]
-        free = self.reservations.feasibility(
-            [a.agent_id for a in agent_slots],
-            [a.position for a in agent_slots],
-            [j.position for j in slots],
-        )
-        agent_index = {a.agent_id: i for i, a in enumerate(agent_slots)}
-        job_index = {j.job_id: i for i, j in enumerate(slots)}
+        return slots, agent_slots
 
-        def feasible(agent: AgentSlot, job: JobSlot) -> bool:
-            return bool(free[agent_index[agent.agent_id], job_index[job.job_id]])
-
-        pairs = allocate(slots, agent_slots, feasible=feasible, strategy=self.settings.assignment)
+    def _commit_slice(self, pairs: list[Assignment], slots: list[JobSlot]) -> list[Command]:
+        """Start the planned jobs that are still possible: the agent still free, the defect
+        still queued, and its path still clear of everything reserved since (earlier pairs of
+        this round, or events while the slice was planned)."""
+        priority = {j.job_id: i for i, j in enumerate(slots)}
         issued: list[Command] = []
-        for pair in sorted(pairs, key=lambda p: job_index[p.job_id]):
-            agent = self.agents[pair.agent_id]
-            defect = self.defects[pair.job_id]
-            # Earlier pairs of this round reserved space: check again before committing.
+        for pair in sorted(pairs, key=lambda p: priority[p.job_id]):
+            agent = self.agents.get(pair.agent_id)
+            defect = self.defects.get(pair.job_id)
+            if agent is None or defect is None or not self._eligible(agent):
+                continue
+            if defect.defect_id not in self.queue:
+                continue
             if not self.reservations.is_free(agent.agent_id, agent.xyz, _vec(defect.position)):
                 continue
             issued.append(self._start_job(agent, defect))
@@ -444,14 +514,12 @@ class SwarmCoordinator:
             target = _vec(defect.position)
             nearest = sorted(idle.values(), key=lambda a: math.dist(a.xyz, target))
             nearest = nearest[:CLEAR_NEAREST]
-            can_go = self.reservations.feasibility(
-                [a.agent_id for a in nearest], [a.xyz for a in nearest], [target]
+            blocked_by = self.reservations.blocked_by(
+                [a.agent_id for a in nearest], [a.xyz for a in nearest], target
             )
-            if bool(can_go.any()):
+            if not all(blocked_by.values()):
                 continue  # someone can go: nothing to clear
-            blockers: set[str] = set()
-            for agent in nearest:
-                blockers.update(self.reservations.blockers(agent.agent_id, agent.xyz, target))
+            blockers = {blocker for found in blocked_by.values() for blocker in found}
             for blocker_id in sorted(blockers):
                 blocker = idle.get(blocker_id)
                 if blocker is None:
@@ -1064,6 +1132,8 @@ class SwarmCoordinator:
             except Exception as exc:
                 self.supervisor.record_failure("swarm-dispatcher", exc)
                 await asyncio.sleep(DISPATCH_ERROR_PAUSE_S)  # no hot loop on a repeating fault
+            # Events arriving meanwhile are served by one round, not one round each.
+            await asyncio.sleep(DISPATCH_COALESCE_S)
 
     async def _send_worker(self) -> None:
         while True:
