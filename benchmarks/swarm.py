@@ -79,7 +79,9 @@ def serve(kind: str, port: int, home: str) -> None:
         level = os.environ.get("SWARM_BENCH_LOG", "INFO")
         devnull = Path(os.devnull).open("w")  # noqa: SIM115 - lives as long as the server
         configure_logging(level, "json", stream=devnull)
-        settings = load_settings(overrides={"home": home}, environ={}).settings
+        sync = os.environ.get("SWARM_BENCH_SYNC", "normal")  # SQLite synchronous: normal | full
+        swarm = {"db_synchronous": sync}
+        settings = load_settings(overrides={"home": home, "swarm": swarm}, environ={}).settings
         app = create_app(settings)
     else:
         app = bare_app()

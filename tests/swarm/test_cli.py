@@ -277,3 +277,28 @@ def test_sim_swarm_refuses_absurd_sizes_with_exit_3(
     """Regression: --width-nm inf/1e308 overflowed (exit 1), --defects 1e8 hung."""
     result = cli("--json", "sim", "swarm", *args, "--connect-attempts", "1", "--duration", "0")
     assert result.exit_code == 3, result.stdout
+
+
+async def test_the_served_socket_is_tcp_so_answers_are_not_held_back_by_nagle() -> None:
+    """Regression: the socket was created with protocol 0, so asyncio left Nagle's algorithm on
+    for every accepted connection and each keep-alive answer waited ~40 ms for a delayed ACK."""
+    import asyncio
+
+    from atomlab.cli.swarm import _listen
+
+    sock = _listen("127.0.0.1", 0)
+    seen: list[int] = []
+
+    def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("socket")
+        seen.append(peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(accepted, sock=sock)
+    async with server:
+        _, writer = await asyncio.open_connection(*sock.getsockname())
+        async with asyncio.timeout(READY_S):
+            while not seen:  # noqa: ASYNC110 - the callback fills it
+                await asyncio.sleep(0.01)
+        writer.close()
+    assert seen == [1]

@@ -38,6 +38,7 @@ INGEST_BATCH = 1000
 MAX_INPUT_BYTES = 512 * 2**20
 MAX_URL_LENGTH = 2048
 MAX_HOST_LENGTH = 255
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 HOST_PATTERN = re.compile(r"[A-Za-z0-9._:%-]{1,255}")  # a name or an address, nothing else
 GRACEFUL_SHUTDOWN_S = 2  # open connections get this long after SIGTERM (then closed)
 WS_FRAME_OVERHEAD = 64 * 1024  # the link refuses big frames itself, with an error frame
@@ -135,6 +136,11 @@ def serve(
         f"swarm service on {endpoint.url} (simulator WebSocket {endpoint.ws_url}, database "
         f"{redact_url_password(url)}, tokens in {where}); Ctrl-C stops\n"
     )
+    if swarm.host not in LOOPBACK_HOSTS:
+        sys.stderr.write(
+            f"note: listening on {swarm.host}, not only this machine: every client needs a "
+            "token; put TLS (deploy/nginx) in front of it\n"
+        )
     sys.stderr.flush()
     # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again: these handlers
     # turn that into the CLI's exit codes 130 and 143.

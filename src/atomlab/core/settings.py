@@ -171,7 +171,7 @@ class SwarmSettings(Section):
     max_connections: int = Field(default=1000, ge=8, le=100_000)
     # 202 means durable: an ingest waits at most this long for its commit, else 503.
     durable_timeout_s: float = Field(default=10.0, gt=0, le=600.0)
-    db_synchronous: Literal["normal", "full"] = "full"  # SQLite: full survives power loss too
+    db_synchronous: Literal["normal", "full"] = "normal"  # SQLite; full: survives power loss too
 
     @model_validator(mode="after")
     def _bounds_are_ranges(self) -> SwarmSettings:

@@ -242,7 +242,7 @@ class SwarmStore:
         self.engine = engine
 
     @classmethod
-    def open(cls, url: str, *, synchronous: Synchronous = "full") -> SwarmStore:
+    def open(cls, url: str, *, synchronous: Synchronous = "normal") -> SwarmStore:
         """Connect to ``url``, create the tables if needed and check they are a swarm store's.
 
         Raises :class:`InvalidInputError` for a URL or file that cannot be a swarm database (a
