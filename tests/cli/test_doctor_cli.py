@@ -21,8 +21,17 @@ def test_doctor_fails_when_home_is_a_file(cli, tmp_path):
     blocker.write_text("x")
     result = cli("--home", str(blocker), "doctor", "--json")
     assert result.exit_code == 4
-    home = next(check for check in result.json["checks"] if check["name"] == "home")
+    # The documented error envelope: ok false, the exit code, the report in the details.
+    assert result.json["ok"] is False and result.json["exit_code"] == 4
+    assert result.json["error"]["type"] == "unavailable"
+    assert "home" in result.json["error"]["message"]
+    details = result.json["error"]["details"]
+    assert details["healthy"] is False
+    home = next(check for check in details["checks"] if check["name"] == "home")
     assert home["status"] == "fail"
+    plain = cli("--home", str(blocker), "doctor")
+    assert plain.exit_code == 4 and plain.stdout == ""
+    assert plain.stderr.count("\n") == 1 and "home" in plain.stderr
 
 
 def test_port_in_use_is_detected():

@@ -112,3 +112,56 @@ def test_describe_lists_every_leaf_with_its_source(tmp_path):
 def test_settings_model_has_a_section_per_capability():
     sections = set(AtomlabSettings.model_fields)
     assert {"instrument", "sim", "trajectory", "tracking", "llm", "engine", "swarm"} <= sections
+
+
+def test_an_unknown_section_in_the_environment_is_an_error_like_an_unknown_key(tmp_path):
+    with pytest.raises(ConfigError, match="unknown setting section 'logging'") as info:
+        load_settings(environ={"ATOMLAB_LOGGING__LEVEL": "DEBUG"}, cwd=tmp_path)
+    assert info.value.details["variable"] == "ATOMLAB_LOGGING__LEVEL"
+    with pytest.raises(ConfigError, match=r"unknown setting llm\.bogus"):
+        load_settings(environ={"ATOMLAB_LLM__BOGUS": "1"}, cwd=tmp_path)
+
+
+def test_an_unknown_yaml_section_names_its_source_and_the_known_sections(tmp_path):
+    write_yaml(tmp_path / "atomlab.yaml", "trajectroy:\n  interval_s: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, cwd=tmp_path)
+    assert info.value.details == {
+        "field": "trajectroy",
+        "value": "{'interval_s': 1}",
+        "source": "file",
+    }
+    assert "did you mean 'trajectory'" in info.value.message
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e308"])
+def test_durations_must_be_finite_and_within_a_week(tmp_path, value):
+    with pytest.raises(ConfigError, match=r"trajectory\.flush_interval_s"):
+        load_settings(environ={"ATOMLAB_TRAJECTORY__FLUSH_INTERVAL_S": value}, cwd=tmp_path)
+
+
+def test_every_float_setting_refuses_infinity():
+    # allow_inf_nan=False on the common Section base covers sections added later too.
+    from atomlab.core.settings import Section
+
+    assert Section.model_config.get("allow_inf_nan") is False
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("http://127.0.0.1:11434/v1", True),
+        ("https://api.openai.com/v1", True),
+        ("not a url", False),
+        ("ftp://host/v1", False),
+        ("http://", False),
+        ("http://host:70000/v1", False),
+    ],
+)
+def test_the_llm_base_url_must_be_an_http_url(tmp_path, url, ok):
+    environ = {"ATOMLAB_LLM__BASE_URL": url}
+    if ok:
+        assert load_settings(environ=environ, cwd=tmp_path).settings.llm.base_url == url
+    else:
+        with pytest.raises(ConfigError, match=r"llm\.base_url"):
+            load_settings(environ=environ, cwd=tmp_path)

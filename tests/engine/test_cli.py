@@ -345,3 +345,201 @@ def test_run_accepts_a_pipeline_yaml_with_its_own_prompts_and_catalogues(
     records = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == ["a", "b"]
     assert all(r["stages"]["name"]["label"] for r in records)
+
+
+def _garbage_manifest(cache: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        (cache / f"manifest.sqlite{suffix}").unlink(missing_ok=True)
+    (cache / "manifest.sqlite").write_bytes(b"not a database" * 100)
+
+
+def _entry_is_folder(cache: Path) -> None:
+    entry = sorted((cache / "entries").glob("*/*.json"))[0]
+    entry.unlink()
+    entry.mkdir()
+
+
+def _shard_is_file(cache: Path) -> None:
+    shard = sorted((cache / "entries").iterdir())[0]
+    for child in shard.iterdir():
+        child.unlink()
+    shard.rmdir()
+    shard.write_text("x")
+
+
+def _manifest_is_folder(cache: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        (cache / f"manifest.sqlite{suffix}").unlink(missing_ok=True)
+    (cache / "manifest.sqlite").mkdir()
+
+
+def _manifest_deleted(cache: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        (cache / f"manifest.sqlite{suffix}").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_garbage_manifest, _entry_is_folder, _shard_is_file, _manifest_is_folder, _manifest_deleted],
+)
+def test_a_damaged_cache_costs_misses_never_the_run(
+    cli: Cli, tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    """These aborted the whole run with 'unexpected ...' (exit 1) and crashed validate --fix."""
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    cache = tmp_path / "cache"
+    first = _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "a.jsonl"),
+                 "--cache-dir", str(cache))  # fmt: skip
+    assert first.exit_code == 0
+    damage(cache)
+    again = _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "b.jsonl"),
+                 "--cache-dir", str(cache))  # fmt: skip
+    assert again.exit_code == 0, again.stdout
+    assert (tmp_path / "b.jsonl").read_bytes() == (tmp_path / "a.jsonl").read_bytes()
+    assert again.json["calls"] <= 2  # at most the damaged entries are asked again
+    report = cli("engine", "cache", "validate", "--cache-dir", str(cache), "--json")
+    stats = cli("engine", "cache", "stats", "--cache-dir", str(cache), "--json")
+    assert stats.exit_code in (0, 3) and "Traceback" not in stats.stderr
+    fixed = cli("engine", "cache", "validate", "--fix", "--cache-dir", str(cache), "--json")
+    assert fixed.exit_code == 0, fixed.stdout
+    clean = cli("engine", "cache", "validate", "--cache-dir", str(cache), "--json")
+    assert clean.exit_code == 0 and clean.json["findings"] == []
+    assert cli("engine", "cache", "stats", "--cache-dir", str(cache), "--json").exit_code == 0
+    if report.exit_code == 3:
+        assert report.json["error"]["details"]["damage"] >= 1
+        assert "validate --fix" in report.json["error"]["message"]
+
+
+def test_validate_in_text_mode_names_the_damage_and_the_fix(cli: Cli, tmp_path: Path) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    cache = tmp_path / "cache"
+    _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "a.jsonl"),
+         "--cache-dir", str(cache))  # fmt: skip
+    _garbage_manifest(cache)
+    result = cli("engine", "cache", "validate", "--cache-dir", str(cache))
+    assert result.exit_code == 3 and result.stdout == ""
+    assert "manifest_damaged" in result.stderr and "validate --fix" in result.stderr
+    stats = cli("engine", "cache", "stats", "--cache-dir", str(cache))
+    assert stats.exit_code == 3 and "validate --fix" in stats.stderr
+
+
+@pytest.mark.parametrize("command", [["run"], ["cache", "validate"], ["cache", "stats"]])
+def test_a_cache_dir_that_is_a_file_is_refused_with_exit_3(
+    cli: Cli, tmp_path: Path, command: list[str]
+) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("mine")
+    args = ["engine", *command, "--cache-dir", str(not_a_folder), "--json"]
+    if command == ["run"]:
+        args[2:2] = ["defect-triage", "-i", str(src), "-o", str(tmp_path / "o.jsonl")]
+    result = cli(*args)
+    assert result.exit_code == 3, result.stdout
+    assert "--cache-dir" in result.json["error"]["message"]
+    assert not_a_folder.read_text() == "mine"
+    assert not (tmp_path / "o.jsonl.journal").exists()
+
+
+def test_a_refused_resume_names_the_first_changed_line_and_its_item(
+    cli: Cli, tmp_path: Path
+) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    out = tmp_path / "out.jsonl"
+    assert _run(cli, "defect-triage", "-i", str(src), "-o", str(out)).exit_code == 0
+    lines = src.read_text().splitlines()
+    third = json.loads(lines[2])
+    third["defects"][0]["description"] = "edited by hand"
+    lines[2] = json.dumps(third)
+    src.write_text("\n".join(lines) + "\n")
+    result = _run(cli, "defect-triage", "-i", str(src), "-o", str(out), "--resume")
+    assert result.exit_code == 2
+    error = result.json["error"]
+    assert error["details"]["line"] == 3
+    assert error["details"]["item_id"] == third["scan_id"]
+    assert f"line 3 (item {third['scan_id']!r} changed)" in error["message"]
+    src.write_text("\n".join(lines[:2]) + "\n")  # cut short
+    short = _run(cli, "defect-triage", "-i", str(src), "-o", str(out), "--resume")
+    assert "now ends before line 3" in short.json["error"]["message"]
+
+
+def _garbage(path: Path) -> None:
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    path.write_bytes(b"\x00garbage" * 64)
+
+
+def _folder(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    path.mkdir()
+
+
+@pytest.mark.parametrize("damage", [_garbage, _folder])
+def test_a_damaged_journal_is_named_with_exit_3_never_unexpected(
+    cli: Cli, tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    out = tmp_path / "out.jsonl"
+    assert _run(cli, "defect-triage", "-i", str(src), "-o", str(out)).exit_code == 0
+    journal = RunPaths(out).journal
+    damage(journal)
+    for result in (
+        _run(cli, "defect-triage", "-i", str(src), "-o", str(out), "--resume"),
+        cli("engine", "status", "--output", str(out), "--json"),
+    ):
+        assert result.exit_code == 3, result.stdout
+        assert str(journal) in result.json["error"]["message"]
+    fresh = _run(cli, "defect-triage", "-i", str(src), "-o", str(out))
+    if damage is _folder:  # a folder is never deleted for the user
+        assert fresh.exit_code == 3 and journal.is_dir()
+    else:
+        assert fresh.exit_code == 0  # a run without --resume starts over
+
+
+BLOCKING_RUN = """
+import asyncio, sys
+from pathlib import Path
+from atomlab.engine import PipelineRunner, RunOptions, load_pipeline, run_blocking
+from atomlab.llm import OfflineProvider
+
+class Blocking(OfflineProvider):
+    async def generate(self, request):
+        print("calling", flush=True)
+        await asyncio.Event().wait()  # never answers: the parent kills us
+
+runner = PipelineRunner(load_pipeline("defect-triage"), Blocking(), options=RunOptions())
+run_blocking(runner, Path(sys.argv[1]), Path(sys.argv[2]))
+"""
+
+
+def test_status_says_crashed_after_the_run_was_killed_with_sigkill(
+    cli: Cli, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    out = tmp_path / "out.jsonl"
+    child = subprocess.Popen(
+        [sys.executable, "-c", BLOCKING_RUN, str(src), str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "calling"  # the journal says running now
+        alive = cli("engine", "status", "--output", str(out), "--json")
+        assert alive.json["status"] == "running"
+        assert alive.json["writer"]["pid"] == child.pid
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    dead = cli("engine", "status", "--output", str(out), "--json")
+    assert dead.exit_code == 0
+    assert dead.json["status"] == "crashed"
+    assert "--resume" in dead.json["hint"]
+    resumed = _run(cli, "defect-triage", "-i", str(src), "-o", str(out), "--resume")
+    assert resumed.exit_code == 0, resumed.stdout
+    assert cli("engine", "status", "-o", str(out), "--json").json["status"] == "complete"

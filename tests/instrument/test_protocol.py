@@ -197,30 +197,54 @@ def test_every_multi_field_reply_is_decoded_into_its_own_named_fields() -> None:
     multi = [spec for spec in COMMANDS.values() if len(spec.reply) > 1]
     assert len(multi) >= 15
     for spec in multi:
-        values = {f.name: _distinct(f, i) for i, f in enumerate(spec.reply)}
+        values = _distinct_values(spec.reply)
         reply = protocol.decode_reply(spec, protocol.encode_reply(spec, values)[40:])
         assert reply.values == values, spec.name
 
 
-def _distinct(f: Field, i: int) -> Any:
+def _counts(fields: tuple[Field, ...]) -> set[str]:
+    return {f.count for f in fields if f.count}
+
+
+def _distinct(f: Field, i: int, counts: set[str] | None = None, accent: str = "±") -> Any:
+    """A value for ``f`` unlike the other fields' (bare arrays and their counts have 2 items)."""
     t = f.type
+    if f.name in (counts or set()):
+        return 2
     if t.is_integer:
         return i + 1
     if t.is_scalar:
         return float(i + 1) * 0.5
     if t is WireType.STR:
-        return f"path-{i}"
-    if t is WireType.STR_ARRAY:
-        return [f"item-{i}", "b"]
+        return f"path-{i} {accent}"
+    if t in (WireType.STR_ARRAY, WireType.STR_BARE):
+        return [f"item-{i}", f"b{accent}"]
     if t is WireType.F32_2D:
         return [[float(i), 1.5], [2.5, 3.5]]
-    return [i + 1, i + 2] if t in (WireType.I32_ARRAY, WireType.U32_ARRAY) else [0.5 * i, 1.25]
+    if t is WireType.STR_2D:
+        return [[f"a{i}", "b"], ["c", "d"]]
+    if t is WireType.I8_ARRAY:
+        return [i % 100, -3]
+    if t in (WireType.I32_ARRAY, WireType.U32_ARRAY, WireType.I32_BARE, WireType.U32_BARE):
+        return [i + 1, i + 2]
+    return [0.5 * i, 1.25]
+
+
+def _distinct_values(
+    fields: tuple[Field, ...], offset: int = 0, accent: str = "±"
+) -> dict[str, Any]:
+    counts = _counts(fields)
+    return {f.name: _distinct(f, i + offset, counts, accent) for i, f in enumerate(fields)}
 
 
 # --- property: every command round-trips ---------------------------------------------------
 
 
-def _strategy(f: Field) -> st.SearchStrategy[Any]:
+_LATIN1 = st.characters(max_codepoint=255)
+
+
+def _strategy(f: Field, n: int) -> st.SearchStrategy[Any]:
+    """Values for ``f``; bare arrays (and their count fields) have exactly ``n`` items."""
     t = f.type
     ints = {
         WireType.U16: st.integers(0, 2**16 - 1),
@@ -228,38 +252,56 @@ def _strategy(f: Field) -> st.SearchStrategy[Any]:
         WireType.U32: st.integers(0, 2**32 - 1),
         WireType.I32: st.integers(-(2**31), 2**31 - 1),
     }
-    if t in ints:
-        return ints[t]
     f32 = st.floats(width=32, allow_nan=False)
     f64 = st.floats(allow_nan=False)
+    text = st.text(alphabet=_LATIN1, max_size=20)
+    bare = {
+        WireType.I32_BARE: ints[WireType.I32],
+        WireType.U32_BARE: ints[WireType.U32],
+        WireType.F32_BARE: f32,
+        WireType.F64_BARE: f64,
+        WireType.STR_BARE: text,
+    }
+    if t in bare:
+        return st.lists(bare[t], min_size=n, max_size=n)
+    if t in ints:
+        return ints[t]
     if t is WireType.F32:
         return f32
     if t is WireType.F64:
         return f64
     if t is WireType.STR:
-        return st.text(max_size=40)
+        return st.text(alphabet=_LATIN1, max_size=40)
     if t is WireType.STR_ARRAY:
-        return st.lists(st.text(max_size=20), max_size=5)
-    if t is WireType.I32_ARRAY:
-        return st.lists(ints[WireType.I32], max_size=8)
+        return st.lists(text, max_size=5)
+    if t is WireType.I8_ARRAY:
+        return st.lists(st.integers(-128, 127), max_size=8)
+    if t in (WireType.I32_ARRAY, WireType.U32_ARRAY):
+        return st.lists(ints[WireType.I32 if t is WireType.I32_ARRAY else WireType.U32], max_size=8)
     if t is WireType.F32_ARRAY:
         return st.lists(f32, max_size=8)
-    if t is WireType.F32_2D:
+    if t is WireType.F64_ARRAY:
+        return st.lists(f64, max_size=8)
+    if t in (WireType.F32_2D, WireType.STR_2D):
+        cell = f32 if t is WireType.F32_2D else text
         return st.integers(1, 3).flatmap(
             lambda cols: st.lists(
-                st.lists(f32, min_size=cols, max_size=cols), min_size=1, max_size=3
+                st.lists(cell, min_size=cols, max_size=cols), min_size=1, max_size=3
             )
         )
     raise AssertionError(t)
 
 
-def _values(fields: tuple[Field, ...]) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries({f.name: _strategy(f) for f in fields})
+@st.composite
+def _values(draw: st.DrawFn, fields: tuple[Field, ...]) -> dict[str, Any]:
+    n = draw(st.integers(0, 4))
+    counts = _counts(fields)
+    return {f.name: n if f.name in counts else draw(_strategy(f, n)) for f in fields}
 
 
 @st.composite
 def _command_with_values(draw: st.DrawFn) -> tuple[CommandSpec, dict[str, Any], dict[str, Any]]:
-    spec = draw(st.sampled_from(sorted(COMMANDS.values(), key=lambda s: s.name)))
+    spec = draw(st.sampled_from([COMMANDS[name] for name in COMMANDS]))
     return spec, draw(_values(spec.args)), draw(_values(spec.reply))
 
 
@@ -301,16 +343,33 @@ class _LoopbackConnection:
         pass
 
 
-_OFFICIAL_BROKEN = {"Util.VersionGet"}  # the official client cannot parse its own reply format
+# Commands the official client (1.0.9) gets wrong itself, whatever the server sends: these are
+# listed in docs/instrument.md ("What the official client does differently").
+OFFICIAL_BROKEN = {
+    "Util.VersionGet": "decodes the two strings with a type ('+*c') it cannot parse",
+    "HSSwp.SwpChSigListGet": "decodes the string array with a type ('+*c') it cannot parse",
+    "HSSwp.SaveBasenameGet": "misses the size of the second string",
+    "Scan.PropsGet": "decodes the parameter counts (1-D int array) as strings",
+    "PLLSignalAnlzr.OsciDataGet": "decodes the float64 array as strings",
+    "Osci1T.TimebaseGet": "sends Osci1T.TimebaseSet",
+    "Osci1T.TrigGet": "takes the reply values as arguments",
+    "Osci2T.ChGet": "sends Osci1T.ChGet",
+    "Osci2T.ChSet": "sends Osci1T.ChSet",
+    "Osci2T.OversamplGet": "sends Osci2T.OversamplSet",
+    "Osci2T.TimebaseGet": "sends Osci1T.TimebaseSet",
+    "Osci2T.TimebaseSet": "sends Osci1T.TimebaseSet",
+}
 
 
-@pytest.mark.parametrize("name", sorted(set(COMMANDS) - _OFFICIAL_BROKEN))
+@pytest.mark.parametrize("name", sorted(set(COMMANDS) - set(OFFICIAL_BROKEN)))
 def test_official_client_round_trips_every_command(
     name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec = COMMANDS[name]
-    args = {f.name: _distinct(f, i) for i, f in enumerate(spec.args)}
-    values = {f.name: _distinct(f, i + 3) for i, f in enumerate(spec.reply)}
+    # the official client sends strings as UTF-8 (a real controller reads them as Latin-1), so
+    # its arguments stay ASCII; replies carry "±", which it must show as "±" (not "Â±")
+    args = _distinct_values(spec.args, accent="+-")
+    values = _distinct_values(spec.reply, offset=3)
     seen: list[dict[str, Any]] = []
 
     def answer(request: bytes) -> bytes:

@@ -123,7 +123,7 @@ def test_guard_writes_are_self_and_another_clients_writes_are_external(sim, tmp_
             assert seen["sample"].wait(10)
             with NanonisClient("127.0.0.1", port) as guarded:
                 guard = WriteGuard(guarded, load_catalog(), allow_writes=True)
-                guard.add_listener(lambda e: own.note(e.label, e.value, e.monotonic_s))
+                guard.add_listener(own.observe)
                 guard.set("bias_v", 0.2)
             assert seen["Bias"].wait(10)
             with NanonisClient("127.0.0.1", port) as other:

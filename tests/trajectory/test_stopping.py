@@ -99,11 +99,30 @@ def test_kill_9_leaves_a_readable_database_and_readers_work_during_recording(sim
     finally:
         proc.kill()
         proc.communicate(timeout=DEADLINE_S)
+    # The main file alone (no -wal beside it) holds the schema and the run (checkpointed at
+    # its creation and every few seconds), as a copy of just the .sqlite would.
+    alone = isolated_home / "copy" / "alone.sqlite"
+    alone.parent.mkdir()
+    alone.write_bytes(db.read_bytes())
+    with open_store(alone) as copy:
+        assert copy.run("killed").name == "killed"
     store = open_store(db)
-    run = store.run("killed")
-    assert run.status == "abandoned" and run.writer_alive is False
+    run = store.run("killed")  # read-only: the dead recorder reads as crashed by itself
+    assert run.status == "crashed" and run.writer_alive is False
+    assert "pid" in (run.stop_reason or "")
     assert len(list(store.samples("signals"))) >= first + 20
     assert store.connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored = store.connection.execute("SELECT status FROM runs WHERE name = 'killed'")
+    assert stored.fetchone()[0] == "running"  # a read-only reader changes nothing
+    listed = subprocess.run(
+        [*CLI, "trajectory", "runs", "list"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ATOMLAB_HOME": str(isolated_home)},
+    )
+    assert json.loads(listed.stdout)["runs"][0]["status"] == "crashed"
+    stored = store.connection.execute("SELECT status FROM runs WHERE name = 'killed'")
+    assert stored.fetchone()[0] == "crashed"  # any query command marks it
     assert load_staged(staged).run_name == ""  # consumed when the run started
 
 

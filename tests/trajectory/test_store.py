@@ -7,8 +7,10 @@ import sqlite3
 import pytest
 
 from atomlab.core.errors import AtomlabError, InvalidInputError, NotFoundError
+from atomlab.core.sqlite import connect, migrate
 from atomlab.trajectory import ChannelInfo, MonitorConfig, Sample, open_store
 from atomlab.trajectory.records import ActionEvent, MissedTicks
+from atomlab.trajectory.schema import MIGRATIONS
 
 TABLES = {
     "runs",
@@ -62,7 +64,7 @@ def test_initialize_schema_creates_required_tables_wal_and_version(db):
         names = {r[0] for r in store.connection.execute("SELECT name FROM sqlite_master")}
         assert names >= TABLES
         assert store.connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert store.connection.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert store.connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         indexes = {
             r[0]
             for r in store.connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
@@ -212,3 +214,72 @@ def test_a_failed_batch_writes_none_of_its_records(db):
             writer.close()
     assert list(open_store(db).samples("signals")) == []
     assert open_store(db).run().samples == 0
+
+
+def test_a_version_1_database_is_read_and_migrated_without_losing_a_row(db):
+    conn = connect(db)
+    migrate(conn, MIGRATIONS[:1])
+    with conn:
+        conn.execute(
+            "INSERT INTO runs (id, name, status, started_at_utc, interval_s, rotate_entries,"
+            " action_window_s, config_json, atomlab_version, instrument_json, hostname, pid)"
+            " VALUES (1, 'old', 'completed', '2026-01-01T00:00:00.000000Z', 0.1, 10, 2.5,"
+            " '{}', '0.0', '{}', 'elsewhere', 1)"
+        )
+        conn.executemany(
+            "INSERT INTO signal_samples (run_id, sample_idx, segment_id, dt_s, scheduled_dt_s,"
+            " latency_s, v0) VALUES (1, ?, 0, ?, ?, 0.001, 1.0)",
+            [(k, k * 0.1, k * 0.1) for k in range(50)],
+        )
+        conn.execute(
+            "INSERT INTO action_events (run_id, action_idx, sample_idx, dt_s, end_dt_s,"
+            " detected_at_utc, spec_label, old_value, new_value, delta, steps, source,"
+            " window_start_dt_s, window_end_dt_s) VALUES (1, 0, 3, 0.3, 0.3, 'x', 'Bias', 0.1,"
+            " 0.2, 0.1, 1, 'external', 0, 1)"
+        )
+    conn.close()
+    with open_store(db) as old:  # a reader leaves an old database as it is
+        assert old.version == 1
+        (action,) = old.actions("old")
+        assert action.kind == "spec-change" and action.command is None
+    with open_store(db, read_only=False) as store:  # a writer migrates it
+        assert store.version == len(MIGRATIONS)
+        count = store.connection.execute("SELECT count(*) FROM signal_samples").fetchone()[0]
+        assert count == 50  # the status CHECK was widened without a cascade through runs
+        assert store.actions("old")[0].new_value == 0.2
+        with store.connection:
+            store.connection.execute("UPDATE runs SET status = 'crashed'")
+        assert store.run("old").status == "crashed"
+        with pytest.raises(sqlite3.IntegrityError), store.connection:
+            store.connection.execute("UPDATE runs SET status = 'bogus'")
+        assert store.connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_command_actions_keep_their_args_and_reply_payload(db):
+    spectrum = {"channels": ["Current (A)"], "data": [[1e-10, 2e-10, 3e-10]], "bias_v": [0, 1, 2]}
+    with open_store(db, read_only=False) as store:
+        run = _create(store)
+        command = ActionEvent(
+            action_idx=0,
+            sample_idx=2,
+            dt_s=0.2,
+            end_dt_s=1.2,
+            detected_at_utc="2026-01-01T00:00:00.200000Z",
+            spec_label="BiasSpectr.Start",
+            old_value=None,
+            new_value=None,
+            delta=None,
+            steps=1,
+            source="self",
+            window_start_dt_s=-2.3,
+            window_end_dt_s=3.7,
+            kind="command",
+            command="BiasSpectr.Start",
+            args={"get_data": 1},
+            payload=spectrum,
+        )
+        _write(store, run, [_sample(0), command])
+    with open_store(db) as reader:
+        (stored,) = reader.actions(kind="command")
+        assert stored == command
+        assert reader.actions(kind="spec-change") == []

@@ -16,20 +16,23 @@ from rich.table import Table
 
 from atomlab.cli import output
 from atomlab.core.errors import AtomlabError, InvalidInputError
-from atomlab.core.logging import configure_logging
+from atomlab.core.logging import configure_logging, get_logger
 from atomlab.core.settings import AtomlabSettings, load_settings
 from atomlab.engine import (
     CACHE_MODES,
+    CacheReport,
     EngineMetrics,
     FailedItem,
     PipelineRunner,
     ResponseCache,
     RunOptions,
     RunPaths,
+    check_cache_location,
     describe_run,
     list_pipelines,
     load_pipeline,
     migrate_file,
+    register_run,
     run_blocking,
     sample_input,
 )
@@ -93,6 +96,15 @@ def sample(
         json_flag=json_out,
         human=f"wrote {lines} sample items of {pipeline} to {to}",
     )
+
+
+def _register(home: Path, output_path: Path, input_path: Path, pipeline: str) -> None:
+    """Note the run in <home>/engine/runs.jsonl (the dashboard lists runs from it); a home that
+    cannot be written costs a warning, never the run."""
+    try:
+        register_run(home, output=output_path, input_path=input_path, pipeline=pipeline)
+    except OSError as exc:
+        get_logger(__name__).warning("engine.register_failed", home=str(home), error=str(exc))
 
 
 @app.command("run")
@@ -168,6 +180,7 @@ def run(
         resume=resume,
     )
     show = progress if progress is not None else _progress_allowed(json_logs, json_out, settings)
+    _register(settings.home, output_path, input_path, loaded.name)
     with _progress_bar(show, loaded.name) as on_progress:
         runner = PipelineRunner(
             loaded,
@@ -292,38 +305,51 @@ def _listed(keys: list[str], shown: int = 5) -> str:
 
 def _open_cache(cache_dir: Path | None, *, writable: bool) -> ResponseCache:
     settings = _settings({}, {})
-    return ResponseCache(
-        _cache_dir(settings, cache_dir), mode="read-write" if writable else "read-only"
-    )
+    directory = _cache_dir(settings, cache_dir)
+    check_cache_location(directory, create=False)
+    return ResponseCache(directory, mode="read-write" if writable else "read-only")
+
+
+def _findings_line(report: CacheReport, *, shown: int = 5) -> str:
+    """``3 checksum_mismatch, 1 manifest_missing`` and the first few paths."""
+    kinds = ", ".join(f"{count} {kind}" for kind, count in report.kinds.items())
+    listed = [f"{Path(f.path).name} ({f.kind})" for f in report.damage[:shown]]
+    more = f" and {len(report.damage) - shown} more" if len(report.damage) > shown else ""
+    return f"{kinds}: {', '.join(listed)}{more}" if listed else kinds
 
 
 @cache_app.command("validate")
 def cache_validate(
     cache_dir: CacheDirOption = None,
-    fix: Annotated[bool, typer.Option("--fix", help="Delete corrupt and orphan entries.")] = False,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Repair: remove damaged files, rebuild the index.")
+    ] = False,
     json_out: output.JsonOption = False,
 ) -> None:
-    """Check every entry against its SHA-256; exit 3 when corrupt entries remain."""
+    """Check every entry, schema file and index row; exit 3 while damage remains."""
     cache = _open_cache(cache_dir, writable=fix)
-    try:
-        report = cache.validate(fix=fix)
-    finally:
-        cache.close()
+    report = cache.validate(fix=fix)
     payload = {"directory": str(cache.directory), **_counts_renamed(report.to_dict(), "entries_ok")}
-    if report.corrupt and not fix:
-        raise InvalidInputError(
-            f"{len(report.corrupt)} of {report.entries} cache entries are corrupt in "
-            f"{cache.directory} ({_listed(report.corrupt)}); "
-            "run 'atomlab engine cache validate --fix' to delete them "
-            "(they are fetched again on the next run)",
-            **payload,
+    remaining = report.unfixed if fix else report.damage
+    if remaining:
+        what = "could not be repaired" if fix else "damage found"
+        hint = (
+            "see each finding's detail for what to do"
+            if fix
+            else "run 'atomlab engine cache validate --fix' to repair it (damaged entries are "
+            "removed and fetched again by the next run)"
         )
+        raise InvalidInputError(
+            f"cache {cache.directory}: {what}: {_findings_line(report)}; {hint}", **payload
+        )
+    notes = f", {_findings_line(report)}" if report.findings else ""
     output.emit(
         payload,
         json_flag=json_out,
         human=(
-            f"{report.entries} entries, {report.ok} ok, {len(report.corrupt)} corrupt, "
-            f"{len(report.orphans)} orphans, {report.purged} purged ({cache.directory})"
+            f"{report.entries} entries, {report.ok} ok, manifest {report.manifest}{notes}"
+            + (f"; repaired: {report.purged} removed, {report.indexed} indexed" if fix else "")
+            + f" ({cache.directory})"
         ),
     )
 
@@ -335,11 +361,11 @@ def cache_purge(
         str | None, typer.Option("--stage", help="Only the entries of this stage.")
     ] = None,
     corrupt: Annotated[
-        bool, typer.Option("--corrupt", help="Only corrupt and orphan entries.")
+        bool, typer.Option("--corrupt", help="Only damaged entries (same as validate --fix).")
     ] = False,
     json_out: output.JsonOption = False,
 ) -> None:
-    """Delete cache entries: all of them, one stage's, or only the corrupt ones."""
+    """Delete cache entries: all of them, one stage's, or only the damaged ones."""
     cache = _open_cache(cache_dir, writable=True)
     try:
         removed = cache.validate(fix=True).purged if corrupt else cache.purge(stage=stage)

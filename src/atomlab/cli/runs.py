@@ -35,6 +35,7 @@ from atomlab.tracking import (
     auto_view,
     format_duration,
     perf,
+    read_metrics,
     report,
 )
 
@@ -406,7 +407,9 @@ def tensorboard_command(
 
     with _index() as index:
         record = index.load(run)
-    target = export_run(record, report.load_samples(record), logdir)
+    target = export_run(
+        record, report.load_samples(record), logdir, metrics=read_metrics(record.run_dir)
+    )
     output.emit(
         {"run_id": record.run_id, "logdir": str(target)},
         json_flag=json_out,

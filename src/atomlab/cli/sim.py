@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from atomlab.cli import output
 from atomlab.cli.sim_swarm import swarm
-from atomlab.core.errors import InterruptedRunError, TerminatedError
-from atomlab.sim import Disturbances, SpmSimulator
+from atomlab.core.errors import InterruptedRunError, InvalidInputError, TerminatedError
+from atomlab.sim import Disturbances, EventLogWriter, SpmSimulator
+from atomlab.surface import SurfaceFollower, load_surface
+
+SURFACE_POLL_S = 0.2
+"""How often ``sim spm --surface`` looks for changes another process wrote to the file."""
 
 app = typer.Typer(
     name="sim",
@@ -20,6 +27,9 @@ app = typer.Typer(
 )
 
 app.command("swarm")(swarm)
+
+EVENT_LOG_INTERVAL_S = 0.05
+"""How often ``--events-file`` gets the simulator's new events."""
 
 
 @app.command("spm")
@@ -43,24 +53,94 @@ def spm(
             "--no-disturbances", help="No tip changes and no drift (tip crashes still happen)."
         ),
     ] = False,
+    tip_change_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--tip-change-rate",
+            help="Mean tip changes per second (default 1/240: one per 4 min).",
+        ),
+    ] = None,
+    events_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--events-file",
+            help="Append every tip change, crash and restoration to this JSON-lines file "
+            "(the simulator's ground truth, for scripted experts and scoring).",
+        ),
+    ] = None,
+    surface: Annotated[
+        Path | None,
+        typer.Option(
+            "--surface",
+            help="Image the surface in this JSON file (e.g. one the swarm simulator shares) and "
+            "follow its changes, such as repairs, while running.",
+        ),
+    ] = None,
     json_out: output.JsonOption = False,
 ) -> None:
     """Run the STM simulator (Nanonis TCP protocol) until Ctrl-C or SIGTERM."""
     settings = output.state().loaded.settings.sim
     simulator = SpmSimulator(
         seed=settings.seed if seed is None else seed,
+        surface=load_surface(surface) if surface is not None else None,
         host=host or settings.host,
         ports=port or settings.ports,
-        disturbances=Disturbances.none() if no_disturbances else None,
+        disturbances=_disturbances(no_disturbances, tip_change_rate),
     )
-    received = asyncio.run(_serve(simulator, json_out))
+    follower = SurfaceFollower(simulator.surface, surface) if surface is not None else None
+    received = asyncio.run(_serve(simulator, json_out, events_file, follower))
     if received == signal.SIGTERM:
         raise TerminatedError("STM simulator stopped on SIGTERM", ports=simulator.ports)
     raise InterruptedRunError("STM simulator stopped on Ctrl-C", ports=simulator.ports)
 
 
-async def _serve(simulator: SpmSimulator, json_out: bool) -> signal.Signals:
+def _disturbances(no_disturbances: bool, tip_change_rate: float | None) -> Disturbances | None:
+    if tip_change_rate is None:
+        return Disturbances.none() if no_disturbances else None
+    if no_disturbances:
+        raise InvalidInputError(
+            "--tip-change-rate and --no-disturbances contradict each other; give one of them",
+            field="tip_change_rate",
+        )
+    if not (math.isfinite(tip_change_rate) and 0.0 <= tip_change_rate <= 1000.0):
+        raise InvalidInputError(
+            f"--tip-change-rate {tip_change_rate!r} must be 0..1000 tip changes per second "
+            "(e.g. 0.1 for one every 10 s)",
+            field="tip_change_rate",
+            value=tip_change_rate,
+        )
+    return Disturbances(tip_change_rate_per_s=tip_change_rate)
+
+
+def _open_event_log(simulator: SpmSimulator, path: Path | None) -> EventLogWriter | None:
+    if path is None:
+        return None
+    try:
+        return EventLogWriter(simulator.physics, path)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"--events-file {str(path)!r} cannot be written: {exc.strerror or exc}; "
+            "give a file in a writable folder",
+            field="events_file",
+            value=str(path),
+        ) from None
+
+
+async def _write_events(log: EventLogWriter) -> None:
+    while True:
+        await asyncio.sleep(EVENT_LOG_INTERVAL_S)
+        log.flush()
+
+
+async def _serve(
+    simulator: SpmSimulator,
+    json_out: bool,
+    events_file: Path | None = None,
+    follower: SurfaceFollower | None = None,
+) -> signal.Signals:
     """Serve until SIGINT or SIGTERM; return the signal that stopped it."""
+    event_log = _open_event_log(simulator, events_file)
+    writer = asyncio.create_task(_write_events(event_log)) if event_log is not None else None
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[signal.Signals] = loop.create_future()
     handled = []
@@ -81,18 +161,38 @@ async def _serve(simulator: SpmSimulator, json_out: bool) -> signal.Signals:
                 "seed": simulator.seed,
                 "defects": len(simulator.surface.defects),
                 "disturbances": simulator.physics.disturbances != Disturbances.none(),
+                "tip_change_rate_per_s": simulator.physics.disturbances.tip_change_rate_per_s,
             },
             json_flag=json_out,
             human=f"STM simulator (seed {simulator.seed}) listening on {where}; "
             "Ctrl-C or SIGTERM stops it",
         )
-        return await stop
+        following = asyncio.create_task(_follow(follower)) if follower is not None else None
+        try:
+            return await stop
+        finally:
+            if following is not None:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
     finally:
         await simulator.stop()
         for signum in handled:
             loop.remove_signal_handler(signum)
+        if writer is not None and event_log is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            event_log.close()
 
 
 def _resolve(stop: asyncio.Future[signal.Signals], signum: signal.Signals) -> None:
     if not stop.done():
         stop.set_result(signum)
+
+
+async def _follow(follower: SurfaceFollower) -> None:
+    """Apply the surface file's changes (repairs made by another process) as they come."""
+    while True:
+        await asyncio.sleep(SURFACE_POLL_S)
+        follower.poll()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,11 +15,14 @@ from atomlab.core.clock import Clock, SystemClock
 from atomlab.core.errors import InterruptedRunError, InvalidInputError, TerminatedError
 from atomlab.sim.swarm import ScaledClock, SwarmSimulator
 from atomlab.sim.swarm_world import FaultConfig, GroundTruthLog, SwarmConfig, SwarmWorld
+from atomlab.surface import UNITS_PER_NM, Surface, load_surface, save_surface
 
 MAX_AGENTS = 1024
 MAX_DEFECTS = 1000  # seeded placement is quadratic; ingest more with 'atomlab swarm ingest'
 MAX_SIDE_NM = 1000.0
 MAX_SECONDS = 1e7
+SURFACE_SAVE_S = 0.1
+"""How often ``--surface`` writes repairs back to the shared file (when something changed)."""
 
 
 def _prob(help_text: str) -> Any:
@@ -115,6 +119,32 @@ def swarm(
             "--connect-attempts", min=1, max=1_000_000, help="Give up after N failed attempts."
         ),
     ] = None,
+    surface_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--surface",
+            help="Work on the surface in this JSON file (its size replaces --width-nm/--height-nm "
+            "and --defects) and write every repair back to it, so an STM simulator following "
+            "the file images the result.",
+        ),
+    ] = None,
+    report_defects: Annotated[
+        bool,
+        typer.Option(
+            "--report-defects/--no-report-defects",
+            help="Report the surface's defects to the service on connect (off: the service "
+            "learns of defects only from what it is sent, e.g. detections from a scan).",
+        ),
+    ] = True,
+    reach_nm: Annotated[
+        float,
+        typer.Option(
+            "--reach-nm",
+            min=0.1,
+            max=2.0,
+            help="A repair or scan acts on the nearest defect within this distance of the agent.",
+        ),
+    ] = 0.2,
     json_out: output.JsonOption = False,
 ) -> None:
     """Simulate a repair swarm on a seeded surface, connected to the swarm service.
@@ -140,12 +170,26 @@ def swarm(
         agent_death_rate_per_s=death_rate,
         max_dead_agents=max_dead,
     )
+    shared: Surface | None = None
+    if surface_file is not None:
+        if resume:
+            raise InvalidInputError(
+                "--resume continues a world from its ground-truth log and cannot take --surface; "
+                "give one of them",
+                field="surface",
+                value=str(surface_file),
+            )
+        shared = load_surface(surface_file)
+        width_nm = shared.width / UNITS_PER_NM
+        height_nm = shared.height / UNITS_PER_NM
+        defects = len(shared.defects)
     config = SwarmConfig(
         agents=agents,
         seed=seed,
         width_nm=width_nm,
         height_nm=height_nm,
         defects=defects,
+        reach_units=max(1, round(reach_nm * UNITS_PER_NM)),
         speed_nm_s=speed,
         repair_success_prob=repair_success,
         drift_prob=drift,
@@ -163,16 +207,18 @@ def swarm(
             )
         world = SwarmWorld.resume(config, log_path)
     else:
-        world = SwarmWorld(config, ground_truth=GroundTruthLog(log_path))
+        world = SwarmWorld(config, surface=shared, ground_truth=GroundTruthLog(log_path))
     clock: Clock = SystemClock() if time_scale == 1.0 else ScaledClock(time_scale)
-    simulator = SwarmSimulator(world, url=url, clock=clock, token=token)
+    simulator = SwarmSimulator(
+        world, url=url, clock=clock, token=token, report_defects=report_defects
+    )
     if not output.use_json(json_out):
         typer.echo(
             f"swarm simulator: {agents} agents, {len(world.surface.defects)} defects, seed {seed}; "
             f"connecting to {url} (Ctrl-C stops)",
             err=True,
         )
-    summary, received = asyncio.run(_run(simulator, duration, connect_attempts))
+    summary, received = asyncio.run(_run(simulator, duration, connect_attempts, surface_file))
     payload = {
         **summary,
         "seed": seed,
@@ -194,7 +240,10 @@ def swarm(
 
 
 async def _run(
-    simulator: SwarmSimulator, duration: float | None, connect_attempts: int | None
+    simulator: SwarmSimulator,
+    duration: float | None,
+    connect_attempts: int | None,
+    surface_file: Path | None = None,
 ) -> tuple[dict[str, Any], signal.Signals | None]:
     loop = asyncio.get_running_loop()
     received: list[signal.Signals] = []
@@ -205,9 +254,29 @@ async def _run(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    saving = (
+        asyncio.create_task(_save_changes(simulator.world.surface, surface_file))
+        if surface_file is not None
+        else None
+    )
     try:
         summary = await simulator.run(duration_s=duration, max_connect_attempts=connect_attempts)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        if saving is not None and surface_file is not None:
+            saving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await saving
+            save_surface(simulator.world.surface, surface_file)
     return summary.model_dump(), (received[0] if received else None)
+
+
+async def _save_changes(surface: Surface, path: Path) -> None:
+    """Write the surface back to ``path`` whenever a repair changed it."""
+    written = surface.version
+    while True:
+        await asyncio.sleep(SURFACE_SAVE_S)
+        if surface.version != written:
+            written = surface.version
+            save_surface(surface, path)

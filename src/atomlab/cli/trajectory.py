@@ -19,7 +19,12 @@ import typer
 
 from atomlab.cli import output
 from atomlab.core.clock import SystemClock
-from atomlab.core.errors import ConfigError, InterruptedRunError, TerminatedError
+from atomlab.core.errors import (
+    ConfigError,
+    InterruptedRunError,
+    InvalidInputError,
+    TerminatedError,
+)
 from atomlab.core.metrics import Metrics, new_registry
 from atomlab.core.settings import AtomlabSettings
 from atomlab.instrument import AUDIT_LOG_NAME, NanonisClient, load_catalog
@@ -41,6 +46,7 @@ from atomlab.trajectory import (
     default_config_path,
     defaults_from_settings,
     load_staged,
+    mark_crashed_runs,
     open_store,
     save_staged,
 )
@@ -88,6 +94,7 @@ CatalogOption = Annotated[
 ]
 
 
+ACTION_KINDS = ("spec-change", "command")
 #: `runs show` lists at most this many of the latest errors and missed-tick records.
 SHOW_LIMIT = 100
 PROGRESS_EVERY_S = 10.0
@@ -106,9 +113,12 @@ def _staged(path: Path | None) -> MonitorConfig:
 
 
 def _db_path(db_path: Path | None, config_path: Path | None = None) -> Path:
-    if db_path is not None:
-        return db_path
-    return _staged(config_path).resolved_db_path(_settings().home)
+    """The database a query reads; runs whose recorder died are marked ``crashed`` first."""
+    path = (
+        db_path if db_path is not None else _staged(config_path).resolved_db_path(_settings().home)
+    )
+    mark_crashed_runs(path)
+    return path
 
 
 def _emit(payload: dict[str, Any]) -> None:
@@ -125,7 +135,7 @@ def _split(csv_labels: str | None) -> tuple[str, ...] | None:
 
 
 @config_app.command("show")
-def config_show(config_path: ConfigPathOption = None) -> None:
+def config_show(config_path: ConfigPathOption = None, json_out: output.JsonOption = False) -> None:
     """Print the staged config (defaults where nothing is staged)."""
     path = _config_path(config_path)
     config = _staged(config_path)
@@ -172,6 +182,7 @@ def config_set(
         float | None,
         typer.Option("--flush-interval-s", help="Longest time a sample waits to be committed."),
     ] = None,
+    json_out: output.JsonOption = False,
 ) -> None:
     """Change staged values; only the options given change."""
     path = _config_path(config_path)
@@ -216,7 +227,7 @@ def _parse_tolerances(items: list[str]) -> dict[str, float]:
 
 
 @config_app.command("clear")
-def config_clear(config_path: ConfigPathOption = None) -> None:
+def config_clear(config_path: ConfigPathOption = None, json_out: output.JsonOption = False) -> None:
     """Forget the staged config (back to the defaults, no run name)."""
     path = _config_path(config_path)
     existed = clear_staged(path)
@@ -235,7 +246,7 @@ def config_clear(config_path: ConfigPathOption = None) -> None:
 
 
 @monitor_app.command("list-signals")
-def list_signals(catalog: CatalogOption = None) -> None:
+def list_signals(catalog: CatalogOption = None, json_out: output.JsonOption = False) -> None:
     """Read-only signals the monitor can record (any entry of Signals.NamesGet works too)."""
     loaded = load_catalog(catalog or _settings().instrument.catalog_path)
     rows = catalog_listing(loaded, "signals")
@@ -243,7 +254,7 @@ def list_signals(catalog: CatalogOption = None) -> None:
 
 
 @monitor_app.command("list-specs")
-def list_specs(catalog: CatalogOption = None) -> None:
+def list_specs(catalog: CatalogOption = None, json_out: output.JsonOption = False) -> None:
     """Settable specs whose changes the monitor records as actions, with units and limits."""
     loaded = load_catalog(catalog or _settings().instrument.catalog_path)
     rows = catalog_listing(loaded, "specs")
@@ -269,6 +280,7 @@ def monitor_run(
             "--metrics-file", help="Write atomlab_trajectory_* Prometheus metrics here (textfile)."
         ),
     ] = None,
+    json_out: output.JsonOption = False,
 ) -> None:
     """Record the staged config until --duration / --max-samples / Ctrl-C / SIGTERM.
 
@@ -413,7 +425,7 @@ def _stop_on_signals(monitor: Monitor) -> Iterator[None]:
 
 
 @runs_app.command("list")
-def runs_list(db_path: DbPathOption = None) -> None:
+def runs_list(db_path: DbPathOption = None, json_out: output.JsonOption = False) -> None:
     """Every recorded run, newest first."""
     path = _db_path(db_path)
     with open_store(path) as store:
@@ -438,7 +450,11 @@ def _run_row(run: dict[str, Any]) -> dict[str, Any]:
 
 
 @runs_app.command("show")
-def runs_show(db_path: DbPathOption = None, run_name: RunNameOption = None) -> None:
+def runs_show(
+    db_path: DbPathOption = None,
+    run_name: RunNameOption = None,
+    json_out: output.JsonOption = False,
+) -> None:
     """One run: config, instrument, counters, catalogs, the latest 100 errors and missed ticks."""
     path = _db_path(db_path)
     with open_store(path) as store:
@@ -455,13 +471,37 @@ def runs_show(db_path: DbPathOption = None, run_name: RunNameOption = None) -> N
 
 
 @action_app.command("list")
-def action_list(db_path: DbPathOption = None, run_name: RunNameOption = None) -> None:
-    """The run's inferred actions (the latest run unless --run-name)."""
+def action_list(
+    db_path: DbPathOption = None,
+    run_name: RunNameOption = None,
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="Only spec-change or command actions (default: both)."),
+    ] = None,
+    json_out: output.JsonOption = False,
+) -> None:
+    """The run's actions: spec changes and guarded commands (the latest run unless --run-name).
+
+    A command's reply payload is listed by field name only; `action show` prints it whole.
+    """
+    if kind is not None and kind not in ACTION_KINDS:
+        raise InvalidInputError(
+            f"--kind {kind[:40]!r} is not an action kind; use {' or '.join(ACTION_KINDS)}",
+            field="kind",
+            value=kind[:40],
+        )
     path = _db_path(db_path)
     with open_store(path) as store:
         run = store.run(run_name)
-        actions = [a.__dict__ for a in store.actions(run.name)]
+        actions = [_listed(a) for a in store.actions(run.name, kind=kind)]
     _emit({"db_path": path, "run_name": run.name, "count": len(actions), "actions": actions})
+
+
+def _listed(action: ActionEvent) -> dict[str, Any]:
+    row = dict(action.__dict__)
+    payload = row.pop("payload")
+    row["payload_fields"] = sorted(payload) if payload is not None else None
+    return row
 
 
 @action_app.command("show")
@@ -475,6 +515,7 @@ def action_show(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Also draw the window to this PNG file.")
     ] = None,
+    json_out: output.JsonOption = False,
 ) -> None:
     """One action; with its signal window (marked complete or partial) and an optional plot."""
     path = _db_path(db_path)
@@ -499,6 +540,7 @@ def export(
     out: Annotated[
         Path, typer.Option("--out", help="Directory for the files (default: current).")
     ] = Path(),
+    json_out: output.JsonOption = False,
 ) -> None:
     """Write the run's signals, specs and actions as CSV or Parquet (Parquet: the parquet extra)."""
     path = _db_path(db_path)

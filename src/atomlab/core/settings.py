@@ -10,11 +10,13 @@ Precedence, highest first: CLI flag > environment (``ATOMLAB_<SECTION>__<KEY>``,
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from platformdirs import user_data_dir
@@ -25,6 +27,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_serializer,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
@@ -37,6 +40,14 @@ DEFAULT_CONFIG_FILENAME = "atomlab.yaml"
 
 Source = Literal["default", "file", "env", "cli"]
 
+# Bounds every duration, rate and count setting shares: a value past them is a typo (``inf``,
+# ``1e308``, ``2**70``) that would otherwise overflow a timer, a sleep or an SQLite integer later.
+MAX_DURATION_S = 7 * 24 * 3600.0  # a week: no timeout, interval or window is longer
+MAX_COUNT = 1_000_000_000
+MAX_PORT = 65535
+MAX_ENGINE_CONCURRENCY = 1024  # provider calls at once; far above any provider's parallel limit
+Port = Annotated[int, Field(ge=0, le=MAX_PORT)]  # 0: any free port
+
 
 def default_home() -> Path:
     """The platform's user data directory for atomlab (``~/.local/share/atomlab`` on Linux)."""
@@ -46,7 +57,9 @@ def default_home() -> Path:
 class Section(BaseModel):
     """Base of every settings section: unknown keys are errors, so typos never pass silently."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: ``inf`` and ``nan`` are refused for every float (speeds, rates,
+    # tolerances, windows); pydantic accepts them by default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LogSettings(Section):
@@ -56,9 +69,9 @@ class LogSettings(Section):
 
 class InstrumentSettings(Section):
     host: str = "127.0.0.1"
-    port: int = Field(default=6501, ge=1, le=65535)
-    connect_timeout_s: float = Field(default=2.0, gt=0)
-    call_timeout_s: float = Field(default=5.0, gt=0)
+    port: int = Field(default=6501, ge=1, le=MAX_PORT)
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=MAX_DURATION_S)
+    call_timeout_s: float = Field(default=5.0, gt=0, le=MAX_DURATION_S)
     allow_writes: bool = False
     catalog_path: Path | None = None
     audit_log: Path | None = None
@@ -66,27 +79,27 @@ class InstrumentSettings(Section):
 
 class SimSettings(Section):
     host: str = "127.0.0.1"
-    ports: list[int] = Field(default_factory=lambda: [6501, 6502, 6503, 6504])
-    seed: int = 0
+    ports: list[Port] = Field(default_factory=lambda: [6501, 6502, 6503, 6504])
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
 
 
 class TrajectorySettings(Section):
     db_path: Path | None = None
-    interval_s: float = Field(default=0.1, gt=0)
-    rotate_entries: int = Field(default=6000, ge=1)
-    action_window_s: float = Field(default=2.5, gt=0)
+    interval_s: float = Field(default=0.1, gt=0, le=MAX_DURATION_S)
+    rotate_entries: int = Field(default=6000, ge=1, le=MAX_COUNT)
+    action_window_s: float = Field(default=2.5, gt=0, le=MAX_DURATION_S)
     config_path: Path | None = None
-    flush_interval_s: float = Field(default=0.25, gt=0)
-    coalesce_s: float = Field(default=0.0, ge=0)
+    flush_interval_s: float = Field(default=0.25, gt=0, le=MAX_DURATION_S)
+    coalesce_s: float = Field(default=0.0, ge=0, le=MAX_DURATION_S)
 
 
 class TrackingSettings(Section):
     retention_runs: int = Field(default=20, ge=20)
-    telemetry_interval_s: float = Field(default=1.0, gt=0)
-    heartbeat_interval_s: float = Field(default=5.0, gt=0)
-    stale_after_s: float = Field(default=15.0, gt=0)
+    telemetry_interval_s: float = Field(default=1.0, gt=0, le=MAX_DURATION_S)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0, le=MAX_DURATION_S)
+    stale_after_s: float = Field(default=15.0, gt=0, le=MAX_DURATION_S)
     progress_interval_s: float = Field(default=10.0, gt=0, le=10.0)
-    process_rescan_s: float = Field(default=5.0, gt=0)
+    process_rescan_s: float = Field(default=5.0, gt=0, le=MAX_DURATION_S)
     gpu: bool = True
     tensorboard_dir: Path | None = None
     perf_suites: list[dict[str, Any]] = Field(default_factory=list)
@@ -95,36 +108,53 @@ class TrackingSettings(Section):
 class LlmSettings(Section):
     provider: Literal["auto", "gemini", "openai", "offline", "replay"] = "auto"
     model: str = "gemini-2.5-flash"
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_attempts: int = Field(default=5, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0, le=MAX_DURATION_S)
+    max_attempts: int = Field(default=5, ge=1, le=100)
     base_url: str | None = None  # OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     cassette_dir: Path | None = None  # replay provider; default <home>/llm/cassettes
     record: bool = False  # replay provider: call the real provider on a miss and record
-    retry_initial_delay_s: float = Field(default=0.5, gt=0)
-    retry_max_delay_s: float = Field(default=30.0, gt=0)
-    breaker_failure_threshold: int = Field(default=5, ge=1)
-    breaker_reset_s: float = Field(default=30.0, gt=0)
+    retry_initial_delay_s: float = Field(default=0.5, gt=0, le=MAX_DURATION_S)
+    retry_max_delay_s: float = Field(default=30.0, gt=0, le=MAX_DURATION_S)
+    breaker_failure_threshold: int = Field(default=5, ge=1, le=MAX_COUNT)
+    breaker_reset_s: float = Field(default=30.0, gt=0, le=MAX_DURATION_S)
     budget_usd: float | None = Field(default=None, ge=0)
-    budget_tokens: int | None = Field(default=None, ge=0)
+    budget_tokens: int | None = Field(default=None, ge=0, le=2**63 - 1)
     requests_per_minute: float | None = Field(default=None, gt=0)  # client-side RPM quota
     tokens_per_minute: float | None = Field(default=None, gt=0)  # client-side TPM quota
     prices: dict[str, tuple[float, float]] = Field(default_factory=dict)  # model: (in, out) $/Mtok
 
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, value: str | None) -> str | None:
+        """``http(s)://host[:port][/path]``: a typo fails here, not at the first call."""
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            port = parts.port  # raises ValueError for a port out of range or not a number
+        except ValueError as exc:
+            raise ValueError(f"not a URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+            raise ValueError(
+                "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:11434/v1"
+            )
+        del port
+        return value
+
 
 class EngineSettings(Section):
-    concurrency: int = Field(default=8, ge=1)
+    concurrency: int = Field(default=8, ge=1, le=MAX_ENGINE_CONCURRENCY)
     cache_dir: Path | None = None  # default <home>/engine/cache
     cache_mode: Literal["read-write", "read-only", "refresh", "off"] = "read-write"
     queue: bool = True  # route provider calls through the LLM queue (retries, breaker, budget)
     strict: bool = False  # a failed stage stops the run instead of rejecting the item
-    max_items_in_flight: int | None = Field(default=None, ge=1)  # default: 2 x concurrency
+    # default: 2 x concurrency
+    max_items_in_flight: int | None = Field(default=None, ge=1, le=MAX_COUNT)
 
 
 class SwarmZone(Section):
     """An axis-aligned no-go box of the swarm service, in nm."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     x: tuple[float, float]
     y: tuple[float, float]
@@ -132,11 +162,8 @@ class SwarmZone(Section):
 
 
 class SwarmSettings(Section):
-    # Floats here reach the wire, the planner and the database: NaN and infinity are refused.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)  # 0: any free port (serve prints it)
+    port: int = Field(default=8000, ge=0, le=MAX_PORT)  # 0: any free port (serve prints it)
     db_url: str | None = None
     bounds_x_nm: tuple[float, float] = (0.0, 20.0)
     bounds_y_nm: tuple[float, float] = (0.0, 20.0)
@@ -151,7 +178,7 @@ class SwarmSettings(Section):
     missed_heartbeats: int = Field(default=3, ge=1, le=1000)
     ack_timeout_s: float = Field(default=5.0, gt=0, le=3600.0)
     retry_budget: int = Field(default=3, ge=1, le=1000)
-    command_timeout_s: float = Field(default=60.0, gt=0, le=86400.0)
+    command_timeout_s: float = Field(default=60.0, gt=0, le=MAX_DURATION_S)
     assignment: Literal["hungarian", "round_robin"] = "hungarian"
     llm_planner: Literal["auto", "on", "off"] = "auto"  # auto: on when an LLM key/server is set
     llm_timeout_s: float = Field(default=2.0, gt=0, le=600.0)
@@ -310,7 +337,47 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _check_env_sections(environ: Mapping[str, str]) -> None:
+    """Refuse ``ATOMLAB_<SECTION>__<KEY>`` variables whose section does not exist.
+
+    pydantic-settings silently ignores a variable that matches no field, so a misspelt section
+    (``ATOMLAB_LOGGING__LEVEL``) would do nothing; a misspelt key inside a known section is already
+    refused by the section's ``extra="forbid"``. Variables without ``__`` (``ATOMLAB_HOME``, the
+    tracker's ``ATOMLAB_RUN_ID`` passed to its steps ...) are not section settings: left alone.
+    """
+    sections = _sections()
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or ENV_NESTED_DELIMITER not in upper[len(ENV_PREFIX) :]:
+            continue
+        section = upper[len(ENV_PREFIX) :].split(ENV_NESTED_DELIMITER, 1)[0].lower()
+        if section not in sections:
+            raise ConfigError(
+                f"unknown setting section {section!r} in environment variable {name}"
+                f"{_did_you_mean(section, sections)}; the sections are {', '.join(sections)} "
+                f"(e.g. ATOMLAB_LOG__LEVEL=DEBUG): rename or unset {name}",
+                field=section,
+                value=_jsonable(environ[name]),
+                source="env",
+                variable=name,
+            )
+
+
+def _sections() -> list[str]:
+    return [
+        name
+        for name, info in AtomlabSettings.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, Section)
+    ]
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    _check_env_sections(environ)
     source = EnvSettingsSource(
         AtomlabSettings,
         case_sensitive=False,
@@ -361,20 +428,48 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _config_error(exc: ValidationError, layers: list[tuple[Source, dict[str, Any]]]) -> ConfigError:
     first = exc.errors()[0]
-    dotted = ".".join(str(part) for part in first["loc"])
+    loc = [str(part) for part in first["loc"]]
+    dotted = ".".join(loc)
     value = first.get("input")
-    origin = "default"
+    origin: Source = "default"
+    setting = dotted  # the key as the source wrote it (``sim.ports`` for ``sim.ports.0``)
     for source, layer in layers:
-        if dotted in _flatten(layer):
-            origin = source
+        for key in _flatten(layer):
+            if key == dotted or dotted.startswith(key + "."):
+                origin, setting = source, key
+            elif key.startswith(dotted + "."):
+                origin, setting = source, dotted
     hint = {
         "file": "fix it in the config file",
-        "env": f"fix the environment variable {_env_name(dotted)}",
+        "env": f"fix the environment variable {_env_name(setting)}",
         "cli": "fix the command-line flag",
         "default": "set a valid value",
     }[origin]
-    message = f"invalid setting {dotted}={value!r} (from {origin}): {first['msg']}; {hint}"
+    if first["type"] == "extra_forbidden":
+        if len(loc) == 1:
+            known = _sections()
+            what = f"unknown setting section {dotted!r}{_did_you_mean(loc[0], known)}"
+            choices = f"the sections are {', '.join(known)}"
+        else:
+            keys = _section_keys(loc[:-1])
+            what = f"unknown setting {dotted}{_did_you_mean(loc[-1], keys)}"
+            choices = f"the keys of {'.'.join(loc[:-1])} are {', '.join(keys)}"
+        message = f"{what} (from {origin}); {choices}; {hint}"
+    else:
+        reason = first["msg"].removeprefix("Value error, ")
+        message = f"invalid setting {dotted}={value!r} (from {origin}): {reason}; {hint}"
     return ConfigError(message, field=dotted, value=_jsonable(value), source=origin)
+
+
+def _section_keys(loc: list[str]) -> list[str]:
+    """The field names at ``loc`` (e.g. ``["llm"]``), or none when ``loc`` is not a model."""
+    model: Any = AtomlabSettings
+    for part in loc:
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return []
+        model = info.annotation
+    return list(getattr(model, "model_fields", {}))
 
 
 def _env_name(dotted: str) -> str:

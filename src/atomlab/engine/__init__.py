@@ -7,7 +7,15 @@
 See docs/engine.md for the pipeline format, the cache layout and the resume rules.
 """
 
-from atomlab.engine.cache import CACHE_MODES, CacheMode, CacheReport, ResponseCache, cache_key
+from atomlab.engine.cache import (
+    CACHE_MODES,
+    CacheMode,
+    ManifestDamagedError,
+    ResponseCache,
+    cache_key,
+    check_cache_location,
+)
+from atomlab.engine.cache_validate import CacheReport, Finding
 from atomlab.engine.errors import (
     MappingError,
     PipelineError,
@@ -34,6 +42,7 @@ from atomlab.engine.pipeline import (
     load_pipeline,
     sample_input,
 )
+from atomlab.engine.registry import RunRef, count_items, known_runs, register_run, run_progress
 from atomlab.engine.runner import (
     FailedItem,
     PipelineRunner,
@@ -52,8 +61,10 @@ __all__ = [
     "DirectoryPromptLoader",
     "EngineMetrics",
     "FailedItem",
+    "Finding",
     "InMemoryMappingLoader",
     "InMemoryPromptLoader",
+    "ManifestDamagedError",
     "MappingError",
     "MappingLoader",
     "Pipeline",
@@ -69,15 +80,21 @@ __all__ = [
     "RunManifest",
     "RunOptions",
     "RunPaths",
+    "RunRef",
     "RunSummary",
     "build_pipeline",
     "cache_key",
+    "check_cache_location",
+    "count_items",
     "describe_run",
+    "known_runs",
     "list_pipelines",
     "load_pipeline",
     "migrate_file",
     "migrate_record",
+    "register_run",
     "run_blocking",
+    "run_progress",
     "sample_input",
     "scan_input",
 ]

@@ -1,14 +1,16 @@
-"""A content-addressed response cache whose every entry is checked against a SHA-256 manifest.
+"""A content-addressed response cache that any damage costs at most a miss, never the run.
 
 Entries are JSON files ``entries/<k[:2]>/<k>.json`` where ``k`` hashes everything that decides
 an answer: provider, model, system and user prompt, output schema (and its version) and the
-generation settings. ``manifest.sqlite`` holds each entry's SHA-256. A read that finds a missing,
-truncated, altered or schema-invalid entry counts it as corrupt, deletes it when writes are
-allowed, and reports a miss: a damaged cache costs one call, never the run::
+generation settings. Each entry carries its own checksum and names its JSON schema (stored once in
+``schemas/``), so a read checks it from the file alone (:mod:`atomlab.engine.cache_entry`, the same
+check ``engine cache validate`` makes). ``manifest.sqlite`` is an index for stats and purges; a
+damaged manifest switches the index off for the run (with a warning), never the cache::
 
     cache = ResponseCache(home / "engine" / "cache")
-    value = cache.get(key, Triage)          # None on a miss (or a corrupt entry)
-    cache.put(key, answer.model_dump(mode="json"), provider="offline", model="offline-v1")
+    value = cache.get(key, Triage)          # None on a miss (or a damaged entry)
+    cache.put(key, answer.model_dump(mode="json"), provider="offline", model="offline-v1",
+              schema=Triage)
 """
 
 from __future__ import annotations
@@ -16,27 +18,41 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
+import shutil
 import sqlite3
-import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from atomlab.core.errors import NotFoundError
-from atomlab.core.sqlite import connect, migrate
-from atomlab.engine.pipeline import canonical_json
+from atomlab.core.errors import InvalidInputError, NotFoundError, UnavailableError
+from atomlab.core.logging import get_logger
+from atomlab.core.sqlite import connect, migrate, schema_version
+from atomlab.engine.cache_entry import (
+    ENTRIES_DIR,
+    SCHEMAS_DIR,
+    Problem,
+    SchemaStore,
+    check_entry,
+    encode_entry,
+    is_key,
+    schema_json,
+    write_file_atomically,
+)
+
+if TYPE_CHECKING:
+    from atomlab.engine.cache_validate import CacheReport
+
+log = get_logger("atomlab.engine.cache")
 
 CacheMode = Literal["read-write", "read-only", "refresh", "off"]
 CACHE_MODES: tuple[CacheMode, ...] = ("read-write", "read-only", "refresh", "off")
 MANIFEST_NAME = "manifest.sqlite"
-ENTRIES_DIR = "entries"
-ENTRY_FORMAT = 1
 MANIFEST_BATCH = 64
+VALIDATE_FIX_HINT = "run 'atomlab engine cache validate --fix'"
 
 MANIFEST_MIGRATIONS = [
     """
@@ -50,7 +66,10 @@ MANIFEST_MIGRATIONS = [
     );
     """,
     "CREATE INDEX entries_stage ON entries (stage);",
+    "ALTER TABLE entries ADD COLUMN schema TEXT NOT NULL DEFAULT '';",
 ]
+MANIFEST_VERSION = len(MANIFEST_MIGRATIONS)
+INDEX_COLUMNS = ("sha256", "size", "provider", "model", "stage", "schema")
 
 _schema_ids: dict[type[BaseModel], str] = {}
 
@@ -59,7 +78,7 @@ def schema_id(schema: type[BaseModel]) -> str:
     """SHA-256 of ``schema``'s JSON schema, computed once per class (it is not cheap)."""
     cached = _schema_ids.get(schema)
     if cached is None:
-        cached = hashlib.sha256(canonical_json(schema.model_json_schema()).encode()).hexdigest()
+        cached = hashlib.sha256(schema_json(schema).encode()).hexdigest()
         _schema_ids[schema] = cached
     return cached
 
@@ -97,25 +116,26 @@ def cache_key(
     return digest.hexdigest()
 
 
-@dataclass
-class CacheReport:
-    """What :meth:`ResponseCache.validate` found."""
+class ManifestDamagedError(InvalidInputError):
+    """``manifest.sqlite`` cannot be used (not a database, malformed, a folder ...)."""
 
-    entries: int = 0
-    ok: int = 0
-    corrupt: list[str] = field(default_factory=list)
-    orphans: list[str] = field(default_factory=list)
-    purged: int = 0
+    type_name = "cache_manifest_damaged"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "entries": self.entries,
-            "ok": self.ok,
-            "corrupt": len(self.corrupt),
-            "corrupt_keys": self.corrupt,
-            "orphans": len(self.orphans),
-            "purged": self.purged,
-        }
+
+class ManifestNewerError(UnavailableError):
+    """``manifest.sqlite`` was written by a newer atomlab; this one leaves it alone."""
+
+    type_name = "cache_manifest_newer"
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    sha256: str
+    size: int
+    provider: str
+    model: str
+    stage: str
+    schema: str
 
 
 @contextlib.contextmanager
@@ -134,12 +154,108 @@ def _exclusive(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def manifest_files(directory: Path) -> tuple[Path, Path, Path]:
+    """The manifest and its SQLite side files (``-wal``, ``-shm``)."""
+    path = directory / MANIFEST_NAME
+    return path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+def open_manifest(directory: Path, *, writable: bool) -> sqlite3.Connection | None:
+    """Open (and, when ``writable``, create or upgrade) the index; None when read-only and absent
+    (or still empty).
+
+    Raises :class:`ManifestDamagedError` or :class:`ManifestNewerError` naming the file.
+    """
+    path = directory / MANIFEST_NAME
+    if not writable and not os.path.lexists(path):
+        return None
+    for part in manifest_files(directory):
+        if os.path.lexists(part) and (part.is_symlink() or not part.is_file()):
+            raise ManifestDamagedError(
+                f"the cache manifest file {str(part)!r} is a folder or a link, not a file; "
+                f"{VALIDATE_FIX_HINT} to rebuild it from the entries",
+                path=str(part),
+                reason=f"{part.name} is not a regular file",
+            )
+    conn: sqlite3.Connection | None = None
+    try:
+        if writable:
+            directory.mkdir(parents=True, exist_ok=True)
+            with _exclusive(directory):
+                conn = connect(path)
+                migrate(conn, MANIFEST_MIGRATIONS)
+        else:
+            conn = connect(path, read_only=True)
+            version = schema_version(conn)
+            if version > MANIFEST_VERSION:
+                raise ManifestNewerError(_newer_message(path, version), path=str(path))
+            if version == 0:  # an empty file, or one a writer is creating right now
+                conn.close()
+                return None
+            conn.execute("SELECT COUNT(*) FROM entries").fetchone()
+        return conn
+    except UnavailableError as exc:
+        if conn is not None:
+            conn.close()
+        version = int(exc.details.get("schema_version", 0))
+        raise ManifestNewerError(_newer_message(path, version), path=str(path)) from None
+    except (sqlite3.Error, OSError) as exc:
+        if conn is not None:
+            conn.close()
+        raise ManifestDamagedError(
+            f"the cache manifest {str(path)!r} is damaged ({_reason(exc)}); {VALIDATE_FIX_HINT} "
+            "to rebuild it from the entries",
+            path=str(path),
+            reason=_reason(exc),
+        ) from None
+
+
+def _newer_message(path: Path, version: int) -> str:
+    return (
+        f"the cache manifest {str(path)!r} was written by a newer atomlab (version {version}, "
+        f"this one knows {MANIFEST_VERSION}); upgrade atomlab or use another --cache-dir"
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def check_cache_location(directory: Path, *, create: bool, option: str = "--cache-dir") -> None:
+    """Refuse a cache folder that is a file or cannot be created (exit 3, before any work)."""
+    try:
+        if directory.exists() and not directory.is_dir():
+            raise InvalidInputError(
+                f"cache folder {_shown(directory)} is a file; pass a folder to {option} "
+                "(engine.cache_dir)",
+                field=option,
+                value=str(directory),
+            )
+        if create:
+            directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot use cache folder {_shown(directory)}: {_reason(exc)}; pass a writable "
+            f"folder to {option} or --cache-mode off",
+            field=option,
+            value=str(directory)[:200],
+        ) from None
+
+
+def _shown(path: Path, limit: int = 120) -> str:
+    text = str(path)
+    return repr(text) if len(text) <= limit else repr(text[:limit] + "…") + f" ({len(text)} chars)"
+
+
 class ResponseCache:
     """The cache of one directory. ``mode`` decides what a run may do with it.
 
-    ``read-write`` (default) reads and stores; ``read-only`` reads, never changes anything (corrupt
-    entries are counted, not purged); ``refresh`` never reads but stores every answer; ``off``
-    neither reads nor stores. ``on_event`` receives ``"hit"``, ``"miss"`` or ``"corrupt"``.
+    ``read-write`` (default) reads and stores; ``read-only`` reads, never changes anything (damaged
+    entries are counted, not removed); ``refresh`` never reads but stores every answer; ``off``
+    neither reads nor stores. ``on_event`` receives ``"hit"``, ``"miss"``, ``"corrupt"`` or
+    ``"store_error"``.
     """
 
     def __init__(
@@ -155,8 +271,12 @@ class ResponseCache:
         self.hits = 0
         self.misses = 0
         self.corrupt = 0
+        self.store_errors = 0
+        self.schemas = SchemaStore(self.directory)
         self._conn: sqlite3.Connection | None = None
-        self._pending: dict[str, tuple[str, int, str, str, str]] = {}
+        self._index_problem: str | None = None
+        self._store_problems: set[str] = set()
+        self._pending: dict[str, IndexRow] = {}
 
     @property
     def readable(self) -> bool:
@@ -166,188 +286,149 @@ class ResponseCache:
     def writable(self) -> bool:
         return self.mode in ("read-write", "refresh")
 
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            if not self.writable and not (self.directory / MANIFEST_NAME).exists():
-                raise NotFoundError(
-                    f"no cache at {str(self.directory)!r} (no {MANIFEST_NAME}); "
-                    "check --cache-dir or engine.cache_dir",
-                    path=str(self.directory),
-                )
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with _exclusive(self.directory):
-                self._conn = connect(self.directory / MANIFEST_NAME)
-                migrate(self._conn, MANIFEST_MIGRATIONS)
-        return self._conn
+    @property
+    def index_problem(self) -> str | None:
+        """Why the manifest index is switched off for this instance (None while it works)."""
+        return self._index_problem
 
-    def flush(self) -> None:
-        """Write buffered manifest rows (puts are batched; a hard kill leaves orphans, not harm)."""
-        if self._pending:
-            conn = self._db()
-            with conn:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO entries (key, sha256, size, provider, model, stage) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(key, *row) for key, row in self._pending.items()],
-                )
-            self._pending.clear()
+    def check_location(self) -> None:
+        """Refuse a cache folder that is a file or cannot be created (before a run starts)."""
+        if self.mode != "off":
+            check_cache_location(self.directory, create=self.writable)
 
-    def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self.flush()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    # --- reads and writes (a run) ----------------------------------------------------------
 
     def entry_path(self, key: str) -> Path:
+        if not is_key(key):
+            raise ValueError(f"not a cache key: {key[:80]!r}")
         return self.directory / ENTRIES_DIR / key[:2] / f"{key}.json"
 
     def get(self, key: str, schema: type[BaseModel]) -> dict[str, Any] | None:
-        """The cached answer for ``key`` (checked and validated), or None."""
+        """The cached answer for ``key`` (checked as ``validate`` checks it), or None."""
         if not self.readable:
             return None
-        pending = self._pending.get(key)
-        if pending is not None:
-            expected = pending[0]
-        elif self._conn is None and not (self.directory / MANIFEST_NAME).exists():
-            self._count("miss")  # nothing stored yet (read-only mode must not create files)
+        path = self.entry_path(key)
+        try:
+            found = check_entry(path, key, self.schemas, expected_schema=schema_id(schema))
+        except FileNotFoundError:
+            self._count("miss")
             return None
-        else:
-            row = self._db().execute("SELECT sha256 FROM entries WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                self._count("miss")
-                return None
-            expected = row["sha256"]
-        value = self._read_checked(key, expected, schema)
-        if value is None:
+        if found.problem is not None:
             self._count("corrupt")
-            if self.writable:
-                self._remove(key)
+            log.debug("engine.cache_entry_damaged", key=key, problem=found.problem.value)
+            if self.writable and found.problem is not Problem.NEWER_FORMAT:
+                self._discard_file(path)
             self._count("miss")
             return None
         self._count("hit")
-        return value
+        return found.value
 
     def put(
-        self, key: str, value: dict[str, Any], *, provider: str, model: str, stage: str = ""
+        self,
+        key: str,
+        value: dict[str, Any],
+        *,
+        provider: str,
+        model: str,
+        schema: type[BaseModel],
+        stage: str = "",
     ) -> None:
-        """Store ``value`` under ``key``: the file atomically, then its SHA-256 in the manifest."""
+        """Store ``value`` under ``key`` (schema file, then entry file, atomically; then its row).
+
+        A failure to store (disk full, a damaged folder) is logged and counted, never raised: the
+        answer is in the run's output and journal anyway.
+        """
         if not self.writable:
             return
-        body = canonical_json({"format": ENTRY_FORMAT, "key": key, "value": value}).encode()
+        if self._conn is None and self._index_problem is None:
+            self._index()  # the index exists before the first entry: a kill leaves only notes
+        sid = schema_id(schema)
+        body = encode_entry(key, value, provider=provider, model=model, stage=stage, schema=sid)
         path = self.entry_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
         try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(body)
-            Path(tmp).replace(path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                Path(tmp).unlink()
-            raise
+            self.schemas.ensure(schema, sid)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_file_atomically(path, body)
+        except OSError as exc:
+            self._store_failed(path, exc)
+            return
         digest = hashlib.sha256(body).hexdigest()
-        self._pending[key] = (digest, len(body), provider, model, stage)
+        self._pending[key] = IndexRow(digest, len(body), provider, model, stage, sid)
         if len(self._pending) >= MANIFEST_BATCH:
             self.flush()
 
-    def validate(self, *, fix: bool = False) -> CacheReport:
-        """Check every entry's hash and JSON; with ``fix``, delete the bad ones and orphans."""
-        report = CacheReport()
-        self.flush()
-        conn = self._db()
-        known: set[str] = set()
-        for row in conn.execute("SELECT key, sha256 FROM entries ORDER BY key").fetchall():
-            report.entries += 1
-            known.add(row["key"])
-            if self._read_checked(row["key"], row["sha256"], None) is None:
-                report.corrupt.append(row["key"])
-            else:
-                report.ok += 1
-        orphan_paths = [
-            path
-            for path in sorted((self.directory / ENTRIES_DIR).glob("*/*.json"))
-            if path.stem not in known or path != self.entry_path(path.stem)
-        ]
-        report.orphans = [path.stem for path in orphan_paths]
-        if fix:
-            for key in report.corrupt:
-                self._remove(key)
-                report.purged += 1
-            for path in orphan_paths:  # by path: a stray file may not sit where its key would
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                report.purged += 1
-        return report
-
-    def purge(self, *, stage: str | None = None) -> int:
-        """Delete every entry (or those of one ``stage``); return how many."""
-        self.flush()
-        conn = self._db()
-        if stage is None:
-            keys = [r["key"] for r in conn.execute("SELECT key FROM entries").fetchall()]
-            for path in (self.directory / ENTRIES_DIR).glob("*/*.json"):
-                keys.append(path.stem)
-                if path != self.entry_path(path.stem):  # a stray file: remove it where it is
-                    path.unlink(missing_ok=True)
-        else:
-            rows = conn.execute("SELECT key FROM entries WHERE stage = ?", (stage,)).fetchall()
-            keys = [r["key"] for r in rows]
-        unique = sorted(set(keys))
-        for key in unique:
-            self._remove(key)
-        return len(unique)
-
-    def stats(self) -> dict[str, Any]:
-        """Entry count and bytes, overall and per stage, plus this instance's hit/miss counters."""
-        self.flush()
-        conn = self._db()
-        total = conn.execute("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS b FROM entries")
-        row = total.fetchone()
-        per_stage = {
-            r["stage"] or "-": {"entries": r["n"], "bytes": r["b"]}
-            for r in conn.execute(
-                "SELECT stage, COUNT(*) AS n, SUM(size) AS b FROM entries GROUP BY stage "
-                "ORDER BY stage"
-            ).fetchall()
-        }
-        return {
-            "directory": str(self.directory),
-            "entries": row["n"],
-            "bytes": row["b"],
-            "stages": per_stage,
-            "hits": self.hits,
-            "misses": self.misses,
-            "corrupt": self.corrupt,
-        }
-
-    def _read_checked(
-        self, key: str, expected: str, schema: type[BaseModel] | None
-    ) -> dict[str, Any] | None:
+    def flush(self) -> None:
+        """Write buffered index rows (a hard kill leaves unindexed entries: still hits)."""
+        if not self._pending:
+            return
+        rows = [(key, *_row_values(row)) for key, row in self._pending.items()]
+        self._pending.clear()
+        conn = self._index()
+        if conn is None:
+            return
         try:
-            body = self.entry_path(key).read_bytes()
-        except OSError:
-            return None
-        if hashlib.sha256(body).hexdigest() != expected:
-            return None
-        try:
-            envelope = json.loads(body)
-            value = envelope["value"]
-            if envelope.get("key") != key or not isinstance(value, dict):
-                return None
-            if schema is not None:
-                schema.model_validate(value)
-        except (ValueError, KeyError, TypeError, ValidationError):
-            return None
-        return value
+            with conn:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO entries (key, sha256, size, provider, model, stage, "
+                    "schema) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.Error as exc:
+            self._index_off(_reason(exc))
 
-    def _remove(self, key: str) -> None:
-        self._pending.pop(key, None)
-        with contextlib.suppress(FileNotFoundError):
-            self.entry_path(key).unlink()
-        conn = self._db()
-        with conn:
-            conn.execute("DELETE FROM entries WHERE key = ?", (key,))
+    def close(self) -> None:
+        self.flush()
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+    def _index(self) -> sqlite3.Connection | None:
+        """The manifest for writing rows, or None once it proved unusable (logged once)."""
+        if self._conn is None and self._index_problem is None:
+            try:
+                self._conn = open_manifest(self.directory, writable=True)
+            except (ManifestDamagedError, ManifestNewerError) as exc:
+                self._index_off(exc.message)
+            except OSError as exc:
+                self._index_off(_reason(exc))
+        return self._conn
+
+    def _index_off(self, reason: str) -> None:
+        if self._index_problem is None:
+            self._index_problem = reason
+            log.warning(
+                "engine.cache_index_unusable",
+                directory=str(self.directory),
+                reason=reason,
+                effect="answers are still cached and read; stats and purges lack them",
+                fix="atomlab engine cache validate --fix",
+            )
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+    def _store_failed(self, path: Path, exc: OSError) -> None:
+        self.store_errors += 1
+        self._on_event("store_error")
+        reason = _reason(exc)
+        if reason not in self._store_problems:  # once per kind, not once per answer
+            self._store_problems.add(reason)
+            log.warning(
+                "engine.cache_store_failed",
+                path=str(path),
+                reason=reason,
+                effect="this answer is not cached (the run goes on)",
+                fix="atomlab engine cache validate --fix",
+            )
+
+    def _discard_file(self, path: Path) -> None:
+        """Remove a damaged entry file; anything else there is left to ``validate --fix``."""
+        with contextlib.suppress(OSError):
+            if not path.is_symlink() and path.is_dir():
+                return
+            path.unlink()
 
     def _count(self, event: str) -> None:
         if event == "hit":
@@ -358,13 +439,146 @@ class ResponseCache:
             self.corrupt += 1
         self._on_event(event)
 
+    # --- maintenance (the CLI's cache commands) --------------------------------------------
+
+    def validate(self, *, fix: bool = False) -> CacheReport:
+        """Check every entry, schema file and index row; with ``fix``, repair what is damaged."""
+        from atomlab.engine.cache_validate import validate_cache
+
+        self.flush()
+        self.close()
+        return validate_cache(self, fix=fix)
+
+    def purge(self, *, stage: str | None = None) -> int:
+        """Delete every entry (or those of one ``stage``); return how many entry files went."""
+        self.flush()
+        self.check_location()
+        if stage is None:
+            return self._purge_all()
+        conn = self._require_index(writable=True)
+        assert conn is not None
+        rows = conn.execute("SELECT key FROM entries WHERE stage = ?", (stage,)).fetchall()
+        keys = [row["key"] for row in rows if is_key(row["key"])]
+        removed = 0
+        for key in keys:
+            path = self.entry_path(key)
+            if os.path.lexists(path):
+                remove_path(path)
+                removed += 1
+        with conn:
+            conn.execute("DELETE FROM entries WHERE stage = ?", (stage,))
+        return removed
+
+    def _purge_all(self) -> int:
+        entries = self.directory / ENTRIES_DIR
+        removed = 0
+        if entries.is_dir() and not entries.is_symlink():
+            for shard in list(entries.iterdir()):
+                if shard.is_dir() and not shard.is_symlink():
+                    removed += sum(1 for child in shard.iterdir() if is_key(child.stem))
+                remove_path(shard)
+        elif os.path.lexists(entries):
+            remove_path(entries)
+        if os.path.lexists(self.directory / SCHEMAS_DIR):
+            remove_path(self.directory / SCHEMAS_DIR)
+        self.close()
+        try:
+            conn = open_manifest(self.directory, writable=True)
+        except (ManifestDamagedError, ManifestNewerError):
+            for path in manifest_files(self.directory):
+                if os.path.lexists(path):
+                    remove_path(path)
+            conn = open_manifest(self.directory, writable=True)
+        assert conn is not None
+        with conn:
+            conn.execute("DELETE FROM entries")
+        conn.close()
+        return removed
+
+    def stats(self) -> dict[str, Any]:
+        """Entry count and bytes, overall and per stage (from the index), plus hit counters."""
+        self.flush()
+        conn = self._require_index(writable=False)
+        if conn is None:
+            per_stage: dict[str, dict[str, int]] = {}
+            count, size = 0, 0
+        else:
+            try:
+                total = conn.execute(
+                    "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS b FROM entries"
+                ).fetchone()
+                per_stage = {
+                    r["stage"] or "-": {"entries": r["n"], "bytes": r["b"]}
+                    for r in conn.execute(
+                        "SELECT stage, COUNT(*) AS n, SUM(size) AS b FROM entries "
+                        "GROUP BY stage ORDER BY stage"
+                    ).fetchall()
+                }
+            except sqlite3.Error as exc:
+                raise ManifestDamagedError(
+                    f"the cache manifest {str(self.directory / MANIFEST_NAME)!r} is damaged "
+                    f"({_reason(exc)}); {VALIDATE_FIX_HINT} to rebuild it",
+                    path=str(self.directory / MANIFEST_NAME),
+                ) from None
+            finally:
+                conn.close()
+            count, size = int(total["n"]), int(total["b"])
+        return {
+            "directory": str(self.directory),
+            "entries": count,
+            "bytes": size,
+            "stages": per_stage,
+            "hits": self.hits,
+            "misses": self.misses,
+            "corrupt": self.corrupt,
+        }
+
+    def _require_index(self, *, writable: bool) -> sqlite3.Connection | None:
+        """The manifest, or a clear error: a missing cache, a damaged or a missing manifest."""
+        check_cache_location(self.directory, create=False)
+        if not self.directory.exists():
+            raise NotFoundError(
+                f"no cache at {_shown(self.directory)}; check --cache-dir or engine.cache_dir",
+                path=str(self.directory),
+            )
+        conn = open_manifest(self.directory, writable=writable)
+        if conn is None and _has_entries(self.directory):
+            raise ManifestDamagedError(
+                f"the cache at {_shown(self.directory)} has entries but no {MANIFEST_NAME}; "
+                f"{VALIDATE_FIX_HINT} to rebuild it from the entries",
+                path=str(self.directory / MANIFEST_NAME),
+            )
+        return conn
+
+
+def _row_values(row: IndexRow) -> tuple[str, int, str, str, str, str]:
+    return (row.sha256, row.size, row.provider, row.model, row.stage, row.schema)
+
+
+def _has_entries(directory: Path) -> bool:
+    entries = directory / ENTRIES_DIR
+    with contextlib.suppress(OSError):
+        return any(entries.iterdir())
+    return False
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a symbolic link (never its target) or a whole folder."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
+
 
 __all__ = [
     "CACHE_MODES",
     "MANIFEST_MIGRATIONS",
+    "MANIFEST_NAME",
     "CacheMode",
-    "CacheReport",
+    "ManifestDamagedError",
+    "ManifestNewerError",
     "ResponseCache",
     "cache_key",
+    "check_cache_location",
     "schema_id",
 ]

@@ -58,6 +58,12 @@ class ResumeRefusedError(PolicyRefusedError):
     type_name = "resume_refused"
 
 
+class JournalDamagedError(InvalidInputError):
+    """A run journal cannot be read (not a database, malformed, inconsistent)."""
+
+    type_name = "journal_damaged"
+
+
 class RunBusyError(PolicyRefusedError):
     """Another process is running the pipeline into the same output file."""
 
@@ -65,6 +71,7 @@ class RunBusyError(PolicyRefusedError):
 
 
 __all__ = [
+    "JournalDamagedError",
     "MappingError",
     "PipelineError",
     "ProcessingError",

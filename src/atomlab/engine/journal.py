@@ -14,14 +14,18 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import sqlite3
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from atomlab.core.errors import NotFoundError
+import psutil
+
+from atomlab.core.errors import InvalidInputError, NotFoundError, UnavailableError
 from atomlab.core.sqlite import connect, migrate
-from atomlab.engine.errors import ResumeRefusedError, RunBusyError
+from atomlab.engine.errors import JournalDamagedError, ResumeRefusedError, RunBusyError
 from atomlab.engine.pipeline import canonical_json
 
 PART_SUFFIX = ".tmp.part"
@@ -47,7 +51,88 @@ JOURNAL_MIGRATIONS = [
         rejects_end INTEGER NOT NULL
     );
     """,
+    # Per input line a short digest, so a refused resume can name the first changed line.
+    """
+    CREATE TABLE lines (
+        item_index INTEGER PRIMARY KEY,
+        line_no INTEGER NOT NULL,
+        item_id TEXT NOT NULL,
+        digest BLOB NOT NULL
+    );
+    """,
 ]
+JOURNAL_VERSION = len(JOURNAL_MIGRATIONS)
+PID_START_TOLERANCE_S = 1.0  # process start times are compared to this precision
+
+
+@dataclass(frozen=True)
+class InputLine:
+    """One item of an input file: its 1-based line, its id and a digest of the line's bytes."""
+
+    line_no: int
+    item_id: str
+    digest: bytes
+
+
+def first_input_change(old: Sequence[InputLine], new: Sequence[InputLine]) -> dict[str, Any] | None:
+    """Where ``new`` first differs from ``old``: ``{"line", "item_id", "sentence"}`` or None."""
+    for before, after in zip(old, new, strict=False):
+        if before.digest != after.digest or before.line_no != after.line_no:
+            same_id = before.item_id == after.item_id
+            what = (
+                f"item {after.item_id!r} changed"
+                if same_id
+                else f"item {before.item_id!r} became {after.item_id!r}"
+            )
+            return {
+                "line": after.line_no,
+                "item_id": after.item_id,
+                "sentence": f"the first changed line is line {after.line_no} ({what})",
+            }
+    if len(new) > len(old):
+        added = new[len(old)]
+        return {
+            "line": added.line_no,
+            "item_id": added.item_id,
+            "sentence": f"line {added.line_no} (item {added.item_id!r}) and after were added",
+        }
+    if len(old) > len(new):
+        gone = old[len(new)]
+        return {
+            "line": gone.line_no,
+            "item_id": gone.item_id,
+            "sentence": (
+                f"the input now ends before line {gone.line_no} (item {gone.item_id!r}); "
+                f"the run had {len(old)} items, the input has {len(new)}"
+            ),
+        }
+    return None
+
+
+@dataclass(frozen=True)
+class Writer:
+    """The process writing a run: checked by readers, so a killed run is not shown as running."""
+
+    pid: int
+    host: str
+    started: float  # the process's start time (seconds since the epoch)
+
+    @classmethod
+    def this_process(cls) -> Writer:
+        return cls(os.getpid(), socket.gethostname(), psutil.Process().create_time())
+
+    def alive(self) -> bool | None:
+        """True/False on this host; None when it ran on another host (cannot be checked)."""
+        if self.host != socket.gethostname():
+            return None
+        try:
+            started = psutil.Process(self.pid).create_time()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return False
+        return abs(started - self.started) < PID_START_TOLERANCE_S
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "host": self.host, "started": self.started}
 
 
 @dataclass(frozen=True)
@@ -170,15 +255,53 @@ class Journal:
     response cache still holds. Finished items are committed one by one, after their line.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
-        self._conn: sqlite3.Connection = connect(path)
-        migrate(self._conn, JOURNAL_MIGRATIONS)
+        self.read_only = read_only
         self._stage_rows: list[tuple[int, str, str]] = []
+        with self.reading():
+            self._conn: sqlite3.Connection = connect(path, read_only=read_only)
+            try:
+                if read_only:
+                    self._check_read_only()
+                else:
+                    migrate(self._conn, JOURNAL_MIGRATIONS)
+            except BaseException:
+                self._conn.close()
+                raise
+
+    def _check_read_only(self) -> None:
+        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > JOURNAL_VERSION:
+            raise UnavailableError(
+                f"run journal {str(self.path)!r} was written by a newer atomlab "
+                f"(version {version}); upgrade atomlab",
+                path=str(self.path),
+            )
+        if version < 1:
+            raise sqlite3.DatabaseError("no journal tables (schema version 0)")
+        self._conn.execute("SELECT COUNT(*) FROM items").fetchone()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Turn what a damaged journal raises into :class:`JournalDamagedError` (exit 3)."""
+        try:
+            yield
+        except (sqlite3.Error, OSError, ValueError, TypeError, KeyError) as exc:
+            if isinstance(exc, OSError) and exc.filename not in (None, str(self.path)):
+                raise
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+            raise JournalDamagedError(
+                f"the run journal {str(self.path)!r} is damaged ({reason}); run without --resume "
+                "to start over (the cache keeps every finished call)",
+                journal=str(self.path),
+                reason=reason,
+            ) from None
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self.flush()
+        if not self.read_only:
+            with contextlib.suppress(sqlite3.Error):
+                self.flush()
         self._conn.close()
 
     def flush(self) -> None:
@@ -195,23 +318,57 @@ class Journal:
         self._stage_rows = []
 
     def manifest(self) -> RunManifest | None:
-        rows = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
-        if "manifest" not in rows:
-            return None
-        data = json.loads(rows["manifest"])
-        return RunManifest(**data)
+        with self.reading():
+            rows = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+            if "manifest" not in rows:
+                return None
+            data = json.loads(rows["manifest"])
+            manifest = RunManifest(**data)
+            if not isinstance(manifest.settings, dict):
+                raise ValueError("the manifest's settings are not an object")
+            return manifest
 
     def status(self) -> str:
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'status'").fetchone()
+        with self.reading():
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'status'").fetchone()
         return str(row["value"]) if row else "new"
 
-    def begin(self, manifest: RunManifest) -> None:
+    def writer(self) -> Writer | None:
+        """The process that last started or resumed the run (None in an older journal)."""
+        with self.reading():
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'writer'").fetchone()
+            if row is None:
+                return None
+            data = json.loads(row["value"])
+            return Writer(int(data["pid"]), str(data["host"]), float(data["started"]))
+
+    def input_lines(self) -> list[InputLine]:
+        with self.reading():
+            rows = self._conn.execute(
+                "SELECT line_no, item_id, digest FROM lines ORDER BY item_index"
+            ).fetchall()
+        return [InputLine(int(r["line_no"]), str(r["item_id"]), bytes(r["digest"])) for r in rows]
+
+    def begin(self, manifest: RunManifest, lines: Sequence[InputLine] = ()) -> None:
         payload = canonical_json(manifest.__dict__)
         with self._conn:
             self._conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('manifest', ?)", (payload,)
             )
+            self._conn.execute("DELETE FROM lines")
+            self._conn.executemany(
+                "INSERT INTO lines (item_index, line_no, item_id, digest) VALUES (?, ?, ?, ?)",
+                [(n, line.line_no, line.item_id, line.digest) for n, line in enumerate(lines)],
+            )
         self.set_status("running")
+
+    def claim(self) -> None:
+        """Record this process as the run's writer (readers check it is alive)."""
+        payload = canonical_json(Writer.this_process().to_dict())
+        with self._conn:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('writer', ?)", (payload,)
+            )
 
     def set_status(self, status: str) -> None:
         self.flush()
@@ -246,28 +403,32 @@ class Journal:
 
     def finished(self) -> tuple[int, int, int, dict[str, int]]:
         """(items finished, output length, rejects length, count per outcome)."""
-        row = self._conn.execute(
-            "SELECT COUNT(*) AS n, MAX(item_index) AS last FROM items"
-        ).fetchone()
-        count = int(row["n"])
-        if count and int(row["last"]) != count - 1:
-            raise ResumeRefusedError(
-                f"journal {str(self.path)!r} is inconsistent (finished items are not a prefix); "
-                "run without --resume to start over",
-                journal=str(self.path),
-            )
-        ends = self._conn.execute(
-            "SELECT out_end, rejects_end FROM items ORDER BY item_index DESC LIMIT 1"
-        ).fetchone()
-        outcomes = {
-            r["outcome"]: int(r["n"])
-            for r in self._conn.execute(
-                "SELECT outcome, COUNT(*) AS n FROM items GROUP BY outcome"
-            ).fetchall()
-        }
-        if ends is None:
-            return 0, 0, 0, {}
-        return count, int(ends["out_end"]), int(ends["rejects_end"]), outcomes
+        with self.reading():
+            row = self._conn.execute(
+                "SELECT COUNT(*) AS n, MAX(item_index) AS last FROM items"
+            ).fetchone()
+            count = int(row["n"])
+            if count and int(row["last"]) != count - 1:
+                raise JournalDamagedError(
+                    f"the run journal {str(self.path)!r} is inconsistent (finished items are not "
+                    "a prefix); run without --resume to start over",
+                    journal=str(self.path),
+                )
+            ends = self._conn.execute(
+                "SELECT out_end, rejects_end FROM items ORDER BY item_index DESC LIMIT 1"
+            ).fetchone()
+            outcomes = {
+                str(r["outcome"]): int(r["n"])
+                for r in self._conn.execute(
+                    "SELECT outcome, COUNT(*) AS n FROM items GROUP BY outcome"
+                ).fetchall()
+            }
+            if ends is None:
+                return 0, 0, 0, {}
+            out_end, rejects_end = int(ends["out_end"]), int(ends["rejects_end"])
+            if out_end < 0 or rejects_end < 0:
+                raise ValueError("negative file lengths")
+            return count, out_end, rejects_end, outcomes
 
 
 class OrderedSink:
@@ -354,23 +515,51 @@ def describe_run(output: Path) -> dict[str, Any]:
             f"no run journal for {str(output)!r} (looked for {str(paths.journal)!r})",
             path=str(paths.journal),
         )
-    journal = Journal(paths.journal)
+    if not paths.journal.is_file():
+        raise InvalidInputError(
+            f"{str(paths.journal)!r} is not a run journal (a folder?); pass the --output of a run",
+            path=str(paths.journal),
+        )
+    journal = Journal(paths.journal, read_only=True)
     try:
         manifest = journal.manifest()
         done, out_end, rejects_end, outcomes = journal.finished()
-        return {
-            "output": str(output),
-            "journal": str(paths.journal),
-            "status": journal.status(),
-            "items_finished": done,
-            "ok": outcomes.get("ok", 0),
-            "rejected": outcomes.get("rejected", 0),
-            "output_bytes": out_end,
-            "rejects_bytes": rejects_end,
-            "manifest": manifest.__dict__ if manifest else None,
-        }
+        status = journal.status()
+        writer = journal.writer()
     finally:
         journal.close()
+    state: dict[str, Any] = {
+        "output": str(output),
+        "journal": str(paths.journal),
+        "status": status,
+        "items_finished": done,
+        "ok": outcomes.get("ok", 0),
+        "rejected": outcomes.get("rejected", 0),
+        "output_bytes": out_end,
+        "rejects_bytes": rejects_end,
+        "manifest": manifest.__dict__ if manifest else None,
+        "writer": writer.to_dict() if writer else None,
+    }
+    if status == "running":
+        alive = _writer_alive(paths, writer)
+        if alive is False:
+            # Killed (SIGKILL, power cut) before it could mark the journal: say so.
+            state["status"] = "crashed"
+            state["hint"] = "the process writing this run is gone; continue with --resume"
+        elif alive is None:
+            state["hint"] = f"written from host {writer.host if writer else '?'}; not checked here"
+    return state
+
+
+def _writer_alive(paths: RunPaths, writer: Writer | None) -> bool | None:
+    """Is the run's process alive? Its pid and start time; None when that cannot be told.
+
+    The reader never touches the run's lock (a shared lock taken at the wrong moment would make
+    a starting run refuse as "busy").
+    """
+    if writer is None:  # an older journal: a lock file left behind is all there is
+        return None if os.path.lexists(paths.lock) else False
+    return writer.alive()
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -384,7 +573,23 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def discard(paths: RunPaths) -> None:
-    """Remove a previous run's journal and part files (a fresh run starts from nothing)."""
+    """Remove a previous run's journal and part files (a fresh run starts from nothing).
+
+    Only files: a folder in their place is refused (exit 3), never deleted.
+    """
+    for path in (
+        paths.part,
+        paths.rejects_part,
+        paths.journal,
+        paths.journal.with_name(paths.journal.name + "-wal"),
+        paths.journal.with_name(paths.journal.name + "-shm"),
+    ):
+        if path.is_dir() and not path.is_symlink():
+            raise InvalidInputError(
+                f"{str(path)!r} is a folder, but the run writes a file there; move it away or "
+                "choose another --output",
+                path=str(path),
+            )
     for path in (
         paths.part,
         paths.rejects_part,
@@ -398,13 +603,16 @@ def discard(paths: RunPaths) -> None:
 
 __all__ = [
     "JOURNAL_MIGRATIONS",
+    "InputLine",
     "Journal",
     "OrderedSink",
     "RunLock",
     "RunManifest",
     "RunPaths",
+    "Writer",
     "describe_run",
     "discard",
     "finalise",
+    "first_input_change",
     "write_atomically",
 ]

@@ -49,6 +49,10 @@ class EngineMetrics:
         self.cache_corrupt = metrics.counter(
             "cache_corrupt_total", "Cache entries found corrupt (treated as misses)."
         )
+        self.cache_store_errors = metrics.counter(
+            "cache_store_errors_total",
+            "Answers that could not be stored in the cache (the run went on without).",
+        )
         self.retries = metrics.counter(
             "retries_total", "Transport retries the LLM queue made, per stage.", labels=("stage",)
         )
@@ -81,9 +85,12 @@ class EngineMetrics:
         return found
 
     def cache_event(self, event: str) -> None:
-        {"hit": self.cache_hits, "miss": self.cache_misses, "corrupt": self.cache_corrupt}[
-            event
-        ].inc()
+        {
+            "hit": self.cache_hits,
+            "miss": self.cache_misses,
+            "corrupt": self.cache_corrupt,
+            "store_error": self.cache_store_errors,
+        }[event].inc()
 
     def write_textfile(self, path: str) -> None:
         self.metrics.write_textfile(path)

@@ -45,6 +45,7 @@ from atomlab.core.logging import get_logger
 from atomlab.engine.cache import ResponseCache, cache_key
 from atomlab.engine.errors import MappingError, ProcessingError, ResumeRefusedError
 from atomlab.engine.journal import (
+    InputLine,
     Journal,
     OrderedSink,
     RunLock,
@@ -52,6 +53,7 @@ from atomlab.engine.journal import (
     RunPaths,
     discard,
     finalise,
+    first_input_change,
     write_atomically,
 )
 from atomlab.engine.metrics import EngineMetrics
@@ -81,6 +83,7 @@ DEFAULT_CONCURRENCY = 8
 ITEMS_PER_SLOT = 2
 WINDOW_FACTOR = 4  # finished items may wait this many admission windows for a slow predecessor
 HASH_CHUNK = 1 << 20
+LINE_DIGEST_BYTES = 8  # per input line in the journal: names the first changed line on resume
 _BREAKER_LEVELS = {"closed": 0, "open": 1, "half_open": 2}
 
 
@@ -143,6 +146,7 @@ class RunSummary:
 class InputScan:
     sha256: str
     items: int
+    lines: list[InputLine] = field(default_factory=list)
 
 
 def scan_input(path: Path, pipeline: Pipeline) -> InputScan:
@@ -158,7 +162,8 @@ def scan_input(path: Path, pipeline: Pipeline) -> InputScan:
             digest.update(chunk)
     seen: set[str] = set()
     count = 0
-    for line_no, item in _read_lines(path):
+    lines: list[InputLine] = []
+    for line_no, item, raw in _read_lines(path, with_bytes=True):
         for name in (pipeline.spec.item.id, *pipeline.spec.item.required):
             if name not in item:
                 raise InvalidInputError(
@@ -182,7 +187,9 @@ def scan_input(path: Path, pipeline: Pipeline) -> InputScan:
         if fanout and fanout.field:
             _check_level_list(path, line_no, item, fanout.field, fanout.id)
         count += 1
-    return InputScan(digest.hexdigest(), count)
+        line_digest = hashlib.blake2b(raw.rstrip(b"\r\n"), digest_size=LINE_DIGEST_BYTES)
+        lines.append(InputLine(line_no, item_id, line_digest.digest()))
+    return InputScan(digest.hexdigest(), count, lines)
 
 
 def _check_level_list(path: Path, line_no: int, item: dict[str, Any], name: str, key: str) -> None:
@@ -209,7 +216,8 @@ def _check_level_list(path: Path, line_no: int, item: dict[str, Any], name: str,
         seen.add(level_id)
 
 
-def _read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _read_lines(path: Path, *, with_bytes: bool = False) -> Iterator[Any]:
+    """``(line_no, item)`` per non-blank line; ``(line_no, item, raw)`` with ``with_bytes``."""
     with path.open("rb") as handle:
         for line_no, data in enumerate(handle, start=1):
             try:  # a UTF-8 byte order mark (Windows editors write one) is not part of the JSON
@@ -238,7 +246,7 @@ def _read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     path=str(path),
                     line=line_no,
                 )
-            yield line_no, item
+            yield (line_no, item, data) if with_bytes else (line_no, item)
 
 
 @dataclass
@@ -327,6 +335,8 @@ class PipelineRunner:
         """
         _refuse_to_overwrite(input_path, RunPaths(output_path))
         scan = scan_input(input_path, self.pipeline)
+        if self.cache is not None:
+            self.cache.check_location()
         lock = RunLock(RunPaths(output_path))
         lock.acquire()
         try:
@@ -338,7 +348,7 @@ class PipelineRunner:
         paths = RunPaths(output_path)
         self.summary = RunSummary(self.pipeline.name, output_path, items=scan.items)
         manifest = self.manifest_for(scan.sha256)
-        journal, done, out_end, rejects_end = self._open_journal(paths, manifest)
+        journal, done, out_end, rejects_end = self._open_journal(paths, manifest, scan)
         self._journal = journal
         try:
             # Killed between renaming the part file and marking the journal complete:
@@ -385,12 +395,13 @@ class PipelineRunner:
                 self.metrics.write_textfile(str(paths.metrics))
 
     def _open_journal(
-        self, paths: RunPaths, manifest: RunManifest
+        self, paths: RunPaths, manifest: RunManifest, scan: InputScan
     ) -> tuple[Journal, int, int, int]:
         if not self.options.resume:
             discard(paths)
             journal = Journal(paths.journal)
-            journal.begin(manifest)
+            journal.begin(manifest, scan.lines)
+            journal.claim()
             return journal, 0, 0, 0
         if not paths.journal.exists():
             raise ResumeRefusedError(
@@ -399,20 +410,33 @@ class PipelineRunner:
                 journal=str(paths.journal),
             )
         journal = Journal(paths.journal)
-        previous = journal.manifest()
-        changes = previous.differences(manifest) if previous else ["the journal has no manifest"]
-        if changes:
-            journal.close()
-            raise ResumeRefusedError(
-                "cannot resume "
-                + str(paths.output)
-                + ": "
-                + "; ".join(changes)
-                + ". Resume with the same input, pipeline and settings, or run without "
-                "--resume to start over (the cache keeps finished calls)",
-                changes=changes,
+        try:
+            previous = journal.manifest()
+            changes = (
+                previous.differences(manifest) if previous else ["the journal has no manifest"]
             )
-        done, out_end, rejects_end, outcomes = journal.finished()
+            details: dict[str, Any] = {}
+            if previous and previous.input_sha256 != manifest.input_sha256:
+                change = first_input_change(journal.input_lines(), scan.lines)
+                if change is not None:
+                    changes[0] += f": {change['sentence']}"
+                    details = {"line": change["line"], "item_id": change["item_id"]}
+            if changes:
+                raise ResumeRefusedError(
+                    "cannot resume "
+                    + str(paths.output)
+                    + ": "
+                    + "; ".join(changes)
+                    + ". Resume with the same input, pipeline and settings, or run without "
+                    "--resume to start over (the cache keeps finished calls)",
+                    changes=changes,
+                    **details,
+                )
+            done, out_end, rejects_end, outcomes = journal.finished()
+            journal.claim()
+        except BaseException:
+            journal.close()
+            raise
         self.summary.ok = outcomes.get("ok", 0)
         self.summary.rejected = outcomes.get("rejected", 0)
         if journal.status() != "complete":
@@ -725,6 +749,7 @@ class PipelineRunner:
                     value,
                     provider=self.provider.name,
                     model=self.provider.model,
+                    schema=schema,
                     stage=stage.name,
                 )
         assert self._journal is not None

@@ -17,8 +17,10 @@ The protocol codec (:mod:`atomlab.instrument.protocol`) and the command table
 from __future__ import annotations
 
 from atomlab.instrument.catalog import (
+    ArgBounds,
     Catalog,
     CatalogEntry,
+    CommandPolicy,
     Limits,
     Safety,
     Source,
@@ -47,6 +49,9 @@ from atomlab.instrument.errors import (
 )
 from atomlab.instrument.guard import (
     AUDIT_LOG_NAME,
+    CommandEvent,
+    CommandResult,
+    GuardEvent,
     WriteEvent,
     WriteGuard,
     WriteListener,
@@ -63,13 +68,18 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
     "DEFAULT_PORT",
     "DEFAULT_PORTS",
+    "ArgBounds",
     "ArgumentError",
     "Catalog",
     "CatalogEntry",
+    "CommandEvent",
+    "CommandPolicy",
+    "CommandResult",
     "CommandSpec",
     "ErrorInfo",
     "Field",
     "FramingError",
+    "GuardEvent",
     "InstrumentError",
     "Limits",
     "NanonisClient",

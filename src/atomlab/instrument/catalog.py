@@ -102,16 +102,54 @@ class CatalogEntry(_Model):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-class Catalog:
-    """Signals and specs, looked up by name or label (case-insensitive)."""
+class ArgBounds(_Model):
+    """Inclusive bounds of one numeric argument of a guarded command (``min == max`` pins it)."""
 
-    def __init__(self, entries: Sequence[CatalogEntry], *, source: str = "<memory>") -> None:
+    min: float = Field(allow_inf_nan=False)
+    max: float = Field(allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ArgBounds:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not be above max ({self.max})")
+        return self
+
+    def contains(self, value: float) -> bool:
+        return self.min <= value <= self.max
+
+
+class CommandPolicy(_Model):
+    """A one-shot command ``WriteGuard.command`` may send: argument bounds and a cooldown."""
+
+    command: str
+    description: str = ""
+    cooldown_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    args: dict[str, ArgBounds] = Field(default_factory=dict)
+
+
+class Catalog:
+    """Signals and specs, looked up by name or label (case-insensitive), and the guarded
+    commands (``commands``), looked up by their Nanonis name."""
+
+    def __init__(
+        self,
+        entries: Sequence[CatalogEntry],
+        *,
+        source: str = "<memory>",
+        commands: Sequence[CommandPolicy] = (),
+    ) -> None:
         self.entries: tuple[CatalogEntry, ...] = tuple(entries)
         self.source = source
         self._by_key: dict[str, CatalogEntry] = {}
         for entry in self.entries:
             self._by_key[entry.name.lower()] = entry
             self._by_key[entry.label.lower()] = entry
+        self.commands: tuple[CommandPolicy, ...] = tuple(commands)
+        self._commands = {policy.command: policy for policy in self.commands}
+
+    def command_policy(self, command: str) -> CommandPolicy | None:
+        """The policy of the guarded command ``command`` (``"Bias.Pulse"``), None if unlisted."""
+        return self._commands.get(command)
 
     def __repr__(self) -> str:
         return f"Catalog({len(self.signals)} signals, {len(self.specs)} specs, from {self.source})"
@@ -174,10 +212,12 @@ def load_catalog(path: Path | str | None = None) -> Catalog:
 
 
 def parse_catalog(data: Any, *, source: str = "<memory>") -> Catalog:
-    """Validate catalog data (``{"signals": [...], "specs": [...]}``) into a :class:`Catalog`."""
-    if not isinstance(data, Mapping) or not set(data) <= {"signals", "specs"}:
+    """Validate catalog data (``{"signals": [...], "specs": [...], "commands": [...]}``)."""
+    if not isinstance(data, Mapping) or not set(data) <= {"signals", "specs", "commands"}:
         raise ConfigError(
-            f"catalog {source} must be a mapping with the keys 'signals' and 'specs'", path=source
+            f"catalog {source} must be a mapping with the keys 'signals' and 'specs' "
+            "(and optionally 'commands')",
+            path=source,
         )
     entries: list[CatalogEntry] = []
     for kind in ("signal", "spec"):
@@ -187,7 +227,64 @@ def parse_catalog(data: Any, *, source: str = "<memory>") -> Catalog:
         for i, raw in enumerate(raw_list):
             entries.append(_parse_entry(raw, kind, i, source))
     _check_unique(entries, source)
-    return Catalog(entries, source=source)
+    return Catalog(entries, source=source, commands=_parse_commands(data.get("commands"), source))
+
+
+def _parse_commands(raw_list: Any, source: str) -> list[CommandPolicy]:
+    """The ``commands`` section: known commands, listed once, numeric arguments bounded."""
+    if raw_list is None:
+        return []
+    if not isinstance(raw_list, list):
+        raise ConfigError(f"catalog {source}: 'commands' must be a list", path=source)
+    policies: list[CommandPolicy] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_list):
+        name = raw.get("command") if isinstance(raw, Mapping) else None
+        where = f"catalog {source}: command #{i + 1}" + (f" ({name!r})" if name else "")
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where}: an entry must be a mapping", path=source)
+        try:
+            policy = CommandPolicy.model_validate(dict(raw))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"{where}: {loc}: {first['msg']}", path=source, field=loc) from None
+        spec = COMMANDS.get(policy.command)
+        if spec is None:
+            raise ConfigError(
+                f"{where}: {policy.command!r} is not a known Nanonis command",
+                path=source,
+                field="command",
+            )
+        if policy.command in seen:
+            raise ConfigError(f"{where}: {policy.command} is listed twice", path=source)
+        seen.add(policy.command)
+        by_name = {f.name: f for f in spec.args}
+        for arg in policy.args:
+            wire = by_name.get(arg)
+            if wire is None:
+                raise ConfigError(
+                    f"{where}: {policy.command} has no argument {arg!r}; arguments: "
+                    f"{list(spec.arg_names)}",
+                    path=source,
+                    field=f"args.{arg}",
+                )
+            if not wire.type.is_scalar:
+                raise ConfigError(
+                    f"{where}: argument {arg!r} is {wire.type.value}, not a number; only numeric "
+                    "arguments can be bounded",
+                    path=source,
+                    field=f"args.{arg}",
+                )
+        missing = [f.name for f in spec.args if f.required and f.name not in policy.args]
+        if missing:
+            raise ConfigError(
+                f"{where}: argument {missing[0]!r} has no default, so it needs bounds under args",
+                path=source,
+                field=f"args.{missing[0]}",
+            )
+        policies.append(policy)
+    return policies
 
 
 def _where(kind: str, index: int, raw: Any, source: str) -> str:

@@ -4,17 +4,25 @@ Each :class:`CommandSpec` names its arguments and its reply fields in wire order
 types and units. Argument orders and types follow the official ``nanonis-spm`` client and the
 Nanonis "TCP Protocol" reference. Size prefixes are part of the composite types: a ``STR`` is an
 int32 byte count then the bytes, an ``I32_ARRAY`` an int32 element count then the elements, a
-``STR_ARRAY`` an int32 total byte size, an int32 count, then each item with its int32 length, and
-an ``F32_2D`` int32 rows, int32 columns, then the values row by row::
+``STR_ARRAY`` an int32 total byte size, an int32 count, then each item with its int32 length, an
+``F32_2D`` int32 rows, int32 columns, then the values row by row, and a ``STR_2D`` the same with
+strings. A "bare" array (``F32_BARE``...) has no prefix: its length is the value of an earlier
+field, named by :attr:`Field.count`::
 
     spec = lookup("Scan.FrameGet")
     spec.reply_names       # ('center_x_m', 'center_y_m', 'width_m', 'height_m', 'angle_deg')
     lookup("Scan.Nope")    # raises UnknownCommandError
+
+The table has two parts. The commands below are described by hand (names, units, defaults,
+documentation); every other command of the official client comes from
+:mod:`atomlab.instrument.official_table`, generated from that client, so any command can be
+passed through to a real controller and answered by the simulator with the right reply shape.
+Specs are built on first use: importing this module stays cheap for the command line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -33,12 +41,19 @@ class WireType(StrEnum):
     F32 = "f32"
     F64 = "f64"
     STR = "str"
+    I8_ARRAY = "i8[]"
     I32_ARRAY = "i32[]"
     U32_ARRAY = "u32[]"
     F32_ARRAY = "f32[]"
     F64_ARRAY = "f64[]"
     STR_ARRAY = "str[]"
     F32_2D = "f32[][]"
+    STR_2D = "str[][]"
+    I32_BARE = "i32[*]"
+    U32_BARE = "u32[*]"
+    F32_BARE = "f32[*]"
+    F64_BARE = "f64[*]"
+    STR_BARE = "str[*]"
 
     @property
     def is_scalar(self) -> bool:
@@ -47,6 +62,11 @@ class WireType(StrEnum):
     @property
     def is_integer(self) -> bool:
         return self in (WireType.U16, WireType.I16, WireType.U32, WireType.I32)
+
+    @property
+    def is_bare(self) -> bool:
+        """An array without a length prefix; :attr:`Field.count` names its length field."""
+        return self.value.endswith("[*]")
 
 
 SCALAR_FORMATS: Final[Mapping[WireType, str]] = MappingProxyType(
@@ -59,6 +79,10 @@ SCALAR_FORMATS: Final[Mapping[WireType, str]] = MappingProxyType(
         WireType.F64: "d",
     }
 )
+
+STRING_ENCODING: Final = "latin-1"
+"""Strings travel in the controller's 8-bit encoding, not UTF-8: "±" is the one byte 0xB1
+(the official client decodes every byte with ``chr``, so UTF-8 would show as "Â±")."""
 
 
 class _Required:
@@ -79,6 +103,8 @@ class Field:
     unit: str = ""
     doc: str = ""
     default: Any = REQUIRED
+    count: str = ""
+    """For a bare array: the earlier field whose value is its length."""
 
     @property
     def required(self) -> bool:
@@ -94,6 +120,8 @@ class CommandSpec:
     reply: tuple[Field, ...] = ()
     doc: str = ""
     module: str = field(init=False)
+    described: bool = True
+    """False for a command known only from the official client's signature (generated names)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "module", self.name.split(".", 1)[0])
@@ -101,6 +129,9 @@ class CommandSpec:
             names = [f.name for f in fields]
             if len(set(names)) != len(names):
                 raise ValueError(f"{self.name}: duplicate {kind} name in {names}")
+            for i, f in enumerate(fields):
+                if f.type.is_bare and f.count not in names[:i]:
+                    raise ValueError(f"{self.name}: {f.name} needs an earlier count field")
 
     @property
     def arg_names(self) -> tuple[str, ...]:
@@ -118,8 +149,15 @@ class CommandSpec:
         raise KeyError(f"{self.name} has no reply field {name!r}; fields: {list(self.reply_names)}")
 
 
-def _f(name: str, type_: WireType, unit: str = "", doc: str = "", default: Any = REQUIRED) -> Field:
-    return Field(name, type_, unit, doc, default)
+def _f(
+    name: str,
+    type_: WireType,
+    unit: str = "",
+    doc: str = "",
+    default: Any = REQUIRED,
+    count: str = "",
+) -> Field:
+    return Field(name, type_, unit, doc, default, count)
 
 
 U16, I16, U32, I32 = WireType.U16, WireType.I16, WireType.U32, WireType.I32
@@ -550,16 +588,78 @@ _TABLE: tuple[CommandSpec, ...] = (
 )
 
 
-def _index(table: tuple[CommandSpec, ...]) -> Mapping[str, CommandSpec]:
-    index: dict[str, CommandSpec] = {}
-    for spec in table:
-        if spec.name in index:
-            raise ValueError(f"command {spec.name!r} is listed twice")
-        index[spec.name] = spec
-    return MappingProxyType(index)
+def _parse_field(text: str) -> Field:
+    """``name:type[:unit][@count]`` (the official table's compact field form) as a Field."""
+    text, _, count = text.partition("@")
+    name, wire, *unit = text.split(":", 2)
+    return Field(name, WireType(wire), unit[0] if unit else "", count=count)
 
 
-COMMANDS: Final[Mapping[str, CommandSpec]] = _index(_TABLE)
+class _CommandTable(Mapping[str, CommandSpec]):
+    """The hand-described commands over the generated signatures of every official command.
+
+    Specs are built when first looked up, so importing the table costs next to nothing.
+    """
+
+    def __init__(self, described: tuple[CommandSpec, ...]) -> None:
+        self._described = described
+        self._specs: dict[str, CommandSpec] | None = None
+        self._generated: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
+        self._names: tuple[str, ...] | None = None
+
+    def _hand(self) -> dict[str, CommandSpec]:
+        if self._specs is None:
+            specs: dict[str, CommandSpec] = {}
+            for spec in self._described:
+                if spec.name in specs:
+                    raise ValueError(f"command {spec.name!r} is listed twice")
+                specs[spec.name] = spec
+            self._specs = specs
+        return self._specs
+
+    def _official(self) -> Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        if self._generated is None:
+            from atomlab.instrument.official_table import SIGNATURES
+
+            self._generated = SIGNATURES
+        return self._generated
+
+    def __getitem__(self, name: str) -> CommandSpec:
+        specs = self._hand()
+        spec = specs.get(name)
+        if spec is not None:
+            return spec
+        signature = self._official().get(name)
+        if signature is None:
+            raise KeyError(name)
+        args, reply = signature
+        spec = CommandSpec(
+            name,
+            tuple(_parse_field(f) for f in args),
+            tuple(_parse_field(f) for f in reply),
+            doc="Signature from the official nanonis-spm client.",
+            described=False,
+        )
+        specs[name] = spec
+        return spec
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in self._hand() or name in self._official())
+
+    def __iter__(self) -> Iterator[str]:
+        if self._names is None:
+            self._names = tuple(sorted({*self._hand(), *self._official()}))
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def described(self) -> tuple[str, ...]:
+        """Names of the commands described by hand (the rest come from the official client)."""
+        return tuple(spec.name for spec in self._described)
+
+
+COMMANDS: Final[_CommandTable] = _CommandTable(_TABLE)
 """Every command this package can encode and decode, by Nanonis name (``"Bias.Get"``)."""
 
 
@@ -573,14 +673,10 @@ def lookup(name: str) -> CommandSpec:
 
     Raises :class:`UnknownCommandError` naming the command and a close known one.
     """
-    spec = COMMANDS.get(name)
-    if spec is not None:
-        return spec
-    dotted = name.replace("_", ".", 1)
-    spec = COMMANDS.get(dotted)
-    if spec is not None:
-        return spec
+    for candidate in (name, name.replace("_", ".", 1)):
+        if candidate in COMMANDS:
+            return COMMANDS[candidate]
     module = name.split(".", 1)[0].split("_", 1)[0]
     near = sorted(n for n in COMMANDS if n.split(".", 1)[0] == module)
-    hint = f"; known {module} commands: {', '.join(near)}" if near else ""
+    hint = f"; known {module} commands: {', '.join(near[:40])}" if near else ""
     raise UnknownCommandError(f"unknown command {name!r}{hint}", command=name)

@@ -1,5 +1,11 @@
 """Guarded writes: nothing reaches the instrument unless the catalog's limits and safety allow it.
 
+Two kinds of writes: a *spec* (a setting such as the bias) with :meth:`WriteGuard.set` /
+:meth:`WriteGuard.ramp`, and a one-shot *command* (``Bias.Pulse``, ``TipShaper.Start``,
+``ZCtrl.Withdraw`` ...) with :meth:`WriteGuard.command`, allowed only when the catalog's
+``commands`` section lists it, with every numeric argument inside its bounds and its cooldown
+over.
+
 Every write of a spec goes through a :class:`WritePlan`: the allow-writes gate, the bounds, the
 largest single step (a bigger ``set`` becomes a ramp of smaller steps), the slew limit (steps are
 paced), the cooldown between writes, and a dry run that only prints the plan. Each attempt,
@@ -20,6 +26,7 @@ import getpass
 import json
 import math
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -31,9 +38,10 @@ from typing import Any, Final, Literal
 from atomlab.core.clock import Clock, SystemClock, utc_iso
 from atomlab.core.errors import AtomlabError, InvalidInputError, PolicyRefusedError
 from atomlab.core.logging import get_logger
-from atomlab.instrument.catalog import Catalog, CatalogEntry, read_value
+from atomlab.instrument.catalog import Catalog, CatalogEntry, CommandPolicy, read_value
 from atomlab.instrument.client import NanonisClient
-from atomlab.instrument.commands import lookup
+from atomlab.instrument.commands import CommandSpec, lookup
+from atomlab.instrument.errors import UnknownCommandError
 
 AUDIT_LOG_NAME: Final = "instrument-audit.jsonl"
 _REL_TOLERANCE: Final = (
@@ -43,6 +51,7 @@ _REL_TOLERANCE: Final = (
 Outcome = Literal["done", "dry_run", "refused", "failed"]
 
 _log = get_logger("atomlab.instrument.guard")
+_HOST = socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,43 @@ class WriteEvent:
 
 
 @dataclass(frozen=True)
+class CommandEvent:
+    """One guarded command sent to the instrument (delivered to listeners after its reply).
+
+    ``at_utc``/``at_monotonic`` are when it was sent, ``duration_s`` how long until the reply;
+    ``reply`` holds the decoded reply fields (arrays as lists).
+    """
+
+    id: str
+    command: str
+    args: dict[str, Any]
+    reply: dict[str, Any]
+    outcome: Outcome
+    at_utc: str
+    at_monotonic: float
+    who: str
+    duration_s: float = 0.0
+    host: str = ""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What :meth:`WriteGuard.command` did: ``outcome`` is ``done`` or ``dry_run``."""
+
+    id: str
+    command: str
+    args: dict[str, Any]
+    reply: dict[str, Any]
+    outcome: Outcome
+    at_utc: str
+    at_monotonic: float
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class WriteResult:
     plan: WritePlan
     outcome: Outcome
@@ -106,7 +152,9 @@ class WriteResult:
         }
 
 
-WriteListener = Callable[[WriteEvent], None]
+GuardEvent = WriteEvent | CommandEvent
+#: A listener gets every :class:`WriteEvent` (a spec value sent) and :class:`CommandEvent`.
+WriteListener = Callable[[GuardEvent], None]
 
 
 def default_who() -> str:
@@ -131,10 +179,12 @@ class WriteGuard:
     clock: Clock = field(default_factory=SystemClock)
     _listeners: list[WriteListener] = field(default_factory=list, init=False, repr=False)
     _last_write: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _last_command: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
 
     def add_listener(self, listener: WriteListener) -> Callable[[], None]:
-        """Call ``listener`` after every value sent; returns a function that removes it."""
+        """Call ``listener`` after every value sent (:class:`WriteEvent`) and every command
+        (:class:`CommandEvent`); returns a function that removes it."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
@@ -392,6 +442,276 @@ class WriteGuard:
         except AtomlabError:
             return None
 
+    # --- commands ------------------------------------------------------------------------
+
+    def command(
+        self, name: str, args: Mapping[str, Any] | None = None, *, plan_only: bool = False
+    ) -> CommandResult:
+        """Send the one-shot command ``name`` (e.g. ``"Bias.Pulse"``) if the catalog allows it.
+
+        Refused (:class:`PolicyRefusedError`, exit 2, nothing sent): a command the catalog's
+        ``commands`` section does not list, an argument it does not bound or a value outside
+        the bounds, writes disabled, or the command's cooldown not over. A value that is not a
+        finite number, or a missing argument, is :class:`InvalidInputError` (exit 3). Every
+        attempt goes to the audit log (``"kind": "command"``); listeners hear every command sent.
+        """
+        with self._lock:
+            spec, policy = self._command_policy(name)
+            values = self._command_args(spec, policy, args or {})
+            command_id = uuid.uuid4().hex[:12]
+            if plan_only or self.dry_run:
+                return self._command_done(command_id, spec.name, values, {}, "dry_run", 0.0)
+            if not self.allow_writes:
+                self._refuse_command(
+                    spec.name,
+                    values,
+                    "writes are disabled; enable them with instrument.allow_writes: true in "
+                    "atomlab.yaml, ATOMLAB_INSTRUMENT__ALLOW_WRITES=1 or --allow-writes "
+                    "(or use --plan-only to check the command)",
+                )
+            self._check_command_cooldown(spec.name, policy, values)
+            at_utc = utc_iso(self.clock.now())
+            at_mono = self.clock.monotonic()
+            try:
+                reply = self.client.call(spec.name, values)
+            except AtomlabError as exc:
+                self._audit_command(
+                    command_id,
+                    spec.name,
+                    values,
+                    {},
+                    "failed",
+                    at_utc,
+                    at_mono,
+                    0.0,
+                    reason=exc.message,
+                )
+                raise
+            except KeyboardInterrupt:
+                self._audit_command(
+                    command_id,
+                    spec.name,
+                    values,
+                    {},
+                    "failed",
+                    at_utc,
+                    at_mono,
+                    0.0,
+                    reason="interrupted by the operator",
+                )
+                raise
+            duration = max(0.0, self.clock.monotonic() - at_mono)
+            self._last_command[spec.name] = self.clock.now().timestamp()
+            return self._command_done(
+                command_id,
+                spec.name,
+                values,
+                _plain(reply.values),
+                "done",
+                duration,
+                at_utc=at_utc,
+                at_mono=at_mono,
+            )
+
+    def _command_policy(self, name: str) -> tuple[CommandSpec, CommandPolicy]:
+        allowed = ", ".join(p.command for p in self.catalog.commands) or "(none)"
+        try:
+            spec = lookup(name) if isinstance(name, str) else None
+        except UnknownCommandError:
+            spec = None
+        policy = self.catalog.command_policy(spec.name) if spec is not None else None
+        if spec is None or policy is None:
+            what = "not a known Nanonis command" if spec is None else "not allowed"
+            reason = (
+                f"command {str(name)[:80]!r} is {what}; the catalog ({self.catalog.source}) allows "
+                f"{allowed} (add it to the catalog's commands section to allow it); nothing was "
+                "sent"
+            )
+            self._audit(
+                {
+                    "kind": "command",
+                    "command": str(name)[:200],
+                    "outcome": "refused",
+                    "reason": reason,
+                }
+            )
+            raise PolicyRefusedError(reason, command=str(name)[:200])
+        return spec, policy
+
+    def _command_args(
+        self, spec: CommandSpec, policy: CommandPolicy, given: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The full argument set (defaults filled in), checked against the policy's bounds."""
+        if not isinstance(given, Mapping):
+            raise InvalidInputError(f"{spec.name}: args must be a mapping of argument names")
+        by_name = {f.name: f for f in spec.args}
+        for key in given:
+            if key not in by_name:
+                raise InvalidInputError(
+                    f"{spec.name} has no argument {str(key)[:80]!r}; arguments: "
+                    f"{list(spec.arg_names)}",
+                    command=spec.name,
+                    field=str(key)[:80],
+                )
+            if key not in policy.args:
+                self._refuse_command(
+                    spec.name,
+                    {},
+                    f"{spec.name}: argument {key!r} is not bounded by the catalog, so it may "
+                    f"only take its default; bounded: {list(policy.args)}; nothing was sent",
+                )
+        values: dict[str, Any] = {}
+        for wire in spec.args:
+            if wire.name in given:
+                raw = given[wire.name]
+            elif not wire.required:
+                raw = wire.default
+            else:
+                raise InvalidInputError(
+                    f"{spec.name} needs the argument {wire.name!r}"
+                    + (f" ({wire.unit})" if wire.unit else ""),
+                    command=spec.name,
+                    field=wire.name,
+                )
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise InvalidInputError(
+                    f"{spec.name}: {wire.name} = {str(raw)[:80]!r} is not a number",
+                    command=spec.name,
+                    field=wire.name,
+                )
+            number = float(raw)
+            if not math.isfinite(number):
+                raise InvalidInputError(
+                    f"{spec.name}: {wire.name} must be finite, got {raw!r}",
+                    command=spec.name,
+                    field=wire.name,
+                )
+            if wire.type.is_integer and not number.is_integer():
+                raise InvalidInputError(
+                    f"{spec.name}: {wire.name} takes whole numbers; {raw!r} is not one",
+                    command=spec.name,
+                    field=wire.name,
+                )
+            bounds = policy.args.get(wire.name)
+            if bounds is not None and not bounds.contains(number):
+                self._refuse_command(
+                    spec.name,
+                    {},
+                    f"{spec.name}: {wire.name} = {number:g}{' ' + wire.unit if wire.unit else ''}"
+                    f" is outside its bounds {bounds.min:g}..{bounds.max:g}; nothing was sent",
+                    field=wire.name,
+                    value=number,
+                )
+            values[wire.name] = int(number) if wire.type.is_integer else number
+        return values
+
+    def _check_command_cooldown(
+        self, command: str, policy: CommandPolicy, values: Mapping[str, Any]
+    ) -> None:
+        """Like spec cooldowns: wall time, remembered across restarts through the audit log."""
+        if policy.cooldown_s <= 0:
+            return
+        last = self._last_command.get(command)
+        if last is None and self.audit_log is not None:
+            last = _last_done_command(self.audit_log, command)
+        if last is None:
+            return
+        wait = policy.cooldown_s - (self.clock.now().timestamp() - last)
+        if wait > 0:
+            self._refuse_command(
+                command,
+                values,
+                f"{command} was sent {policy.cooldown_s - wait:.3g} s ago; its cooldown is "
+                f"{policy.cooldown_s:g} s, retry in {wait:.3g} s",
+                retry_in_s=round(wait, 3),
+            )
+
+    def _refuse_command(
+        self, command: str, values: Mapping[str, Any], reason: str, **details: Any
+    ) -> None:
+        self._audit(
+            {
+                "kind": "command",
+                "command": command,
+                "args": dict(values),
+                "outcome": "refused",
+                "reason": reason,
+            }
+        )
+        raise PolicyRefusedError(reason, command=command, **details)
+
+    def _command_done(
+        self,
+        command_id: str,
+        command: str,
+        values: dict[str, Any],
+        reply: dict[str, Any],
+        outcome: Outcome,
+        duration: float,
+        *,
+        at_utc: str | None = None,
+        at_mono: float | None = None,
+    ) -> CommandResult:
+        at_utc = at_utc if at_utc is not None else utc_iso(self.clock.now())
+        at_mono = at_mono if at_mono is not None else self.clock.monotonic()
+        self._audit_command(command_id, command, values, reply, outcome, at_utc, at_mono, duration)
+        if outcome == "done":
+            event = CommandEvent(
+                id=command_id,
+                command=command,
+                args=dict(values),
+                reply=reply,
+                outcome=outcome,
+                at_utc=at_utc,
+                at_monotonic=at_mono,
+                who=self.who,
+                duration_s=duration,
+                host=_HOST,
+            )
+            for listener in list(self._listeners):
+                try:
+                    listener(event)
+                except Exception as exc:  # a broken listener must not fail the command
+                    _log.warning("command listener failed", error=repr(exc), command=command)
+        return CommandResult(
+            id=command_id,
+            command=command,
+            args=dict(values),
+            reply=reply,
+            outcome=outcome,
+            at_utc=at_utc,
+            at_monotonic=at_mono,
+            duration_s=duration,
+        )
+
+    def _audit_command(
+        self,
+        command_id: str,
+        command: str,
+        values: Mapping[str, Any],
+        reply: Mapping[str, Any],
+        outcome: Outcome,
+        at_utc: str,
+        at_mono: float,
+        duration: float,
+        **extra: Any,
+    ) -> None:
+        self._audit(
+            {
+                "kind": "command",
+                "id": command_id,
+                "command": command,
+                "args": dict(values),
+                "outcome": outcome,
+                "at_utc": at_utc,
+                "at_monotonic": at_mono,
+                "duration_s": round(duration, 6),
+                "host": _HOST,
+                "reply": dict(reply),
+                **extra,
+            }
+        )
+
     # --- audit ---------------------------------------------------------------------------
 
     def _audit_plan(self, plan: WritePlan, outcome: Outcome, sent: int, **extra: Any) -> None:
@@ -436,6 +756,33 @@ def _last_done_write(path: Path, spec: str) -> float | None:
                 when = datetime.strptime(record["when"], "%Y-%m-%dT%H:%M:%S.%fZ")
                 return when.replace(tzinfo=UTC).timestamp()
     return None
+
+
+def _last_done_command(path: Path, command: str) -> float | None:
+    """Wall time (epoch seconds) of the last command ``command`` sent, from the audit log."""
+    for record in reversed(read_audit_log(path)):
+        if (
+            record.get("kind") == "command"
+            and record.get("command") == command
+            and record.get("outcome") == "done"
+        ):
+            with contextlib.suppress(KeyError, ValueError, TypeError):
+                when = datetime.strptime(record["at_utc"], "%Y-%m-%dT%H:%M:%S.%fZ")
+                return when.replace(tzinfo=UTC).timestamp()
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """A reply value as plain JSON data: arrays (and tuples) as lists, bytes as text."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return _plain(value.tolist())
+    return value
 
 
 def _allowed(limit: float) -> float:

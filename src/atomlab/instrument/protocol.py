@@ -30,15 +30,15 @@ Server side (the simulator)::
 from __future__ import annotations
 
 import math
+import numbers
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import numpy as np
-
 from atomlab.instrument.commands import (
     SCALAR_FORMATS,
+    STRING_ENCODING,
     CommandSpec,
     Field,
     WireType,
@@ -64,17 +64,30 @@ _INTEGER_LIMITS: Final[Mapping[WireType, tuple[int, int]]] = {
     WireType.I32: (-0x8000_0000, 0x7FFF_FFFF),
 }
 _ARRAY_ITEM: Final[Mapping[WireType, str]] = {
+    WireType.I8_ARRAY: "b",
     WireType.I32_ARRAY: "i",
     WireType.U32_ARRAY: "I",
     WireType.F32_ARRAY: "f",
     WireType.F64_ARRAY: "d",
 }
+_BARE_ITEM: Final[Mapping[WireType, str]] = {
+    WireType.I32_BARE: "i",
+    WireType.U32_BARE: "I",
+    WireType.F32_BARE: "f",
+    WireType.F64_BARE: "d",
+}
+_I8 = WireType.I8_ARRAY  # element type of an i8[] (checked against -128..127 below)
 _ARRAY_ELEMENT: Final[Mapping[WireType, WireType]] = {
     WireType.I32_ARRAY: WireType.I32,
     WireType.U32_ARRAY: WireType.U32,
     WireType.F32_ARRAY: WireType.F32,
     WireType.F64_ARRAY: WireType.F64,
+    WireType.I32_BARE: WireType.I32,
+    WireType.U32_BARE: WireType.U32,
+    WireType.F32_BARE: WireType.F32,
+    WireType.F64_BARE: WireType.F64,
 }
+_ITEM_SIZE: Final[Mapping[str, int]] = {"b": 1, "i": 4, "I": 4, "f": 4, "d": 8}
 _F32_MAX: Final = 3.4028234663852886e38
 
 
@@ -161,8 +174,8 @@ def _check_value(command: str, f: Field, value: Any) -> Any:
     if t in _INTEGER_LIMITS:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if isinstance(value, np.integer):
-            value = int(value)
+        if isinstance(value, numbers.Integral):
+            value = int(value)  # numpy integers, and True/False as 1/0
         if not isinstance(value, int):
             raise bad(f"is not an integer ({t.value})")
         low, high = _INTEGER_LIMITS[t]
@@ -170,7 +183,7 @@ def _check_value(command: str, f: Field, value: Any) -> Any:
             raise bad(f"is outside the {t.value} range {low}..{high}")
         return int(value)
     if t in (WireType.F32, WireType.F64):
-        if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise bad(f"is not a number ({t.value})")
         number = float(value)
         if t is WireType.F32 and math.isfinite(number) and abs(number) > _F32_MAX:
@@ -179,10 +192,19 @@ def _check_value(command: str, f: Field, value: Any) -> Any:
     if t is WireType.STR:
         if not isinstance(value, str):
             raise bad("is not a string")
+        _check_encodable(value, bad)
         return value
-    if t is WireType.STR_ARRAY:
+    if t in (WireType.STR_ARRAY, WireType.STR_BARE):
         if isinstance(value, str) or not all(isinstance(v, str) for v in value):
             raise bad("is not a list of strings")
+        for v in value:
+            _check_encodable(v, bad)
+        return list(value)
+    if t is WireType.I8_ARRAY:
+        if isinstance(value, str | bytes) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and -128 <= v <= 127 for v in value
+        ):
+            raise bad("is not a list of integers -128..127")
         return list(value)
     element = _ARRAY_ELEMENT.get(t)
     if element is not None:
@@ -190,12 +212,32 @@ def _check_value(command: str, f: Field, value: Any) -> Any:
             raise bad("is not a list of numbers")
         item = Field(f.name, element)
         return [_check_value(command, item, v) for v in value]
-    if t is WireType.F32_2D:
-        array = np.asarray(value, dtype=np.float64)
-        if array.ndim != 2:
-            raise bad("is not a 2-D array")
-        return array
+    if t in (WireType.F32_2D, WireType.STR_2D):
+        rows = _rows(value)
+        if rows is None:
+            raise bad("is not a 2-D array (a list of equally long rows)")
+        cell = Field(f.name, WireType.F32 if t is WireType.F32_2D else WireType.STR)
+        return [[_check_value(command, cell, v) for v in row] for row in rows]
     raise bad(f"has an unsupported wire type {t}")  # pragma: no cover - table is closed
+
+
+def _check_encodable(text: str, bad: Any) -> None:
+    try:
+        text.encode(STRING_ENCODING)
+    except UnicodeEncodeError:
+        raise bad("has characters the controller's 8-bit encoding (Latin-1) cannot carry") from None
+
+
+def _rows(value: Any) -> list[list[Any]] | None:
+    """A 2-D value (nested lists, or anything with ``tolist``, e.g. numpy) as rows, or None."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        return None
+    rows = [list(row) for row in value if isinstance(row, Sequence) and not isinstance(row, str)]
+    if len(rows) != len(value) or len({len(row) for row in rows}) > 1:
+        return None
+    return rows
 
 
 def _encode_one(f: Field, value: Any, out: bytearray) -> None:
@@ -204,21 +246,40 @@ def _encode_one(f: Field, value: Any, out: bytearray) -> None:
     if fmt is not None:
         out += struct.pack(">" + fmt, value)
     elif t is WireType.STR:
-        raw = value.encode("utf-8")
+        raw = value.encode(STRING_ENCODING)
         out += _I32.pack(len(raw)) + raw
     elif t in _ARRAY_ITEM:
         n = len(value)
         out += _I32.pack(n) + struct.pack(f">{n}{_ARRAY_ITEM[t]}", *value)
+    elif t in _BARE_ITEM:
+        out += struct.pack(f">{len(value)}{_BARE_ITEM[t]}", *value)
     elif t is WireType.STR_ARRAY:
-        items = [s.encode("utf-8") for s in value]
+        items = [s.encode(STRING_ENCODING) for s in value]
         total = sum(4 + len(s) for s in items)
         out += _I32_PAIR.pack(total, len(items))
         for s in items:
             out += _I32.pack(len(s)) + s
+    elif t is WireType.STR_BARE:
+        for s in value:
+            raw = s.encode(STRING_ENCODING)
+            out += _I32.pack(len(raw)) + raw
     elif t is WireType.F32_2D:
-        array = np.asarray(value, dtype=">f4")
-        rows, cols = array.shape
-        out += _I32_PAIR.pack(rows, cols) + array.tobytes()
+        if hasattr(value, "astype"):  # numpy: one conversion, no per-value Python work
+            array = value.astype(">f4")
+            rows, cols = array.shape
+            out += _I32_PAIR.pack(rows, cols) + array.tobytes()
+        else:
+            rows_ = [list(row) for row in value]
+            cols = len(rows_[0]) if rows_ else 0
+            flat = [v for row in rows_ for v in row]
+            out += _I32_PAIR.pack(len(rows_), cols) + struct.pack(f">{len(flat)}f", *flat)
+    elif t is WireType.STR_2D:
+        rows_ = [list(row) for row in value]
+        out += _I32_PAIR.pack(len(rows_), len(rows_[0]) if rows_ else 0)
+        for row in rows_:
+            for s in row:
+                raw = s.encode(STRING_ENCODING)
+                out += _I32.pack(len(raw)) + raw
 
 
 def _take(body: bytes | memoryview, offset: int, n: int) -> int:
@@ -228,12 +289,36 @@ def _take(body: bytes | memoryview, offset: int, n: int) -> int:
     return end
 
 
-def _decode_one(t: WireType, body: bytes | memoryview, offset: int) -> tuple[Any, int]:
+def _decode_string(body: bytes | memoryview, offset: int) -> tuple[str, int]:
+    end = _take(body, offset, 4)
+    (length,) = _I32.unpack_from(body, offset)
+    start = end
+    end = _take(body, start, length)
+    return bytes(body[start:end]).decode(STRING_ENCODING), end
+
+
+def _decode_one(
+    t: WireType, body: bytes | memoryview, offset: int, count: int = 0
+) -> tuple[Any, int]:
     fmt = SCALAR_FORMATS.get(t)
     if fmt is not None:
         s = struct.Struct(">" + fmt)
         end = _take(body, offset, s.size)
         return s.unpack_from(body, offset)[0], end
+    bare = _BARE_ITEM.get(t)
+    if bare is not None:
+        if count < 0:
+            raise _TruncatedError
+        end = _take(body, offset, count * _ITEM_SIZE[bare])
+        return list(struct.unpack_from(f">{count}{bare}", body, offset)), end
+    if t is WireType.STR_BARE:
+        if count < 0:
+            raise _TruncatedError
+        items: list[str] = []
+        for _ in range(count):
+            text, offset = _decode_string(body, offset)
+            items.append(text)
+        return items, offset
     end = _take(body, offset, 4)
     (n,) = _I32.unpack_from(body, offset)
     offset = end
@@ -241,11 +326,10 @@ def _decode_one(t: WireType, body: bytes | memoryview, offset: int) -> tuple[Any
         raise _TruncatedError
     if t is WireType.STR:
         end = _take(body, offset, n)
-        return bytes(body[offset:end]).decode("utf-8", errors="replace"), end
+        return bytes(body[offset:end]).decode(STRING_ENCODING), end
     item = _ARRAY_ITEM.get(t)
     if item is not None:
-        size = 8 if item == "d" else 4
-        end = _take(body, offset, n * size)
+        end = _take(body, offset, n * _ITEM_SIZE[item])
         return list(struct.unpack_from(f">{n}{item}", body, offset)), end
     if t is WireType.STR_ARRAY:
         # n is the total byte size; the official client writes a wrong one, so trust the count.
@@ -256,22 +340,27 @@ def _decode_one(t: WireType, body: bytes | memoryview, offset: int) -> tuple[Any
             raise _TruncatedError
         names: list[str] = []
         for _ in range(count):
-            end = _take(body, offset, 4)
-            (length,) = _I32.unpack_from(body, offset)
-            start = end
-            end = _take(body, start, length)
-            names.append(bytes(body[start:end]).decode("utf-8", errors="replace"))
-            offset = end
+            text, offset = _decode_string(body, offset)
+            names.append(text)
         return names, offset
-    if t is WireType.F32_2D:
+    if t in (WireType.F32_2D, WireType.STR_2D):
         end = _take(body, offset, 4)
         (cols,) = _I32.unpack_from(body, offset)
         rows, offset = n, end
         if cols < 0:
             raise _TruncatedError
+        if t is WireType.STR_2D:
+            table: list[list[str]] = []
+            for _ in range(rows):
+                row: list[str] = []
+                for _ in range(cols):
+                    text, offset = _decode_string(body, offset)
+                    row.append(text)
+                table.append(row)
+            return table, offset
         end = _take(body, offset, rows * cols * 4)
-        flat = np.frombuffer(body, dtype=">f4", count=rows * cols, offset=offset)
-        return flat.astype(np.float64).reshape(rows, cols).tolist(), end
+        flat = struct.unpack_from(f">{rows * cols}f", body, offset)
+        return [list(flat[r * cols : (r + 1) * cols]) for r in range(rows)], end
     raise _TruncatedError  # pragma: no cover - table is closed
 
 
@@ -326,21 +415,44 @@ class _Codec:
             if fast is not None:
                 return fast
         checked = [_check_value(command, f, v) for f, v in zip(self.fields, ordered, strict=True)]
+        self._check_counts(command, checked)
         out = bytearray()
         for f, v in zip(self.fields, checked, strict=True):
             _encode_one(f, v, out)
         return bytes(out)
 
+    def _check_counts(self, command: str, ordered: Sequence[Any]) -> None:
+        """A bare array must be as long as the value of its count field says."""
+        by_name = dict(zip(self.names, ordered, strict=True))
+        for f in self.fields:
+            if f.count and len(by_name[f.name]) != by_name[f.count]:
+                raise ArgumentError(
+                    f"{command}: {f.name} has {len(by_name[f.name])} elements but "
+                    f"{f.count} = {by_name[f.count]!r}; they must agree",
+                    command=command,
+                    field=f.name,
+                )
+
     def _encode_unchecked(self, ordered: Sequence[Any]) -> bytes | None:
         """Encode without per-element checks (the simulator's hot path for arrays); None when
         a value does not pack as is, so the checked path can name the bad field."""
+        if any(f.count for f in self.fields):
+            return None  # bare arrays: the checked path compares them with their counts
         out = bytearray()
         try:
             for f, v in zip(self.fields, ordered, strict=True):
                 if isinstance(v, str | bool) and f.type is not WireType.STR:
                     return None
                 _encode_one(f, v, out)
-        except (struct.error, OverflowError, TypeError, ValueError, AttributeError):
+        except (
+            struct.error,
+            OverflowError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            UnicodeEncodeError,
+            IndexError,
+        ):
             return None
         return bytes(out)
 
@@ -351,11 +463,19 @@ class _Codec:
             return dict(zip(self.names, self.scalar.unpack_from(body, offset), strict=True)), end
         values: dict[str, Any] = {}
         for f in self.fields:
-            values[f.name], offset = _decode_one(f.type, body, offset)
+            count = _count_of(values, f) if f.count else 0
+            values[f.name], offset = _decode_one(f.type, body, offset, count)
         return values, offset
 
     def zero_values(self) -> list[Any]:
         return [_zero(f.type) for f in self.fields]
+
+
+def _count_of(values: Mapping[str, Any], f: Field) -> int:
+    count = values.get(f.count)
+    if not isinstance(count, int) or count < 0:
+        raise _TruncatedError
+    return count
 
 
 def _zero(t: WireType) -> Any:
@@ -365,8 +485,6 @@ def _zero(t: WireType) -> Any:
         return 0.0
     if t is WireType.STR:
         return ""
-    if t is WireType.F32_2D:
-        return np.zeros((0, 0))
     return []
 
 
@@ -445,10 +563,24 @@ def spec_of(command: str | CommandSpec) -> CommandSpec:
     return command if isinstance(command, CommandSpec) else lookup(command)
 
 
+_F32: Final = struct.Struct(">f")
+
+
 def shortest_float32(value: float) -> float:
     """The shortest decimal that encodes to the same float32 as ``value`` (0.1, not
     0.10000000149011612): friendlier to print and store, and bit-identical on the wire."""
-    return float(str(np.float32(value)))
+    value = float(value)
+    if not math.isfinite(value):
+        return value
+    try:
+        wire = _F32.pack(value)
+    except OverflowError:
+        return value
+    for digits in range(1, 10):  # 9 significant digits always round-trip a float32
+        candidate = float(f"{value:.{digits}g}")
+        if _F32.pack(candidate) == wire:
+            return candidate
+    return float(_F32.unpack(wire)[0])  # pragma: no cover - 9 digits always suffice
 
 
 # --- errors and replies ------------------------------------------------------------------------
@@ -507,7 +639,7 @@ class Reply:
 def _error_section(error: ErrorInfo | None) -> bytes:
     if error is None:
         return _ERROR_HEAD.pack(0, 0)
-    raw = error.description.encode("utf-8")
+    raw = error.description.encode(STRING_ENCODING, errors="replace")
     return _ERROR_HEAD.pack(error.status, len(raw)) + raw
 
 
@@ -539,7 +671,7 @@ def _read_error_section(body: bytes | memoryview, offset: int) -> ErrorInfo | No
     status, length = _ERROR_HEAD.unpack_from(body, offset)
     if length < 0 or end + length != len(body):
         raise _TruncatedError
-    description = bytes(body[end : end + length]).decode("utf-8", errors="replace")
+    description = bytes(body[end : end + length]).decode(STRING_ENCODING)
     if status == 0 and not description:
         return None
     return ErrorInfo(status, description)

@@ -9,6 +9,8 @@ The STM simulator speaks the Nanonis TCP protocol over a seeded :mod:`atomlab.su
         port = sim.ports[0]      # connect any Nanonis TCP client to 127.0.0.1:port
 """
 
+from atomlab.sim.event_log import EventLogWriter, read_event_log
+from atomlab.sim.loopback import LoopbackNanonis
 from atomlab.sim.spm import (
     DEFAULT_HOST,
     DEFAULT_PORTS,
@@ -34,10 +36,13 @@ __all__ = [
     "SIGNAL_NAMES",
     "CommandRefusedError",
     "Disturbances",
+    "EventLogWriter",
+    "LoopbackNanonis",
     "SimEvent",
     "SimulatorThread",
     "SpmSimulator",
     "StmCommands",
     "StmPhysics",
+    "read_event_log",
     "start_simulator_in_thread",
 ]

@@ -270,7 +270,8 @@ class SwarmSimulator:
             try:
                 if self.report_defects and not self._reported_defects:
                     self._reported_defects = True
-                    await self._send_reliable(MessageType.SENSOR_DATA, self.world.sensor_data())
+                    for report in self.world.sensor_reports():
+                        await self._send_reliable(MessageType.SENSOR_DATA, report)
                 while self.world.restart_results:  # a resumed world: say what was cut off
                     result = self.world.restart_results.pop(0)
                     await self._send_reliable(MessageType.COMMAND_RESULT, result)

@@ -40,6 +40,7 @@ from atomlab.sim.swarm_wire import (
 from atomlab.surface import UNITS_PER_NM, Surface
 
 AMBIENT_C = 25.0
+SENSOR_BATCH = 1000  # readings per sensor_data frame the simulator sends
 
 
 @dataclass(frozen=True)
@@ -488,19 +489,29 @@ class SwarmWorld:
         )
 
     def sensor_data(self) -> SensorDataPayload:
-        """A scan of the whole surface: every defect still there."""
-        return SensorDataPayload(
-            coordinates=[
-                SensorReading(
-                    x=units_to_nm(d.x),
-                    y=units_to_nm(d.y),
-                    defect_type=d.kind.value,
-                    severity=d.severity,
-                    defect_id=f"d{d.id}",
-                )
-                for d in self.surface.defects
-            ]
-        )
+        """A scan of the whole surface: every defect still there (one payload; a surface with
+        more than the wire's 10,000 readings per frame needs :meth:`sensor_reports`)."""
+        return SensorDataPayload(coordinates=self._readings())
+
+    def sensor_reports(self, batch: int = SENSOR_BATCH) -> list[SensorDataPayload]:
+        """The same scan as payloads of at most ``batch`` readings (what the simulator sends)."""
+        readings = self._readings()
+        return [
+            SensorDataPayload(coordinates=readings[start : start + batch])
+            for start in range(0, len(readings), batch)
+        ]
+
+    def _readings(self) -> list[SensorReading]:
+        return [
+            SensorReading(
+                x=units_to_nm(d.x),
+                y=units_to_nm(d.y),
+                defect_type=d.kind.value,
+                severity=d.severity,
+                defect_id=f"d{d.id}",
+            )
+            for d in self.surface.defects
+        ]
 
     def summary(self) -> GroundTruthPayload:
         return GroundTruthPayload(

@@ -22,6 +22,7 @@ from atomlab.surface.lattice import (
     nm_to_units,
     units_to_nm,
 )
+from atomlab.surface.shared import SurfaceFollower, load_surface, save_surface
 
 __all__ = [
     "DEFAULT_LATTICE_CONSTANT",
@@ -37,6 +38,9 @@ __all__ = [
     "OffGridError",
     "StepEdge",
     "Surface",
+    "SurfaceFollower",
+    "load_surface",
     "nm_to_units",
+    "save_surface",
     "units_to_nm",
 ]

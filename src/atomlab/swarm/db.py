@@ -33,6 +33,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    func,
     insert,
     select,
 )
@@ -54,6 +55,7 @@ from atomlab.core.errors import (
     AtomlabError,
     ConnectionFailedError,
     InvalidInputError,
+    NotFoundError,
     UnavailableError,
 )
 from atomlab.core.logging import get_logger
@@ -356,6 +358,83 @@ class SwarmStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
+    # -- reads for live views (the dashboard); none of them writes ---------------------------
+
+    @classmethod
+    def open_read_only(cls, url: str) -> SwarmStore:
+        """Open an existing database to read: never creates a file, a table or a WAL switch.
+
+        A SQLite file is opened with ``mode=ro`` (safe beside a running service); a missing one
+        is a NotFoundError naming it.
+        """
+        shown = _without_password(url)
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            path = Path(url.removeprefix("sqlite:///"))
+            if not path.is_file():
+                raise NotFoundError(
+                    f"no swarm database at {str(path)!r}; start `atomlab swarm serve` (it creates "
+                    "it) or point at the service's database with --db-url",
+                    field="db_url",
+                    value=shown,
+                )
+            url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
+        try:
+            engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise UnavailableError(
+                f"cannot use database URL {shown!r}: {exc}", field="db_url", value=shown
+            ) from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_busy_timeout)
+        return cls(engine)
+
+    def agents(self) -> list[AgentState]:
+        """Every agent as last stored (position, status, temperature)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(agent_states_table).order_by(agent_states_table.c.agent_id))
+            return [_agent(r._mapping) for r in rows]
+
+    def defects(self) -> list[Defect]:
+        """Every defect, in detection order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(defects_table).order_by(defects_table.c.seq))
+            return [_defect(r._mapping) for r in rows]
+
+    def defect_counts(self) -> dict[str, int]:
+        """How many defects have each status (only statuses that occur)."""
+        status = defects_table.c.status
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(status, func.count()).group_by(status))
+            return {str(s): int(n) for s, n in rows}
+
+    def commands_created_after(self, moment: str | None = None) -> list[Command]:
+        """Commands created after ``moment`` (stored ISO form; None: all), oldest first."""
+        query = select(commands_table).order_by(commands_table.c.created_at)
+        if moment is not None:
+            query = query.where(commands_table.c.created_at > moment)
+        with self.engine.connect() as conn:
+            return [_command(r._mapping) for r in conn.execute(query)]
+
+    def events_after(self, event_id: int, *, limit: int = 1000) -> list[dict[str, Any]]:
+        """A cursor tail of repair events: up to ``limit`` with ``event_id > event_id``."""
+        events = repair_events_table.c
+        query = select(repair_events_table).where(events.event_id > event_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(events.event_id).limit(max(1, limit)))
+            return [dict(r._mapping) for r in rows]
+
+    def halt_reason(self) -> str | None:
+        """The E-stop in force (its reason), or None: the latest halt or resume event decides."""
+        events = repair_events_table.c
+        with self.engine.connect() as conn:
+            last = conn.execute(
+                select(events.event, events.detail)
+                .where(events.event.in_(("halt", "resume")))
+                .order_by(events.event_id.desc())
+                .limit(1)
+            ).first()
+        return (last.detail or "halted") if last is not None and last.event == "halt" else None
+
 
 def _sqlite_file(parsed: URL) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
@@ -449,6 +528,13 @@ def _sqlite_pragmas(synchronous: Synchronous) -> Callable[[Any, Any], None]:
         cursor.close()
 
     return on_connect
+
+
+def _sqlite_busy_timeout(dbapi_conn: Any, _record: Any) -> None:
+    """A reader waits out a writer's lock instead of failing at once (and changes nothing)."""
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
 
 
 def _upsert(conn: Connection, kind: RowKind, rows: list[dict[str, Any]]) -> None:

@@ -6,6 +6,7 @@
         with run.step("collect", units=100):
             ...
             run.advance()
+            run.log_metric("collect/return", 1.5)   # metrics.jsonl, TensorBoard, runs show
         run.run_step("train", ["python", "train.py"])
 
 See docs/tracking.md for the data model, files, the ETA algorithm and the rules.
@@ -15,7 +16,9 @@ from atomlab.tracking import perf, report
 from atomlab.tracking.eta import estimate_remaining, format_duration
 from atomlab.tracking.gpu import GpuProbe
 from atomlab.tracking.history import RunIndex, RunSummary, parse_since
+from atomlab.tracking.metrics import MetricPoint, read_metrics, summarise_metrics
 from atomlab.tracking.models import (
+    ArtifactRecord,
     EtaEstimate,
     PerfResult,
     Recommendation,
@@ -46,8 +49,10 @@ from atomlab.tracking.tracker import (
 )
 
 __all__ = [
+    "ArtifactRecord",
     "EtaEstimate",
     "GpuProbe",
+    "MetricPoint",
     "NullProgress",
     "PerfResult",
     "PlainProgress",
@@ -77,9 +82,11 @@ __all__ = [
     "iter_jsonl",
     "parse_since",
     "perf",
+    "read_metrics",
     "read_run",
     "report",
     "report_progress",
     "runs_root",
+    "summarise_metrics",
     "tail_jsonl",
 ]

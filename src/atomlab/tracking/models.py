@@ -155,6 +155,16 @@ class Recommendation(_Model):
     step: str | None = None
 
 
+class ArtifactRecord(_Model):
+    """A file stored with a run: ``path`` is relative to the run directory."""
+
+    name: str
+    path: str
+    bytes: int
+    sha256: str
+    kind: str | None = None
+
+
 class RunRecord(_Model):
     """Everything about one run: the content of ``run.json`` and the source of the index row."""
 
@@ -177,6 +187,10 @@ class RunRecord(_Model):
     tags: dict[str, str] = Field(default_factory=dict)
     summary: dict[str, Any] = Field(default_factory=dict)
     recommendations: list[Recommendation] = Field(default_factory=list)
+    #: The user's parameters (``log_params``), merged; JSON values only.
+    params: dict[str, Any] = Field(default_factory=dict)
+    #: Files stored with the run (``log_artifact``), one entry per name.
+    artifacts: list[ArtifactRecord] = Field(default_factory=list)
 
     @property
     def steps_done(self) -> int:
@@ -230,6 +244,7 @@ class PerfResult(_Model):
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ArtifactRecord",
     "EtaEstimate",
     "PerfResult",
     "Recommendation",

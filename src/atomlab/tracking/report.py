@@ -18,6 +18,7 @@ from atomlab.core.clock import Clock, SystemClock
 from atomlab.tracking import recommend
 from atomlab.tracking.eta import estimate_remaining, format_duration
 from atomlab.tracking.history import RunIndex
+from atomlab.tracking.metrics import read_metrics, summarise_metrics
 from atomlab.tracking.models import Recommendation, RunRecord, StepStatus
 from atomlab.tracking.store import PROGRESS_DIR, TELEMETRY_FILE, iter_jsonl, tail_jsonl
 from atomlab.tracking.tracker import run_throughput, summarise_samples
@@ -59,6 +60,7 @@ def live_view(
         view["heartbeat_age_s"] = _elapsed(record.heartbeat_at, None, now)
     last = tail_jsonl(Path(record.run_dir) / TELEMETRY_FILE, 1)
     view["last_sample"] = last[0] if last else None
+    view["metrics"] = summarise_metrics(read_metrics(record.run_dir))
     return view
 
 
@@ -93,7 +95,38 @@ def status_text(view: dict[str, Any]) -> str:
         )
     if view.get("reason"):
         lines.append(f"Reason: {view['reason']}")
+    lines.extend(user_data_lines(view))
     return "\n".join(lines)
+
+
+def user_data_lines(view: dict[str, Any]) -> list[str]:
+    """Lines for the user's params, metrics (last/min/max) and artifacts, when there are any."""
+    lines: list[str] = []
+    params = view.get("params") or {}
+    if params:
+        lines.append("Params:")
+        lines.extend(
+            f"  {key} = {json.dumps(value, ensure_ascii=False)}"
+            for key, value in sorted(params.items())
+        )
+    metrics = view.get("metrics") or {}
+    if metrics:
+        lines.append("Metrics (last / min / max, points):")
+        lines.extend(
+            f"  {name}: {m['last']:.6g} @ step {m['last_step']} / {m['min']:.6g} / "
+            f"{m['max']:.6g}, {m['count']}"
+            for name, m in metrics.items()
+        )
+    artifacts = view.get("artifacts") or []
+    if artifacts:
+        lines.append("Artifacts:")
+        lines.extend(
+            f"  {a['name']}: {a['path']} ({a['bytes']} bytes"
+            + (f", {a['kind']}" if a.get("kind") else "")
+            + f", sha256 {a['sha256'][:12]})"
+            for a in artifacts
+        )
+    return lines
 
 
 def _with_fresh_progress(record: RunRecord, step_name: str) -> RunRecord:
@@ -177,6 +210,9 @@ def summarise(record: RunRecord, index: RunIndex | None) -> dict[str, Any]:
         "status": record.status.value,
         "summary": summary,
         "recommendations": [f.model_dump(mode="json") for f in findings],
+        "params": record.params,
+        "metrics": summarise_metrics(read_metrics(record.run_dir)),
+        "artifacts": [a.model_dump(mode="json") for a in record.artifacts],
     }
 
 
@@ -197,6 +233,7 @@ def summary_text(data: dict[str, Any]) -> str:
     findings = data["recommendations"]
     lines.append("Recommendations:" if findings else "Recommendations: none (no rule fired)")
     lines.extend(recommendations_text(findings))
+    lines.extend(user_data_lines(data))
     return "\n".join(lines)
 
 
@@ -224,6 +261,7 @@ def markdown(record: RunRecord) -> str:
             f"| {step.order} | {step.label} | {step.status.value} | "
             f"{format_duration(step.duration_s)} | {units} | {note} |"
         )
+    out += _markdown_user_data(record)
     out += ["", "## Summary", ""]
     out += [f"- {line}" for line in summary_lines(record.summary)] or ["- (none)"]
     out += ["", "## Recommendations", ""]
@@ -234,6 +272,42 @@ def markdown(record: RunRecord) -> str:
         out.append(f"  - evidence: {', '.join(f'{k}={v}' for k, v in f.evidence.items())}")
         out.extend(f"  - action: {a}" for a in f.actions)
     return "\n".join(out) + "\n"
+
+
+def _markdown_user_data(record: RunRecord) -> list[str]:
+    out: list[str] = []
+    if record.params:
+        out += ["", "## Params", "", "| Name | Value |", "|------|-------|"]
+        out += [
+            f"| {_cell(k)} | `{_cell(json.dumps(v, ensure_ascii=False))}` |"
+            for k, v in sorted(record.params.items())
+        ]
+    metrics = summarise_metrics(read_metrics(record.run_dir))
+    if metrics:
+        out += [
+            "",
+            "## Metrics",
+            "",
+            "| Metric | Last | Step | Min | Max | Points |",
+            "|--------|------|------|-----|-----|--------|",
+        ]
+        out += [
+            f"| {n} | {m['last']:.6g} | {m['last_step']} | {m['min']:.6g} | {m['max']:.6g} "
+            f"| {m['count']} |"
+            for n, m in metrics.items()
+        ]
+    if record.artifacts:
+        out += ["", "## Artifacts", "", "| Name | Path | Bytes | Kind | SHA-256 |"]
+        out += ["|------|------|-------|------|---------|"]
+        out += [
+            f"| {a.name} | {a.path} | {a.bytes} | {a.kind or ''} | `{a.sha256}` |"
+            for a in record.artifacts
+        ]
+    return out
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _elapsed(start: str | None, end: str | None, now: datetime) -> float | None:
@@ -256,4 +330,5 @@ __all__ = [
     "summarise",
     "summary_lines",
     "summary_text",
+    "user_data_lines",
 ]

@@ -1,8 +1,18 @@
-"""Mirror a run's telemetry and step progress into TensorBoard event files (optional extra).
+"""Mirror a run's telemetry, step progress and user metrics into TensorBoard (optional extra).
 
-Uses ``tensorboard.summary.Writer``, which needs only numpy (no torch, no TensorFlow), imported
-when a mirror is created. One sub-directory per run (TensorBoard reads one event file per
-directory); the writer is flushed at every step end so a killed run loses at most one step::
+Every value is a classic scalar summary (``Summary.Value.simple_value``), the form both
+``EventAccumulator.Scalars()`` and a ``tensorboard --logdir`` server read as a scalar (the
+summary writer's tensor form reads only as a tensor). Steps are integers that only increase
+within a tag, so no two points collide:
+
+- ``telemetry/*`` and ``gpu/<i>/*``: the telemetry sample's index (0, 1, 2 ... one per sample);
+- ``metrics/<name>``: the step the metric was logged at;
+- ``progress/steps_done`` and ``progress/steps_total``: the index of the progress change;
+- ``steps/<name>/duration_s``: step 0, written once when the step completes.
+
+Only ``tensorboard``'s event-file writer and protobufs are used (no torch, no TensorFlow),
+imported when a mirror is created. One sub-directory per run; the file is flushed at every step
+end and every ``FLUSH_SECS`` by the writer itself::
 
     RunTracker("demo", steps, mirrors=[TensorBoardMirror("tb-logs")])
 """
@@ -10,12 +20,14 @@ directory); the writer is flushed at every step end so a killed run loses at mos
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from atomlab.core.errors import UnavailableError
+from atomlab.tracking.metrics import MetricPoint
 from atomlab.tracking.models import RunRecord, StepStatus
 
 SCALARS = (
@@ -31,35 +43,60 @@ SCALARS = (
     "net_recv_mb_s",
 )
 GPU_SCALARS = ("util_pct", "mem_used_mb", "run_mem_mb", "temp_c", "power_w")
+METRIC_PREFIX = "metrics/"
+FLUSH_SECS = 10
 
 
-def _writer_class() -> Any:
+def _protos() -> tuple[Any, Any, Any]:
     try:
-        from tensorboard.summary import Writer
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
     except ImportError:
         raise UnavailableError(
             "TensorBoard mirroring needs the tensorboard package; "
             "install it with: pip install 'atomlab[tensorboard]'",
             extra="tensorboard",
         ) from None
-    return Writer
+    return EventFileWriter, event_pb2, summary_pb2
 
 
 class TensorBoardMirror:
-    """Receives telemetry samples and step updates from a :class:`RunTracker`."""
+    """Receives telemetry samples, step updates and metrics from a :class:`RunTracker`."""
 
     def __init__(self, logdir: Path | str) -> None:
         self.logdir = Path(logdir)
-        self._writer_cls = _writer_class()
+        self._file_writer_cls, self._event_pb2, self._summary_pb2 = _protos()
         self._writer: Any = None
         self._seen_steps: set[str] = set()
-        # The summary writer is not thread-safe; samples come from the monitor thread.
+        self._sample_idx = 0
+        self._progress_idx = 0
+        self._progress: tuple[int, int] | None = None
+        # The event writer is not safe across threads; samples come from the monitor thread.
         self._lock = threading.Lock()
 
     def open(self, record: RunRecord) -> None:
         target = self.logdir / record.run_id
         target.mkdir(parents=True, exist_ok=True)
-        self._writer = self._writer_cls(str(target))
+        self._writer = self._file_writer_cls(str(target), flush_secs=FLUSH_SECS)
+
+    def _scalars(
+        self, values: Sequence[tuple[str, float]], step: int, wall_time: float | None
+    ) -> None:
+        """One event holding a scalar per tag, all at ``step``."""
+        if self._writer is None or not values:
+            return
+        summary = self._summary_pb2.Summary(
+            value=[
+                self._summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
+                for tag, value in values
+            ]
+        )
+        event = self._event_pb2.Event(
+            wall_time=wall_time if wall_time is not None else time.time(),
+            step=int(step),
+            summary=summary,
+        )
+        self._writer.add_event(event)
 
     def add_sample(self, sample: Mapping[str, Any]) -> None:
         with self._lock:
@@ -68,18 +105,23 @@ class TensorBoardMirror:
     def _add_sample(self, sample: Mapping[str, Any]) -> None:
         if self._writer is None:
             return
-        step = round(float(sample.get("dt_s", 0.0)))
-        wall = _wall_time(sample.get("t"))
-        for key in SCALARS:
-            value = sample.get(key)
-            if value is not None:
-                self._writer.add_scalar(f"telemetry/{key}", value, step, wall_time=wall)
+        values: list[tuple[str, float]] = [
+            (f"telemetry/{key}", sample[key])
+            for key in SCALARS
+            if isinstance(sample.get(key), int | float)
+        ]
         for gpu in sample.get("gpus") or []:
-            for key in GPU_SCALARS:
-                value = gpu.get(key)
-                if value is not None:
-                    tag = f"gpu/{gpu.get('index', 0)}/{key}"
-                    self._writer.add_scalar(tag, value, step, wall_time=wall)
+            values.extend(
+                (f"gpu/{gpu.get('index', 0)}/{key}", gpu[key])
+                for key in GPU_SCALARS
+                if isinstance(gpu.get(key), int | float)
+            )
+        self._scalars(values, self._sample_idx, _wall_time(sample.get("t")))
+        self._sample_idx += 1
+
+    def add_metric(self, name: str, value: float, step: int, wall_time: float | None) -> None:
+        with self._lock:
+            self._scalars([(METRIC_PREFIX + name, value)], step, wall_time)
 
     def add_steps(self, record: RunRecord) -> None:
         with self._lock:
@@ -88,13 +130,27 @@ class TensorBoardMirror:
     def _add_steps(self, record: RunRecord) -> None:
         if self._writer is None:
             return
-        done = record.steps_done
-        self._writer.add_scalar("progress/steps_done", done, done)
-        self._writer.add_scalar("progress/steps_total", record.steps_total, done)
+        progress = (record.steps_done, record.steps_total)
+        if progress != self._progress:
+            self._progress = progress
+            self._scalars(
+                [("progress/steps_done", progress[0]), ("progress/steps_total", progress[1])],
+                self._progress_idx,
+                None,
+            )
+            self._progress_idx += 1
         for step in record.steps:
-            if step.status is StepStatus.COMPLETED and step.name not in self._seen_steps:
+            if (
+                step.status is StepStatus.COMPLETED
+                and step.duration_s is not None
+                and step.name not in self._seen_steps
+            ):
                 self._seen_steps.add(step.name)
-                self._writer.add_scalar(f"steps/{step.name}/duration_s", step.duration_s, 0)
+                self._scalars(
+                    [(f"steps/{step.name}/duration_s", step.duration_s)],
+                    0,
+                    _wall_time(step.ended_at),
+                )
 
     def flush(self) -> None:
         with self._lock:
@@ -108,14 +164,24 @@ class TensorBoardMirror:
                 self._writer = None
 
 
-def export_run(record: RunRecord, samples: Iterable[Mapping[str, Any]], logdir: Path) -> Path:
-    """Replay a recorded run (its telemetry and steps) into ``logdir/<run_id>``."""
+def export_run(
+    record: RunRecord,
+    samples: Iterable[Mapping[str, Any]],
+    logdir: Path,
+    metrics: Mapping[str, Sequence[MetricPoint]] | None = None,
+) -> Path:
+    """Replay a recorded run (telemetry, steps and metrics) into ``logdir/<run_id>``."""
     mirror = TensorBoardMirror(logdir)
     mirror.open(record)
-    for sample in samples:
-        mirror.add_sample(sample)
-    mirror.add_steps(record)
-    mirror.close()
+    try:
+        for sample in samples:
+            mirror.add_sample(sample)
+        for name, points in (metrics or {}).items():
+            for point in points:
+                mirror.add_metric(name, point.value, point.step, _wall_time(point.at))
+        mirror.add_steps(record)
+    finally:
+        mirror.close()
     return logdir / record.run_id
 
 
@@ -128,4 +194,4 @@ def _wall_time(stamp: Any) -> float | None:
         return None
 
 
-__all__ = ["TensorBoardMirror", "export_run"]
+__all__ = ["METRIC_PREFIX", "TensorBoardMirror", "export_run"]

@@ -35,9 +35,11 @@ from atomlab.core.errors import AtomlabError, InvalidInputError
 from atomlab.core.logging import get_logger
 from atomlab.core.settings import TrackingSettings, load_settings
 from atomlab.tracking import recommend
+from atomlab.tracking.artifacts import store_artifact
 from atomlab.tracking.eta import estimate_remaining
 from atomlab.tracking.gpu import GpuProbe
 from atomlab.tracking.history import RunIndex
+from atomlab.tracking.metrics import MetricLog
 from atomlab.tracking.models import (
     RunRecord,
     RunStatus,
@@ -164,6 +166,7 @@ class RunTracker:
         self._events: JsonlAppender | None = None
         self._telemetry: JsonlAppender | None = None
         self._sampler: TelemetrySampler | None = None
+        self._metrics: MetricLog | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -227,6 +230,7 @@ class RunTracker:
         self._run_started = self.clock.monotonic()
         self._events = JsonlAppender(run_dir / EVENTS_FILE)
         self._telemetry = JsonlAppender(run_dir / TELEMETRY_FILE)
+        self._metrics = MetricLog(run_dir)
         self.index = self._open_index()
         if self.index is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -460,6 +464,82 @@ class RunTracker:
             log_tail=tail,
         )
 
+    # -- user metrics, params and artifacts ---------------------------------------------------
+
+    def log_metric(self, name: str, value: float, step: int | None = None) -> None:
+        """Log one value of metric ``name`` (e.g. ``"bc/loss"``) at ``step``.
+
+        ``step=None`` is one more than the name's last step (the first is 0); steps are
+        integers that increase per name. A bad name, a non-finite value or a step that does
+        not increase raises :class:`InvalidInputError` and logs nothing.
+        """
+        self.log_metrics({name: value}, step=step)
+
+    def log_metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
+        """Log several metrics at one step (each name's next step when ``step`` is None)."""
+        self._require()
+        if self._metrics is None:
+            raise InvalidInputError("the run has ended; log metrics while it runs")
+        now = self.clock.now()
+        points = self._metrics.log(
+            values,
+            step,
+            at=utc_iso(now),
+            dt_s=round(self.clock.monotonic() - self._run_started, 6),
+        )
+        wall = now.timestamp()
+        for mirror in self._mirrors:
+            add = getattr(mirror, "add_metric", None)
+            if add is None:
+                continue
+            with contextlib.suppress(Exception):
+                for name, number, chosen in points:
+                    add(name, number, chosen, wall)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Merge ``params`` (JSON values: numbers, text, lists, objects) into ``run.json``."""
+        record = self._require()
+        if not isinstance(params, Mapping):
+            raise InvalidInputError("params must be a mapping of names to JSON values")
+        clean: dict[str, Any] = {}
+        for key, value in params.items():
+            if not isinstance(key, str) or not key.strip() or len(key) > 256:
+                raise InvalidInputError(
+                    f"param name {str(key)[:80]!r} must be non-empty text of at most 256 "
+                    "characters",
+                    field="params",
+                )
+            try:
+                clean[key] = json.loads(json.dumps(value, allow_nan=False))
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise InvalidInputError(
+                    f"param {key!r} = {str(value)[:80]!r} is not a JSON value ({exc}); log "
+                    "numbers, text, booleans, lists or mappings of them (no NaN or inf)",
+                    field="params",
+                    value=key,
+                ) from None
+        with self._lock:
+            record.params.update(clean)
+            self._persist()
+        self._event("run.params", names=sorted(clean))
+
+    def log_artifact(
+        self, path: Path | str, *, name: str | None = None, kind: str | None = None
+    ) -> Path:
+        """Copy the file ``path`` into ``<run_dir>/artifacts/<name>``; return the stored copy.
+
+        The run's ``artifacts`` list gets ``name``, ``path`` (relative to the run directory),
+        ``bytes``, ``sha256`` and ``kind``; logging a name again replaces the earlier file.
+        """
+        record = self._require()
+        artifact = store_artifact(self.run_dir, path, name=name, kind=kind)
+        with self._lock:
+            record.artifacts = [a for a in record.artifacts if a.name != artifact.name]
+            record.artifacts.append(artifact)
+            self._persist()
+        self._event("run.artifact", artifact=artifact.name, bytes=artifact.bytes, kind=kind)
+        return self.run_dir / artifact.path
+
     # -- internals: steps --------------------------------------------------------------------
 
     def _end_step(self, name: str | None, status: StepStatus, reason: str | None) -> StepRecord:
@@ -588,6 +668,9 @@ class RunTracker:
             if appender is not None:
                 appender.fsync()
                 appender.close()
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         if self._gpu is not None:
             self._gpu.close()
         for mirror in self._mirrors:

@@ -15,7 +15,7 @@ client) with a staged :class:`MonitorConfig`; see docs/trajectory.md.
 
 from __future__ import annotations
 
-from atomlab.trajectory.actions import ActionDetector, OwnWrites, values_equal
+from atomlab.trajectory.actions import ActionDetector, GuardCommand, OwnWrites, values_equal
 from atomlab.trajectory.config import (
     DEFAULT_ACTION_WINDOW_S,
     DEFAULT_INTERVAL_S,
@@ -44,17 +44,28 @@ from atomlab.trajectory.records import (
     Value,
 )
 from atomlab.trajectory.source import InstrumentSource, catalog_listing
-from atomlab.trajectory.store import RunInfo, SignalWindow, TrajectoryStore, open_store
+from atomlab.trajectory.store import (
+    CHECKPOINT_INTERVAL_S,
+    LEASE_TIMEOUT_S,
+    RunInfo,
+    SignalWindow,
+    TrajectoryStore,
+    mark_crashed_runs,
+    open_store,
+)
 
 __all__ = [
+    "CHECKPOINT_INTERVAL_S",
     "DEFAULT_ACTION_WINDOW_S",
     "DEFAULT_INTERVAL_S",
     "DEFAULT_ROTATE_ENTRIES",
     "DEFAULT_SIGNALS",
     "DEFAULT_SPECS",
+    "LEASE_TIMEOUT_S",
     "ActionDetector",
     "ActionEvent",
     "ChannelInfo",
+    "GuardCommand",
     "InstrumentSource",
     "MissedTicks",
     "Monitor",
@@ -78,6 +89,7 @@ __all__ = [
     "default_config_path",
     "defaults_from_settings",
     "load_staged",
+    "mark_crashed_runs",
     "open_store",
     "save_staged",
     "values_equal",

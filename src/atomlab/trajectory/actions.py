@@ -5,21 +5,25 @@ baseline or its last action's value), which a change within tolerance does not m
 ``coalesce_s > 0`` further changes of the same spec within ``coalesce_s`` of its previous change
 extend one pending action (a ramp becomes one action from the first old value to the last new
 value). Whether a change was made by atomlab itself is asked of an :class:`OwnWrites` ledger, fed
-by the instrument guard's write listener.
+by the instrument guard's listener (in-process) or its audit log (another process). The same
+ledger collects the guarded *commands* (``Bias.Pulse``, ``TipShaper.Start`` ...), which the
+detector turns into ``command`` actions.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from atomlab.core.clock import Clock
+from atomlab.core.clock import Clock, SystemClock
 from atomlab.trajectory.records import ActionEvent, Value
 
 #: How long a write made through the guard stays attributable to a later change.
@@ -29,6 +33,24 @@ DEFAULT_OWN_WRITE_MEMORY_S = 60.0
 DEFAULT_ATTRIBUTION_GRACE_S = 0.5
 #: A guard in another process logs a write only when its whole plan (a ramp) is done.
 AUDIT_LOG_ATTRIBUTION_GRACE_S = 3.0
+
+
+#: How many command ids are remembered to drop a command reported twice (listener + audit log).
+SEEN_COMMANDS_KEPT = 4096
+
+
+@dataclass(frozen=True)
+class GuardCommand:
+    """A command sent through the guard: when (monotonic s of this process), how long, what."""
+
+    id: str
+    command: str
+    args: dict[str, Any]
+    reply: dict[str, Any]
+    at_monotonic: float
+    at_utc: str
+    duration_s: float = 0.0
+    who: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,6 +74,8 @@ class OwnWrites:
         self._writes: deque[OwnWrite] = deque()
         self._lock = threading.Lock()
         self._followers: list[AuditLogFollower] = []
+        self._commands: list[GuardCommand] = []
+        self._seen_ids: deque[str] = deque(maxlen=SEEN_COMMANDS_KEPT)
 
     @property
     def follows_audit_logs(self) -> bool:
@@ -60,6 +84,46 @@ class OwnWrites:
     def follow_audit_log(self, path: Path, clock: Clock) -> None:
         """Also count writes that guards in *other* processes append to ``path`` from now on."""
         self._followers.append(AuditLogFollower(path, self, clock))
+
+    def observe(self, event: Any) -> None:
+        """A guard listener: ``guard.add_listener(own.observe)`` notes every value written
+        (``WriteEvent``) and collects every command sent (``CommandEvent``)."""
+        if hasattr(event, "command") and hasattr(event, "reply") and hasattr(event, "id"):
+            if getattr(event, "outcome", "done") == "done":
+                self.note_command(
+                    GuardCommand(
+                        id=str(event.id),
+                        command=str(event.command),
+                        args=dict(event.args),
+                        reply=dict(event.reply),
+                        at_monotonic=float(event.at_monotonic),
+                        at_utc=str(event.at_utc),
+                        duration_s=float(getattr(event, "duration_s", 0.0) or 0.0),
+                        who=str(getattr(event, "who", "")),
+                    )
+                )
+            return
+        self.note(event.label, event.value, event.monotonic_s)
+
+    def note_command(self, command: GuardCommand) -> None:
+        """Collect a command sent through the guard (once, however many routes report it)."""
+        with self._lock:
+            if command.id in self._seen_ids:
+                return
+            self._seen_ids.append(command.id)
+            self._commands.append(command)
+
+    def poll(self) -> None:
+        """Read what guards in other processes appended to the followed audit logs."""
+        for follower in self._followers:
+            follower.read_new()
+
+    def take_commands(self) -> list[GuardCommand]:
+        """The commands collected since the last call, oldest first."""
+        self.poll()
+        with self._lock:
+            taken, self._commands = self._commands, []
+        return sorted(taken, key=lambda c: c.at_monotonic)
 
     def note(self, spec_label: str, value: Value, at_monotonic: float) -> None:
         with self._lock:
@@ -84,14 +148,22 @@ class AuditLogFollower:
     """Reads the guard's JSON-lines audit log incrementally and notes every step it sent.
 
     The guard appends a record when a plan has finished (``when`` is then), with the plan's steps
-    and pause; each step is noted at its estimated time on this process's monotonic clock.
+    and pause; each step is noted at its estimated time on this process's monotonic clock. A
+    ``"kind": "command"`` record that was sent (``outcome: done``) is collected as a command; its
+    ``at_monotonic`` is used as is when it comes from this host (the monotonic clock is
+    system-wide), else its ``at_utc`` is mapped through the wall clock.
     """
 
     def __init__(self, path: Path, own: OwnWrites, clock: Clock) -> None:
         self.path = path
         self._own = own
         self._clock = clock
-        self._offset = path.stat().st_size if path.exists() else 0
+        self._shared_monotonic = isinstance(clock, SystemClock)
+        self._host = socket.gethostname()
+        try:
+            self._offset = path.stat().st_size if path.is_file() else 0
+        except OSError:
+            self._offset = 0
         self._partial = b""
 
     def read_new(self) -> None:
@@ -113,6 +185,14 @@ class AuditLogFollower:
     def _note(self, line: bytes) -> None:
         try:
             record = json.loads(line)
+        except (ValueError, RecursionError):
+            return  # a torn or foreign line: nothing to attribute
+        if not isinstance(record, dict):
+            return
+        if record.get("kind") == "command":
+            self._note_command(record)
+            return
+        try:
             sent = int(record.get("steps_sent") or 0)
             plan = record["plan"]
             steps = list(plan["steps"])[:sent]
@@ -124,6 +204,33 @@ class AuditLogFollower:
         ended = self._clock.monotonic() - (self._clock.now() - when).total_seconds()
         for i, value in enumerate(steps):
             self._own.note(label, value, ended - (len(steps) - 1 - i) * pause)
+
+    def _note_command(self, record: Mapping[str, Any]) -> None:
+        if record.get("outcome") != "done":
+            return  # refused, dry-run or failed: nothing reached the instrument
+        try:
+            at_utc = str(record["at_utc"])
+            sent = datetime.fromisoformat(at_utc.replace("Z", "+00:00"))
+            mono = float(record["at_monotonic"])
+            args = record.get("args") or {}
+            reply = record.get("reply") or {}
+            command = GuardCommand(
+                id=str(record["id"]),
+                command=str(record["command"]),
+                args=dict(args) if isinstance(args, Mapping) else {},
+                reply=dict(reply) if isinstance(reply, Mapping) else {},
+                at_monotonic=mono,
+                at_utc=at_utc,
+                duration_s=max(0.0, float(record.get("duration_s") or 0.0)),
+                who=str(record.get("who", "")),
+            )
+        except (KeyError, TypeError, ValueError):
+            return
+        if not (self._shared_monotonic and record.get("host") == self._host):
+            mapped = self._clock.monotonic() - (self._clock.now() - sent).total_seconds()
+            command = replace(command, at_monotonic=mapped)
+        if math.isfinite(command.at_monotonic):
+            self._own.note_command(command)
 
 
 def values_equal(a: Value, b: Value, tolerance: float = 0.0) -> bool:
@@ -240,6 +347,43 @@ class ActionDetector:
             else:
                 self._attribute(held, at_monotonic, emit)
         self._last = tuple(reference)
+
+    def command(
+        self,
+        command: GuardCommand,
+        *,
+        sample_idx: int,
+        dt_s: float,
+        emit: Callable[[ActionEvent], None],
+    ) -> ActionEvent:
+        """A guarded command as a ``command`` action (emitted at once: it is atomlab's own).
+
+        ``dt_s`` is when it was sent; the window spans from ``action_window_s`` before that to
+        as long after its reply, the same rule as a (coalesced) spec change.
+        """
+        end = dt_s + max(0.0, command.duration_s)
+        event = ActionEvent(
+            action_idx=self._next_idx,
+            sample_idx=sample_idx,
+            dt_s=dt_s,
+            end_dt_s=end,
+            detected_at_utc=command.at_utc,
+            spec_label=command.command,
+            old_value=None,
+            new_value=None,
+            delta=None,
+            steps=1,
+            source="self",
+            window_start_dt_s=dt_s - self._window,
+            window_end_dt_s=end + self._window,
+            kind="command",
+            command=command.command,
+            args=dict(command.args),
+            payload=dict(command.reply),
+        )
+        self._next_idx += 1
+        emit(event)
+        return event
 
     def finish(self, emit: Callable[[ActionEvent], None]) -> None:
         """Emit every pending and held action; call once when the run ends."""

@@ -10,6 +10,7 @@ leaves half a file behind::
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import tempfile
@@ -58,10 +59,19 @@ def _table(
 ) -> tuple[list[str], Iterator[dict[str, Any]]]:
     if table == "actions":
         columns = list(ActionEvent.__dataclass_fields__)
-        return columns, (asdict(a) for a in store.actions(run_name))
+        return columns, (_action_row(a) for a in store.actions(run_name))
     labels = [ch.label for ch in store.catalog(table, run_name)]
     columns = ["sample_idx", "segment_id", "dt_s", "scheduled_dt_s", "latency_s", *labels]
     return columns, store.samples(table, run_name)
+
+
+def _action_row(action: ActionEvent) -> dict[str, Any]:
+    """One action as flat columns: a command's args and reply payload as JSON text."""
+    row = asdict(action)
+    for key in ("args", "payload"):
+        if row[key] is not None:
+            row[key] = json.dumps(row[key], ensure_ascii=False)
+    return row
 
 
 def _write_csv(path: Path, *, columns: list[str], rows: Iterator[dict[str, Any]]) -> None:

@@ -12,6 +12,7 @@ back-off while the schedule keeps running::
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,7 @@ from atomlab.trajectory.config import MonitorConfig
 from atomlab.trajectory.records import (
     ActionEvent,
     ChannelInfo,
+    LeaseRenewal,
     MissedTicks,
     MissReason,
     MonitorError,
@@ -40,7 +42,7 @@ from atomlab.trajectory.records import (
     Sample,
     Value,
 )
-from atomlab.trajectory.store import RunInfo, TrajectoryStore
+from atomlab.trajectory.store import LEASE_RENEW_S, RunInfo, TrajectoryStore
 
 #: A tick may start this fraction of an interval after its schedule; later, it is missed.
 LATE_FRACTION = 0.5
@@ -50,6 +52,8 @@ RECONNECT_MAX_DELAY_S = 10.0
 SPIN_S = 0.0008
 #: Longest single sleep, so a stop request is noticed promptly even with long intervals.
 MAX_SLEEP_SLICE_S = 0.25
+#: Sample times kept to place a guarded command (reported after its reply) on the sample axis.
+SAMPLE_TIMES_KEPT = 65_536
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionFailedError,
     ConnectionError,
@@ -134,6 +138,8 @@ class Monitor:
             (SPIN_S if isinstance(self.clock, SystemClock) else 0.0) if spin_s is None else spin_s
         )
         self._stop = threading.Event()
+        self._sample_dts: list[float] = []
+        self._first_kept_idx = 0
         self._stop_status: RunStatus = "completed"
         self._stop_reason = ""
         self.counts = {"samples": 0, "actions": 0, "errors": 0, "missed_ticks": 0, "reconnects": 0}
@@ -186,14 +192,19 @@ class Monitor:
         reason = "the recorder failed"
         origin = self.clock.monotonic()
         started += timedelta(seconds=origin - started_mono)  # the wall time of dt_s = 0
+        heartbeat = _Heartbeat(writer.put)
         try:
+            self.store.set_anchor(run.id, utc_iso(started))
+            heartbeat.start()
             self._loop(origin, writer.put, detector, duration_s, max_samples)
+            self._take_commands(origin, detector, writer.put, self.counts["samples"])
             detector.finish(lambda event: self._emit(writer.put, event))
             status, reason = self._stop_status, self._stop_reason or "finished"
         except KeyboardInterrupt:
             status, reason = "interrupted", "interrupted by the operator"
             raise
         finally:
+            heartbeat.stop()
             try:
                 writer.close()
             finally:
@@ -273,6 +284,7 @@ class Monitor:
                 specs=tuple(specs),
             )
             self._queue(put, sample, "samples")
+            self._remember_sample(sample.dt_s)
             detector.observe(
                 sample_idx=sample_idx,
                 dt_s=sample.dt_s,
@@ -283,6 +295,37 @@ class Monitor:
             )
             sample_idx += 1
             tick += 1
+            self._take_commands(origin, detector, put, sample_idx)
+
+    def _remember_sample(self, dt_s: float) -> None:
+        self._sample_dts.append(dt_s)
+        if len(self._sample_dts) > 2 * SAMPLE_TIMES_KEPT:
+            del self._sample_dts[:SAMPLE_TIMES_KEPT]
+            self._first_kept_idx += SAMPLE_TIMES_KEPT
+
+    def _take_commands(
+        self,
+        origin: float,
+        detector: ActionDetector,
+        put: Callable[[Record], None],
+        next_sample_idx: int,
+    ) -> None:
+        """Turn guarded commands reported since the last tick into ``command`` actions."""
+        if self.own_writes is None:
+            return
+        for command in self.own_writes.take_commands():
+            dt_s = command.at_monotonic - origin
+            if dt_s + command.duration_s < 0:
+                continue  # sent and answered before this run started
+            # The first sample polled at or after the command was sent.
+            k = bisect.bisect_left(self._sample_dts, dt_s)
+            idx = self._first_kept_idx + k if self._sample_dts else next_sample_idx
+            detector.command(
+                command,
+                sample_idx=min(idx, next_sample_idx),
+                dt_s=dt_s,
+                emit=lambda event: self._emit(put, event),
+            )
 
     def _wait_until(self, target: float) -> None:
         while not self._stop.is_set():
@@ -369,3 +412,29 @@ class Monitor:
             if remaining <= 0:
                 return
             self.clock.sleep(min(remaining, MAX_SLEEP_SLICE_S))
+
+
+class _Heartbeat:
+    """Queues a :class:`LeaseRenewal` every ``LEASE_RENEW_S`` (real time) while a run records,
+    so the run's lease stays fresh even while polls fail or hang."""
+
+    def __init__(self, put: Callable[[Record], None]) -> None:
+        self._put = put
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trajectory-lease", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(LEASE_RENEW_S):
+            try:
+                self._put(LeaseRenewal(), 1.0)  # type: ignore[call-arg]
+            except Exception as exc:  # the writer failed or is closing: the run ends anyway
+                _log.warning("lease renewal failed", error=repr(exc))
+                return

@@ -7,13 +7,15 @@ knows about SQLite or the instrument.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Value = float | int | bool | str | None
 ActionSource = Literal["self", "external"]
 MissReason = Literal["late", "disconnected", "error"]
-RunStatus = Literal["running", "completed", "interrupted", "terminated", "failed", "abandoned"]
-"""``abandoned`` is never stored: how a ``running`` run whose recorder died (kill -9) reads."""
+ActionKind = Literal["spec-change", "command"]
+RunStatus = Literal["running", "completed", "interrupted", "terminated", "failed", "crashed"]
+"""``crashed``: the recorder died without finishing the run (kill -9, power loss); readers see it
+by the recorder's process (same host) or its expired lease, and mark it so."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,11 @@ class Sample:
 
 @dataclass(frozen=True)
 class ActionEvent:
-    """A spec changed (or a ramp of changes merged into one): the inferred operator action."""
+    """An operator action: a spec changed (or a ramp of changes merged into one), ``kind``
+    ``spec-change``; or a guarded command was sent (``Bias.Pulse``, ``TipShaper.Start`` ...),
+    ``kind`` ``command`` with its ``command``, ``args`` and the reply as ``payload``
+    (``spec_label`` is then the command's name and the values are None).
+    """
 
     action_idx: int
     sample_idx: int
@@ -63,6 +69,10 @@ class ActionEvent:
     source: ActionSource
     window_start_dt_s: float
     window_end_dt_s: float
+    kind: ActionKind = "spec-change"
+    command: str | None = None
+    args: dict[str, Any] | None = None
+    payload: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,4 +98,9 @@ class MissedTicks:
     reason: MissReason
 
 
-Record = Sample | ActionEvent | MonitorError | MissedTicks
+@dataclass(frozen=True)
+class LeaseRenewal:
+    """The recorder is alive: the writer renews the run's lease (and commits what it holds)."""
+
+
+Record = Sample | ActionEvent | MonitorError | MissedTicks | LeaseRenewal

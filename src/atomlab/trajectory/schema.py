@@ -149,7 +149,43 @@ CREATE TABLE missed_ticks (
 CREATE INDEX missed_ticks_by_time ON missed_ticks (run_id, scheduled_dt_s);
 """
 
-MIGRATIONS: tuple[Migration, ...] = (SCHEMA_V1,)
+#: Statuses a run may have once version 2 is applied (``crashed``: a reader found the recorder
+#: dead, by its process or its expired lease).
+RUN_STATUSES = ("running", "completed", "interrupted", "terminated", "failed", "crashed")
+
+
+def _schema_v2(conn: sqlite3.Connection) -> None:
+    """Guarded commands as actions, the recorder's lease, and the ``crashed`` status.
+
+    The status CHECK is widened by rewriting the table's SQL text (SQLite's documented way to
+    change a CHECK constraint without rebuilding the table): rebuilding ``runs`` would cascade
+    its implicit DELETE into every sample row, and the old rows all satisfy the wider check.
+    """
+    conn.execute("ALTER TABLE action_events ADD COLUMN command TEXT")
+    conn.execute("ALTER TABLE action_events ADD COLUMN args_json TEXT")
+    conn.execute("ALTER TABLE action_events ADD COLUMN payload_json TEXT")
+    conn.execute("ALTER TABLE runs ADD COLUMN lease_expires_utc TEXT")
+    # The recorder process's start time (epoch s): a pid taken later by another process is not it.
+    conn.execute("ALTER TABLE runs ADD COLUMN pid_started REAL")
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'")
+    old = str(sql.fetchone()[0])
+    narrow = "('running', 'completed', 'interrupted', 'terminated', 'failed')"
+    if narrow not in old:  # pragma: no cover - a schema this code did not write
+        raise sqlite3.DatabaseError("unexpected runs table definition; cannot migrate")
+    wide = "(" + ", ".join(f"'{status}'" for status in RUN_STATUSES) + ")"
+    version = int(conn.execute("PRAGMA schema_version").fetchone()[0])
+    conn.execute("PRAGMA writable_schema = ON")
+    try:
+        conn.execute(
+            "UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'runs'",
+            (old.replace(narrow, wide),),
+        )
+        conn.execute(f"PRAGMA schema_version = {version + 1}")
+    finally:
+        conn.execute("PRAGMA writable_schema = OFF")
+
+
+MIGRATIONS: tuple[Migration, ...] = (SCHEMA_V1, _schema_v2)
 
 SAMPLE_TABLES = ("signal_samples", "spec_samples")
 

@@ -10,22 +10,27 @@ Writers use ``open_store(path, read_only=False)``, :meth:`TrajectoryStore.create
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import socket
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from atomlab import __version__
+from atomlab.core.clock import utc_iso
 from atomlab.core.errors import InvalidInputError, NotFoundError, UnavailableError
 from atomlab.core.sqlite import BatchWriter, connect, migrate, schema_version
 from atomlab.trajectory.config import MonitorConfig
 from atomlab.trajectory.records import (
     ActionEvent,
+    ActionKind,
     ChannelInfo,
     MissedTicks,
     MonitorError,
@@ -42,6 +47,22 @@ ACTION_COLUMNS = (
     "action_idx, sample_idx, dt_s, end_dt_s, detected_at_utc, spec_label, old_value, new_value, "
     "delta, steps, source, window_start_dt_s, window_end_dt_s"
 )
+#: Columns version 2 added to ``action_events`` (NULL for spec changes).
+COMMAND_COLUMNS = "action_kind, command, args_json, payload_json"
+#: The recorder renews its lease this often (a renewal is committed like any record) ...
+LEASE_RENEW_S = 1.0
+#: ... for this long: a ``running`` run whose lease expired this long ago reads as crashed when
+#: its recorder's process cannot be checked (another host). On this host the process is checked.
+LEASE_TIMEOUT_S = 10.0
+#: The writer copies the WAL into the main file (a passive checkpoint) at least this often, and
+#: at every segment rotation, so the ``.sqlite`` file alone holds the run up to then.
+CHECKPOINT_INTERVAL_S = 5.0
+#: Batches are committed after this fraction of ``flush_interval_s``: the rest of the interval
+#: absorbs poll latency, the commit itself and scheduling delays on a loaded machine, so a
+#: sample is durable within ``flush_interval_s`` of its poll.
+COMMIT_FRACTION = 0.5
+#: A process whose start time differs more than this from the recorder's is not it (pid reuse).
+PID_REUSE_SLACK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +90,8 @@ class RunInfo:
     last_dt_s: float | None
     last_write_utc: str | None
     writer_alive: bool | None
+    lease_expires_utc: str | None = None
+    pid_started: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,6 +165,7 @@ class TrajectoryStore:
         path, read_only = self.path, self.read_only
         if read_only:
             version = schema_version(self._conn)
+            self.version = version
             if version == 0:
                 self._conn.close()
                 raise NotFoundError(
@@ -157,7 +181,8 @@ class TrajectoryStore:
                     path=str(path),
                 )
         else:
-            migrate(self._conn, MIGRATIONS)
+            self.version = migrate(self._conn, MIGRATIONS)
+            self.mark_crashed_runs()
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -203,7 +228,8 @@ class TrajectoryStore:
                 cursor = self._conn.execute(
                     "INSERT INTO runs (name, status, started_at_utc, interval_s, rotate_entries,"
                     " action_window_s, config_json, atomlab_version, instrument_json, hostname,"
-                    " pid) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " pid, lease_expires_utc, pid_started)"
+                    " VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         config.run_name,
                         started_at_utc,
@@ -215,6 +241,8 @@ class TrajectoryStore:
                         json.dumps(dict(instrument), default=str),
                         socket.gethostname(),
                         os.getpid(),
+                        lease_expiry(),
+                        _process_started(os.getpid()),
                     ),
                 )
                 run_id = int(cursor.lastrowid or 0)
@@ -224,7 +252,15 @@ class TrajectoryStore:
             if "runs.name" in str(exc):
                 raise _duplicate_run(config.run_name) from None
             raise
+        checkpoint(self._conn)  # the .sqlite file alone holds the schema and the run row
         return self.run(config.run_name)
+
+    def set_anchor(self, run_id: int, started_at_utc: str) -> None:
+        """Store the wall time of ``dt_s = 0`` as soon as it is known (a killed run keeps it)."""
+        with self._conn:
+            self._conn.execute(
+                "UPDATE runs SET started_at_utc = ? WHERE id = ?", (started_at_utc, run_id)
+            )
 
     def _insert_catalog(
         self, run_id: int, kind: str, channels: Sequence[ChannelInfo], config: MonitorConfig
@@ -257,9 +293,21 @@ class TrajectoryStore:
         with self._conn:
             self._conn.execute(
                 "UPDATE runs SET status = ?, ended_at_utc = ?, stop_reason = ?,"
-                " started_at_utc = coalesce(?, started_at_utc) WHERE id = ?",
+                " started_at_utc = coalesce(?, started_at_utc), lease_expires_utc = NULL"
+                " WHERE id = ?",
                 (status, ended_at_utc, reason, started_at_utc, run_id),
             )
+        checkpoint(self._conn)
+
+    def mark_crashed_runs(self) -> list[str]:
+        """Mark ``running`` runs whose recorder is gone as ``crashed``; return their names.
+
+        Only on a writable store (the CLI's query commands open one briefly, see
+        :func:`mark_crashed_runs`); a run whose recorder is alive, or cannot be judged, is left.
+        """
+        if self.read_only or self.version < len(MIGRATIONS):
+            return []
+        return _mark_crashed(self._conn)
 
     def record_writer(
         self,
@@ -276,9 +324,10 @@ class TrajectoryStore:
             self.path,
             write,
             max_batch=max_batch,
-            flush_interval_s=flush_interval_s,
+            flush_interval_s=flush_interval_s * COMMIT_FRACTION,
             max_queue=max(10_000, 4 * max_batch),
             name=f"trajectory-writer-{run.id}",
+            on_commit=write.after_commit,
         ).start()
 
     # ------------------------------------------------------------------ reading
@@ -319,19 +368,37 @@ class TrajectoryStore:
         ).fetchall()
         return [_channel_info(row) for row in rows]
 
-    def actions(self, run_name: str | None = None) -> list[ActionEvent]:
-        """The run's actions in ``action_idx`` order (the latest run when no name is given)."""
+    def _action_select(self) -> str:
+        extra = (
+            COMMAND_COLUMNS
+            if self.version >= 2
+            else "action_kind, NULL AS command, NULL AS args_json, NULL AS payload_json"
+        )
+        return f"SELECT {ACTION_COLUMNS}, {extra} FROM action_events"  # noqa: S608
+
+    def actions(self, run_name: str | None = None, *, kind: str | None = None) -> list[ActionEvent]:
+        """The run's actions in ``action_idx`` order (the latest run when no name is given);
+        ``kind`` keeps only ``spec-change`` or ``command`` actions."""
         run = self.run(run_name)
-        rows = self._conn.execute(
-            f"SELECT {ACTION_COLUMNS} FROM action_events WHERE run_id = ? ORDER BY action_idx",  # noqa: S608
-            (run.id,),
-        ).fetchall()
-        return [ActionEvent(**dict(row)) for row in rows]
+        sql = self._action_select() + " WHERE run_id = ?"
+        args: list[Any] = [run.id]
+        if kind is not None:
+            sql += " AND action_kind = ?"
+            args.append(kind)
+        rows = self._conn.execute(sql + " ORDER BY action_idx", args).fetchall()
+        return [_action_event(row) for row in rows]
 
     def action(self, action_idx: int, run_name: str | None = None) -> ActionEvent:
         run = self.run(run_name)
+        if not isinstance(action_idx, int) or not 0 <= action_idx <= MAX_SQL_INT:
+            raise InvalidInputError(
+                f"action index {str(action_idx)[:40]} is not valid; use a whole number >= 0 "
+                "(see `atomlab trajectory action list`)",
+                field="action_idx",
+                value=str(action_idx)[:40],
+            )
         row = self._conn.execute(
-            f"SELECT {ACTION_COLUMNS} FROM action_events WHERE run_id = ? AND action_idx = ?",  # noqa: S608
+            self._action_select() + " WHERE run_id = ? AND action_idx = ?",
             (run.id, action_idx),
         ).fetchone()
         if row is None:
@@ -347,7 +414,7 @@ class TrajectoryStore:
                 field="action_idx",
                 value=action_idx,
             )
-        return ActionEvent(**dict(row))
+        return _action_event(row)
 
     def signal_window(
         self,
@@ -458,21 +525,80 @@ class TrajectoryStore:
             record.update(zip(labels, row[5:], strict=True))
             yield record
 
+    def samples_after(
+        self,
+        after_sample_idx: int,
+        run_name: str | None = None,
+        *,
+        kind: str = "signals",
+        limit: int = 10_000,
+    ) -> dict[str, Any]:
+        """A cursor tail: up to ``limit`` samples with ``sample_idx > after_sample_idx``, columnar.
+
+        ``{"sample_idx": [...], "dt_s": [...], "values": {label: [...]}, "last_sample_idx"}``;
+        pass ``last_sample_idx`` back as the next cursor (-1 starts from the first sample). One
+        range read on the primary key, however long the run is, so a live view can call it
+        several times a second while the recorder writes.
+        """
+        run = self.run(run_name)
+        labels = [ch.label for ch in self.catalog(kind, run.name)]
+        columns = "".join(f", v{k}" for k in range(len(labels)))
+        rows = self._conn.execute(
+            f"SELECT sample_idx, dt_s{columns} FROM {SAMPLE_TABLES[kind]} "  # noqa: S608
+            "WHERE run_id = ? AND sample_idx > ? ORDER BY sample_idx LIMIT ?",
+            (run.id, after_sample_idx, max(1, limit)),
+        ).fetchall()
+        return {
+            "sample_idx": [int(r[0]) for r in rows],
+            "dt_s": [float(r[1]) for r in rows],
+            "values": {label: [r[2 + k] for r in rows] for k, label in enumerate(labels)},
+            "last_sample_idx": int(rows[-1][0]) if rows else after_sample_idx,
+        }
+
+    def actions_after(
+        self, after_action_idx: int, run_name: str | None = None
+    ) -> list[ActionEvent]:
+        """The run's actions with ``action_idx > after_action_idx`` (a cursor tail, in order)."""
+        run = self.run(run_name)
+        rows = self._conn.execute(
+            f"SELECT {ACTION_COLUMNS} FROM action_events "  # noqa: S608
+            "WHERE run_id = ? AND action_idx > ? ORDER BY action_idx",
+            (run.id, after_action_idx),
+        ).fetchall()
+        return [ActionEvent(**dict(row)) for row in rows]
+
 
 class _RecordWriter:
-    """Writes one batch of records of one run: executemany per table, then the run's counters."""
+    """Writes one batch of records of one run: executemany per table, then the run's counters
+    and lease; after the commit, a passive WAL checkpoint when a segment rotated or
+    ``CHECKPOINT_INTERVAL_S`` passed (both on the writer thread)."""
 
     def __init__(self, run_id: int, rotate_entries: int, n_signals: int, n_specs: int) -> None:
         self.run_id = run_id
         self.rotate_entries = rotate_entries
         self.sql_signals = _sample_insert("signal_samples", n_signals)
         self.sql_specs = _sample_insert("spec_samples", n_specs)
+        self._conn: sqlite3.Connection | None = None
+        self._rotated = False
+        self._last_checkpoint = time.monotonic()
+        self.checkpoints = 0
+
+    def after_commit(self, count: int) -> None:
+        due = time.monotonic() - self._last_checkpoint >= CHECKPOINT_INTERVAL_S
+        if self._conn is not None and (self._rotated or due):
+            checkpoint(self._conn)
+            self._last_checkpoint = time.monotonic()
+            self._rotated = False
+            self.checkpoints += 1
 
     def __call__(self, conn: sqlite3.Connection, batch: list[Record]) -> None:
+        self._conn = conn
         samples = [r for r in batch if isinstance(r, Sample)]
         actions = [r for r in batch if isinstance(r, ActionEvent)]
         errors = [r for r in batch if isinstance(r, MonitorError)]
         missed = [r for r in batch if isinstance(r, MissedTicks)]
+        if any(s.sample_idx % self.rotate_entries == 0 and s.sample_idx for s in samples):
+            self._rotated = True
         if samples:
             heads = [
                 (
@@ -494,8 +620,8 @@ class _RecordWriter:
             )
         if actions:
             conn.executemany(
-                f"INSERT INTO action_events (run_id, {ACTION_COLUMNS}) "  # noqa: S608
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO action_events (run_id, {ACTION_COLUMNS}, {COMMAND_COLUMNS}) "  # noqa: S608
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         self.run_id,
@@ -512,6 +638,10 @@ class _RecordWriter:
                         a.source,
                         a.window_start_dt_s,
                         a.window_end_dt_s,
+                        a.kind,
+                        a.command,
+                        None if a.args is None else json.dumps(a.args, default=str),
+                        None if a.payload is None else json.dumps(a.payload, default=str),
                     )
                     for a in actions
                 ],
@@ -553,13 +683,19 @@ class _RecordWriter:
         conn.execute(
             "UPDATE runs SET samples = samples + ?, actions = actions + ?, errors = errors + ?,"
             " missed_ticks = missed_ticks + ?, last_dt_s = coalesce(?, last_dt_s),"
-            " last_write_utc = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+            " last_write_utc = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), lease_expires_utc = ?,"
+            # a recorder judged dead (e.g. from another host) that is writing again is alive
+            " status = CASE status WHEN 'crashed' THEN 'running' ELSE status END,"
+            " stop_reason = CASE status WHEN 'crashed' THEN NULL ELSE stop_reason END,"
+            " ended_at_utc = CASE status WHEN 'crashed' THEN NULL ELSE ended_at_utc END"
+            " WHERE id = ?",
             (
                 len(samples),
                 len(actions),
                 len(errors),
                 sum(m.count for m in missed),
                 last_dt,
+                lease_expiry(),
                 self.run_id,
             ),
         )
@@ -570,6 +706,9 @@ def _sample_insert(table: str, n_values: int) -> str:
     marks = ", ?" * n_values
     head = "run_id, sample_idx, segment_id, dt_s, scheduled_dt_s, latency_s"
     return f"INSERT INTO {table} ({head}{columns}) VALUES (?, ?, ?, ?, ?, ?{marks})"  # noqa: S608
+
+
+MAX_SQL_INT = 2**63 - 1
 
 
 def _storable(value: Value) -> Value:
@@ -589,24 +728,135 @@ def _run_info(row: sqlite3.Row) -> RunInfo:
     data = dict(row)
     data["config"] = json.loads(data.pop("config_json"))
     data["instrument"] = json.loads(data.pop("instrument_json"))
-    data["writer_alive"] = _writer_alive(data["status"], data["hostname"], data["pid"])
-    if data["status"] == "running" and data["writer_alive"] is False:
-        data["status"] = "abandoned"
-        data["stop_reason"] = (
-            "the recorder process is gone (killed?); samples up to last_dt_s were kept"
-        )
+    data.setdefault("lease_expires_utc", None)
+    data.setdefault("pid_started", None)
+    status, alive, reason = _liveness(data)
+    data["writer_alive"] = alive
+    if status != data["status"]:
+        data["status"] = status
+        data["stop_reason"] = reason
+        data["ended_at_utc"] = data["ended_at_utc"] or data["last_write_utc"]
     return RunInfo(**data)
 
 
-def _writer_alive(status: str, hostname: str, pid: int) -> bool | None:
-    """For a ``running`` run on this host: is its recorder still alive? (None: cannot tell)."""
+def _liveness(row: Mapping[str, Any]) -> tuple[RunStatus, bool | None, str | None]:
+    """How a run reads now: ``(status, writer_alive, reason)``.
+
+    A ``running`` run is ``crashed`` when its recorder's process is gone (same host: the pid is
+    free, or taken by a process younger than the run) or, where the process cannot be checked
+    (another host), when its lease expired. A live process with an expired lease is hung or
+    stopped, not dead: it stays ``running``.
+    """
+    status = str(row["status"])
     if status != "running":
-        return False
-    if hostname != socket.gethostname():
-        return None
+        return status, False, row.get("stop_reason")  # type: ignore[return-value]
+    lease = row.get("lease_expires_utc")
+    if row.get("hostname") == socket.gethostname():
+        if _process_alive(int(row["pid"]), row.get("pid_started")):
+            return "running", True, None
+        return (
+            "crashed",
+            False,
+            f"the recorder process (pid {row['pid']}) is gone without finishing the run (killed "
+            "with SIGKILL, out of memory or power loss); samples up to last_dt_s were kept",
+        )
+    if lease and lease < utc_iso(datetime.now(UTC)):
+        return (
+            "crashed",
+            False,
+            f"the recorder on {row.get('hostname')} stopped renewing its lease (expired "
+            f"{lease}); samples up to last_dt_s were kept",
+        )
+    return "running", None, None
+
+
+def _process_alive(pid: int, pid_started: float | None) -> bool:
+    """Is process ``pid`` alive and the same process that started at ``pid_started``?"""
     import psutil
 
-    return bool(psutil.pid_exists(pid))
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True  # exists, but we may not look at it
+    return pid_started is None or abs(created - float(pid_started)) <= PID_REUSE_SLACK_S
+
+
+def _process_started(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def lease_expiry(now: datetime | None = None) -> str:
+    """The lease's end if it is renewed now."""
+    return utc_iso((now or datetime.now(UTC)) + timedelta(seconds=LEASE_TIMEOUT_S))
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy committed WAL pages into the database file (passive: never waits for readers)."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def mark_crashed_runs(path: Path | str) -> list[str]:
+    """Mark the runs of the database at ``path`` whose recorder died as ``crashed``.
+
+    Best effort (a read-only file, a busy or damaged database, an old schema: nothing happens);
+    returns the names marked. The CLI's query commands call it before they read.
+    """
+    target = Path(path)
+    try:
+        if not target.is_file():
+            return []
+        conn = connect(target, busy_timeout_s=1.0)
+    except (sqlite3.Error, OSError, ValueError):
+        return []
+    try:
+        if schema_version(conn) < len(MIGRATIONS):
+            return []
+        return _mark_crashed(conn)
+    except (sqlite3.Error, OSError):
+        return []
+    finally:
+        conn.close()
+
+
+def _mark_crashed(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute("SELECT * FROM runs WHERE status = 'running'").fetchall()
+    marked: list[str] = []
+    for row in rows:
+        status, _alive, reason = _liveness(dict(row))
+        if status != "crashed":
+            continue
+        with conn:  # only if nothing renewed the lease since we looked
+            updated = conn.execute(
+                "UPDATE runs SET status = 'crashed', stop_reason = ?,"
+                " ended_at_utc = coalesce(last_write_utc, started_at_utc)"
+                " WHERE id = ? AND status = 'running' AND"
+                " coalesce(lease_expires_utc, '') = coalesce(?, '')",
+                (reason, row["id"], row["lease_expires_utc"]),
+            ).rowcount
+        if updated:
+            marked.append(str(row["name"]))
+    return marked
+
+
+def _action_event(row: sqlite3.Row) -> ActionEvent:
+    data = dict(row)
+    kind: ActionKind = "command" if data.pop("action_kind", None) == "command" else "spec-change"
+    args = data.pop("args_json", None)
+    payload = data.pop("payload_json", None)
+    return ActionEvent(
+        **data,
+        kind=kind,
+        args=json.loads(args) if args else None,
+        payload=json.loads(payload) if payload else None,
+    )
 
 
 def _channel_info(row: sqlite3.Row) -> ChannelInfo:

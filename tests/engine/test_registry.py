@@ -1,0 +1,48 @@
+"""The run registry: ``engine run`` notes each start in the data home, and a reader finds every
+run again and reads how far it got without writing anything."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from atomlab.engine import count_items, known_runs, register_run, run_progress
+from atomlab.engine.journal import RunPaths
+from atomlab.engine.registry import registry_path
+
+Cli = Callable[..., Any]
+
+
+def test_a_cli_run_is_registered_and_its_progress_read_back(
+    cli: Cli, tmp_path: Path, isolated_home: Path
+) -> None:
+    src = tmp_path / "in.jsonl"
+    assert cli("engine", "sample", "defect-triage", "--output", str(src), "--json").exit_code == 0
+    out = tmp_path / "out" / "triage.jsonl"
+    result = cli("engine", "run", "defect-triage", "-i", str(src), "-o", str(out), "--json")
+    assert result.exit_code == 0, result.stdout
+    [ref] = known_runs(isolated_home)
+    assert (ref.output, ref.input, ref.pipeline) == (out.resolve(), src.resolve(), "defect-triage")
+    journal = RunPaths(out).journal
+    before = journal.stat().st_mtime_ns
+    progress = run_progress(ref.output)
+    assert progress["status"] == "complete"
+    assert progress["items_finished"] == count_items(src) == result.json["items"]
+    assert progress["ok"] + progress["rejected"] == progress["items_finished"]
+    assert journal.stat().st_mtime_ns == before  # reading wrote nothing
+
+
+def test_the_latest_start_of_each_output_wins_and_damaged_lines_are_skipped(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    register_run(home, output=tmp_path / "a.jsonl", input_path=tmp_path / "in", pipeline="p1")
+    register_run(home, output=tmp_path / "b.jsonl", input_path=tmp_path / "in", pipeline="p1")
+    with registry_path(home).open("ab") as handle:
+        handle.write(b'{"output": 3}\nnot json\n')
+    register_run(home, output=tmp_path / "a.jsonl", input_path=tmp_path / "in", pipeline="p2")
+    refs = known_runs(home)
+    assert [(r.output.name, r.pipeline) for r in refs] == [("a.jsonl", "p2"), ("b.jsonl", "p1")]
+    assert run_progress(refs[0].output)["status"] == "missing"  # no journal: never ran
+    assert count_items(tmp_path / "absent.jsonl") is None
