@@ -152,6 +152,14 @@ def test_a_body_over_the_limit_is_413_before_it_is_read(tmp_path: Path) -> None:
         (b'{"coordinates": ' + b"[" * 40 + b"]" * 40 + b"}", "too_deep"),
         (b'{"coordinates": [', "not_json"),
         (b'{"x": 1' + b"0" * 5000 + b"}", "not_json"),
+        # an unpaired UTF-16 surrogate is valid JSON but no UTF-8 text: it made the 422's echo
+        # of the value fail to encode (500) before
+        (
+            b'{"coordinates": [{"x": 1.0, "y": 1.0, "severity": 5}], "correlation_id": "\\ud800"}',
+            "surrogate",
+        ),
+        (b'{"coordinates": [{"x": 1.0, "y": 1.0, "severity": 5, "\\udfff": 1}]}', "surrogate"),
+        (b'"\\ud800"', "surrogate"),
     ],
 )
 def test_unreadable_bodies_are_documented_400s(app: Any, body: bytes, constraint: str) -> None:

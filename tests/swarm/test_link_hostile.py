@@ -200,6 +200,8 @@ async def test_absurd_telemetry_is_refused_per_frame_and_the_link_stays_up(bad_x
         "\x00\xff garbage",
         '{"type": "nonsense", "payload": {}}',
         "1" + "0" * 5000,
+        '{"type": "heartbeat", "payload": {"role": "simulator", "sent_at": "\\ud800"}}',
+        '{"type": "proximity_alert", "payload": {"positions": {"\\udfff": {"x": 1, "y": 1}}}}',
     ],
 )
 async def test_malformed_and_deep_frames_get_an_error_and_the_link_stays_up(frame: str) -> None:

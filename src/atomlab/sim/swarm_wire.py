@@ -441,8 +441,11 @@ def decode(text: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Envelope:
         raise WireError(f"frame is not JSON: {str(exc)[:200]}") from None
     if not isinstance(raw, dict):
         raise WireError("frame is not a JSON object")
-    if nested_deeper_than(raw, MAX_DEPTH):
+    hazard = json_hazard(raw, MAX_DEPTH)
+    if hazard == "deep":
         raise WireError(f"frame is nested deeper than {MAX_DEPTH} levels")
+    if hazard == "surrogate":
+        raise WireError("frame holds an unpaired UTF-16 surrogate (a \\ud800-style escape)")
     try:
         envelope = Envelope.model_validate(raw)
     except ValidationError as exc:
@@ -455,26 +458,59 @@ def decode(text: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Envelope:
 
 
 def nested_deeper_than(value: Any, limit: int) -> bool:
-    """True when ``value`` (parsed JSON) has containers nested more than ``limit`` deep.
+    """True when ``value`` (parsed JSON) has containers nested more than ``limit`` deep."""
+    return json_hazard(value, limit) == "deep"
+
+
+def json_hazard(value: Any, max_depth: int) -> str | None:
+    """What makes parsed JSON unsafe to process: ``"deep"`` (containers nested more than
+    ``max_depth``), ``"surrogate"`` (a string or key with an unpaired UTF-16 surrogate, which
+    JSON's ``\\ud800`` escape allows but no UTF-8 text, database or log line can hold), or None.
 
     Iterative, so it cannot itself run out of stack on hostile input."""
+    if isinstance(value, str):
+        return "surrogate" if _unpaired_surrogate(value) else None
     if not isinstance(value, dict | list):
-        return False
+        return None
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        if depth > max_depth:
+            return "deep"
+        if isinstance(item, dict):
+            children: Any = item.values()
+            if any(_unpaired_surrogate(key) for key in item):
+                return "surrogate"
+        else:
+            children = item
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+            elif isinstance(child, str) and _unpaired_surrogate(child):
+                return "surrogate"
+    return None
+
+
+def _unpaired_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
     return False
+
+
+def printable(text: str) -> str:
+    """``text`` safe to put in a frame, a log line or a JSON answer (surrogates escaped)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _first_error(exc: ValidationError) -> str:
     """Where and why, never the offending value itself (it may be huge or a secret)."""
     err = exc.errors()[0]
-    where = ".".join(str(part) for part in err.get("loc", ()))[:200] or "value"
-    return f"{where}: {str(err.get('msg', 'invalid'))[:300]}"
+    where = printable(".".join(str(part) for part in err.get("loc", ())))[:200] or "value"
+    return f"{where}: {printable(str(err.get('msg', 'invalid')))[:300]}"
 
 
 __all__ = [
@@ -504,9 +540,11 @@ __all__ = [
     "SensorReading",
     "WireError",
     "decode",
+    "json_hazard",
     "make_envelope",
     "nested_deeper_than",
     "new_id",
     "nm_to_units",
+    "printable",
     "units_to_nm",
 ]

@@ -48,6 +48,7 @@ from atomlab.core.metrics import CONTENT_TYPE, Metrics, new_registry
 from atomlab.core.resilience import CircuitBreaker
 from atomlab.core.settings import AtomlabSettings, redact_url_password
 from atomlab.llm import Provider, make_provider, resolve_provider_name
+from atomlab.sim.swarm_wire import printable
 from atomlab.swarm.auth import SwarmTokens, load_tokens
 from atomlab.swarm.coordinator import SwarmCoordinator
 from atomlab.swarm.db import RowsRejectedError, StoreWriter, SwarmStore, default_db_url
@@ -463,8 +464,12 @@ def error_body(
 
 
 def _clip(text: str | None, limit: int = ECHO_LIMIT) -> str | None:
-    """At most ``limit`` characters of a text that may carry a caller's input."""
-    if text is None or len(text) <= limit:
+    """At most ``limit`` characters of a text that may carry a caller's input, always
+    encodable (an unpaired surrogate is escaped, not a 500)."""
+    if text is None:
+        return None
+    text = printable(text)
+    if len(text) <= limit:
         return text
     return text[:limit] + f"... ({len(text)} characters)"
 

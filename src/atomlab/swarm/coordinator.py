@@ -141,14 +141,21 @@ def closest_violation(points: Sequence[Vec], separation: float) -> tuple[int, in
         return i, j, float(np.sqrt(d2[i, j]))
     from scipy.spatial import cKDTree
 
-    pairs = cKDTree(xyz).query_pairs(r=separation, output_type="ndarray")
-    best: tuple[int, int, float] | None = None
-    for i, j in sorted((int(a), int(b)) for a, b in pairs):
+    # Each point's nearest other point (O(n log n), even when many coincide): the first point
+    # with one too close opens the first pair, and its partner comes after it (else the
+    # partner would have been first).
+    tree = cKDTree(xyz)
+    nearest, _ = tree.query(xyz, k=2)
+    too_close = np.flatnonzero(nearest[:, 1] < separation)
+    if len(too_close) == 0:
+        return None
+    i = int(too_close[0])
+    partners = [j for j in tree.query_ball_point(xyz[i], r=separation) if j > i]
+    for j in sorted(partners):
         distance = math.dist(points[i], points[j])
         if distance < separation:
-            best = (i, j, distance)
-            break
-    return best
+            return i, j, distance
+    return None
 
 
 def plan_slice(
@@ -735,6 +742,19 @@ class SwarmCoordinator:
 
     def _on_result(self, payload: dict[str, Any]) -> None:
         command = self.book.find(str(payload.get("command_id")))
+        if command is not None and (
+            command.agent_id != payload.get("agent_id")
+            or command.action.value != payload.get("action", command.action.value)
+        ):
+            # A result must come from the agent the command was given to, for that action: one
+            # claiming otherwise (a confused or rogue peer) settles nothing.
+            self.metrics.rejected_results.inc()
+            log.warning(
+                "swarm.result_mismatch",
+                command_id=command.command_id,
+                agent_id=str(payload.get("agent_id"))[:64],
+            )
+            return
         agent = self.agents.get(str(payload.get("agent_id")))
         if agent is not None and self._halting.get(agent.agent_id) == payload.get("command_id"):
             del self._halting[agent.agent_id]  # the halt landed: it stands still now

@@ -25,7 +25,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atomlab.core.logging import get_logger
-from atomlab.sim.swarm_wire import nested_deeper_than
+from atomlab.sim.swarm_wire import json_hazard
 from atomlab.swarm.auth import Scope as TokenScope
 from atomlab.swarm.auth import SwarmTokens, bearer_token
 from atomlab.swarm.metrics import SwarmMetrics
@@ -204,8 +204,17 @@ class RequestGuard:
             return self._refuse(
                 400, "BAD_REQUEST", "not_json", f"the body is not JSON: {str(exc)[:200]}"
             )
-        if nested_deeper_than(parsed, MAX_JSON_DEPTH):
+        hazard = json_hazard(parsed, MAX_JSON_DEPTH)
+        if hazard == "deep":
             return self._deep()
+        if hazard == "surrogate":
+            return self._refuse(
+                400,
+                "BAD_REQUEST",
+                "surrogate",
+                "the body holds an unpaired UTF-16 surrogate (a \\ud800-style escape); send "
+                "real characters",
+            )
         return data
 
     def _deep(self) -> Refusal:

@@ -78,6 +78,10 @@ class SwarmMetrics:
             "Requests and link peers refused for a missing or wrong credential, by scope.",
             labels=("scope",),
         )
+        self.rejected_results = m.counter(
+            "rejected_results_total",
+            "Command results refused: from another agent than the command's, or another action.",
+        )
         self.rejected_requests = m.counter(
             "rejected_requests_total",
             "Requests refused before routing (body too large, not JSON, too deep), by reason.",
