@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import pytest
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from atomlab.core.clock import FakeClock
 from atomlab.core.metrics import Metrics
@@ -325,3 +329,53 @@ async def test_connections_stuck_in_their_handshake_are_capped() -> None:
         ours = HandshakePayload(role="simulator", session_id=one.session_id, auth_token=TOKEN)
         await one.send(make_envelope(MessageType.HANDSHAKE, ours, clock=clock))
         await events.wait_for("link_up")
+
+
+def _peer_that_never_reads(url: str, clock: FakeClock) -> socket.socket:
+    """A simulator at the socket level: it handshakes with the token, then reads nothing more,
+    with a 4 kB receive buffer (a websockets client would keep buffering in memory)."""
+    protocol = ClientProtocol(parse_uri(url), max_size=None)
+    protocol.send_request(protocol.connect())
+    host, port = url.removeprefix("ws://").split("/")[0].split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(WAIT_S)
+    sock.connect((host, int(port)))
+    sock.sendall(b"".join(protocol.data_to_send()))
+    while protocol.state is not State.OPEN:
+        protocol.receive_data(sock.recv(4096))
+    ours = HandshakePayload(role="simulator", session_id="stuck", auth_token=TOKEN)
+    protocol.send_text(make_envelope(MessageType.HANDSHAKE, ours, clock=clock).encode().encode())
+    sock.sendall(b"".join(protocol.data_to_send()))
+    return sock
+
+
+async def test_a_peer_that_stops_reading_cannot_freeze_the_link() -> None:
+    """Once the socket is full a send waits for room; without a bound a peer that never reads
+    held acks, heartbeats and every command forever. Now it is dropped after the send timeout,
+    and its commands wait for the next connection."""
+    clock = FakeClock()
+    link, events, metrics = make_link(clock, send_timeout_s=0.5, max_buffer=50_000)
+    path = [{"x": i % 100 / 10, "y": 1.0} for i in range(2000)]  # ~90 kB per frame
+    command = {"agent_id": "a0", "action": "scan", "target": {"x": 1.0, "y": 1.0}}
+    command["waypoints"] = path
+    async with serve_link(link) as url:
+        stuck = await asyncio.to_thread(_peer_that_never_reads, url, clock)
+        try:
+            await events.wait_for("link_up")
+            n = 0
+            async with asyncio.timeout(WAIT_S):
+                while link.connected:  # its socket fills up, then a send times out
+                    n += 1
+                    cid = f"c{n}"
+                    await link.send_command({**command, "command_id": cid}, idempotency_key=cid)
+            await events.wait_for("link_down")
+        finally:
+            stuck.close()
+        reason = "peer_not_reading"
+        assert sample(metrics, "atomlab_swarm_link_dead_peer_total", reason=reason) == 1
+        assert link.pending == n  # nothing lost: every command waits for the next simulator
+        async with raw_peer(url, clock) as fresh:
+            await fresh.handshake(token=TOKEN)
+            frames = [await fresh.recv(MessageType.COMMAND) for _ in range(n)]
+            assert [f.payload["command_id"] for f in frames] == [f"c{i}" for i in range(1, n + 1)]

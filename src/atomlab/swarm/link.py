@@ -71,6 +71,7 @@ DEFAULT_POLL_INTERVAL_S = 0.02
 BREAKER_FAILURES = 3
 BREAKER_RESET_S = 10.0
 DEFAULT_MAX_CANDIDATES = 8  # connections still in their handshake; more are refused at once
+DEFAULT_SEND_TIMEOUT_S = 10.0  # real seconds a frame may wait for a peer that is not reading
 ERROR_REPLIES_PER_S = 20  # error frames answered per second (no amplification); all counted
 
 CLOSE_GOING_AWAY = 1001
@@ -171,6 +172,7 @@ class SimulatorLink:
         max_frame_bytes: int = MAX_FRAME_BYTES,
         max_candidates: int = DEFAULT_MAX_CANDIDATES,
         on_failure: FailureHandler | None = None,
+        send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
     ) -> None:
         if heartbeat_interval_s <= 0 or missed_heartbeats < 1 or handshake_timeout_s <= 0:
             raise ValueError(
@@ -189,6 +191,8 @@ class SimulatorLink:
         self.max_candidates = max_candidates
         self._link_token = link_token.encode() if link_token is not None else None
         self._candidates: set[_Connection] = set()
+        self._abandoned: set[asyncio.Task[None]] = set()
+        self.send_timeout_s = send_timeout_s
         self.peer: HandshakePayload | None = None
         self.breaker = breaker or CircuitBreaker(
             "simulator_link",
@@ -639,15 +643,17 @@ class SimulatorLink:
         await self._detach(conn, reason)
         if conn.websocket.application_state is not WebSocketState.DISCONNECTED:
             with contextlib.suppress(Exception):
-                await conn.websocket.close(code=code, reason=reason[:120])
+                async with asyncio.timeout(self.send_timeout_s):  # a peer may not be reading
+                    await conn.websocket.close(code=code, reason=reason[:120])
 
     async def _refuse(self, websocket: WebSocket, code_name: str, message: str, code: int) -> None:
         error = ErrorPayload(code=code_name, message=message)
         with contextlib.suppress(Exception):
-            await websocket.send_text(
-                make_envelope(MessageType.ERROR, error, clock=self.clock).encode()
-            )
-            await websocket.close(code=code, reason=message[:120])
+            async with asyncio.timeout(self.send_timeout_s):  # a peer may not be reading
+                await websocket.send_text(
+                    make_envelope(MessageType.ERROR, error, clock=self.clock).encode()
+                )
+                await websocket.close(code=code, reason=message[:120])
 
     # --- sending ----------------------------------------------------------------------------
 
@@ -662,13 +668,36 @@ class SimulatorLink:
         if conn.closing:
             return False
         try:
-            async with conn.send_lock:
+            # A peer that stops reading fills the socket, and a send then waits for room: bounded
+            # (real time), or one stuck peer would freeze acks, heartbeats and every command.
+            async with asyncio.timeout(self.send_timeout_s), conn.send_lock:
                 await conn.websocket.send_text(envelope.encode())
+        except TimeoutError:
+            await self._not_reading(conn)
+            return False
         except Exception as exc:  # a dead socket surfaces here in several shapes
             _log.info("swarm_link.send_failed", error=f"{type(exc).__name__}: {exc}")
             return False
         self._m.sent.labels(type=envelope.type.value).inc()
         return True
+
+    async def _not_reading(self, conn: _Connection) -> None:
+        """Give up on a peer that has not taken a frame for ``send_timeout_s``: the link is down
+        (everything unacked waits for the next connection) and its socket is closed."""
+        if conn.detached:
+            return
+        _log.warning("swarm_link.closing", reason="peer_not_reading", timeout_s=self.send_timeout_s)
+        self._m.dropped_peers.labels(reason="peer_not_reading").inc()
+        conn.failed = True
+        await self._detach(conn, "peer not reading")
+        task = asyncio.create_task(self._abandon(conn), name="swarm-link-abandon")
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
+
+    async def _abandon(self, conn: _Connection) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.send_timeout_s):
+                await conn.websocket.close(code=CLOSE_PEER_SILENT, reason="peer not reading")
 
     async def _send_error(self, conn: _Connection, code: str, message: str) -> None:
         error = ErrorPayload(code=code, message=message)
