@@ -88,7 +88,8 @@ MAX_FRAME_BYTES = 4 * 1024 * 1024  # default; the service's swarm.max_frame_byte
 MAX_DEPTH = 16  # JSON nesting (the deepest real frame, agent_status, is 5)
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 4096
-MAX_ITEMS = 10_000  # agents, sensor readings, waypoints ... in one frame
+MAX_ITEMS = 10_000  # sensor readings, waypoints ... in one frame
+MAX_AGENTS = 4096  # agents in one frame (the service keeps track of at most this many)
 MAX_SEQ = 2**53  # exact in every JSON implementation
 MAX_COORDINATE_NM = 1_000_000.0  # 1 mm: beyond any probe's reach
 MIN_TEMPERATURE_C = -273.15
@@ -216,7 +217,7 @@ class HandshakePayload(_Model):
     heartbeat_interval_s: Interval = DEFAULT_HEARTBEAT_INTERVAL_S
     ack_timeout_s: Interval = DEFAULT_ACK_TIMEOUT_S
     capabilities: list[ShortText] = Field(default_factory=list, max_length=64)
-    agents: list[AgentInfo] = Field(default_factory=list, max_length=MAX_ITEMS)
+    agents: list[AgentInfo] = Field(default_factory=list, max_length=MAX_AGENTS)
     bounds: Bounds | None = None
     separation_nm: Annotated[float, Field(ge=0, le=MAX_COORDINATE_NM)] | None = None
     drift_max_nm: Annotated[float, Field(ge=0, le=MAX_COORDINATE_NM)] | None = None
@@ -294,13 +295,13 @@ class AgentState(_Model):
 
 class AgentStatusPayload(_Model):
     t_s: SimTime
-    agents: list[AgentState] = Field(max_length=MAX_ITEMS)
+    agents: list[AgentState] = Field(max_length=MAX_AGENTS)
 
 
 class HeartbeatPayload(_Model):
     role: Literal["coordinator", "simulator"]
     sent_at: ShortText
-    agents_alive: list[Id] = Field(default_factory=list, max_length=MAX_ITEMS)
+    agents_alive: list[Id] = Field(default_factory=list, max_length=MAX_AGENTS)
 
 
 class SensorReading(_Model):

@@ -27,6 +27,7 @@ import numpy as np
 from atomlab.core.clock import Clock, SystemClock
 from atomlab.core.logging import correlation_scope, current_correlation_id, get_logger
 from atomlab.core.settings import SwarmSettings
+from atomlab.sim.swarm_wire import MAX_AGENTS  # agents kept track of; reports of more ignored
 from atomlab.surface import UNITS_PER_NM
 from atomlab.swarm.allocation import AgentSlot, Assignment, JobSlot, Strategy, allocate
 from atomlab.swarm.commands import CommandBook, RepairQueue
@@ -62,7 +63,6 @@ FEASIBILITY_BLOCK = 8  # jobs whose feasibility is computed together for a slice
 CLEAR_DEFECTS = 8  # queued defects checked for a blocked approach per round ...
 CLEAR_NEAREST = 16  # ... each against this many of the nearest idle agents
 PLAN_MAX_BATCH = 256  # defects planned together; a bigger inbox is planned in turns
-MAX_AGENTS = 4096  # agents the service keeps track of; reports of more are ignored
 MAX_POSITION_UNITS = 10_000_000  # 1 mm in 0.1 nm units: no report can be beyond it
 SEPARATION_PAIRWISE_UP_TO = 1024  # agents; above, a k-d tree finds the close pairs
 
