@@ -195,3 +195,31 @@ def test_a_poisoned_agent_report_degrades_health_but_the_service_keeps_working(
     with sqlite3.connect(tmp_path / "swarm.sqlite") as conn:
         assert conn.execute("SELECT count(*) FROM defects").fetchone() == (1,)
         assert conn.execute("SELECT x FROM agent_states").fetchone() == (25,)
+
+
+def test_a_task_given_up_on_makes_health_503_and_stops_the_server(tmp_path: Path) -> None:
+    """The service does not limp on: /health says failing (503) and the stop hook the CLI
+    installs (server.should_exit, then exit 4) is called with the reason."""
+    import time
+
+    app = create_app(_settings(tmp_path))
+    svc = app.state.swarm
+    reasons: list[str] = []
+    svc.on_fatal.append(reasons.append)
+    svc.supervisor.max_restarts = 1
+
+    async def broken() -> None:
+        raise RuntimeError("the planner's invariant broke")
+
+    with operator_client(app) as client:
+        assert client.get("/health").status_code == 200
+        client.portal.call(svc.supervisor.start, "swarm-planner-2", broken)  # type: ignore[union-attr]
+        deadline = time.monotonic() + WAIT_S
+        while not reasons:
+            assert time.monotonic() < deadline, "the supervisor never gave up"
+            client.get("/health")  # lets the server's loop run; no sleep needed
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert health.json()["status"] == "failing"
+        assert health.json()["tasks"]["swarm-planner-2"]["state"] == "failed"
+    assert "swarm-planner-2 failed 2 times" in reasons[0]
