@@ -3,6 +3,7 @@ baseline measured in the same run.
 
     uv run python benchmarks/trajectory.py                  # about 2-4 minutes on 2 cores
     uv run python benchmarks/trajectory.py --large-samples 10000000   # the full 10 M database
+    uv run python benchmarks/trajectory.py --kills 30 --kills-only   # kill -9 durability only
 
 Prints one JSON object (and a short table on stderr):
   * layouts: a column per signal vs a row per value (write rate, bytes, window read);
@@ -11,7 +12,11 @@ Prints one JSON object (and a short table on stderr):
   * bytes per sample (signals + specs rows with their indexes);
   * `action show --with-signal-window` latency on a database of --large-samples samples (query,
     and query + the CLI's JSON rendering; the process start of the CLI is not included);
-  * the same samples written through qcodes.dataset.Measurement (write rate, bytes per sample).
+  * the same samples written through qcodes.dataset.Measurement (write rate, bytes per sample);
+  * kill -9 durability: a real `atomlab trajectory monitor run` (10 Hz, flush interval 0.25 s)
+    SIGKILLed at a random moment, --kills times: loss = kill time - wall time of the last
+    committed sample (the bound is one flush interval), whether the .sqlite file alone (no -wal)
+    opens with the run, how many samples it holds, and whether a reader sees the run crashed.
 """
 
 from __future__ import annotations
@@ -398,6 +403,97 @@ def layouts(work: Path, n: int) -> dict[str, Any]:
     return results
 
 
+CLI = [sys.executable, "-c", "from atomlab.cli.main import main; main()"]
+
+
+def _stamp_s(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def kill_trial(port: int, work: Path, k: int, rng: random.Random) -> dict[str, Any]:
+    """Record at 10 Hz in a real CLI process, SIGKILL it at a random moment, read what is left."""
+    import signal
+
+    from atomlab.trajectory import save_staged
+
+    home = work / f"kill-{k}"
+    db = home / "trajectories.sqlite"
+    flush_s = 0.25
+    save_staged(
+        home / "trajectory" / "monitor-config.json",
+        MonitorConfig(run_name=f"kill-{k}", interval_s=0.1, flush_interval_s=flush_s),
+    )
+    proc = subprocess.Popen(
+        [*CLI, "trajectory", "monitor", "run", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "ATOMLAB_HOME": str(home)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception), open_store(db) as store:
+                if store.run().samples >= 5:
+                    break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the recorder did not start")
+        time.sleep(rng.uniform(0.3, 8.0))
+        killed_at = time.time()
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    alone = work / f"alone-{k}.sqlite"
+    alone.write_bytes(db.read_bytes())  # what a copy of the main file alone holds
+    try:
+        with open_store(alone) as copy:
+            alone_samples = len(list(copy.samples("signals")))
+            alone_ok = True
+    except Exception:
+        alone_samples, alone_ok = 0, False
+    with open_store(db) as store:
+        run = store.run()
+        rows = store.connection.execute(
+            "SELECT count(*), max(dt_s) FROM signal_samples WHERE run_id = ?", (run.id,)
+        ).fetchone()
+    loss = killed_at - (_stamp_s(run.started_at_utc) + float(rows[1]))
+    return {
+        "loss_s": round(loss, 4),
+        "within_flush_interval": loss <= flush_s,
+        "samples": int(rows[0]),
+        "alone_opens": alone_ok,
+        "alone_samples": alone_samples,
+        "status_read": run.status,
+    }
+
+
+def kills(port: int, work: Path, n: int, seed: int = 0) -> dict[str, Any]:
+    rng = random.Random(seed)
+    trials = []
+    for k in range(n):
+        trial = kill_trial(port, work, k, rng)
+        trials.append(trial)
+        log(f"  kill {k + 1}/{n}: {trial}")
+    losses = [t["loss_s"] for t in trials]
+    return {
+        "kills": n,
+        "flush_interval_s": 0.25,
+        "loss_s_max": max(losses),
+        "loss_s_p50": round(percentile(losses, 0.5), 4),
+        "loss_s_p90": round(percentile(losses, 0.9), 4),
+        "within_flush_interval": sum(t["within_flush_interval"] for t in trials),
+        "alone_opens": sum(t["alone_opens"] for t in trials),
+        "alone_share_of_samples_min": round(
+            min(t["alone_samples"] / t["samples"] for t in trials), 3
+        ),
+        "read_as_crashed": sum(t["status_read"] == "crashed" for t in trials),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "trials": trials,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large-samples", type=int, default=1_000_000)
@@ -406,10 +502,21 @@ def main() -> None:
     parser.add_argument("--baseline-samples", type=int, default=20_000)
     parser.add_argument("--layout-ticks", type=int, default=200_000)
     parser.add_argument("--skip-live", action="store_true", help="No simulator runs.")
+    parser.add_argument("--kills", type=int, default=30, help="kill -9 trials (0: none).")
+    parser.add_argument("--kills-only", action="store_true", help="Only the kill -9 trials.")
     args = parser.parse_args()
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     with tempfile.TemporaryDirectory(prefix="atomlab-traj-bench-") as tmp:
         work = Path(tmp)
+        if args.kills:
+            log(f"kill -9 durability, {args.kills} kills of a 10 Hz recording...")
+            with simulator() as port:
+                report["kill_9"] = kills(port, work, args.kills)
+            summary = {k: v for k, v in report["kill_9"].items() if k != "trials"}
+            log(f"  {summary}")
+            if args.kills_only:
+                print(json.dumps(report, indent=2))
+                return
         log("layouts (column per signal vs row per value)...")
         report["layouts"] = layouts(work, args.layout_ticks)
         log(f"  {report['layouts']['ratios']}")

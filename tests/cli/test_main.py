@@ -108,3 +108,18 @@ def test_ctrl_c_while_the_cli_is_still_importing_exits_130_without_traceback(tmp
     assert proc.returncode == 130, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "interrupted" in proc.stderr
+
+
+def test_help_never_shows_a_value_type_for_a_flag(cli):
+    """Typer's rich help printed every flag as '--json <bool>' although flags take no value."""
+    from atomlab.cli.command_tree import build_command, walk
+    from atomlab.cli.main import app, register_groups
+
+    register_groups()
+    for path, command in walk(build_command(app)):
+        result = cli(*path, "--help")
+        assert result.exit_code == 0, (path, result.stderr)
+        assert "<bool>" not in result.stdout, path
+        options = [p for p in command.params if getattr(p, "is_flag", False)]
+        for option in options:
+            assert option.opts[0] in result.stdout or option.hidden, (path, option.opts)

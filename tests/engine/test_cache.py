@@ -191,11 +191,14 @@ def test_a_cache_folder_that_is_a_file_is_refused_before_any_work(tmp_path: Path
     target.write_text("not a folder")
     with pytest.raises(InvalidInputError, match="is a file"):
         ResponseCache(target).check_location()
-    with pytest.raises(InvalidInputError, match="cannot use cache folder"):
+    with pytest.raises(InvalidInputError, match="is a file, not a folder"):
         ResponseCache(target / "below").check_location()
-    with pytest.raises(InvalidInputError, match="cannot use cache folder"):
+    with pytest.raises(InvalidInputError, match="longer than 255 bytes"):
         ResponseCache(tmp_path / ("x" * 10_000)).check_location()
     assert target.read_text() == "not a folder"
+    fresh = tmp_path / "new" / "cache"
+    ResponseCache(fresh).check_location()
+    assert not fresh.parent.exists()  # checked, not created: the first stored answer makes it
 
 
 def _open_after(barrier: Any, directory: Path) -> None:

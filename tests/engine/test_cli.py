@@ -132,7 +132,7 @@ def test_an_output_that_is_a_directory_is_refused_before_any_call(cli: Cli, tmp_
     (tmp_path / "results").mkdir()
     result = _run(cli, "defect-triage", "-i", str(src), "-o", str(tmp_path / "results"))
     assert result.exit_code == 3
-    assert "is a directory" in result.json["error"]["message"]
+    assert "is a folder" in result.json["error"]["message"]
     assert not list(tmp_path.glob("results.*"))  # no part file, journal or metrics
 
 
@@ -543,3 +543,18 @@ def test_status_says_crashed_after_the_run_was_killed_with_sigkill(
     resumed = _run(cli, "defect-triage", "-i", str(src), "-o", str(out), "--resume")
     assert resumed.exit_code == 0, resumed.stdout
     assert cli("engine", "status", "-o", str(out), "--json").json["status"] == "complete"
+
+
+def test_every_run_summary_names_the_provider_that_answered(cli: Cli, tmp_path: Path) -> None:
+    src = _sample(cli, "defect-triage", tmp_path / "in.jsonl")
+    out = tmp_path / "o.jsonl"
+    result = _run(cli, "defect-triage", "-i", str(src), "-o", str(out))
+    assert (result.json["provider"], result.json["model"]) == ("offline", "offline-v1")
+    record = json.loads(out.read_text().splitlines()[0])
+    assert record["meta"]["provider"] == "offline"
+    plain = cli(
+        "engine", "run", "defect-triage", "-i", str(src), "-o", str(tmp_path / "p.jsonl"),
+        "--provider", "offline",
+    )  # fmt: skip
+    assert "offline provider offline-v1" in plain.stdout
+    assert "not by an LLM" in plain.stdout

@@ -3,6 +3,9 @@ run again and reads how far it got without writing anything."""
 
 from __future__ import annotations
 
+import json
+import socket
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,3 +49,34 @@ def test_the_latest_start_of_each_output_wins_and_damaged_lines_are_skipped(
     assert [(r.output.name, r.pipeline) for r in refs] == [("a.jsonl", "p2"), ("b.jsonl", "p1")]
     assert run_progress(refs[0].output)["status"] == "missing"  # no journal: never ran
     assert count_items(tmp_path / "absent.jsonl") is None
+
+
+def test_a_refused_run_is_not_registered(cli, tmp_path, isolated_home) -> None:
+    """A run refused before it starts (an input line without its id) changes nothing."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"defects": []}\n')
+    result = cli(
+        "engine", "run", "defect-triage", "-i", str(bad), "-o", str(tmp_path / "o.jsonl"),
+        "--provider", "offline", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 3
+    assert not registry_path(isolated_home).exists()
+
+
+def test_progress_of_a_run_whose_process_is_gone_reads_crashed(tmp_path) -> None:
+    from atomlab.engine.journal import Journal, RunManifest, Writer
+
+    out = tmp_path / "o.jsonl"
+    journal = Journal(RunPaths(out).journal)
+    journal.begin(RunManifest("0" * 64, "p", "d", {}))
+    journal.claim()
+    journal.close()
+    assert run_progress(out)["status"] == "running"  # this test process is the writer
+    conn = sqlite3.connect(RunPaths(out).journal)
+    dead = Writer(pid=2**22 + 7, host=socket.gethostname(), started=1.0)
+    with conn:
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'writer'", (json.dumps(dead.to_dict()),)
+        )
+    conn.close()
+    assert run_progress(out)["status"] == "crashed"

@@ -175,3 +175,47 @@ def test_a_command_listed_twice_is_refused():
     entry = {"command": "ZCtrl.Withdraw"}
     with pytest.raises(ConfigError, match="twice"):
         parse_catalog({"signals": [], "specs": [], "commands": [entry, entry]})
+
+
+SPECTRUM = {
+    "channels_names": ["Bias (V)", "Current (A)"],
+    "data": [[-1.0, 0.0, 1.0], [-2e-10, 0.0, 2e-10]],
+    "parameters": [0.5, 3.0],
+}
+
+
+def test_a_spectrum_reply_comes_back_as_lists_and_text_arguments_follow_their_pattern(
+    client, state_server, tmp_path
+):
+    state_server.state["BiasSpectr.Start"] = SPECTRUM
+    audit = tmp_path / "audit.jsonl"
+    result = guard(client, audit).command("BiasSpectr.Start")
+    assert result.args == {"get_data": 1, "save_base_name": ""}  # the catalog's defaults
+    assert result.reply["channels_names"] == SPECTRUM["channels_names"]
+    assert result.reply["data"][1] == pytest.approx(SPECTRUM["data"][1])
+    assert read_audit_log(audit)[-1]["reply"]["parameters"] == pytest.approx([0.5, 3.0])
+    with pytest.raises(PolicyRefusedError, match="does not match"):
+        guard(client, audit).command("BiasSpectr.Start", {"save_base_name": "../../etc/x"})
+    with pytest.raises(InvalidInputError, match="must be text"):
+        guard(client, audit).command("BiasSpectr.Start", {"save_base_name": 7})
+    assert state_server.requests.count("BiasSpectr.Start") == 1
+
+
+def test_text_and_number_rules_are_checked_when_the_catalog_loads():
+    def commands(args):
+        return {
+            "signals": [],
+            "specs": [],
+            "commands": [{"command": "ZSpectr.Start", "args": args}],
+        }
+
+    with pytest.raises(ConfigError, match="give it a pattern"):
+        parse_catalog(commands({"get_data": {"min": 0, "max": 1}, "save_base_name": {}}))
+    with pytest.raises(ConfigError, match="give it min and max"):
+        parse_catalog(commands({"get_data": {"pattern": "x"}, "save_base_name": {"pattern": ""}}))
+    with pytest.raises(ConfigError, match="outside the rule"):
+        parse_catalog(
+            commands(
+                {"get_data": {"min": 0, "max": 1, "default": 2}, "save_base_name": {"pattern": ""}}
+            )
+        )

@@ -124,3 +124,31 @@ def test_explicit_openai_with_a_key_targets_the_openai_api() -> None:
     )
     assert isinstance(provider, OpenAICompatProvider)
     assert provider.base_url == "https://api.openai.com/v1"
+
+
+def _only_cassette(folder: Path) -> dict[str, str]:
+    (cassette,) = folder.glob("*/*.json")
+    entry: dict[str, str] = json.loads(cassette.read_text())
+    return entry
+
+
+async def test_recording_without_a_key_is_labelled_offline_never_as_the_configured_model(
+    tmp_path: Path,
+) -> None:
+    """It saved offline answers under llm.model ('gemini-2.5-flash') as if Gemini had given them."""
+    settings = LlmSettings(provider="replay", cassette_dir=tmp_path, record=True)
+    recorder = make_provider(settings, environ={})
+    assert isinstance(recorder, ReplayProvider) and recorder.recording
+    assert recorder.model == "offline-v1" != settings.model
+    request = GenerationRequest(prompt="step", schema=Triage)
+    await recorder.generate(request)
+    entry = _only_cassette(tmp_path)
+    assert (entry["provider"], entry["model"]) == ("offline", "offline-v1")
+    # Replaying as llm.model finds nothing, and the miss says which recordings are there.
+    player = make_provider(LlmSettings(provider="replay", cassette_dir=tmp_path), environ={})
+    with pytest.raises(CassetteMissError, match=r"offline-v1 \(offline\)"):
+        await player.generate(request)
+    offline_player = make_provider(
+        LlmSettings(provider="replay", cassette_dir=tmp_path, model="offline-v1"), environ={}
+    )
+    assert (await offline_player.generate(request)).raw_text == entry["raw_text"]

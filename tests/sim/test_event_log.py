@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from atomlab.sim import Disturbances, EventLogWriter, StmPhysics, read_event_log
 from atomlab.surface import Surface
+from tests.conftest import CliResult
 
 LAUNCH = [sys.executable, "-c", "from atomlab.cli.main import main; main()"]
 
@@ -50,6 +54,8 @@ def test_sim_spm_writes_tip_changes_at_the_rate_asked(tmp_path: Path) -> None:
             "--json",
             "--tip-change-rate",
             "200",
+            "--loop-rate",
+            "500",
             "--events-file",
             str(events),
         ],
@@ -61,11 +67,12 @@ def test_sim_spm_writes_tip_changes_at_the_rate_asked(tmp_path: Path) -> None:
         assert proc.stdout is not None
         ready = json.loads(proc.stdout.readline())
         assert ready["tip_change_rate_per_s"] == 200.0
+        assert ready["loop_rate_hz"] == 500.0
         # the physics runs on its own tick; at 200 changes/s the first lands within milliseconds
-        deadline_lines = 0
-        while deadline_lines == 0 and proc.poll() is None:
-            deadline_lines = len(read_event_log(events))
-        assert deadline_lines > 0
+        logged = 0
+        while logged == 0 and proc.poll() is None:
+            logged = len(read_event_log(events))
+        assert logged > 0
         assert all(e.kind == "tip_change" for e in read_event_log(events))
     finally:
         proc.terminate()
@@ -73,22 +80,17 @@ def test_sim_spm_writes_tip_changes_at_the_rate_asked(tmp_path: Path) -> None:
     assert proc.returncode == 143
 
 
-def test_contradicting_disturbance_options_exit_3(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            *LAUNCH,
-            "sim",
-            "spm",
-            "--port",
-            "0",
-            "--json",
-            "--no-disturbances",
-            "--tip-change-rate",
-            "0.1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 3
-    assert "--tip-change-rate" in json.loads(result.stdout)["error"]["message"]
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--no-disturbances", "--tip-change-rate", "0.1"], "--tip-change-rate"),
+        (["--tip-change-rate", "nan"], "--tip-change-rate"),
+        (["--loop-rate", "50"], "--loop-rate"),
+    ],
+)
+def test_bad_simulator_options_exit_3_naming_the_option(
+    cli: Callable[..., CliResult], options: list[str], named: str
+) -> None:
+    result = cli("sim", "spm", "--port", "0", "--json", *options)
+    assert result.exit_code == 3
+    assert named in result.json["error"]["message"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
+
+import pytest
 
 PY = sys.executable
 BUSY_STEP = f'{PY} -c "import time; e=time.time()+0.3\nwhile time.time()<e: pass"'
@@ -135,3 +138,94 @@ def test_exec_shell_mode_runs_pipelines_of_commands(cli):
     assert result.exit_code == 0
     log = result.json["run"]["steps"][0]["log_path"]
     assert Path(log).read_text().strip() == "3"
+
+
+def test_prune_deletes_nothing_unless_configured_and_dry_run_shows_what_would_go(cli):
+    for _ in range(3):
+        run_exec(cli, "a=true")
+    unconfigured = cli("runs", "prune", "--json").json
+    assert unconfigured["removed"] == [] and "no retention is configured" in unconfigured["note"]
+    assert len(cli("runs", "list", "--json").json["runs"]) == 3
+    oldest = cli("runs", "list", "--json").json["runs"][-1]["run_id"]
+    would = cli("runs", "prune", "--keep", "2", "--dry-run", "--json").json
+    assert would["removed"] == [oldest] and would["dry_run"] is True
+    assert len(cli("runs", "list", "--json").json["runs"]) == 3  # a dry run deletes nothing
+    assert cli("runs", "prune", "--keep", "2", "--json").json["removed"] == [oldest]
+    assert [r["run_id"] for r in cli("runs", "list", "--json").json["runs"]].count(oldest) == 0
+
+
+def _tracked_run_with_metrics(home: Path) -> str:
+    from atomlab.core.settings import TrackingSettings
+    from atomlab.tracking import RunTracker
+
+    with (
+        RunTracker(
+            "tables",
+            ["train"],
+            home=home,
+            settings=TrackingSettings(gpu=False),
+            monitor=False,
+            handle_signals=False,
+        ) as run,
+        run.step("train"),
+    ):
+        run.log_params({"seed": 3})
+        run.tick()
+        for loss in (0.9, 0.5):
+            run.log_metric("bc/loss", loss)
+    return run.run_id
+
+
+def test_export_tables_as_csv_with_telemetry_metrics_and_steps(cli, isolated_home, tmp_path):
+    run_id = _tracked_run_with_metrics(isolated_home)
+    out = tmp_path / "tables"
+    result = cli("runs", "export", run_id, "--format", "csv", "--output", str(out), "--json")
+    assert result.exit_code == 0, result.stdout
+    files = {k: Path(v) for k, v in result.json["files"].items()}
+    assert set(files) == {"steps", "telemetry", "metrics", "meta"}
+    with files["metrics"].open() as fh:
+        metrics = list(csv.DictReader(fh))
+    assert [(m["name"], m["step"], float(m["value"])) for m in metrics] == [
+        ("bc/loss", "0", 0.9),
+        ("bc/loss", "1", 0.5),
+    ]
+    assert metrics[0]["at"].endswith("Z")
+    with files["telemetry"].open() as fh:
+        telemetry = list(csv.DictReader(fh))
+    assert len(telemetry) >= 2 and telemetry[0]["t"].endswith("Z")
+    assert float(telemetry[0]["proc_rss_mb"]) > 0
+    with files["steps"].open() as fh:
+        (step,) = csv.DictReader(fh)
+    assert step["name"] == "train" and step["status"] == "completed"
+    meta = json.loads(files["meta"].read_text())
+    assert meta["run"]["run_id"] == run_id and meta["params"] == {"seed": 3}
+    assert meta["units"]["telemetry"]["proc_rss_mb"] == "MB"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_export_tables_as_parquet_with_timestamps_units_and_metadata(cli, isolated_home, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    run_id = _tracked_run_with_metrics(isolated_home)
+    result = cli("runs", "export", run_id, "-f", "parquet", "-o", str(tmp_path / "t"), "--json")
+    assert result.exit_code == 0, result.stdout
+    files = result.json["files"]
+    metrics = pq.read_table(files["metrics"])
+    assert metrics.schema.field("at").type == pa.timestamp("us", tz="UTC")
+    assert metrics.column("value").to_pylist() == [0.9, 0.5]
+    assert metrics.column("step").type == pa.int64()
+    telemetry = pq.read_table(files["telemetry"])
+    assert telemetry.schema.field("t").type == pa.timestamp("us", tz="UTC")
+    assert telemetry.schema.field("proc_rss_mb").metadata == {b"unit": b"MB"}
+    assert json.loads(telemetry.schema.metadata[b"atomlab.run"])["run_id"] == run_id
+    assert json.loads(telemetry.schema.metadata[b"atomlab.params"]) == {"seed": 3}
+
+
+def test_a_blank_run_id_never_means_the_newest_run(cli):
+    run_exec(cli, "a=true")
+    for hint in ("", "   ", "x" * 10_000):
+        for command in ("show", "status", "summary", "export"):
+            result = cli("runs", command, hint, "--json")
+            assert result.exit_code == 3, (command, hint[:5], result.stdout)
+            assert result.json["error"]["details"]["field"] == "run"

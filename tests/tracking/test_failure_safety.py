@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -70,22 +71,64 @@ def test_signals_cancel_the_run_and_stop_the_step_process_group(tmp_path):
         assert "run.cancelled" in events and "step.process_stopped" in events
 
 
-def test_kill_9_run_is_marked_crashed_by_next_runs_command(home, cli):
-    proc = atomlab_process(home, "runs", "exec", "-p", "crash", "-s", "long=sleep 60")
+def _group_alive(pgid: int) -> bool:
+    for proc in psutil.process_iter():
+        with contextlib.suppress(ProcessLookupError, psutil.Error):
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+    return False
+
+
+def test_kill_9_run_is_marked_crashed_and_its_step_group_stopped_by_next_runs_command(home, cli):
+    # the step leaves a grandchild in its group, as a shell pipeline or a dataloader would
+    step = "sh -c 'sleep 300 & sleep 300'"
+    proc = atomlab_process(home, "runs", "exec", "-p", "crash", "--shell", "-s", f"long={step}")
     data = _running_run(home)
     step_pid = data["steps"][0]["pid"]
     try:
+        wait_until(lambda: len([p for p in psutil.process_iter() if _in_group(p, step_pid)]) >= 2)
         proc.kill()
         proc.wait(timeout=20)
         assert json.loads(Path(data["run_dir"], "run.json").read_text())["status"] == "running"
+        assert _group_alive(step_pid)  # the tracker died; its step did not
         result = cli("runs", "list", "--json")
         assert result.exit_code == 0
         (row,) = result.json["runs"]
         assert row["status"] == "crashed"
         record = json.loads(Path(data["run_dir"], "run.json").read_text())
         assert record["status"] == "crashed" and record["steps"][0]["status"] == "failed"
-        assert f"step process group(s) [{step_pid}] may still be running" in record["reason"]
+        assert f"step process group(s) [{step_pid}] left running were stopped" in record["reason"]
+        assert not _group_alive(step_pid)
+        crashed = [e for e in iter_jsonl(Path(data["run_dir"]) / "events.jsonl")][-1]
+        assert crashed["event"] == "run.crashed" and crashed["stopped_step_groups"] == [step_pid]
     finally:
+        _cleanup_group(step_pid)
+
+
+def _in_group(proc: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE
+    except (ProcessLookupError, psutil.Error):
+        return False
+
+
+def test_a_watcher_reaps_a_killed_run_and_stops_its_step_group(home):
+    proc = atomlab_process(home, "runs", "exec", "-p", "watched", "-s", "long=sleep 300")
+    data = _running_run(home)
+    step_pid = data["steps"][0]["pid"]
+    watcher = atomlab_process(home, "runs", "watch", data["run_id"], "--interval", "1", "--json")
+    try:
+        proc.kill()
+        proc.wait(timeout=20)
+        killed = time.monotonic()
+        out, err = watcher.communicate(timeout=60)  # a failure bound, not the measured time
+        took = time.monotonic() - killed
+        print(f"the watcher ended the killed run {took:.1f} s after the kill")
+        assert watcher.returncode == 1, err
+        assert json.loads(out)["run"]["status"] == "crashed"
+        assert not _group_alive(step_pid)
+    finally:
+        watcher.kill()
         _cleanup_group(step_pid)
 
 

@@ -15,7 +15,7 @@ from atomlab.tracking import RunIndex, RunTracker, parse_since, read_run
 
 
 def finished_run(
-    home: Path, clock: FakeClock, pipeline: str = "p", fail: bool = False, keep: int = 20
+    home: Path, clock: FakeClock, pipeline: str = "p", fail: bool = False, keep: int | None = 20
 ) -> str:
     tracker = RunTracker(
         pipeline,
@@ -101,14 +101,23 @@ def test_prune_keeps_newest_and_never_deletes_a_running_run(home, clock):
     live.finish()
 
 
-def test_retention_setting_cannot_go_below_twenty():
-    with pytest.raises(ValueError, match="greater than or equal to 20"):
-        TrackingSettings(retention_runs=5)
+def test_retention_is_off_unless_configured_and_then_at_least_one():
+    assert TrackingSettings().retention_runs is None
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        TrackingSettings(retention_runs=0)
 
 
-def test_new_run_applies_retention_automatically(home, clock):
+def test_runs_are_never_deleted_unless_retention_is_configured(home, clock):
     for _ in range(22):
-        finished_run(home, clock)
+        finished_run(home, clock, keep=None)
+    with RunIndex.open(home) as index:
+        assert index.count() == 22
+    assert len(list((home / "runs").glob("*/run.json"))) == 22
+
+
+def test_configured_retention_applies_at_each_new_run(home, clock):
+    for _ in range(22):
+        finished_run(home, clock)  # retention_runs=20
     with RunIndex.open(home) as index:
         assert index.count() == 21  # 20 kept + the run that pruned (finished after pruning)
 

@@ -104,3 +104,13 @@ def sim() -> Iterator[SimulatorThread]:
     """The STM simulator (no random disturbances) on 127.0.0.1 and a free port."""
     with start_simulator_in_thread(seed=0, ports=[0], disturbances=Disturbances.none()) as s:
         yield s
+
+
+@pytest.fixture
+def state_server() -> Iterator[Any]:
+    """The small Nanonis-protocol state server of the instrument tests (answers from state)."""
+    from tests.instrument.conftest import StateServer
+
+    server = StateServer()
+    yield server
+    server.close()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from atomlab.instrument import NanonisClient, load_catalog
-from atomlab.trajectory import InstrumentSource, Monitor, MonitorConfig, open_store
+from atomlab.trajectory import InstrumentSource, Monitor, MonitorConfig, Sample, open_store
 
 
 def _refuse_non_json(constant: str) -> None:
@@ -149,14 +150,28 @@ def test_run_records_then_clears_the_run_name_and_refuses_a_duplicate(cli, sim, 
     again = cli("trajectory", "monitor", "run", "--port", port, "--max-samples", "5")
     assert again.exit_code == 3 and "already holds a run named 'first'" in again.stdout
     assert [r.name for r in open_store(db).runs()] == ["first"]  # nothing written
-    assert cli("trajectory", "monitor", "config", "show").json["config"]["run_name"] == ""
+    # refused before it started: the staged name stays (the message says to stage a new one)
+    assert cli("trajectory", "monitor", "config", "show").json["config"]["run_name"] == "first"
 
 
-def test_run_clears_the_run_name_after_a_connection_error(cli, unused_tcp_port):
+def test_a_run_refused_before_it_starts_keeps_the_staged_run_name(cli, unused_tcp_port, tmp_path):
     _stage(cli, "--run-name", "unreachable")
     result = cli("trajectory", "monitor", "run", "--port", str(unused_tcp_port), "--duration", "1")
     assert result.exit_code == 5, result.stdout
-    assert cli("trajectory", "monitor", "config", "show").json["config"]["run_name"] == ""
+    for bad in (
+        ["--metrics-file", str(tmp_path)],  # a folder: refused before recording
+        ["--duration", "inf"],
+        ["--duration", "nan"],
+        ["--port", "70000"],
+        ["--max-samples", str(2**70)],
+        ["--host", "x" * 10_000],
+    ):
+        refused = cli("trajectory", "monitor", "run", "--port", str(unused_tcp_port), *bad)
+        assert refused.exit_code == 3, (bad[0], refused.stdout)
+        assert len(refused.stdout.strip().splitlines()) == 1 and not refused.json["ok"]
+    assert (
+        cli("trajectory", "monitor", "config", "show").json["config"]["run_name"] == "unreachable"
+    )
 
 
 def test_list_signals_and_list_specs_are_two_lists_with_units_and_limits(cli):
@@ -188,7 +203,8 @@ def recorded(sim, isolated_home):
     count = {"actions": 0}
 
     def on_record(record):
-        sampled.set()
+        if isinstance(record, Sample):  # not a missed tick: the baseline is really taken
+            sampled.set()
         if getattr(record, "spec_label", None) == "Bias":
             count["actions"] += 1
             if count["actions"] == 2:
@@ -260,17 +276,38 @@ def test_export_writes_signals_specs_and_actions(cli, recorded, tmp_path, fmt):
     )
     assert result.exit_code == 0, result.stdout
     files = {k: Path(v) for k, v in result.json["files"].items()}
-    assert set(files) == {"signals", "specs", "actions"}
-    samples = open_store(recorded).run().samples
+    assert set(files) == {"signals", "specs", "actions", "meta"}
+    run = open_store(recorded).run()
+    anchor = datetime.fromisoformat(run.started_at_utc.replace("Z", "+00:00"))
+    meta = json.loads(files["meta"].read_text())
+    assert meta["run"]["name"] == "with-actions" and meta["instrument"] == run.instrument
+    assert meta["units"]["signals"]["Tunnel Current"] == "A"
+    assert meta["units"]["signals"]["time_utc"] == "UTC"
     if fmt == "csv":
         with files["signals"].open() as fh:
             rows = list(csv.DictReader(fh))
-        assert len(rows) == samples and "Tunnel Current" in rows[0]
+        assert len(rows) == run.samples and "Tunnel Current" in rows[0]
+        first = rows[-1]
+        stamp = datetime.fromisoformat(first["time_utc"].replace("Z", "+00:00"))
+        assert stamp == anchor + timedelta(seconds=float(first["dt_s"]))
     else:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        assert pq.read_table(files["signals"]).num_rows == samples
-        assert pq.read_table(files["actions"]).num_rows == 2
+        signals = pq.read_table(files["signals"])
+        assert signals.num_rows == run.samples
+        assert signals.schema.field("time_utc").type == pa.timestamp("us", tz="UTC")
+        assert signals.schema.field("Tunnel Current").metadata == {b"unit": b"A"}
+        schema_meta = signals.schema.metadata
+        assert json.loads(schema_meta[b"atomlab.run"])["name"] == "with-actions"
+        assert json.loads(schema_meta[b"atomlab.instrument"]) == run.instrument
+        assert json.loads(schema_meta[b"atomlab.units"])["Z Position"] == "m"
+        row = signals.slice(signals.num_rows - 1, 1).to_pylist()[0]
+        assert row["time_utc"] == anchor + timedelta(microseconds=round(row["dt_s"] * 1e6))
+        actions = pq.read_table(files["actions"])
+        assert actions.num_rows == 2
+        assert actions.schema.field("detected_at_utc").type == pa.timestamp("us", tz="UTC")
+        assert actions.column("new_value").to_pylist() == pytest.approx([0.3, 0.5])
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in files.values())
     bad = cli("trajectory", "export", "--run-name", "with-actions", "--format", "xlsx")
@@ -297,8 +334,25 @@ def test_queries_on_a_missing_database_exit_3_and_create_nothing(cli, tmp_path):
     assert not missing.exists()
 
 
+def test_unknown_signals_and_specs_are_refused_when_staged(cli):
+    before = cli("trajectory", "monitor", "config", "show").json["config"]
+    for option, value in (
+        ("--signals", "Tunnel Curent"),  # a typo
+        ("--signals", "Bias"),  # a spec
+        ("--specs", "Tunnel Current"),  # a signal
+        ("--specs", "Bias, Warp Drive"),
+        ("--signals", "x" * 10_000),
+    ):
+        result = cli("trajectory", "monitor", "config", "set", option, value)
+        assert result.exit_code == 3, (option, value[:20], result.stdout)
+        assert result.json["error"]["details"]["field"] == option.strip("-")
+    assert cli("trajectory", "monitor", "config", "show").json["config"] == before
+    ok = cli("trajectory", "monitor", "config", "set", "--signals", "Tunnel Current, Input 3 (V)")
+    assert ok.exit_code == 0 and ok.json["config"]["signals"][1] == "Input 3 (V)"
+
+
 def test_a_failed_start_up_creates_no_run_row(cli, sim, isolated_home):
-    _stage(cli, "--run-name", "typo", "--signals", "Tunnel Curent")
+    _stage(cli, "--run-name", "typo", "--signals", "Input 99 (V)")  # not on this instrument
     result = cli("trajectory", "monitor", "run", "--port", str(sim.ports[0]), "--max-samples", "3")
     assert result.exit_code == 3 and "list-signals" in result.json["error"]["message"]
     assert open_store(isolated_home / "trajectories.sqlite").runs() == []
@@ -326,3 +380,80 @@ def test_without_the_optional_extras_export_and_plot_exit_4_with_the_install_hin
     shown = cli("trajectory", "action", "show", "--action-idx", "0", "--plot", str(plot))
     assert shown.exit_code == 4 and "atomlab[plot]" in shown.json["error"]["message"]
     assert not plot.exists()
+
+
+def test_a_signal_window_as_a_dataframe_with_absolute_times_and_units(recorded):
+    pd = pytest.importorskip("pandas")
+    with open_store(recorded) as store:
+        action = store.action(1)
+        frame = store.window_frame(action=1)
+        same = store.signal_window(action.window_start_dt_s, action.window_end_dt_s).to_pandas()
+        run = store.run()
+    pd.testing.assert_frame_equal(frame, same)
+    assert list(frame.columns) == ["sample_idx", "time_utc", "dt_s", "Tunnel Current", "Z Position"]
+    assert str(frame["time_utc"].dtype) == "datetime64[us, UTC]"
+    anchor = pd.Timestamp(run.started_at_utc)
+    delta = (frame["time_utc"] - anchor).dt.total_seconds() - frame["dt_s"]
+    assert delta.abs().max() < 1e-5
+    assert frame.attrs["units"] == {"Tunnel Current": "A", "Z Position": "m"}
+    assert frame.attrs["run_name"] == "with-actions" and isinstance(frame.attrs["complete"], bool)
+    assert frame["dt_s"].between(action.window_start_dt_s, action.window_end_dt_s).all()
+
+
+LONG = "x" * 10_000
+
+
+def _one_error(result, code: int = 3) -> dict:
+    assert result.exit_code == code, result.stdout + result.stderr
+    assert len(result.stdout.strip().splitlines()) == 1  # exactly one JSON object
+    body = json.loads(result.stdout)
+    assert body["ok"] is False and body["exit_code"] == code
+    assert "Traceback" not in result.stderr
+    return body["error"]
+
+
+def test_bad_input_to_the_query_commands_exits_3_without_a_traceback(cli, recorded, tmp_path):
+    db = ["--db-path", str(recorded)]
+    show = ["trajectory", "action", "show", *db]
+    for idx in (str(2**70), "inf", "1e308", "-1"):
+        _one_error(cli(*show, "--action-idx", idx))
+    # the plot target is refused before the database is even opened
+    missing_db = ["--db-path", str(tmp_path / "missing.sqlite")]
+    error = _one_error(cli("trajectory", "action", "show", *missing_db, "--action-idx", "0",
+                           "--plot", str(tmp_path)))  # fmt: skip
+    assert error["details"]["field"] == "plot"
+    for args in (
+        ["trajectory", "runs", "list", "--db-path", LONG],
+        ["trajectory", "runs", "show", *db, "--run-name", LONG],
+        ["trajectory", "action", "list", *db, "--run-name", LONG],
+        ["trajectory", "action", "list", *db, "--kind", "nope"],
+        ["trajectory", "export", *db, "--run-name", LONG],
+        ["trajectory", "export", *db, "--run-name", "with-actions", "--out", f"/{LONG}"],
+        ["trajectory", "export", *db, "--run-name", "with-actions", "--format", LONG],
+        ["trajectory", "monitor", "config", "show", "--config-path", LONG],
+        ["trajectory", "monitor", "config", "set", "--config-path", f"/{LONG}/c.json"],
+        ["trajectory", "monitor", "config", "set", "--tolerance", "Bias=inf"],
+        ["trajectory", "action", "show", *db, "--action-idx", "0", "--plot", f"/{LONG}.png"],
+    ):
+        error = _one_error(cli(*args))
+        assert len(error["message"]) < 1_000, args[:3]  # a long value is cut in the message
+    _one_error(cli("trajectory", "monitor", "list-signals", "--catalog", LONG))
+
+
+def test_every_trajectory_command_accepts_json(cli, recorded, tmp_path):
+    db = ["--db-path", str(recorded)]
+    for args in (
+        ["monitor", "config", "show"],
+        ["monitor", "config", "set", "--interval-s", "0.2"],
+        ["monitor", "config", "clear"],
+        ["monitor", "list-signals"],
+        ["monitor", "list-specs"],
+        ["runs", "list", *db],
+        ["runs", "show", *db],
+        ["action", "list", *db],
+        ["action", "show", *db, "--action-idx", "0"],
+        ["export", *db, "--run-name", "with-actions", "--out", str(tmp_path / "e")],
+    ):
+        result = cli("trajectory", *args, "--json")
+        assert result.exit_code == 0, (args, result.stdout)
+        assert len(result.stdout.strip().splitlines()) == 1 and result.json["ok"] is True

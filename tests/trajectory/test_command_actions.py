@@ -161,3 +161,50 @@ def test_commands_of_a_guard_in_another_process_are_recorded_from_the_audit_log(
     assert _seconds(run.started_at_utc) + actions[0].dt_s == pytest.approx(
         _seconds(pulse.at_utc), abs=0.05
     )
+
+
+def test_a_spectrum_command_is_stored_with_its_reply_arrays(make_config, state_server):
+    """BiasSpectr.Start through the guard over TCP (the protocol server of the instrument
+    tests answers it with a spectrum): the action's payload keeps the arrays."""
+    spectrum = {
+        "channels_names": ["Bias (V)", "Current (A)"],
+        "data": [[-1.0, 0.0, 1.0], [-2e-10, 0.0, 2e-10]],
+        "parameters": [0.5],
+    }
+    state_server.state["BiasSpectr.Start"] = spectrum
+    config = make_config(specs=("Bias",), interval_s=0.05)
+    own = OwnWrites()
+    sampled, recorded = threading.Event(), threading.Event()
+
+    def on_record(record: Record) -> None:
+        if getattr(record, "sample_idx", -1) >= 3:
+            sampled.set()
+        if isinstance(record, ActionEvent) and record.kind == "command":
+            recorded.set()
+
+    with (
+        NanonisClient("127.0.0.1", state_server.port) as recorder_link,
+        NanonisClient("127.0.0.1", state_server.port) as operator_link,
+        open_store(config.db_path, read_only=False) as store,
+    ):
+        guard = WriteGuard(operator_link, CATALOG, allow_writes=True)
+        guard.add_listener(own.observe)
+        monitor = Monitor(
+            InstrumentSource(recorder_link, CATALOG), config, store, own_writes=own,
+            on_record=on_record,
+        )  # fmt: skip
+        thread = threading.Thread(target=monitor.run)
+        thread.start()
+        try:
+            assert sampled.wait(DEADLINE_S)
+            guard.command("BiasSpectr.Start", {"save_base_name": "sweep_1"})
+            assert recorded.wait(DEADLINE_S)
+        finally:
+            monitor.stop()
+            thread.join(DEADLINE_S)
+    (action,) = open_store(config.db_path).actions(kind="command")
+    assert action.command == "BiasSpectr.Start"
+    assert action.args == {"get_data": 1, "save_base_name": "sweep_1"}
+    assert action.payload is not None
+    assert action.payload["channels_names"] == spectrum["channels_names"]
+    assert action.payload["data"][1] == pytest.approx(spectrum["data"][1])

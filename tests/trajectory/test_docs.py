@@ -54,5 +54,6 @@ def test_defaults_tables_and_run_name_rules_are_documented():
         "missed_ticks",
     ):
         assert f"| `{table}` |" in text
-    assert "config set" in text and "run_name" in text and "cleared after each run" in text
+    assert "config set" in text and "run_name" in text and "consumed when the run starts" in text
+    assert "refused before it starts" in text
     assert "Why one column per signal" in text

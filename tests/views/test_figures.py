@@ -22,6 +22,7 @@ from atomlab.views import (
     strip_chart_figure,
     swarm_map_figure,
     telemetry_figure,
+    telemetry_value,
 )
 from atomlab.views.swarm import DEFECT_COLORS
 
@@ -84,7 +85,9 @@ def test_signal_window_has_a_panel_per_signal_with_the_action_shaded_on_each() -
         (3.0, 3.5, "y2 domain"),
     ]
     assert "Bias 0.1 → 0.3" in fig["layout"]["title"]["text"]
-    assert fig["layout"]["yaxis"]["title"]["text"] == "Z Position (m)"
+    assert fig["layout"]["yaxis"]["title"]["text"] == "m"  # the unit on the axis ...
+    panel_labels = [a["text"] for a in fig["layout"]["annotations"]]
+    assert panel_labels == ["<b>Z Position</b>", "<b>Tunnel Current</b>"]  # ... the name above
 
 
 def test_a_partial_window_says_why_in_its_title_and_accepts_the_dict_form() -> None:
@@ -163,6 +166,17 @@ def test_metric_curves_overlay_runs_in_one_panel_per_metric_with_a_colour_per_ru
 def test_metric_curves_without_metrics_say_so() -> None:
     fig = valid(metric_curves({"run-a": {}}))
     assert "no metrics" in fig["layout"]["annotations"][0]["text"]
+
+
+def test_telemetry_value_reads_what_each_trace_draws() -> None:
+    samples = [
+        {"dt_s": 0.0, "proc_cpu_pct": 5.0, "gpus": [{"index": 1, "util_pct": 40.0}]},
+        {"dt_s": 1.0, "sys_mem_pct": 50.0, "gpus": []},
+    ]
+    fig = telemetry_figure(samples)
+    for trace in fig["data"]:
+        assert trace["y"] == [telemetry_value(s, trace["meta"]["field"]) for s in samples]
+    assert telemetry_value(samples[0], "gpus.1.util_pct") == 40.0
 
 
 def test_telemetry_shows_a_gpu_panel_only_when_samples_have_gpus() -> None:

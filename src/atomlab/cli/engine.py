@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from rich.table import Table
 from atomlab.cli import output
 from atomlab.core.errors import AtomlabError, InvalidInputError
 from atomlab.core.logging import configure_logging, get_logger
+from atomlab.core.paths import input_file, output_file
 from atomlab.core.settings import AtomlabSettings, load_settings
 from atomlab.engine import (
     CACHE_MODES,
@@ -35,6 +35,7 @@ from atomlab.engine import (
     register_run,
     run_blocking,
     sample_input,
+    write_atomically,
 )
 from atomlab.llm import LlmQueue, make_provider
 
@@ -87,10 +88,11 @@ def sample(
 ) -> None:
     """Write the sample input shipped with PIPELINE (to try the pipeline at once)."""
     load_pipeline(pipeline)  # a clear error for unknown names
+    output_file(to, option="--output")
+    body = sample_input(pipeline).read_bytes()
     to.parent.mkdir(parents=True, exist_ok=True)
-    with sample_input(pipeline).open("rb") as src, to.open("wb") as dst:
-        shutil.copyfileobj(src, dst)
-    lines = sum(1 for line in to.read_text(encoding="utf-8").splitlines() if line.strip())
+    write_atomically(to, body)
+    lines = sum(1 for line in body.decode("utf-8").splitlines() if line.strip())
     output.emit(
         {"pipeline": pipeline, "output": str(to), "items": lines},
         json_flag=json_out,
@@ -180,7 +182,6 @@ def run(
         resume=resume,
     )
     show = progress if progress is not None else _progress_allowed(json_logs, json_out, settings)
-    _register(settings.home, output_path, input_path, loaded.name)
     with _progress_bar(show, loaded.name) as on_progress:
         runner = PipelineRunner(
             loaded,
@@ -190,6 +191,7 @@ def run(
             metrics=metrics,
             options=options,
             on_progress=on_progress,
+            on_start=lambda: _register(settings.home, output_path, input_path, loaded.name),
         )
         try:
             summary = run_blocking(runner, input_path, output_path)
@@ -207,7 +209,8 @@ def run(
         stats = llm_queue.stats()
         payload["queue"] = {"retries": stats.retries, "cost_usd": stats.cost_usd}
     human = (
-        f"{loaded.name}: {summary.ok} ok, {summary.rejected} rejected of {summary.items} items "
+        f"{loaded.name} ({_answered_by(summary.provider, summary.model)}): "
+        f"{summary.ok} ok, {summary.rejected} rejected of {summary.items} items "
         f"→ {output_path} ({_count(summary.calls, 'call')}, {summary.cache_hits} from cache"
         + (f", {summary.journal_hits} from the journal" if summary.journal_hits else "")
         + (f", {summary.resumed_items} already done" if summary.resumed_items else "")
@@ -215,6 +218,18 @@ def run(
         + (f"\nrejected items: {paths.rejects}" if summary.rejected else "")
     )
     output.emit(payload, json_flag=json_out, human=human)
+
+
+def _answered_by(provider: str, model: str) -> str:
+    """Who produced the answers, said plainly: offline answers are no model's."""
+    if provider == "offline":
+        return (
+            f"offline provider {model}: answers generated locally from each prompt, not by an "
+            "LLM; set GEMINI_API_KEY, OPENAI_API_KEY or llm.base_url for real answers"
+        )
+    if provider == "replay":
+        return f"replayed cassettes of model {model}"
+    return f"{provider} model {model}"
 
 
 def _counts_renamed(payload: dict[str, Any], name: str) -> dict[str, Any]:
@@ -267,6 +282,7 @@ def status(
     json_out: output.JsonOption = False,
 ) -> None:
     """Show how far the run writing --output got and what it was started with."""
+    output_file(output_path, option="--output")
     state = describe_run(output_path)
     human = (
         f"{state['output']}: {state['status']}, {state['items_finished']} items finished "
@@ -284,6 +300,8 @@ def migrate(
     json_out: output.JsonOption = False,
 ) -> None:
     """Migrate an output file between schema versions (deterministic, order and meta kept)."""
+    input_file(input_path, option="--input", what="JSONL file")
+    output_file(output_path, option="--output")
     if input_path.resolve() == output_path.resolve():
         raise InvalidInputError(
             "--input and --output are the same file; write the migration to a new file",

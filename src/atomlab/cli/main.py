@@ -12,7 +12,9 @@ import typer
 
 from atomlab import __version__
 from atomlab.cli import output
+from atomlab.cli.command_tree import HELP_OPTION_NAMES, build_command
 from atomlab.cli.doctor import doctor
+from atomlab.cli.user_errors import as_user_error
 from atomlab.core.errors import AtomlabError, ExitCode
 from atomlab.core.logging import configure_logging
 
@@ -22,7 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": list(HELP_OPTION_NAMES)},
 )
 
 
@@ -89,8 +91,10 @@ app.command("doctor")(doctor)
 # which every command would otherwise pay before doing anything.
 COMMAND_GROUPS: dict[str, str] = {
     "config": "atomlab.cli.config",
+    "dashboard": "atomlab.cli.dashboard",
     "engine": "atomlab.cli.engine",
     "instrument": "atomlab.cli.instrument",
+    "learn": "atomlab.cli.learn",
     "runs": "atomlab.cli.runs",
     "sim": "atomlab.cli.sim",
     "swarm": "atomlab.cli.swarm",
@@ -126,6 +130,18 @@ def _requested_command(args: list[str]) -> str | None:
     return None
 
 
+_built: dict[frozenset[str], Any] = {}
+
+
+def _command() -> Any:
+    """The command tree of the groups registered so far, built once per set of groups (a process
+    running several commands, such as the test suite, would otherwise rebuild it every time)."""
+    key = frozenset(_registered)
+    if key not in _built:
+        _built[key] = build_command(app)
+    return _built[key]
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` and return the exit code instead of exiting."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -138,7 +154,7 @@ def run(argv: list[str] | None = None) -> int:
             register_groups([command])
         elif command not in _TOP_LEVEL_COMMANDS and "--version" not in head:
             register_groups()
-        result = app(args=args, prog_name="atomlab", standalone_mode=False)
+        result = _command().main(args=args, prog_name="atomlab", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
@@ -160,6 +176,9 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if output.state().debug:
             raise
+        mapped = as_user_error(exc)  # a user's mistake that slipped past the command's checks
+        if mapped is not None:
+            return output.emit_atomlab_error(mapped)
         message = f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
         output.emit_error("unexpected", message, int(ExitCode.UNEXPECTED))
         return int(ExitCode.UNEXPECTED)

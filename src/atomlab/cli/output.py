@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -66,7 +67,13 @@ def use_json(flag: bool = False) -> bool:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Convert paths, datetimes, enums, dataclasses and pydantic models for ``json.dumps``."""
+    """Convert paths, datetimes, enums, dataclasses and pydantic models for ``json.dumps``.
+
+    A non-finite float (``nan``, ``inf``) becomes ``null``: JSON has no such numbers, and a reader
+    that follows the standard (``jq``, JavaScript) rejects the whole object over one of them.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if hasattr(value, "model_dump"):
         return to_jsonable(value.model_dump(mode="json"))
     if isinstance(value, Mapping):
@@ -91,7 +98,7 @@ def emit(
     """Print a command's result: ``payload`` as one JSON object, or ``human`` for people."""
     if use_json(json_flag) or human is None:
         body = {"ok": True, **to_jsonable(dict(payload))}
-        sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
+        sys.stdout.write(_dumps(body) + "\n")
         sys.stdout.flush()
         return
     if isinstance(human, str):
@@ -108,11 +115,17 @@ def emit_error(error_type: str, message: str, exit_code: int, *, details: Any = 
         if details:
             err["details"] = to_jsonable(details)
         envelope = {"ok": False, "error": err, "exit_code": exit_code}
-        sys.stdout.write(json.dumps(envelope, ensure_ascii=False) + "\n")
+        sys.stdout.write(_dumps(envelope) + "\n")
         sys.stdout.flush()
     else:
-        sys.stderr.write(f"error: {message}\n")
+        one_line = " ".join(message.split("\n"))  # the contract: one line on stderr
+        sys.stderr.write(f"error: {one_line}\n")
         sys.stderr.flush()
+
+
+def _dumps(body: Mapping[str, Any]) -> str:
+    """Strict JSON on one line; anything without a JSON form is written as its text."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, default=str)
 
 
 def emit_atomlab_error(exc: AtomlabError) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shlex
 import signal
 import sqlite3
@@ -26,6 +27,7 @@ from atomlab.core.errors import (
     TerminatedError,
 )
 from atomlab.tracking import (
+    TABLE_FORMATS,
     RunCancelled,
     RunIndex,
     RunStatus,
@@ -33,6 +35,8 @@ from atomlab.tracking import (
     StepSpec,
     TensorBoardMirror,
     auto_view,
+    check_logdir,
+    export_tables,
     format_duration,
     perf,
     read_metrics,
@@ -120,7 +124,7 @@ def exec_command(
     mirrors = []
     logdir = tensorboard or settings.tracking.tensorboard_dir
     if logdir is not None:
-        mirrors.append(TensorBoardMirror(logdir))
+        mirrors.append(TensorBoardMirror(logdir))  # exit 4 when the extra is missing
     tracker = RunTracker(
         pipeline,
         specs,
@@ -130,6 +134,8 @@ def exec_command(
         telemetry=telemetry,
         mirrors=mirrors,
     )
+    if logdir is not None:
+        check_logdir(logdir)  # after every other check: it may create the folder
     try:
         with tracker:
             for (name, _), argv in zip(steps, commands, strict=True):
@@ -165,9 +171,10 @@ def _positive_float(value: str, option: str) -> float:
         number = float(value)
     except ValueError:
         number = -1.0
-    if number <= 0:
+    if not (number > 0 and math.isfinite(number)):
         raise InvalidInputError(
-            f"{option} value {value!r} must be a positive number of seconds", field=option
+            f"{option} value {value[:40]!r} must be a positive, finite number of seconds",
+            field=option,
         )
     return number
 
@@ -194,7 +201,9 @@ def watch_command(
         str | None,
         typer.Argument(help="Run id or unique prefix (default: the newest live run, else newest)."),
     ] = None,
-    interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds.")] = 2.0,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.2, max=3600.0, help="Seconds.")
+    ] = 2.0,
     json_out: output.JsonOption = False,
 ) -> None:
     """Follow a run until it ends; exit 1 if it failed, was cancelled or crashed."""
@@ -300,15 +309,36 @@ def show_command(
 @app.command("export")
 def export_command(
     run: Annotated[str, typer.Argument(help="Run id or unique prefix, or 'latest'.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="json or md.")] = "md",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="json, md, csv or parquet.")] = "md",
     output_path: Annotated[
-        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write (json, md; default: stdout), or the folder for csv/parquet "
+            "tables (default: ./<run_id>-export).",
+        ),
     ] = None,
     json_out: output.JsonOption = False,
 ) -> None:
-    """Write a run as JSON or Markdown to a file (atomically) or stdout."""
-    if fmt not in ("json", "md", "markdown"):
-        raise InvalidInputError(f"--format {fmt!r} is not known; use json or md", field="format")
+    """Write a run as JSON or Markdown, or its steps, telemetry and metrics as CSV/Parquet."""
+    if fmt not in ("json", "md", "markdown", *TABLE_FORMATS):
+        raise InvalidInputError(
+            f"--format {fmt[:40]!r} is not known; use json, md, csv or parquet", field="format"
+        )
+    if fmt in TABLE_FORMATS:
+        with _index() as index:
+            record = index.load(run)
+        folder = output_path if output_path is not None else Path(f"{record.run_id}-export")
+        files = export_tables(record, fmt, folder)
+        output.emit(
+            {"run_id": record.run_id, "format": fmt, "files": files},
+            json_flag=json_out,
+            human="\n".join(f"wrote {path}" for path in files.values()),
+        )
+        return
+    if output_path is not None:
+        _check_output_file(output_path)
     view, text = _render(run, fmt)
     body = output.to_jsonable(view) if fmt == "json" else None
     content = json.dumps(body, indent=2, ensure_ascii=False) + "\n" if body else text
@@ -323,8 +353,11 @@ def export_command(
         tmp.write_text(content, encoding="utf-8")
         tmp.replace(output_path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise InvalidInputError(
-            f"cannot write --output {str(output_path)!r}: {exc.strerror}; pick a writable path",
+            f"cannot write --output {str(output_path)[:200]!r}: {exc.strerror}; pick a writable "
+            "path",
             field="output",
         ) from None
     output.emit(
@@ -332,6 +365,21 @@ def export_command(
         json_flag=json_out,
         human=f"wrote {output_path}",
     )
+
+
+def _check_output_file(path: Path) -> None:
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:
+        is_dir = False
+        raise InvalidInputError(
+            f"cannot use --output {str(path)[:200]!r} ({exc.strerror or exc})", field="output"
+        ) from None
+    if is_dir:
+        raise InvalidInputError(
+            f"--output {str(path)[:200]!r} is a folder; give a file name for json or md",
+            field="output",
+        )
 
 
 @app.command("summary")
@@ -375,9 +423,21 @@ def prune_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
     json_out: output.JsonOption = False,
 ) -> None:
-    """Delete the oldest finished runs beyond the retention setting; never a live run."""
+    """Delete the oldest finished runs beyond --keep (or tracking.retention_runs); never a live
+    run. --dry-run lists what would go and deletes nothing."""
     settings = output.state().loaded.settings
     count = keep if keep is not None else settings.tracking.retention_runs
+    if count is None:
+        note = (
+            "no retention is configured, so nothing is deleted; pass --keep N (see what it "
+            "would delete with --dry-run) or set tracking.retention_runs"
+        )
+        output.emit(
+            {"removed": [], "dry_run": dry_run, "kept": None, "note": note},
+            json_flag=json_out,
+            human=note,
+        )
+        return
     with _index() as index:
         removed = index.prune(keep=count, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
@@ -407,6 +467,8 @@ def tensorboard_command(
 
     with _index() as index:
         record = index.load(run)
+    TensorBoardMirror(logdir)  # exit 4 when the extra is missing, before touching the logdir
+    check_logdir(logdir)
     target = export_run(
         record, report.load_samples(record), logdir, metrics=read_metrics(record.run_dir)
     )

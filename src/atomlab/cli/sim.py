@@ -14,7 +14,7 @@ import typer
 from atomlab.cli import output
 from atomlab.cli.sim_swarm import swarm
 from atomlab.core.errors import InterruptedRunError, InvalidInputError, TerminatedError
-from atomlab.sim import Disturbances, EventLogWriter, SpmSimulator
+from atomlab.sim import DEFAULT_LOOP_RATE_HZ, Disturbances, EventLogWriter, SpmSimulator
 from atomlab.surface import SurfaceFollower, load_surface
 
 SURFACE_POLL_S = 0.2
@@ -28,6 +28,8 @@ app = typer.Typer(
 
 app.command("swarm")(swarm)
 
+MIN_LOOP_RATE_HZ, MAX_LOOP_RATE_HZ = 100.0, 20_000.0
+"""The range ``Util.RTFreqSet`` accepts."""
 EVENT_LOG_INTERVAL_S = 0.05
 """How often ``--events-file`` gets the simulator's new events."""
 
@@ -60,6 +62,13 @@ def spm(
             help="Mean tip changes per second (default 1/240: one per 4 min).",
         ),
     ] = None,
+    loop_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--loop-rate",
+            help="Control-loop rate in Hz, 100-20000 (default 1000, as Util.RTFreqSet).",
+        ),
+    ] = None,
     events_file: Annotated[
         Path | None,
         typer.Option(
@@ -86,6 +95,7 @@ def spm(
         host=host or settings.host,
         ports=port or settings.ports,
         disturbances=_disturbances(no_disturbances, tip_change_rate),
+        loop_rate_hz=_loop_rate(loop_rate),
     )
     follower = SurfaceFollower(simulator.surface, surface) if surface is not None else None
     received = asyncio.run(_serve(simulator, json_out, events_file, follower))
@@ -110,6 +120,18 @@ def _disturbances(no_disturbances: bool, tip_change_rate: float | None) -> Distu
             value=tip_change_rate,
         )
     return Disturbances(tip_change_rate_per_s=tip_change_rate)
+
+
+def _loop_rate(loop_rate: float | None) -> float:
+    if loop_rate is None:
+        return DEFAULT_LOOP_RATE_HZ
+    if not (math.isfinite(loop_rate) and MIN_LOOP_RATE_HZ <= loop_rate <= MAX_LOOP_RATE_HZ):
+        raise InvalidInputError(
+            f"--loop-rate {loop_rate!r} must be {MIN_LOOP_RATE_HZ:g}..{MAX_LOOP_RATE_HZ:g} Hz",
+            field="loop_rate",
+            value=loop_rate,
+        )
+    return loop_rate
 
 
 def _open_event_log(simulator: SpmSimulator, path: Path | None) -> EventLogWriter | None:
@@ -162,6 +184,7 @@ async def _serve(
                 "defects": len(simulator.surface.defects),
                 "disturbances": simulator.physics.disturbances != Disturbances.none(),
                 "tip_change_rate_per_s": simulator.physics.disturbances.tip_change_rate_per_s,
+                "loop_rate_hz": simulator.physics.loop_rate_hz,
             },
             json_flag=json_out,
             human=f"STM simulator (seed {simulator.seed}) listening on {where}; "

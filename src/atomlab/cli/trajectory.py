@@ -6,6 +6,8 @@ envelope and exit codes of docs/cli.md.
 
 from __future__ import annotations
 
+import math
+import os
 import signal
 import sys
 import time
@@ -41,6 +43,7 @@ from atomlab.trajectory import (
     RunSummary,
     Sample,
     catalog_listing,
+    check_labels,
     clear_staged,
     clear_staged_run_name,
     default_config_path,
@@ -50,7 +53,7 @@ from atomlab.trajectory import (
     open_store,
     save_staged,
 )
-from atomlab.trajectory.export import FORMATS, export_run, plot_window
+from atomlab.trajectory.export import FORMATS, check_plot_target, export_run, plot_window
 from atomlab.trajectory.source import InstrumentSource
 
 app = typer.Typer(
@@ -95,6 +98,8 @@ CatalogOption = Annotated[
 
 
 ACTION_KINDS = ("spec-change", "command")
+MAX_SQL_INT = 2**63 - 1
+MAX_HOST_LENGTH = 253
 #: `runs show` lists at most this many of the latest errors and missed-tick records.
 SHOW_LIMIT = 100
 PROGRESS_EVERY_S = 10.0
@@ -205,6 +210,12 @@ def config_set(
         flush_interval_s=flush_interval_s,
     )
     config.require_tolerances_known()
+    if signals is not None or specs is not None:
+        check_labels(
+            load_catalog(_settings().instrument.catalog_path),
+            signals=config.signals if signals is not None else (),
+            specs=config.specs if specs is not None else (),
+        )
     save_staged(path, config)
     _emit({"config_path": path, "staged": True, "config": config.model_dump(mode="json")})
 
@@ -269,10 +280,13 @@ def monitor_run(
         typer.Option("--duration", min=0, help="Stop after this many seconds (default: Ctrl-C)."),
     ] = None,
     max_samples: Annotated[
-        int | None, typer.Option("--max-samples", min=1, help="Stop after this many samples.")
+        int | None,
+        typer.Option("--max-samples", min=1, max=MAX_SQL_INT, help="Stop after this many samples."),
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Instrument address.")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Instrument TCP port.")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="Instrument TCP port.")
+    ] = None,
     catalog: CatalogOption = None,
     metrics_file: Annotated[
         Path | None,
@@ -284,32 +298,83 @@ def monitor_run(
 ) -> None:
     """Record the staged config until --duration / --max-samples / Ctrl-C / SIGTERM.
 
-    The staged run name is cleared afterwards in every case; stage a new one for the next run.
+    The staged run name is consumed when the run starts (so not even kill -9 leaves it staged);
+    a run refused before it starts (bad input, no instrument) leaves it staged.
     """
     path = _config_path(config_path)
     settings = _settings()
-    try:
-        config = _staged(config_path)
-        config.require_runnable()
-        summary = _record(
-            config,
-            settings,
-            duration,
-            max_samples,
-            host,
-            port,
-            catalog,
-            on_start=lambda _run: clear_staged_run_name(path),  # consumed even if killed -9
-            metrics_file=metrics_file,
+    if duration is not None and not math.isfinite(duration):
+        raise InvalidInputError(
+            f"--duration {duration} is not a number of seconds; leave it out to record until "
+            "Ctrl-C",
+            field="duration",
+            value=str(duration),
         )
-    finally:
-        clear_staged_run_name(path)
+    if host is not None:
+        _check_host(host)
+    if metrics_file is not None:
+        _check_metrics_file(metrics_file)
+    config = _staged(config_path)
+    config.require_runnable()
+    summary = _record(
+        config,
+        settings,
+        duration,
+        max_samples,
+        host,
+        port,
+        catalog,
+        on_start=lambda _run: clear_staged_run_name(path),  # consumed even if killed -9
+        metrics_file=metrics_file,
+    )
     payload = summary.to_dict()
     if summary.status == "interrupted":
         raise InterruptedRunError(_stopped_message(summary), **payload)
     if summary.status == "terminated":
         raise TerminatedError(_stopped_message(summary), **payload)
     _emit(payload)
+
+
+def _check_host(host: str) -> None:
+    try:
+        ok = 0 < len(host) <= MAX_HOST_LENGTH and bool(host.encode("idna"))
+    except UnicodeError:
+        ok = False
+    if not ok:
+        raise InvalidInputError(
+            f"--host {host[:60]!r} is not a host name or address (1-{MAX_HOST_LENGTH} characters, "
+            "IDNA-encodable); pass e.g. --host 127.0.0.1",
+            field="host",
+            value=host[:60],
+        )
+
+
+def _check_metrics_file(path: Path) -> None:
+    """Refuse an unwritable metrics textfile before recording starts (not after)."""
+    try:
+        is_dir = path.is_dir()
+        parent_ok = path.parent.is_dir() or not path.parent.exists()
+    except OSError as exc:
+        raise _bad_metrics_file(path, exc.strerror or str(exc)) from None
+    if is_dir:
+        raise _bad_metrics_file(path, "it is a folder")
+    if not parent_ok:
+        raise _bad_metrics_file(path, "its folder is a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _bad_metrics_file(path, exc.strerror or str(exc)) from None
+    if not os.access(path.parent, os.W_OK):
+        raise _bad_metrics_file(path, "its folder is not writable")
+
+
+def _bad_metrics_file(path: Path, reason: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"cannot write --metrics-file {str(path)[:200]!r}: {reason}; pass a .prom file in a "
+        "writable folder (nothing was recorded)",
+        field="metrics_file",
+        value=str(path)[:200],
+    )
 
 
 def _stopped_message(summary: RunSummary) -> str:
@@ -506,7 +571,9 @@ def _listed(action: ActionEvent) -> dict[str, Any]:
 
 @action_app.command("show")
 def action_show(
-    action_idx: Annotated[int, typer.Option("--action-idx", min=0, help="Which action (0-based).")],
+    action_idx: Annotated[
+        int, typer.Option("--action-idx", min=0, max=MAX_SQL_INT, help="Which action (0-based).")
+    ],
     db_path: DbPathOption = None,
     run_name: RunNameOption = None,
     with_signal_window: Annotated[
@@ -518,6 +585,8 @@ def action_show(
     json_out: output.JsonOption = False,
 ) -> None:
     """One action; with its signal window (marked complete or partial) and an optional plot."""
+    if plot is not None:
+        check_plot_target(plot)  # a bad target or a missing extra fails before any work
     path = _db_path(db_path)
     with open_store(path) as store:
         run = store.run(run_name)

@@ -24,6 +24,7 @@ OPTIONAL_EXTRAS: dict[str, tuple[str, ...]] = {
     "gemini": ("google.genai",),
     "swarm": ("fastapi", "uvicorn", "websockets", "sqlalchemy", "scipy"),
     "postgres": ("psycopg",),
+    "dashboard": ("fastapi", "uvicorn", "sse_starlette", "plotly"),
 }
 
 DEFAULT_PORTS: tuple[int, ...] = (6501, 6502, 6503, 6504, 8000)

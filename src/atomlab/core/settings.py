@@ -45,6 +45,7 @@ Source = Literal["default", "file", "env", "cli"]
 MAX_DURATION_S = 7 * 24 * 3600.0  # a week: no timeout, interval or window is longer
 MAX_COUNT = 1_000_000_000
 MAX_PORT = 65535
+NAME_MAX_BYTES = 255  # per path component on every common file system
 MAX_ENGINE_CONCURRENCY = 1024  # provider calls at once; far above any provider's parallel limit
 Port = Annotated[int, Field(ge=0, le=MAX_PORT)]  # 0: any free port
 
@@ -94,7 +95,8 @@ class TrajectorySettings(Section):
 
 
 class TrackingSettings(Section):
-    retention_runs: int = Field(default=20, ge=20)
+    # None: keep every run (retention deletes nothing unless configured).
+    retention_runs: int | None = Field(default=None, ge=1)
     telemetry_interval_s: float = Field(default=1.0, gt=0, le=MAX_DURATION_S)
     heartbeat_interval_s: float = Field(default=5.0, gt=0, le=MAX_DURATION_S)
     stale_after_s: float = Field(default=15.0, gt=0, le=MAX_DURATION_S)
@@ -232,6 +234,18 @@ def redact_url_password(url: str) -> str:
     return f"{scheme}://{user}:***@{hostport}{slash}{tail}"
 
 
+class DashboardSettings(Section):
+    """``atomlab dashboard``: where it listens and what it reads (docs/dashboard.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)  # 0: any free port (the command prints it)
+    allow_remote: bool = False  # a host other than loopback is refused unless this is true
+    trajectory_db: Path | None = None  # default: the staged monitor config's db_path
+    instrument_host: str | None = None  # scan images; default: instrument.host
+    instrument_port: int | None = Field(default=None, ge=1, le=65535)  # default: instrument.port
+    scan_image: bool = True  # read the latest scan image from the instrument
+
+
 class AtomlabSettings(BaseSettings):
     """Every setting of atomlab. Build it with :func:`load_settings`, not directly."""
 
@@ -251,6 +265,15 @@ class AtomlabSettings(BaseSettings):
     llm: LlmSettings = Field(default_factory=LlmSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     swarm: SwarmSettings = Field(default_factory=SwarmSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+
+    @field_validator("home")
+    @classmethod
+    def _home_is_a_usable_path(cls, value: Path) -> Path:
+        """Refuse a name no file system accepts (a 10,000-character --home) up front."""
+        if any(len(os.fsencode(part)) > NAME_MAX_BYTES for part in value.parts):
+            raise ValueError(f"a path with a name longer than {NAME_MAX_BYTES} bytes")
+        return value
 
 
 @dataclass(frozen=True)
@@ -306,25 +329,53 @@ def load_settings(
 def _resolve_config_path(config_path: Path | str | None, cwd: Path) -> Path | None:
     if config_path is not None:
         path = Path(config_path).expanduser()
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError as exc:  # too long a name, a loop of links
             raise ConfigError(
-                f"config file {str(path)!r} does not exist; pass an existing YAML file to --config",
+                f"config file {_shown(path)} cannot be read ({exc.strerror or exc}); pass an "
+                "existing YAML file to --config",
                 field="config",
-                value=str(path),
+                value=str(path)[:120],
+            ) from None
+        if not found:
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise ConfigError(
+                f"config file {_shown(path)} {what}; pass an existing YAML file to --config",
+                field="config",
+                value=str(path)[:120],
             )
         return path
     candidate = cwd / DEFAULT_CONFIG_FILENAME
     return candidate if candidate.is_file() else None
 
 
+def _shown(path: Path, limit: int = 120) -> str:
+    text = str(path)
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"cannot read config file {str(path)!r}: {exc}; fix the YAML syntax",
+            f"config file {_shown(path)} is not UTF-8 text (byte {exc.start + 1}); "
+            "pass a YAML text file",
             field="config",
-            value=str(path),
+            value=str(path)[:120],
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"config file {_shown(path)} is nested too deeply; fix the YAML",
+            field="config",
+            value=str(path)[:120],
+        ) from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"cannot read config file {_shown(path)}: {exc}; fix the YAML syntax",
+            field="config",
+            value=str(path)[:120],
         ) from None
     if data is None:
         return {}
@@ -457,7 +508,9 @@ def _config_error(exc: ValidationError, layers: list[tuple[Source, dict[str, Any
         message = f"{what} (from {origin}); {choices}; {hint}"
     else:
         reason = first["msg"].removeprefix("Value error, ")
-        message = f"invalid setting {dotted}={value!r} (from {origin}): {reason}; {hint}"
+        text = repr(str(value) if isinstance(value, Path) else value)
+        text = text if len(text) <= 120 else f"{text[:120]}… ({len(text)} characters)"
+        message = f"invalid setting {dotted}={text} (from {origin}): {reason}; {hint}"
     return ConfigError(message, field=dotted, value=_jsonable(value), source=origin)
 
 
@@ -477,6 +530,8 @@ def _env_name(dotted: str) -> str:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > 120:
+        return value[:120] + "…"
     if isinstance(value, str | int | float | bool) or value is None:
         return value
-    return repr(value)
+    return _jsonable(repr(value))

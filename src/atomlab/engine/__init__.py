@@ -23,7 +23,7 @@ from atomlab.engine.errors import (
     ResumeRefusedError,
     RunBusyError,
 )
-from atomlab.engine.journal import RunManifest, RunPaths, describe_run
+from atomlab.engine.journal import RunManifest, RunPaths, describe_run, write_atomically
 from atomlab.engine.loaders import (
     DirectoryMappingLoader,
     DirectoryPromptLoader,
@@ -97,4 +97,5 @@ __all__ = [
     "run_progress",
     "sample_input",
     "scan_input",
+    "write_atomically",
 ]

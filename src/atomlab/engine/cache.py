@@ -52,6 +52,7 @@ CacheMode = Literal["read-write", "read-only", "refresh", "off"]
 CACHE_MODES: tuple[CacheMode, ...] = ("read-write", "read-only", "refresh", "off")
 MANIFEST_NAME = "manifest.sqlite"
 MANIFEST_BATCH = 64
+NAME_MAX = 255  # bytes per path component on every common file system
 VALIDATE_FIX_HINT = "run 'atomlab engine cache validate --fix'"
 
 MANIFEST_MIGRATIONS = [
@@ -224,24 +225,33 @@ def _reason(exc: BaseException) -> str:
 
 
 def check_cache_location(directory: Path, *, create: bool, option: str = "--cache-dir") -> None:
-    """Refuse a cache folder that is a file or cannot be created (exit 3, before any work)."""
+    """Refuse a cache folder that is a file or could never be created (exit 3, before any work).
+
+    Nothing is created unless ``create``: a run makes the folder with its first stored answer.
+    """
+    fail = None
     try:
-        if directory.exists() and not directory.is_dir():
-            raise InvalidInputError(
-                f"cache folder {_shown(directory)} is a file; pass a folder to {option} "
-                "(engine.cache_dir)",
-                field=option,
-                value=str(directory),
-            )
-        if create:
-            directory.mkdir(parents=True, exist_ok=True)
+        if any(len(os.fsencode(part)) > NAME_MAX for part in directory.parts):
+            fail = f"has a name longer than {NAME_MAX} bytes"
+        elif directory.exists() and not directory.is_dir():
+            fail = "is a file"
+        else:
+            ancestor = directory
+            while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+                ancestor = ancestor.parent
+            if not ancestor.is_dir():
+                fail = f"cannot be created: {_shown(ancestor)} is a file, not a folder"
+            elif create:
+                directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        fail = f"cannot be used: {_reason(exc)}"
+    if fail is not None:
         raise InvalidInputError(
-            f"cannot use cache folder {_shown(directory)}: {_reason(exc)}; pass a writable "
-            f"folder to {option} or --cache-mode off",
+            f"cache folder {_shown(directory)} {fail}; pass a folder to {option} "
+            "(engine.cache_dir), or --cache-mode off",
             field=option,
             value=str(directory)[:200],
-        ) from None
+        )
 
 
 def _shown(path: Path, limit: int = 120) -> str:
@@ -294,7 +304,7 @@ class ResponseCache:
     def check_location(self) -> None:
         """Refuse a cache folder that is a file or cannot be created (before a run starts)."""
         if self.mode != "off":
-            check_cache_location(self.directory, create=self.writable)
+            check_cache_location(self.directory, create=False)
 
     # --- reads and writes (a run) ----------------------------------------------------------
 

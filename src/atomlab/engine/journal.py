@@ -551,6 +551,18 @@ def describe_run(output: Path) -> dict[str, Any]:
     return state
 
 
+def live_status(paths: RunPaths, status: str, writer_json: str | None) -> str:
+    """The journal's status, with ``running`` turned into ``crashed`` when its writer is gone."""
+    if status != "running":
+        return status
+    writer = None
+    if writer_json:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            data = json.loads(writer_json)
+            writer = Writer(int(data["pid"]), str(data["host"]), float(data["started"]))
+    return "crashed" if _writer_alive(paths, writer) is False else status
+
+
 def _writer_alive(paths: RunPaths, writer: Writer | None) -> bool | None:
     """Is the run's process alive? Its pid and start time; None when that cannot be told.
 
@@ -614,5 +626,6 @@ __all__ = [
     "discard",
     "finalise",
     "first_input_change",
+    "live_status",
     "write_atomically",
 ]

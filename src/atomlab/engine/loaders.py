@@ -94,6 +94,12 @@ class DirectoryPromptLoader:
                 field="prompt",
                 value=name,
             ) from None
+        except OSError as exc:
+            raise PipelineError(
+                f"prompt template {name!r} at {path} cannot be read ({exc.strerror or exc})",
+                field="prompt",
+                value=name,
+            ) from None
 
 
 class DirectoryMappingLoader:
@@ -112,7 +118,7 @@ class DirectoryMappingLoader:
             )
         try:
             entries = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, OSError) as exc:
             raise PipelineError(
                 f"catalogue {name!r} at {path} is not valid JSON: {exc}",
                 field="catalogue",

@@ -139,6 +139,7 @@ def migrate_file(input_path: Path, output_path: Path, *, source: str, target: st
         raise NotFoundError(f"input file {str(input_path)!r} does not exist", path=str(input_path))
     if (source, target) not in MIGRATIONS:
         migrate_record({}, source=source, target=target)  # raises the "no migration" error
+    created = _missing_folders(output_path.parent)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=output_path.parent, prefix=f".{output_path.name}.")
     count = 0
@@ -160,8 +161,20 @@ def migrate_file(input_path: Path, output_path: Path, *, source: str, target: st
     except BaseException:
         with contextlib.suppress(OSError):
             Path(tmp).unlink()
+        for folder in created:  # a refused migration leaves nothing behind, not even a folder
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     return count
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders ``mkdir(parents=True)`` would create for ``folder``, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _decoded(data: bytes, line_no: int, path: Path) -> str:
@@ -175,12 +188,20 @@ def _decoded(data: bytes, line_no: int, path: Path) -> str:
         ) from None
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _migrate_line(raw: str, line_no: int, path: Path, source: str, target: str) -> Record:
     where = f"{path.name} line {line_no}"
     try:
-        record = json.loads(raw)
+        record = json.loads(raw, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{where} is not valid JSON ({exc.msg})", line=line_no) from None
+    except RecursionError:
+        raise InvalidInputError(f"{where} is nested too deeply", line=line_no) from None
+    except ValueError as exc:  # NaN / Infinity
+        raise InvalidInputError(f"{where}: {exc}; use finite numbers", line=line_no) from None
     if not isinstance(record, dict):
         raise InvalidInputError(f"{where} is not a JSON object", line=line_no)
     found = _version_of(record)

@@ -253,6 +253,9 @@ def _camel(name: str) -> str:
 # --- loading ---------------------------------------------------------------------------------
 
 
+_BUILTIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
 def builtin_pipelines_dir() -> Traversable:
     """The folder of pipelines shipped with atomlab (package data)."""
     return files("atomlab.engine") / "pipelines"
@@ -296,30 +299,47 @@ def sample_input(name: str) -> Traversable:
 
 def _locate(name_or_path: str | Path) -> tuple[str, Path | Traversable]:
     candidate = Path(name_or_path)
-    if candidate.suffix in (PIPELINE_SUFFIX, ".yml") or candidate.is_file():
-        if not candidate.is_file():
+    shown = str(candidate) if len(str(candidate)) <= 120 else str(candidate)[:120] + "…"
+    try:
+        is_file = candidate.is_file()
+        is_dir = not is_file and candidate.is_dir()
+    except OSError as exc:  # too long a name, a loop of links ...
+        raise PipelineError(
+            f"pipeline {shown!r} cannot be read ({exc.strerror or exc}); pass a shipped "
+            "pipeline name or the path of a pipeline YAML file",
+            field="pipeline",
+            value=shown,
+        ) from None
+    if candidate.suffix in (PIPELINE_SUFFIX, ".yml") or is_file:
+        if not is_file:
+            what = "is a folder" if is_dir else "does not exist"
             raise PipelineError(
-                f"pipeline file {str(candidate)!r} does not exist",
+                f"pipeline file {shown!r} {what}; pass a pipeline YAML file",
                 field="pipeline",
-                value=str(candidate),
+                value=shown,
             )
         try:
             return candidate.read_text(encoding="utf-8"), candidate.with_suffix("")
         except UnicodeDecodeError as exc:
             raise PipelineError(
-                f"pipeline file {str(candidate)!r} is not UTF-8 (byte {exc.start + 1}); "
-                "save it as UTF-8",
+                f"pipeline file {shown!r} is not UTF-8 (byte {exc.start + 1}); save it as UTF-8",
                 field="pipeline",
-                value=str(candidate),
+                value=shown,
+            ) from None
+        except OSError as exc:
+            raise PipelineError(
+                f"pipeline file {shown!r} cannot be read ({exc.strerror or exc})",
+                field="pipeline",
+                value=shown,
             ) from None
     builtin = builtin_pipelines_dir() / f"{name_or_path}{PIPELINE_SUFFIX}"
-    if not builtin.is_file():
+    if not _BUILTIN_NAME.fullmatch(str(name_or_path)) or not builtin.is_file():
         known = ", ".join(row["name"] for row in list_pipelines())
         raise PipelineError(
-            f"unknown pipeline {str(name_or_path)!r}; shipped pipelines: {known} "
+            f"unknown pipeline {shown!r}; shipped pipelines: {known} "
             "(or pass the path of a pipeline YAML file)",
             field="pipeline",
-            value=str(name_or_path),
+            value=shown,
         )
     return builtin.read_text(encoding="utf-8"), builtin_pipelines_dir() / str(name_or_path)
 
@@ -329,6 +349,10 @@ def _parse_spec(text: str, where: str) -> PipelineSpec:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PipelineError(f"pipeline {where}: invalid YAML: {exc}", field="pipeline") from None
+    except RecursionError:
+        raise PipelineError(
+            f"pipeline {where}: the YAML is nested too deeply", field="pipeline"
+        ) from None
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:

@@ -21,7 +21,7 @@ from typing import Any
 from atomlab.core.clock import Clock, utc_now_iso
 from atomlab.core.errors import AtomlabError
 from atomlab.core.sqlite import connect
-from atomlab.engine.journal import RunPaths
+from atomlab.engine.journal import RunPaths, live_status
 from atomlab.tracking import tail_jsonl
 
 REGISTRY_RELATIVE = Path("engine") / "runs.jsonl"
@@ -107,7 +107,8 @@ def run_progress(output: Path) -> dict[str, Any]:
     """How far the run writing ``output`` got, read without writing anything.
 
     ``{"status", "items_finished", "ok", "rejected", "updated_at_epoch", "recent_rejects"}``;
-    status is the journal's (``running``, ``interrupted``, ``failed``, ``complete``), or
+    status is the journal's (``running``, ``interrupted``, ``failed``, ``complete``; ``crashed``
+    when it says running but its process is gone, as ``engine status`` reports it), or
     ``missing`` when the journal is gone (removed, or the run was refused before it began).
     """
     paths = RunPaths(output)
@@ -126,7 +127,7 @@ def run_progress(output: Path) -> dict[str, Any]:
         conn.close()
     ok, rejected = int(outcomes.get("ok", 0)), int(outcomes.get("rejected", 0))
     return {
-        "status": str(meta.get("status", "new")),
+        "status": live_status(paths, str(meta.get("status", "new")), meta.get("writer")),
         "items_finished": sum(int(n) for n in outcomes.values()),
         "ok": ok,
         "rejected": rejected,

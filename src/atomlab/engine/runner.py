@@ -37,11 +37,11 @@ from atomlab.core.errors import (
     ExitCode,
     InterruptedRunError,
     InvalidInputError,
-    NotFoundError,
     PolicyRefusedError,
     TerminatedError,
 )
 from atomlab.core.logging import get_logger
+from atomlab.core.paths import input_file, output_file
 from atomlab.engine.cache import ResponseCache, cache_key
 from atomlab.engine.errors import MappingError, ProcessingError, ResumeRefusedError
 from atomlab.engine.journal import (
@@ -113,6 +113,8 @@ class RunSummary:
 
     pipeline: str
     output: Path
+    provider: str = ""  # who produced the answers: "offline", "replay", "gemini", "openai" ...
+    model: str = ""
     status: str = "running"
     items: int = 0
     ok: int = 0
@@ -129,6 +131,8 @@ class RunSummary:
         return {
             "pipeline": self.pipeline,
             "output": str(self.output),
+            "provider": self.provider,
+            "model": self.model,
             "status": self.status,
             "items": self.items,
             "ok": self.ok,
@@ -151,11 +155,7 @@ class InputScan:
 
 def scan_input(path: Path, pipeline: Pipeline) -> InputScan:
     """Hash the input and check every line (JSON object, id and required fields, unique ids)."""
-    if not path.is_file():
-        raise NotFoundError(
-            f"input file {str(path)!r} does not exist; pass a JSONL file with --input",
-            path=str(path),
-        )
+    input_file(path, option="--input", what="JSONL file")
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(HASH_CHUNK):
@@ -216,6 +216,10 @@ def _check_level_list(path: Path, line_no: int, item: dict[str, Any], name: str,
         seen.add(level_id)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _read_lines(path: Path, *, with_bytes: bool = False) -> Iterator[Any]:
     """``(line_no, item)`` per non-blank line; ``(line_no, item, raw)`` with ``with_bytes``."""
     with path.open("rb") as handle:
@@ -232,11 +236,23 @@ def _read_lines(path: Path, *, with_bytes: bool = False) -> Iterator[Any]:
             if not raw.strip():
                 continue
             try:
-                item = json.loads(raw)
+                item = json.loads(raw, parse_constant=_refuse_constant)
             except json.JSONDecodeError as exc:
                 raise InvalidInputError(
                     f"{path.name} line {line_no} is not valid JSON ({exc.msg}); "
                     "the input must hold one JSON object per line",
+                    path=str(path),
+                    line=line_no,
+                ) from None
+            except RecursionError:
+                raise InvalidInputError(
+                    f"{path.name} line {line_no} is nested too deeply; flatten the item",
+                    path=str(path),
+                    line=line_no,
+                ) from None
+            except ValueError as exc:  # NaN / Infinity: not JSON, and not a number to work with
+                raise InvalidInputError(
+                    f"{path.name} line {line_no}: {exc}; use finite numbers (or null)",
                     path=str(path),
                     line=line_no,
                 ) from None
@@ -280,8 +296,12 @@ class PipelineRunner:
         metrics: EngineMetrics | None = None,
         options: RunOptions | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # Called once the run really starts (input checked, lock held, journal open): a refused
+        # run changes nothing, so nothing may note it as started.
+        self._on_start = on_start or (lambda: None)
         self.provider = provider
         self.queue = queue
         self.cache = cache
@@ -304,7 +324,7 @@ class PipelineRunner:
         self._sink: OrderedSink | None = None
         self._run_tag = uuid.uuid4().hex[:8]
         self._strict_rejects: list[bytes] = []
-        self.summary = RunSummary(pipeline.name, Path())
+        self.summary = RunSummary(pipeline.name, Path(), provider.name, provider.model)
 
     @property
     def stopping(self) -> bool:
@@ -346,11 +366,18 @@ class PipelineRunner:
 
     async def _run_locked(self, input_path: Path, output_path: Path, scan: InputScan) -> RunSummary:
         paths = RunPaths(output_path)
-        self.summary = RunSummary(self.pipeline.name, output_path, items=scan.items)
+        self.summary = RunSummary(
+            self.pipeline.name,
+            output_path,
+            self.provider.name,
+            self.provider.model,
+            items=scan.items,
+        )
         manifest = self.manifest_for(scan.sha256)
         journal, done, out_end, rejects_end = self._open_journal(paths, manifest, scan)
         self._journal = journal
         try:
+            self._on_start()
             # Killed between renaming the part file and marking the journal complete:
             renamed = (
                 self.options.resume
@@ -878,13 +905,8 @@ async def _all_or_cancel(coroutines: list[Coroutine[Any, Any, None]]) -> None:
 def _refuse_to_overwrite(input_path: Path, paths: RunPaths) -> None:
     """The input must not be one of the files the run writes (it would be lost), and the output
     must be a file name (found now, not after the whole run when the part file is renamed)."""
-    if paths.output.is_dir():
-        raise InvalidInputError(
-            f"--output {str(paths.output)!r} is a directory; pass a file name such as "
-            f"{str(paths.output / 'out.jsonl')!r}",
-            field="--output",
-            value=str(paths.output),
-        )
+    output_file(paths.output, option="--output")
+    input_file(input_path, option="--input", what="JSONL file")
     written = (
         paths.output,
         paths.part,

@@ -12,6 +12,7 @@ command does not have is a :class:`ConfigError` that names the entry::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -103,19 +104,51 @@ class CatalogEntry(_Model):
 
 
 class ArgBounds(_Model):
-    """Inclusive bounds of one numeric argument of a guarded command (``min == max`` pins it)."""
+    """What a guarded command's argument may be.
 
-    min: float = Field(allow_inf_nan=False)
-    max: float = Field(allow_inf_nan=False)
+    Numbers: inclusive ``min``/``max`` (``min == max`` pins one value). Text: a ``pattern`` the
+    whole value must match. ``default`` fills the argument when the caller leaves it out (an
+    argument the command itself gives no default needs one, or the caller must always give it).
+    """
+
+    min: float | None = Field(default=None, allow_inf_nan=False)
+    max: float | None = Field(default=None, allow_inf_nan=False)
+    pattern: str | None = Field(default=None, max_length=256)
+    default: float | str | None = None
 
     @model_validator(mode="after")
-    def _ordered(self) -> ArgBounds:
-        if self.min > self.max:
+    def _consistent(self) -> ArgBounds:
+        numeric = self.min is not None or self.max is not None
+        if numeric and (self.min is None or self.max is None):
+            raise ValueError("give both min and max")
+        if numeric and self.pattern is not None:
+            raise ValueError("give min/max for a number or pattern for text, not both")
+        if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) must not be above max ({self.max})")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"pattern {self.pattern!r} is not a regular expression: {exc}"
+                ) from None
+        if self.default is not None and not self.allows(self.default):
+            raise ValueError(f"default {self.default!r} is outside the rule itself")
         return self
 
+    @property
+    def numeric(self) -> bool:
+        return self.min is not None
+
+    def allows(self, value: float | str) -> bool:
+        if self.pattern is not None:
+            return isinstance(value, str) and re.fullmatch(self.pattern, value) is not None
+        if isinstance(value, str) or self.min is None or self.max is None:
+            return False
+        return self.min <= float(value) <= self.max
+
     def contains(self, value: float) -> bool:
-        return self.min <= value <= self.max
+        return self.allows(value)
 
 
 class CommandPolicy(_Model):
@@ -269,17 +302,30 @@ def _parse_commands(raw_list: Any, source: str) -> list[CommandPolicy]:
                     path=source,
                     field=f"args.{arg}",
                 )
-            if not wire.type.is_scalar:
+            rule = policy.args[arg]
+            if wire.type.is_scalar and not rule.numeric:
                 raise ConfigError(
-                    f"{where}: argument {arg!r} is {wire.type.value}, not a number; only numeric "
-                    "arguments can be bounded",
+                    f"{where}: argument {arg!r} is a number ({wire.type.value}); give it min and "
+                    "max",
+                    path=source,
+                    field=f"args.{arg}",
+                )
+            if wire.type is WireType.STR and rule.pattern is None:
+                raise ConfigError(
+                    f"{where}: argument {arg!r} is text; give it a pattern", path=source,
+                    field=f"args.{arg}",
+                )  # fmt: skip
+            if not wire.type.is_scalar and wire.type is not WireType.STR:
+                raise ConfigError(
+                    f"{where}: argument {arg!r} is {wire.type.value}; only numbers and text can "
+                    "be allowed in a guarded command",
                     path=source,
                     field=f"args.{arg}",
                 )
         missing = [f.name for f in spec.args if f.required and f.name not in policy.args]
         if missing:
             raise ConfigError(
-                f"{where}: argument {missing[0]!r} has no default, so it needs bounds under args",
+                f"{where}: argument {missing[0]!r} has no default, so it needs a rule under args",
                 path=source,
                 field=f"args.{missing[0]}",
             )

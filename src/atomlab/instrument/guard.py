@@ -38,9 +38,15 @@ from typing import Any, Final, Literal
 from atomlab.core.clock import Clock, SystemClock, utc_iso
 from atomlab.core.errors import AtomlabError, InvalidInputError, PolicyRefusedError
 from atomlab.core.logging import get_logger
-from atomlab.instrument.catalog import Catalog, CatalogEntry, CommandPolicy, read_value
+from atomlab.instrument.catalog import (
+    ArgBounds,
+    Catalog,
+    CatalogEntry,
+    CommandPolicy,
+    read_value,
+)
 from atomlab.instrument.client import NanonisClient
-from atomlab.instrument.commands import CommandSpec, lookup
+from atomlab.instrument.commands import CommandSpec, Field, WireType, lookup
 from atomlab.instrument.errors import UnknownCommandError
 
 AUDIT_LOG_NAME: Final = "instrument-audit.jsonl"
@@ -49,6 +55,9 @@ _REL_TOLERANCE: Final = (
 )
 
 Outcome = Literal["done", "dry_run", "refused", "failed"]
+
+#: Longest text argument a guarded command may carry (a file base name, not a payload).
+MAX_TEXT_ARG = 256
 
 _log = get_logger("atomlab.instrument.guard")
 _HOST = socket.gethostname()
@@ -562,8 +571,11 @@ class WriteGuard:
                 )
         values: dict[str, Any] = {}
         for wire in spec.args:
+            rule = policy.args.get(wire.name)
             if wire.name in given:
                 raw = given[wire.name]
+            elif rule is not None and rule.default is not None:
+                raw = rule.default
             elif not wire.required:
                 raw = wire.default
             else:
@@ -573,37 +585,58 @@ class WriteGuard:
                     command=spec.name,
                     field=wire.name,
                 )
-            if isinstance(raw, bool) or not isinstance(raw, int | float):
+            values[wire.name] = self._command_value(spec, wire, rule, raw)
+        return values
+
+    def _command_value(
+        self, spec: CommandSpec, wire: Field, rule: ArgBounds | None, raw: Any
+    ) -> Any:
+        """One argument checked against its wire type and the catalog's rule."""
+        if wire.type is WireType.STR:
+            if not isinstance(raw, str) or len(raw) > MAX_TEXT_ARG:
                 raise InvalidInputError(
-                    f"{spec.name}: {wire.name} = {str(raw)[:80]!r} is not a number",
+                    f"{spec.name}: {wire.name} must be text of at most {MAX_TEXT_ARG} characters",
                     command=spec.name,
                     field=wire.name,
                 )
-            number = float(raw)
-            if not math.isfinite(number):
-                raise InvalidInputError(
-                    f"{spec.name}: {wire.name} must be finite, got {raw!r}",
-                    command=spec.name,
-                    field=wire.name,
-                )
-            if wire.type.is_integer and not number.is_integer():
-                raise InvalidInputError(
-                    f"{spec.name}: {wire.name} takes whole numbers; {raw!r} is not one",
-                    command=spec.name,
-                    field=wire.name,
-                )
-            bounds = policy.args.get(wire.name)
-            if bounds is not None and not bounds.contains(number):
+            if rule is not None and not rule.allows(raw):
                 self._refuse_command(
                     spec.name,
                     {},
-                    f"{spec.name}: {wire.name} = {number:g}{' ' + wire.unit if wire.unit else ''}"
-                    f" is outside its bounds {bounds.min:g}..{bounds.max:g}; nothing was sent",
+                    f"{spec.name}: {wire.name} = {raw[:80]!r} does not match {rule.pattern!r}; "
+                    "nothing was sent",
                     field=wire.name,
-                    value=number,
                 )
-            values[wire.name] = int(number) if wire.type.is_integer else number
-        return values
+            return raw
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise InvalidInputError(
+                f"{spec.name}: {wire.name} = {str(raw)[:80]!r} is not a number",
+                command=spec.name,
+                field=wire.name,
+            )
+        number = float(raw)
+        if not math.isfinite(number):
+            raise InvalidInputError(
+                f"{spec.name}: {wire.name} must be finite, got {raw!r}",
+                command=spec.name,
+                field=wire.name,
+            )
+        if wire.type.is_integer and not number.is_integer():
+            raise InvalidInputError(
+                f"{spec.name}: {wire.name} takes whole numbers; {raw!r} is not one",
+                command=spec.name,
+                field=wire.name,
+            )
+        if rule is not None and not rule.allows(number):
+            self._refuse_command(
+                spec.name,
+                {},
+                f"{spec.name}: {wire.name} = {number:g}{' ' + wire.unit if wire.unit else ''}"
+                f" is outside its bounds {rule.min:g}..{rule.max:g}; nothing was sent",
+                field=wire.name,
+                value=number,
+            )
+        return int(number) if wire.type.is_integer else number
 
     def _check_command_cooldown(
         self, command: str, policy: CommandPolicy, values: Mapping[str, Any]

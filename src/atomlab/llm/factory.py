@@ -16,12 +16,15 @@ from pathlib import Path
 import httpx
 
 from atomlab.core.errors import ConfigError
+from atomlab.core.logging import get_logger
 from atomlab.core.settings import LlmSettings
 from atomlab.llm.provider import Provider
 
 GEMINI_KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 OPENAI_KEY_VAR = "OPENAI_API_KEY"
 DEFAULT_CASSETTE_SUBDIR = Path("llm") / "cassettes"
+
+log = get_logger("atomlab.llm")
 
 
 def resolve_provider_name(settings: LlmSettings, environ: Mapping[str, str]) -> str:
@@ -111,13 +114,23 @@ def _make_replay(
                 field="llm.cassette_dir",
             )
         directory = home / DEFAULT_CASSETTE_SUBDIR
-    inner: Provider | None = None
-    if settings.record:
-        inner_name = resolve_provider_name(settings.model_copy(update={"provider": "auto"}), env)
-        if inner_name == "offline":
-            from atomlab.llm.offline import OfflineProvider
+    if not settings.record:
+        return ReplayProvider(directory, model=settings.model)
+    inner_name = resolve_provider_name(settings.model_copy(update={"provider": "auto"}), env)
+    inner: Provider
+    if inner_name == "offline":
+        from atomlab.llm.offline import OfflineProvider
 
-            inner = OfflineProvider()
-        else:
-            inner = _make_online(inner_name, settings, env, transport)
-    return ReplayProvider(directory, inner=inner, model=settings.model)
+        inner = OfflineProvider()
+        log.warning(
+            "llm.recording_offline_answers",
+            reason="no GEMINI_API_KEY, GOOGLE_API_KEY, OPENAI_API_KEY or llm.base_url is set",
+            model=inner.model,
+            effect=f"cassettes are recorded as the offline provider's ({inner.model!r}); replay "
+            f"them with ATOMLAB_LLM__MODEL={inner.model}",
+        )
+    else:
+        inner = _make_online(inner_name, settings, env, transport)
+    # The cassette set is named after the model that really answers: offline answers recorded
+    # without a key must never be replayed as if they were llm.model's (e.g. Gemini's).
+    return ReplayProvider(directory, inner=inner, model=inner.model)

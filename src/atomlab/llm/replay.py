@@ -36,6 +36,7 @@ from atomlab.llm.provider import (
 REPLAY_PROVIDER_NAME = "replay"
 CASSETTE_FORMAT = 1
 PROMPT_PREVIEW_CHARS = 80
+RECORDED_SAMPLE = 64  # cassette files looked at to name the recorded models on a miss
 
 
 class CassetteMissError(ProviderError, NotFoundError):
@@ -172,12 +173,32 @@ class ReplayProvider:
                 Path(tmp).unlink()
             raise
 
+    def recorded_sets(self, *, sample: int = RECORDED_SAMPLE) -> list[str]:
+        """``"model (provider)"`` of the cassettes in the folder (from up to ``sample`` files)."""
+        found: set[str] = set()
+        with contextlib.suppress(OSError):
+            for count, path in enumerate(self.directory.glob("*/*.json")):
+                if count >= sample:
+                    break
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    entry = json.loads(path.read_text(encoding="utf-8"))
+                    found.add(f"{entry['model']} ({entry['provider']})")
+        return sorted(found)
+
     def _miss(self, key: str, request: GenerationRequest[Any]) -> CassetteMissError:
         preview = request.prompt[:PROMPT_PREVIEW_CHARS]
+        recorded = self.recorded_sets()
+        other = [name for name in recorded if not name.startswith(f"{self.model} (")]
+        hint = (
+            f"; this folder holds cassettes of {', '.join(other)}: set ATOMLAB_LLM__MODEL to "
+            "replay those"
+            if other
+            else ""
+        )
         return CassetteMissError(
             f"no cassette entry {key} in {self.directory} (model {self.model!r}, prompt starts "
-            f"{preview!r}); record it with ATOMLAB_LLM__RECORD=true and a real provider, or "
-            "use llm.provider=offline",
+            f"{preview!r}){hint}; record it with ATOMLAB_LLM__RECORD=true and a real provider, "
+            "or use llm.provider=offline",
             provider=self.name,
             model=self.model,
             request_id=request.request_id,

@@ -21,6 +21,7 @@ from atomlab.sim.spm import (
 from atomlab.sim.stm_commands import CommandRefusedError, StmCommands
 from atomlab.sim.stm_physics import (
     CRASH_GAP_M,
+    DEFAULT_LOOP_RATE_HZ,
     KAPPA_PER_M,
     SIGNAL_NAMES,
     Disturbances,
@@ -31,6 +32,7 @@ from atomlab.sim.stm_physics import (
 __all__ = [
     "CRASH_GAP_M",
     "DEFAULT_HOST",
+    "DEFAULT_LOOP_RATE_HZ",
     "DEFAULT_PORTS",
     "KAPPA_PER_M",
     "SIGNAL_NAMES",

@@ -14,6 +14,7 @@ See docs/tracking.md for the data model, files, the ETA algorithm and the rules.
 
 from atomlab.tracking import perf, report
 from atomlab.tracking.eta import estimate_remaining, format_duration
+from atomlab.tracking.export import TABLE_FORMATS, export_tables
 from atomlab.tracking.gpu import GpuProbe
 from atomlab.tracking.history import RunIndex, RunSummary, parse_since
 from atomlab.tracking.metrics import MetricPoint, read_metrics, summarise_metrics
@@ -40,7 +41,7 @@ from atomlab.tracking.progress import (
 from atomlab.tracking.recommend import RuleInput, RuleThresholds, evaluate
 from atomlab.tracking.sampler import TelemetrySampler
 from atomlab.tracking.store import iter_jsonl, read_run, runs_root, tail_jsonl
-from atomlab.tracking.tensorboard import TensorBoardMirror
+from atomlab.tracking.tensorboard import TensorBoardMirror, check_logdir
 from atomlab.tracking.tracker import (
     RunCancelled,
     RunTracker,
@@ -49,6 +50,7 @@ from atomlab.tracking.tracker import (
 )
 
 __all__ = [
+    "TABLE_FORMATS",
     "ArtifactRecord",
     "EtaEstimate",
     "GpuProbe",
@@ -76,8 +78,10 @@ __all__ = [
     "TelemetrySampler",
     "TensorBoardMirror",
     "auto_view",
+    "check_logdir",
     "estimate_remaining",
     "evaluate",
+    "export_tables",
     "format_duration",
     "iter_jsonl",
     "parse_since",

@@ -19,7 +19,7 @@ import statistics
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from atomlab.core.clock import Clock, SystemClock, utc_iso
 from atomlab.core.errors import InvalidInputError, NotFoundError
 from atomlab.core.logging import get_logger
 from atomlab.core.sqlite import Migration, connect, migrate
+from atomlab.tracking.groups import stop_group
 from atomlab.tracking.models import PerfResult, RunRecord, RunStatus, StepStatus
 from atomlab.tracking.store import (
     EVENTS_FILE,
@@ -42,6 +43,9 @@ INDEX_FILE = "index.sqlite"
 DEFAULT_LIST_LIMIT = 20
 DEFAULT_STALE_AFTER_S = 15.0
 HISTORY_RUNS = 5
+MAX_SQL_INT = 2**63 - 1
+#: Run ids are ``<16-char time>-<pipeline slug up to 24>-<6 hex>``; anything much longer is a typo.
+MAX_RUN_HINT = 256
 
 _log = get_logger(__name__)
 
@@ -134,16 +138,20 @@ def parse_since(value: str) -> str:
     text = value.strip()
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
-        moment = datetime.now(UTC).timestamp() - float(text[:-1]) * units[text[-1]]
-        return utc_iso(datetime.fromtimestamp(moment, UTC))
+        age_s = float(text[:-1]) * units[text[-1]]
+        try:
+            return utc_iso(datetime.now(UTC) - timedelta(seconds=age_s))
+        except (OverflowError, ValueError):
+            return utc_iso(datetime(1, 1, 1, tzinfo=UTC))  # older than any run: all of them
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
+        shown = value[:60]
         raise InvalidInputError(
-            f"--since {value!r} is not a date; use ISO-8601 (2026-01-31 or 2026-01-31T12:00Z) "
+            f"--since {shown!r} is not a date; use ISO-8601 (2026-01-31 or 2026-01-31T12:00Z) "
             "or a relative age such as 30m, 2h, 7d",
             field="since",
-            value=value,
+            value=shown,
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
@@ -161,10 +169,45 @@ class RunIndex:
 
     @classmethod
     def open(cls, home: Path, *, clock: Clock | None = None) -> RunIndex:
+        """Open (or create) the index. The index is derived data (``run.json`` files are the
+        truth): a damaged one — not a database, malformed, a folder — is moved aside as
+        ``index.sqlite.broken-<time>`` and rebuilt from the run directories."""
         root = runs_root(home)
-        root.mkdir(parents=True, exist_ok=True)
-        conn = connect(root / INDEX_FILE)
-        migrate(conn, MIGRATIONS)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInputError(
+                f"cannot use {_short(str(root))!r} for the run history "
+                f"({exc.strerror or exc}); pass --home a writable folder",
+                field="home",
+                value=_short(str(root)),
+            ) from None
+        try:
+            return cls._open_checked(root, clock)
+        except sqlite3.DatabaseError as exc:
+            if _is_busy(exc):
+                raise
+            broken = _move_aside(root, exc)
+            reason = str(exc)
+        index = cls._open_checked(root, clock)
+        count = index.rebuild()
+        _log.warning("runs.index_rebuilt", broken=str(broken), reason=reason, runs=count)
+        return index
+
+    @classmethod
+    def _open_checked(cls, root: Path, clock: Clock | None) -> RunIndex:
+        path = root / INDEX_FILE
+        if path.exists() and not path.is_file():
+            raise sqlite3.DatabaseError(f"{path} is not a file")
+        conn = connect(path)
+        try:
+            migrate(conn, MIGRATIONS)
+            problem = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {problem}")
+        except BaseException:
+            conn.close()
+            raise
         return cls(root, conn, clock=clock)
 
     def close(self) -> None:
@@ -237,7 +280,8 @@ class RunIndex:
     ) -> list[RunSummary]:
         """Newest first, filtered by status (one or several), creation time and pipeline."""
         if limit < 1:
-            raise InvalidInputError(f"--limit {limit} must be at least 1", field="limit")
+            raise InvalidInputError(f"--limit {str(limit)[:40]} must be at least 1", field="limit")
+        limit = min(limit, MAX_SQL_INT)  # a huge limit means "all of them"
         where: list[str] = []
         args: list[Any] = []
         if status is not None:
@@ -265,10 +309,33 @@ class RunIndex:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
-    def resolve(self, hint: str | None) -> RunSummary:
-        """A run by exact id, unique id prefix, or the newest run when ``hint`` is None/latest."""
+    def pipelines(self) -> list[str]:
+        """Every pipeline name in the index, sorted (read from its pipeline index, not the rows)."""
         with self._lock:
-            if hint in (None, "", "latest"):
+            rows = self._conn.execute("SELECT DISTINCT pipeline FROM runs ORDER BY pipeline")
+            return [str(r[0]) for r in rows]
+
+    def resolve(self, hint: str | None) -> RunSummary:
+        """A run by exact id, unique id prefix, or the newest run when ``hint`` is None/latest.
+
+        An empty or blank hint is refused (it must not silently mean the newest run).
+        """
+        if hint is not None and not hint.strip():
+            raise InvalidInputError(
+                "the run id is empty; give a run id or unique prefix, or 'latest' "
+                "(see `atomlab runs list`)",
+                field="run",
+                value=hint,
+            )
+        if hint is not None and len(hint) > MAX_RUN_HINT:
+            raise InvalidInputError(
+                f"run id {hint[:40]!r}... is {len(hint)} characters long; run ids are at most "
+                f"{MAX_RUN_HINT} (see `atomlab runs list`)",
+                field="run",
+                value=hint[:40],
+            )
+        with self._lock:
+            if hint in (None, "latest"):
                 rows = self._conn.execute(
                     "SELECT * FROM runs ORDER BY created_at DESC, run_id DESC LIMIT 1"
                 ).fetchall()
@@ -279,7 +346,7 @@ class RunIndex:
                     (hint, f"{hint}%", hint),
                 ).fetchall()
         if not rows:
-            what = "no runs recorded yet" if hint in (None, "", "latest") else f"no run {hint!r}"
+            what = "no runs recorded yet" if hint in (None, "latest") else f"no run {hint!r}"
             raise NotFoundError(
                 f"{what} in {self.root}; see `atomlab runs list` (or pass --home)",
                 run=hint,
@@ -420,20 +487,30 @@ class RunIndex:
                 "the tracking process died without recording an end (killed with SIGKILL, "
                 "out of memory or power loss)"
             )
-            survivors: list[int] = []
+            stopped: list[int] = []
+            unreachable: list[int] = []
             for step in record.steps:
                 if step.status is StepStatus.RUNNING:
                     step.status = StepStatus.FAILED
                     step.ended_at = now
                     step.reason = "run crashed"
-                    if step.pid is not None and record.host == socket.gethostname():
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            os.killpg(step.pid, 0)  # probe only: never kill a guessed group
-                            survivors.append(step.pid)
-            if survivors:
+                    if step.pid is None:
+                        continue
+                    if record.host != socket.gethostname():
+                        unreachable.append(step.pid)  # another machine's processes
+                        continue
+                    started = step.pid_started or _stamp_s(step.started_at)
+                    if stop_group(step.pid, started):
+                        stopped.append(step.pid)
+            if stopped:
                 record.reason = (record.reason or "") + (
-                    f"; the step process group(s) {survivors} may still be running "
-                    f"(check with `ps -g {survivors[0]}`)"
+                    f"; the step process group(s) {stopped} left running were stopped "
+                    "(SIGTERM, then SIGKILL after 5 s)"
+                )
+            if unreachable:
+                record.reason = (record.reason or "") + (
+                    f"; the step process group(s) {unreachable} on {record.host} may still be "
+                    f"running there (check with `ps -g {unreachable[0]}` on {record.host})"
                 )
             save_run(record)
             appender = JsonlAppender(run_dir / EVENTS_FILE)
@@ -443,7 +520,8 @@ class RunIndex:
                         "t": now,
                         "event": "run.crashed",
                         "heartbeat_age_s": heartbeat_age_s,
-                        "orphaned_step_groups": survivors,
+                        "stopped_step_groups": stopped,
+                        "unreachable_step_groups": unreachable,
                         "detected_by_pid": os.getpid(),
                     }
                 )
@@ -497,6 +575,34 @@ class RunIndex:
         return count
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _move_aside(root: Path, exc: BaseException) -> Path:
+    """Rename a damaged index (and its -wal/-shm) out of the way; never delete it."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = root / f"{INDEX_FILE}.broken-{stamp}"
+    try:
+        (root / INDEX_FILE).rename(target)
+        for suffix in ("-wal", "-shm"):
+            side = root / f"{INDEX_FILE}{suffix}"
+            if side.exists():
+                side.rename(root / f"{INDEX_FILE}.broken-{stamp}{suffix}")
+    except OSError as err:
+        raise InvalidInputError(
+            f"the run index {root / INDEX_FILE} is damaged ({exc}) and cannot be moved aside "
+            f"({err.strerror or err}); move it away by hand, then run `atomlab runs reindex`",
+            field="index",
+        ) from None
+    return target
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _check_status(value: str) -> None:
     valid = [s.value for s in RunStatus]
     if value not in valid:
@@ -505,6 +611,15 @@ def _check_status(value: str) -> None:
             field="status",
             value=value,
         )
+
+
+def _stamp_s(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _age_s(stamp: str | None, now: datetime) -> float | None:

@@ -74,7 +74,7 @@ class StepSpec(_Model):
     def _valid_name(cls, value: str) -> str:
         if not _STEP_NAME.match(value):
             raise ValueError(
-                f"step name {value!r} must be 1-64 letters, digits, '_', '.' or '-' "
+                f"step name {value[:60]!r} must be 1-64 letters, digits, '_', '.' or '-' "
                 "and start with a letter or digit"
             )
         return value
@@ -119,6 +119,8 @@ class StepRecord(_Model):
     duration_s: float | None = None
     command: list[str] | None = None
     pid: int | None = None
+    #: The step process's start time (epoch s): tells its process group from a reused pid.
+    pid_started: float | None = None
     exit_code: int | None = None
     log_path: str | None = None
     reason: str | None = None

@@ -19,6 +19,7 @@ end and every ``FLUSH_SECS`` by the writer itself::
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from atomlab.core.errors import UnavailableError
+from atomlab.core.errors import InvalidInputError, UnavailableError
 from atomlab.tracking.metrics import MetricPoint
 from atomlab.tracking.models import RunRecord, StepStatus
 
@@ -76,8 +77,11 @@ class TensorBoardMirror:
 
     def open(self, record: RunRecord) -> None:
         target = self.logdir / record.run_id
-        target.mkdir(parents=True, exist_ok=True)
-        self._writer = self._file_writer_cls(str(target), flush_secs=FLUSH_SECS)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            self._writer = self._file_writer_cls(str(target), flush_secs=FLUSH_SECS)
+        except OSError as exc:
+            raise bad_logdir(self.logdir, exc) from None
 
     def _scalars(
         self, values: Sequence[tuple[str, float]], step: int, wall_time: float | None
@@ -185,6 +189,27 @@ def export_run(
     return logdir / record.run_id
 
 
+def bad_logdir(logdir: Path, exc: OSError | str) -> InvalidInputError:
+    """A TensorBoard logdir that cannot be used (a file, unwritable, a name too long)."""
+    shown = str(logdir) if len(str(logdir)) <= 200 else str(logdir)[:200] + "..."
+    reason = exc if isinstance(exc, str) else (exc.strerror or str(exc))
+    return InvalidInputError(
+        f"cannot write TensorBoard files under {shown!r} ({reason}); pass a writable folder",
+        field="logdir",
+        value=shown,
+    )
+
+
+def check_logdir(logdir: Path) -> None:
+    """Refuse an unusable logdir before a run starts (the mirror would fail at its start)."""
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise bad_logdir(logdir, exc) from None
+    if not os.access(logdir, os.W_OK):
+        raise bad_logdir(logdir, "not writable")
+
+
 def _wall_time(stamp: Any) -> float | None:
     if not isinstance(stamp, str):
         return None
@@ -194,4 +219,4 @@ def _wall_time(stamp: Any) -> float | None:
         return None
 
 
-__all__ = ["METRIC_PREFIX", "TensorBoardMirror", "export_run"]
+__all__ = ["METRIC_PREFIX", "TensorBoardMirror", "bad_logdir", "check_logdir", "export_run"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -38,6 +39,7 @@ from atomlab.tracking import recommend
 from atomlab.tracking.artifacts import store_artifact
 from atomlab.tracking.eta import estimate_remaining
 from atomlab.tracking.gpu import GpuProbe
+from atomlab.tracking.groups import process_started
 from atomlab.tracking.history import RunIndex
 from atomlab.tracking.metrics import MetricLog
 from atomlab.tracking.models import (
@@ -65,6 +67,7 @@ from atomlab.tracking.store import (
 )
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PIPELINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:+-]{0,127}$")
 CHILD_GRACE_S = 5.0
 CHILD_POLL_S = 0.25
 MONITOR_TICK_S = 1.0
@@ -125,8 +128,14 @@ class RunTracker:
         tags: Mapping[str, str] | None = None,
         mirrors: Sequence[Any] = (),
     ) -> None:
-        if not pipeline.strip():
-            raise InvalidInputError("pipeline name is empty; give the pipeline a name")
+        if not isinstance(pipeline, str) or not PIPELINE_NAME.match(pipeline):
+            shown = str(pipeline)[:60]
+            raise InvalidInputError(
+                f"pipeline name {shown!r} is not valid; use 1-128 letters, digits, spaces or "
+                "'_ . : + -', starting with a letter or digit (no '/': it is not a path)",
+                field="pipeline",
+                value=shown,
+            )
         self.pipeline = pipeline
         self.specs = step_specs(list(steps))
         if home is None or settings is None:
@@ -436,6 +445,7 @@ class RunTracker:
             self._child = child
             step.command = argv
             step.pid = child.pid
+            step.pid_started = process_started(child.pid)
             step.log_path = str(log_path)
             self._persist()
         if self._sampler is not None:
@@ -646,7 +656,8 @@ class RunTracker:
             return
         try:
             self.index.reap(stale_after_s=self.settings.stale_after_s)
-            removed = self.index.prune(keep=self.settings.retention_runs)
+            keep = self.settings.retention_runs
+            removed = self.index.prune(keep=keep) if keep is not None else []
         except (sqlite3.Error, OSError) as exc:
             _log.warning("runs.retention_failed", error=str(exc))
             return

@@ -43,7 +43,7 @@ from atomlab.trajectory.records import (
     Sample,
     Value,
 )
-from atomlab.trajectory.source import InstrumentSource, catalog_listing
+from atomlab.trajectory.source import InstrumentSource, catalog_listing, check_labels
 from atomlab.trajectory.store import (
     CHECKPOINT_INTERVAL_S,
     LEASE_TIMEOUT_S,
@@ -84,6 +84,7 @@ __all__ = [
     "Value",
     "build_config",
     "catalog_listing",
+    "check_labels",
     "clear_staged",
     "clear_staged_run_name",
     "default_config_path",

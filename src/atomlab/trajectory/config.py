@@ -99,9 +99,11 @@ class MonitorConfig(BaseModel):
     @field_validator("tolerances")
     @classmethod
     def _tolerances(cls, value: dict[str, float]) -> dict[str, float]:
-        negative = sorted(label for label, tol in value.items() if not tol >= 0)
+        negative = sorted(
+            label for label, tol in value.items() if not (tol >= 0 and math.isfinite(tol))
+        )
         if negative:
-            raise ValueError(f"tolerance must be >= 0 (see {', '.join(negative)})")
+            raise ValueError(f"tolerance must be a finite number >= 0 (see {', '.join(negative)})")
         return value
 
     def with_changes(self, **changes: Any) -> MonitorConfig:
@@ -189,9 +191,13 @@ def default_config_path(settings: AtomlabSettings) -> Path:
 def load_staged(path: Path, *, defaults: MonitorConfig | None = None) -> MonitorConfig:
     """The staged config at ``path``, or ``defaults`` (built-in if None) when none is staged."""
     base = defaults or MonitorConfig()
-    if not path.exists():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except OSError as exc:  # a name too long, a loop of links
+        raise _unusable_path(path, exc) from None
+    if not exists:
         return base
-    if path.is_dir():
+    if is_dir:
         raise _unusable_path(path, IsADirectoryError("it is a folder"))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -242,17 +248,21 @@ def clear_staged(path: Path) -> bool:
 
 def _unusable_path(path: Path, exc: OSError) -> ConfigError:
     reason = exc.strerror or str(exc)
+    shown = str(path) if len(str(path)) <= 200 else str(path)[:200] + "..."
     return ConfigError(
-        f"cannot use {str(path)!r} for the staged monitor config ({reason}); pass "
+        f"cannot use {shown!r} for the staged monitor config ({reason}); pass "
         "--config-path a JSON file in a writable folder",
         field="config_path",
-        value=str(path),
+        value=shown,
     )
 
 
 def clear_staged_run_name(path: Path) -> None:
     """Empty the staged run name, keeping every other staged value."""
-    if not path.exists():
+    try:
+        if not path.exists():
+            return
+    except OSError:
         return
     try:
         config = load_staged(path)

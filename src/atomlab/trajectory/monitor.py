@@ -38,11 +38,12 @@ from atomlab.trajectory.records import (
     MissReason,
     MonitorError,
     Record,
+    RunAnchor,
     RunStatus,
     Sample,
     Value,
 )
-from atomlab.trajectory.store import LEASE_RENEW_S, RunInfo, TrajectoryStore
+from atomlab.trajectory.store import COMMIT_FRACTION, LEASE_RENEW_S, RunInfo, TrajectoryStore
 
 #: A tick may start this fraction of an interval after its schedule; later, it is missed.
 LATE_FRACTION = 0.5
@@ -172,7 +173,9 @@ class Monitor:
         )
         if self._on_start is not None:
             self._on_start(run)
-        ticks_per_flush = max(1, int(cfg.flush_interval_s / cfg.interval_s))
+        # A batch is committed when it holds the ticks of half a flush interval (or after that
+        # time): the other half is the margin that keeps kill -9 losses within one interval.
+        ticks_per_flush = max(1, int(cfg.flush_interval_s * COMMIT_FRACTION / cfg.interval_s))
         writer = self.store.record_writer(
             run,
             n_signals=len(signals),
@@ -194,7 +197,7 @@ class Monitor:
         started += timedelta(seconds=origin - started_mono)  # the wall time of dt_s = 0
         heartbeat = _Heartbeat(writer.put)
         try:
-            self.store.set_anchor(run.id, utc_iso(started))
+            writer.put(RunAnchor(utc_iso(started)))  # stored by the writer: the loop never waits
             heartbeat.start()
             self._loop(origin, writer.put, detector, duration_s, max_samples)
             self._take_commands(origin, detector, writer.put, self.counts["samples"])

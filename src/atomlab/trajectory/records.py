@@ -103,4 +103,11 @@ class LeaseRenewal:
     """The recorder is alive: the writer renews the run's lease (and commits what it holds)."""
 
 
-Record = Sample | ActionEvent | MonitorError | MissedTicks | LeaseRenewal
+@dataclass(frozen=True)
+class RunAnchor:
+    """The wall time of ``dt_s = 0``, stored by the writer as soon as the recording starts."""
+
+    started_at_utc: str
+
+
+Record = Sample | ActionEvent | MonitorError | MissedTicks | LeaseRenewal | RunAnchor

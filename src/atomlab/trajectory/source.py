@@ -12,6 +12,7 @@ scan-frame specs share one ``Scan.FrameGet``), and picks every value by its fiel
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -175,6 +176,57 @@ def _channel(
         signal_index=signal_index,
         description=entry.description,
     )
+
+
+#: A signal outside the catalog, named as ``Signals.NamesGet`` lists it: "Input 3 (V)".
+INSTRUMENT_SIGNAL_NAME = re.compile(r"^\S.{0,126} \([^()]{0,16}\)$")
+
+
+def check_labels(
+    catalog: Catalog, *, signals: Sequence[str] = (), specs: Sequence[str] = ()
+) -> None:
+    """Refuse labels a recording could not resolve, before anything is staged or recorded.
+
+    Specs must be settable catalog entries. Signals must be catalog signals, or look like an
+    entry of the instrument's signal list with its unit (``Input 3 (V)``); whether the
+    instrument has it is checked when the recording starts.
+    """
+    for label in specs:
+        entry = _find(catalog, label)
+        if entry is None or entry.kind != "spec":
+            what = "a read-only signal" if entry is not None else "not in the catalog"
+            known = ", ".join(e.label for e in catalog.specs)
+            raise InvalidInputError(
+                f"spec {label[:80]!r} is {what}; specs are settable catalog entries: {known} "
+                "(see `atomlab trajectory monitor list-specs`)",
+                field="specs",
+                value=label[:80],
+            )
+    for label in signals:
+        entry = _find(catalog, label)
+        if entry is not None and entry.kind == "spec":
+            raise InvalidInputError(
+                f"{entry.label!r} is a spec (settable), not a signal; record it with --specs",
+                field="signals",
+                value=label[:80],
+            )
+        if entry is None and not INSTRUMENT_SIGNAL_NAME.match(label):
+            known = ", ".join(e.label for e in catalog.signals)
+            raise InvalidInputError(
+                f"signal {label[:80]!r} is not in the catalog ({known}); a signal of the "
+                "instrument's own list is named with its unit as Signals.NamesGet gives it, "
+                "e.g. 'Input 3 (V)' (see `atomlab trajectory monitor list-signals` and "
+                "`atomlab instrument signals`)",
+                field="signals",
+                value=label[:80],
+            )
+
+
+def _find(catalog: Catalog, label: str) -> CatalogEntry | None:
+    try:
+        return catalog.find(label)
+    except InvalidInputError:
+        return None
 
 
 def catalog_listing(catalog: Catalog, kind: str) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ from atomlab.trajectory.records import (
     MissedTicks,
     MonitorError,
     Record,
+    RunAnchor,
     RunStatus,
     Sample,
     Value,
@@ -111,6 +112,9 @@ class SignalWindow:
     sample_idx: list[int]
     dt_s: list[float]
     values: dict[str, list[Value]]
+    #: The run's wall-clock anchor (``dt_s = 0``) and name, for absolute times.
+    started_at_utc: str | None = None
+    run_name: str | None = None
 
     @property
     def count(self) -> int:
@@ -123,21 +127,69 @@ class SignalWindow:
         out["count"] = self.count
         return out
 
+    def to_pandas(self) -> Any:
+        """The window as a ``pandas.DataFrame`` (needs the ``analysis`` extra).
+
+        Columns: ``sample_idx``, ``time_utc`` (a UTC timestamp: the run's start + ``dt_s``),
+        ``dt_s``, then one column per signal label. ``df.attrs`` holds ``units`` (label -> unit),
+        ``run_name``, ``started_at_utc``, ``start_dt_s``, ``end_dt_s``, ``complete``,
+        ``partial_reason`` and ``missed_ticks``.
+        """
+        pd = _pandas()
+        frame = pd.DataFrame(
+            {"sample_idx": pd.array(self.sample_idx, dtype="int64"), "dt_s": self.dt_s}
+        )
+        if self.started_at_utc:
+            anchor = pd.Timestamp(self.started_at_utc.replace("Z", "+00:00")).tz_convert("UTC")
+            times = anchor + pd.to_timedelta(frame["dt_s"], unit="s")
+            frame.insert(1, "time_utc", times.astype("datetime64[us, UTC]"))
+        for label in self.labels:
+            frame[label] = pd.Series(self.values.get(label, []), dtype="float64")
+        frame.attrs.update(
+            units=dict(self.units),
+            run_name=self.run_name,
+            started_at_utc=self.started_at_utc,
+            start_dt_s=self.start_dt_s,
+            end_dt_s=self.end_dt_s,
+            complete=self.complete,
+            partial_reason=self.partial_reason,
+            missed_ticks=self.missed_ticks,
+        )
+        return frame
+
+
+def _pandas() -> Any:
+    try:
+        import pandas
+    except ImportError:
+        raise UnavailableError(
+            "DataFrames need pandas; install it with `pip install 'atomlab[analysis]'` "
+            "(or `uv sync --extra analysis`)",
+            extra="analysis",
+        ) from None
+    return pandas
+
 
 def _unusable(path: Path, exc: BaseException) -> InvalidInputError | UnavailableError:
     """A database that cannot be opened: busy (exit 4), or a wrong path or file (exit 3)."""
     text = str(exc)
+    shown = _short(str(path))
     if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
         return UnavailableError(
-            f"trajectory database {str(path)!r} is busy ({text}); try again in a moment",
-            path=str(path),
+            f"trajectory database {shown!r} is busy ({text}); try again in a moment",
+            path=shown,
         )
     return InvalidInputError(
-        f"cannot use {str(path)!r} as a trajectory database ({text}); pass --db-path (or "
+        f"cannot use {shown!r} as a trajectory database ({_short(text)}); pass --db-path (or "
         "`config set --db-path`) a trajectory database or a new file in a writable folder",
         field="db_path",
-        value=str(path),
+        value=shown,
     )
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """``text`` cut for a message (a 10,000-character path or name stays readable)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def open_store(path: Path | str, *, read_only: bool = True) -> TrajectoryStore:
@@ -255,13 +307,6 @@ class TrajectoryStore:
         checkpoint(self._conn)  # the .sqlite file alone holds the schema and the run row
         return self.run(config.run_name)
 
-    def set_anchor(self, run_id: int, started_at_utc: str) -> None:
-        """Store the wall time of ``dt_s = 0`` as soon as it is known (a killed run keeps it)."""
-        with self._conn:
-            self._conn.execute(
-                "UPDATE runs SET started_at_utc = ? WHERE id = ?", (started_at_utc, run_id)
-            )
-
     def _insert_catalog(
         self, run_id: int, kind: str, channels: Sequence[ChannelInfo], config: MonitorConfig
     ) -> None:
@@ -350,12 +395,14 @@ class TrajectoryStore:
             return _run_info(row)
         row = self._conn.execute("SELECT * FROM runs WHERE name = ?", (name,)).fetchone()
         if row is None:
-            known = [r[0] for r in self._conn.execute("SELECT name FROM runs ORDER BY id DESC")]
+            known = [
+                r[0] for r in self._conn.execute("SELECT name FROM runs ORDER BY id DESC LIMIT 10")
+            ]
             raise NotFoundError(
-                f"no run named {name!r} in {str(self.path)!r}; known runs: "
-                f"{', '.join(known[:10]) or '(none)'} (see `atomlab trajectory runs list`)",
+                f"no run named {_short(name, 80)!r} in {_short(str(self.path))!r}; known runs: "
+                f"{', '.join(known) or '(none)'} (see `atomlab trajectory runs list`)",
                 field="run_name",
-                value=name,
+                value=_short(name, 80),
             )
         return _run_info(row)
 
@@ -451,7 +498,32 @@ class TrajectoryStore:
             sample_idx=[int(row[0]) for row in rows],
             dt_s=[float(row[1]) for row in rows],
             values=values,
+            started_at_utc=run.started_at_utc,
+            run_name=run.name,
         )
+
+    def window_frame(
+        self,
+        start_dt_s: float | None = None,
+        end_dt_s: float | None = None,
+        run_name: str | None = None,
+        *,
+        action: ActionEvent | int | None = None,
+        kind: str = "signals",
+    ) -> Any:
+        """:meth:`signal_window` as a ``pandas.DataFrame`` (see :meth:`SignalWindow.to_pandas`).
+
+        Give the window's bounds, or ``action`` (an :class:`ActionEvent` or its index) to take
+        the action's own window.
+        """
+        if action is not None:
+            event = self.action(action, run_name) if isinstance(action, int) else action
+            start_dt_s, end_dt_s = event.window_start_dt_s, event.window_end_dt_s
+        if start_dt_s is None or end_dt_s is None:
+            raise InvalidInputError(
+                "window_frame needs start_dt_s and end_dt_s, or an action", field="window"
+            )
+        return self.signal_window(start_dt_s, end_dt_s, run_name, kind=kind).to_pandas()
 
     def _coverage(
         self, run: RunInfo, table: str, start_dt_s: float, end_dt_s: float
@@ -561,11 +633,10 @@ class TrajectoryStore:
         """The run's actions with ``action_idx > after_action_idx`` (a cursor tail, in order)."""
         run = self.run(run_name)
         rows = self._conn.execute(
-            f"SELECT {ACTION_COLUMNS} FROM action_events "  # noqa: S608
-            "WHERE run_id = ? AND action_idx > ? ORDER BY action_idx",
+            self._action_select() + " WHERE run_id = ? AND action_idx > ? ORDER BY action_idx",
             (run.id, after_action_idx),
         ).fetchall()
-        return [ActionEvent(**dict(row)) for row in rows]
+        return [_action_event(row) for row in rows]
 
 
 class _RecordWriter:
@@ -678,6 +749,11 @@ class _RecordWriter:
                     )
                     for m in missed
                 ],
+            )
+        for anchor in (r for r in batch if isinstance(r, RunAnchor)):
+            conn.execute(
+                "UPDATE runs SET started_at_utc = ? WHERE id = ?",
+                (anchor.started_at_utc, self.run_id),
             )
         last_dt = max((s.dt_s for s in samples), default=None)
         conn.execute(

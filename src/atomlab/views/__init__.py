@@ -19,6 +19,7 @@ from atomlab.views.runs import (
     point_pairs,
     policy_comparison_figure,
     telemetry_figure,
+    telemetry_value,
 )
 from atomlab.views.scan import scan_heatmap
 from atomlab.views.swarm import position_nm, swarm_map_figure
@@ -40,4 +41,5 @@ __all__ = [
     "strip_chart_figure",
     "swarm_map_figure",
     "telemetry_figure",
+    "telemetry_value",
 ]

@@ -31,6 +31,7 @@ COLORWAY = (
 FONT_FAMILY = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 MARGIN = {"l": 64, "r": 24, "t": 48, "b": 48}
 SUBPLOT_GAP = 0.06
+STACK_GAP = 0.12
 
 
 def color(k: int) -> str:
@@ -105,27 +106,49 @@ def axis(title: str | None = None, **extra: Any) -> dict[str, Any]:
 
 
 def stacked_axes(
-    layout: dict[str, Any], titles: list[str], *, x_title: str | None, shared_x: bool = True
+    layout: dict[str, Any],
+    titles: list[str],
+    *,
+    x_title: str | None,
+    units: list[str] | None = None,
+    shared_x: bool = True,
 ) -> list[tuple[str, str]]:
     """Stack ``len(titles)`` subplots top to bottom; return each one's ``(xref, yref)`` for traces.
 
-    The bottom panel carries the x-axis title; with ``shared_x`` every x-axis follows the first,
-    so zooming one panel zooms them all (a strip chart, a signal window).
+    Each panel is named by a label over its top-left corner (long names never collide the way
+    rotated axis titles do); ``units`` become the y-axis titles. The bottom panel carries the
+    x-axis title; with ``shared_x`` every x-axis follows the first, so zooming one panel zooms
+    them all (a strip chart, a signal window).
     """
     n = max(1, len(titles))
-    height = (1.0 - SUBPLOT_GAP * (n - 1)) / n
+    gap = STACK_GAP if n > 1 else 0.0
+    height = (1.0 - gap * (n - 1)) / n
     refs: list[tuple[str, str]] = []
+    annotations = layout.setdefault("annotations", [])
     for k, title in enumerate(titles):
         suffix = "" if k == 0 else str(k + 1)
-        top = 1.0 - k * (height + SUBPLOT_GAP)
+        top = 1.0 - k * (height + gap)
         x_extra: dict[str, Any] = {"anchor": f"y{suffix}"}
         if shared_x and k > 0:
             x_extra["matches"] = "x"
         if k < n - 1:
             x_extra["showticklabels"] = False
         layout[f"xaxis{suffix}"] = axis(x_title if k == n - 1 else None, **x_extra)
+        unit = units[k] if units and k < len(units) else None
         layout[f"yaxis{suffix}"] = axis(
-            title, domain=[max(0.0, top - height), top], anchor=f"x{suffix}"
+            unit, domain=[max(0.0, top - height), top], anchor=f"x{suffix}"
+        )
+        annotations.append(
+            {
+                "text": f"<b>{title}</b>",
+                "showarrow": False,
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0,
+                "y": top,
+                "xanchor": "left",
+                "yanchor": "bottom",
+            }
         )
         refs.append((f"x{suffix}", f"y{suffix}"))
     return refs

@@ -26,9 +26,16 @@ POLICY_UIREVISION = "policies"
 METRIC_COLUMNS = 2
 METRIC_PANEL_HEIGHT_PX = 260
 TELEMETRY_PANELS = (
-    ("CPU (%)", (("proc_cpu_pct", "run's processes"), ("sys_cpu_pct", "whole machine"))),
-    ("memory", (("proc_rss_mb", "run RSS (MB)"), ("sys_mem_pct", "machine used (%)"))),
-    ("I/O (MB/s)", (("disk_read_mb_s", "disk read"), ("disk_write_mb_s", "disk write"))),
+    (
+        "load (%)",
+        (
+            ("proc_cpu_pct", "CPU, run's processes"),
+            ("sys_cpu_pct", "CPU, whole machine"),
+            ("sys_mem_pct", "memory used, machine"),
+        ),
+    ),
+    ("memory (MB)", (("proc_rss_mb", "RSS, run's processes"),)),
+    ("disk (MB/s)", (("disk_read_mb_s", "read"), ("disk_write_mb_s", "written"))),
 )
 POLICY_PANELS = (
     ("score", "score"),
@@ -120,7 +127,7 @@ def telemetry_figure(samples: Sequence[Mapping[str, Any]], *, title: str | None 
     gpu_series = _gpu_series(samples)
     if gpu_series:
         panels.append(("GPU", gpu_series))
-    layout = base_layout(title, uirevision=TELEMETRY_UIREVISION, height=140 * len(panels) + 90)
+    layout = base_layout(title, uirevision=TELEMETRY_UIREVISION, height=160 * len(panels) + 100)
     refs = stacked_axes(layout, [p for p, _ in panels], x_title="time since the run started (s)")
     traces: list[dict[str, Any]] = []
     k = 0
@@ -141,6 +148,18 @@ def telemetry_figure(samples: Sequence[Mapping[str, Any]], *, title: str | None 
             )
             k += 1
     return {"data": traces, "layout": layout}
+
+
+def telemetry_value(sample: Mapping[str, Any], field: str) -> float | None:
+    """The value a telemetry trace (its ``meta.field``) takes from one sample: a top-level key,
+    or ``gpus.<index>.<key>`` for a GPU's reading; None when the sample lacks it."""
+    if field.startswith("gpus."):
+        _, index, key = field.split(".", 2)
+        for gpu in sample.get("gpus") or []:
+            if gpu and str(gpu.get("index")) == index:
+                return number(gpu.get(key))
+        return None
+    return number(sample.get(field))
 
 
 def _gpu_series(

@@ -14,6 +14,7 @@ MAX_SIDE_PX = 512
 """Images larger than this on a side are shown binned (mean of blocks): a browser gains nothing
 from more pixels than the panel has, and a 4096² frame would be 300 MB of JSON."""
 COLORSCALE = "Viridis"
+SCAN_HEIGHT_PX = 520
 
 
 def scan_heatmap(
@@ -40,7 +41,7 @@ def scan_heatmap(
     # Row 0 is the top of the frame: the largest y.
     y = [cy + height_nm / 2 - (i + 0.5) * height_nm / rows for i in range(rows)]
     z = [[v if math.isfinite(v) else None for v in row] for row in data.tolist()]
-    layout = base_layout(title, uirevision=SCAN_UIREVISION)
+    layout = base_layout(title, uirevision=SCAN_UIREVISION, height=SCAN_HEIGHT_PX)
     layout["xaxis"] = axis("x (nm)", constrain="domain")
     layout["yaxis"] = axis("y (nm)", scaleanchor="x", scaleratio=1, constrain="domain")
     trace = {

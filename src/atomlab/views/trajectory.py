@@ -16,12 +16,8 @@ WINDOW_UIREVISION = "window"
 TIME_AXIS = "time since the run started (s)"
 ACTION_FILL = "rgba(255, 127, 14, 0.18)"
 ACTION_LINE = "#ff7f0e"
-PANEL_HEIGHT_PX = 150
-MIN_HEIGHT_PX = 260
-
-
-def _label(name: str, unit: str) -> str:
-    return f"{name} ({unit})" if unit else name
+PANEL_HEIGHT_PX = 170
+MIN_HEIGHT_PX = 280
 
 
 def strip_chart_figure(
@@ -47,7 +43,7 @@ def strip_chart_figure(
     )
     layout["showlegend"] = False
     refs = stacked_axes(
-        layout, [_label(name, units.get(name, "")) for name in labels], x_title=TIME_AXIS
+        layout, list(labels), units=[units.get(name, "") for name in labels], x_title=TIME_AXIS
     )
     traces = [
         {

@@ -1,0 +1,137 @@
+"""Checks of user-given paths at a command's boundary: each names the option, the path and the fix.
+
+A path from a user may be 10,000 characters long, a folder where a file belongs, a file where a
+folder belongs, or missing; :func:`input_file` and :func:`output_file` say so with exit 3 before
+any work starts, instead of an ``OSError`` from deep inside::
+
+    input_file(path, option="--input")             # an existing, readable regular file
+    output_file(path, option="--output")           # a file name that can be created there
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from atomlab.core.errors import InvalidInputError, NotFoundError
+
+SHOWN_CHARS = 120
+NAME_MAX = 255  # bytes per path component on every common file system
+
+
+def shown(path: Path | str, limit: int = SHOWN_CHARS) -> str:
+    """``path`` quoted, cut to ``limit`` characters (with its length) when longer."""
+    text = str(path)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def input_file(path: Path, *, option: str, what: str = "file") -> Path:
+    """``path`` if it is an existing regular file (or a FIFO such as ``<(cmd)``); else exit 3."""
+    try:
+        if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
+            raise InvalidInputError(
+                f"{option} {shown(path)} has a name longer than {NAME_MAX} bytes; pass another "
+                f"{what}",
+                field=option,
+                path=str(path)[:SHOWN_CHARS],
+            )
+        exists = os.path.lexists(path)
+        if not exists:
+            raise NotFoundError(
+                f"{option} {shown(path)} does not exist; pass an existing {what}",
+                field=option,
+                path=str(path)[:SHOWN_CHARS],
+            )
+        if path.is_dir():
+            raise InvalidInputError(
+                f"{option} {shown(path)} is a folder; pass a {what}",
+                field=option,
+                path=str(path)[:SHOWN_CHARS],
+            )
+        if not path.exists():
+            raise NotFoundError(
+                f"{option} {shown(path)} is a broken link; pass an existing {what}",
+                field=option,
+                path=str(path)[:SHOWN_CHARS],
+            )
+        if not os.access(path, os.R_OK):
+            raise InvalidInputError(
+                f"{option} {shown(path)} cannot be read (permission denied); check its permissions",
+                field=option,
+                path=str(path)[:SHOWN_CHARS],
+            )
+    except OSError as exc:
+        raise InvalidInputError(
+            f"{option} {shown(path)} cannot be used: {_reason(exc)}; pass another {what}",
+            field=option,
+            path=str(path)[:SHOWN_CHARS],
+        ) from None
+    return path
+
+
+def output_file(path: Path, *, option: str) -> Path:
+    """``path`` if a file can be written there (nothing is created): not a folder, no file where
+    one of its folders should be, no name longer than the file system allows; else exit 3."""
+    fail = None
+    try:
+        if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
+            fail = f"has a name longer than {NAME_MAX} bytes"
+        elif path.is_dir():
+            raise InvalidInputError(
+                f"{option} {shown(path)} is a folder; pass a file name such as "
+                f"{shown(path / 'out.jsonl')}",
+                field=option,
+                path=str(path)[:SHOWN_CHARS],
+            )
+        else:
+            ancestor = path.parent
+            while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+                ancestor = ancestor.parent
+            if not ancestor.is_dir():
+                fail = f"cannot be created: {shown(ancestor)} is a file, not a folder"
+    except OSError as exc:
+        fail = f"cannot be written: {_reason(exc)}"
+    if fail is not None:
+        raise InvalidInputError(
+            f"{option} {shown(path)} {fail}; pass another path",
+            field=option,
+            path=str(path)[:SHOWN_CHARS],
+        )
+    return path
+
+
+def folder(path: Path, *, option: str) -> Path:
+    """``path`` if it is a folder or one could be made there (nothing is created): not a file, no
+    file where one of its parents should be, no name longer than the file system allows; else
+    exit 3."""
+    fail = None
+    try:
+        if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
+            fail = f"has a name longer than {NAME_MAX} bytes"
+        elif os.path.lexists(path):
+            if not path.is_dir():
+                fail = "is a file, not a folder"
+        else:
+            ancestor = path.parent
+            while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+                ancestor = ancestor.parent
+            if not ancestor.is_dir():
+                fail = f"cannot be created: {shown(ancestor)} is a file, not a folder"
+    except OSError as exc:
+        fail = f"cannot be used: {_reason(exc)}"
+    if fail is not None:
+        raise InvalidInputError(
+            f"{option} {shown(path)} {fail}; pass a folder",
+            field=option,
+            path=str(path)[:SHOWN_CHARS],
+        )
+    return path
+
+
+__all__ = ["folder", "input_file", "output_file", "shown"]
