@@ -1000,7 +1000,24 @@ class SwarmCoordinator:
         agent.position = _point(location)
         agent.last_update = self.clock.now()
         if agent.agent_id not in self.jobs and agent.agent_id not in self._halting:
+            before = self.reservations.version
             self.reservations.park(agent.agent_id, location)
+            if self.reservations.version != before:
+                self._check_parked_clear(agent, location)
+
+    def _check_parked_clear(self, agent: AgentState, location: Vec) -> None:
+        """A standing agent reported inside the separation of another agent's reserved path
+        (a stale or drifted report the plan did not know): the mover would pass too close, so
+        E-stop. Closer than the clearance but not the separation is what the margin is for."""
+        nearest = self.reservations.nearest(agent.agent_id, location)
+        if nearest is None or nearest[1] >= self.limits.separation_units:
+            return
+        other, distance = nearest
+        self.metrics.separation_alerts.inc()
+        self.halt(
+            f"agent {agent.agent_id} reported {distance / UNITS_PER_NM:.2f} nm from the "
+            f"reserved path of {other}"
+        )
 
     def _check_separation(self) -> None:
         live = sorted(

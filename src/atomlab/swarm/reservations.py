@@ -278,6 +278,19 @@ class ReservationTable:
     def reservations(self) -> list[Reservation]:
         return list(self._by_agent.values())
 
+    def nearest(self, agent_id: str, at: Vec) -> tuple[str, float] | None:
+        """The other agent whose reservation comes closest to the point ``at``, and how close
+        (None when there is no other reservation). One vectorised pass over the table."""
+        n = len(self._ids)
+        own = self._row.get(agent_id)
+        rows = [k for k in range(n) if k != own]
+        if not rows:
+            return None
+        point = np.asarray([at] * len(rows), float)
+        distances = paired_segment_distances(point, point, self._starts[rows], self._ends[rows])
+        best = int(np.argmin(distances))
+        return self._ids[rows[best]], float(distances[best])
+
 
 def min_clearance(reservations: Iterable[Reservation]) -> float:
     """Independent check: the smallest distance between any two agents' reservations."""
