@@ -473,26 +473,6 @@ KNOWN_FINDINGS: dict[tuple[str, str, str], str] = {
         "timeout_s",
         "accepted",
     ): "instr: a value that can never be valid is not refused (exit 0/4/5, not 3)",
-    (
-        "trajectory monitor config set",
-        "action_window_s",
-        "accepted",
-    ): "track: a value that can never be valid is not refused (exit 0/4/5, not 3)",
-    (
-        "trajectory monitor config set",
-        "coalesce_s",
-        "accepted",
-    ): "track: a value that can never be valid is not refused (exit 0/4/5, not 3)",
-    (
-        "trajectory monitor config set",
-        "db_path",
-        "accepted",
-    ): "track: a value that can never be valid is not refused (exit 0/4/5, not 3)",
-    (
-        "trajectory monitor config show",
-        "config_path",
-        "accepted",
-    ): "track: a value that can never be valid is not refused (exit 0/4/5, not 3)",
 }
 
 
