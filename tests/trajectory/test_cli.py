@@ -487,3 +487,14 @@ def test_every_trajectory_command_accepts_json(cli, recorded, tmp_path):
         result = cli("trajectory", *args, "--json")
         assert result.exit_code == 0, (args, result.stdout)
         assert len(result.stdout.strip().splitlines()) == 1 and result.json["ok"] is True
+
+
+def test_a_setting_the_monitor_cannot_use_is_named_as_a_setting(cli, monkeypatch):
+    # the settings allow a flush interval up to a week; the monitor commits at least every 60 s
+    monkeypatch.setenv("ATOMLAB_TRAJECTORY__FLUSH_INTERVAL_S", "120")
+    result = cli("trajectory", "monitor", "config", "show")
+    assert result.exit_code == 3
+    error = result.json["error"]
+    assert error["details"]["field"] == "trajectory.flush_interval_s"
+    assert "ATOMLAB_TRAJECTORY__FLUSH_INTERVAL_S" in error["message"]
+    assert "config set" not in error["message"]  # staging cannot fix a setting

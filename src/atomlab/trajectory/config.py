@@ -151,10 +151,7 @@ def build_config(data: Mapping[str, Any]) -> MonitorConfig:
     try:
         return MonitorConfig.model_validate(dict(data))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "config"
-        value = first.get("input")
-        message = str(first["msg"]).removeprefix("Value error, ")
+        field, value, message = _first_error(exc)
         flag = "--" + field.split(".")[0].replace("_", "-")
         raise ConfigError(
             f"invalid monitor config {field}={value!r}: {message}; fix it with "
@@ -162,6 +159,13 @@ def build_config(data: Mapping[str, Any]) -> MonitorConfig:
             field=field,
             value=_json_safe(value),
         ) from None
+
+
+def _first_error(exc: ValidationError) -> tuple[str, Any, str]:
+    """``(field, value, rule)`` of the first problem pydantic found."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "config"
+    return field, first.get("input"), str(first["msg"]).removeprefix("Value error, ")
 
 
 def _json_safe(value: Any) -> Any:
@@ -176,16 +180,25 @@ def _json_safe(value: Any) -> Any:
 def defaults_from_settings(settings: AtomlabSettings) -> MonitorConfig:
     """The config a fresh stage starts from: built-in defaults overlaid with the settings file."""
     section = settings.trajectory
-    return build_config(
-        {
-            "interval_s": section.interval_s,
-            "rotate_entries": section.rotate_entries,
-            "action_window_s": section.action_window_s,
-            "db_path": section.db_path,
-            "coalesce_s": section.coalesce_s,
-            "flush_interval_s": section.flush_interval_s,
-        }
-    )
+    try:
+        return MonitorConfig.model_validate(
+            {
+                "interval_s": section.interval_s,
+                "rotate_entries": section.rotate_entries,
+                "action_window_s": section.action_window_s,
+                "db_path": section.db_path,
+                "coalesce_s": section.coalesce_s,
+                "flush_interval_s": section.flush_interval_s,
+            }
+        )
+    except ValidationError as exc:  # a setting within the settings' bounds, past the monitor's
+        field, value, message = _first_error(exc)
+        raise ConfigError(
+            f"setting trajectory.{field}={value!r} cannot be used by the trajectory monitor: "
+            f"{message}; change it in atomlab.yaml (or ATOMLAB_TRAJECTORY__{field.upper()})",
+            field=f"trajectory.{field}",
+            value=_json_safe(value),
+        ) from None
 
 
 def default_config_path(settings: AtomlabSettings) -> Path:
