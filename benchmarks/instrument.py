@@ -1,11 +1,22 @@
-"""Benchmark: our NanonisClient against the official ``nanonis_spm`` client, both on the simulator.
+"""Benchmark: our NanonisClient against the official ``nanonis_spm`` client, both on the simulator,
+and the command line's start-up against ``nspmctl``.
 
-Run: ``uv run python benchmarks/instrument.py [--calls N] [--connections K]``.
+Run: ``uv run python benchmarks/instrument.py [--calls N] [--connections K] [--nspmctl PATH]
+[--startup-runs N] [--only calls|startup]``.
 
 Starts ``atomlab sim spm`` in a subprocess (so clients and server do not share a GIL), then
-measures calls/s and p50/p99 latency of ``Bias.Get`` and of ``Signals.ValsGet`` for 32 signals
-with each client, and the simulator's aggregate rate with K concurrent client processes.
-Targets: ours >= 5x the official client's call rate; the simulator >= 5,000 calls/s.
+
+1. measures calls/s and p50/p99 latency of ``Bias.Get`` and of ``Signals.ValsGet`` for 32
+   signals with each client, and the simulator's aggregate rate with K concurrent client
+   processes (targets: ours >= 5x the official client's call rate; the simulator >= 5,000
+   calls/s);
+2. times whole processes, interleaved round by round so load hits all alike: ``atomlab
+   --version`` (target <= 150 ms), ``atomlab instrument get bias --json`` against ``nspmctl
+   --no-daemon get bias_v`` on the same simulator (target <= 0.75x), and the other commands
+   (help, settings, plans) so none regresses. ``nspmctl`` is never a project dependency: install
+   it in a throw-away venv (``uv venv /tmp/nspmctl && uv pip install --python
+   /tmp/nspmctl/bin/python nspmctl``) and pass ``--nspmctl /tmp/nspmctl/bin/nspmctl``; without
+   it the start-up section compares with the figure nspmctl documents (525 ms p50).
 """
 
 from __future__ import annotations
@@ -14,13 +25,17 @@ import argparse
 import contextlib
 import io
 import multiprocessing
+import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nanonis_spm
@@ -152,15 +167,135 @@ def report(name: str, figures: dict[str, Figures]) -> None:
     )
 
 
+NSPMCTL_DOCUMENTED_P50_S = 0.525
+"""nspmctl's README: `nspmctl --no-daemon get bias_v` p50 on a developer laptop."""
+
+
+def process_times(
+    commands: dict[str, tuple[list[str], dict[str, str]]], runs: int, cwd: str
+) -> dict[str, list[float]]:
+    """Wall time of each command as a fresh process, interleaved round by round."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for argv, env in commands.values():  # warm the page cache first
+        subprocess.run(argv, env=env, cwd=cwd, capture_output=True, check=False)
+    for _ in range(runs):
+        for name, (argv, env) in commands.items():
+            start = time.perf_counter()
+            done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, check=False)
+            times[name].append(time.perf_counter() - start)
+            if done.returncode != 0:
+                raise SystemExit(f"{name} failed ({done.returncode}): {done.stderr[-500:]!r}")
+    return times
+
+
+BOOT = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = 'atomlab'; "
+    "from atomlab.cli.entry import main; main()"
+)
+"""Runs the command line of the source tree given first (for --baseline-src comparisons)."""
+
+
+def startup(port: int, runs: int, nspmctl: str | None, baseline_src: str | None = None) -> None:
+    """Start-up of `atomlab` commands as fresh processes, and the nspmctl comparison."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ATOMLAB_")}
+    home = tempfile.mkdtemp(prefix="atomlab-bench-home-")
+    env["ATOMLAB_HOME"] = home
+    atomlab = shutil.which("atomlab", path=str(Path(sys.executable).parent)) or "atomlab"
+    port_s = str(port)
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {
+        "python -c pass (floor)": ([sys.executable, "-c", "pass"], env),
+        "atomlab --version": ([atomlab, "--version"], env),
+        "atomlab instrument get bias --json": (
+            [atomlab, "instrument", "get", "bias", "--json", "--port", port_s],
+            env,
+        ),
+    }
+    if nspmctl:
+        commands["nspmctl --no-daemon get bias_v"] = (
+            [nspmctl, "--no-daemon", "get", "bias_v"],
+            {**env, "NANONIS_PORTS": port_s, "NANONIS_HOST": "127.0.0.1"},
+        )
+    commands.update(
+        {
+            "atomlab --help": ([atomlab, "--help"], env),
+            "atomlab config show --json": ([atomlab, "config", "show", "--json"], env),
+            "atomlab instrument specs --json": ([atomlab, "instrument", "specs", "--json"], env),
+            "atomlab instrument set bias_v 0.1 --plan-only": (
+                [
+                    atomlab,
+                    "instrument",
+                    "set",
+                    "bias_v",
+                    "0.1",
+                    "--plan-only",
+                    "--json",
+                    "--port",
+                    port_s,
+                ],
+                env,
+            ),
+            "atomlab instrument get bias (ATOMLAB_INSTRUMENT__PORT: full path)": (
+                [atomlab, "instrument", "get", "bias", "--json"],
+                {**env, "ATOMLAB_INSTRUMENT__PORT": port_s},
+            ),
+            "atomlab sim --help": ([atomlab, "sim", "--help"], env),
+        }
+    )
+    if baseline_src:  # the same commands from another source tree (e.g. the branch point)
+        here = str(Path(__file__).resolve().parents[1] / "src")
+        for name, (argv, cmd_env) in list(commands.items()):
+            if argv[0] == atomlab:
+                commands[name] = ([sys.executable, "-c", BOOT, here, *argv[1:]], cmd_env)
+                commands[f"  baseline: {name}"] = (
+                    [sys.executable, "-c", BOOT, baseline_src, *argv[1:]],
+                    cmd_env,
+                )
+    with tempfile.TemporaryDirectory() as cwd:  # no atomlab.yaml around
+        times = process_times(commands, runs, cwd)
+    print(f"start-up: each command as a fresh process, {runs} interleaved rounds (median, p90)")
+    medians = {}
+    for name, samples in times.items():
+        samples.sort()
+        medians[name] = statistics.median(samples)
+        p90 = samples[min(len(samples) - 1, int(len(samples) * 0.9))]
+        print(f"  {name:<66}: {medians[name] * 1e3:7.0f} ms   p90 {p90 * 1e3:7.0f} ms")
+    get = medians["atomlab instrument get bias --json"]
+    version = medians["atomlab --version"]
+    print(f"  atomlab --version: {version * 1e3:.0f} ms (target <= 150 ms)")
+    if nspmctl:
+        theirs = medians["nspmctl --no-daemon get bias_v"]
+        print(
+            f"  instrument get / nspmctl --no-daemon: {get / theirs:.2f}x "
+            f"({get * 1e3:.0f} / {theirs * 1e3:.0f} ms; target <= 0.75x)"
+        )
+    else:
+        print(
+            f"  nspmctl not given: against its documented {NSPMCTL_DOCUMENTED_P50_S * 1e3:.0f} ms "
+            f"p50, instrument get is {get / NSPMCTL_DOCUMENTED_P50_S:.2f}x (target <= 0.75x)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=6000)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--duration-s", type=float, default=2.0)
+    parser.add_argument("--startup-runs", type=int, default=15)
+    parser.add_argument("--nspmctl", default=shutil.which("nspmctl"))
+    parser.add_argument("--only", choices=("calls", "startup"))
+    parser.add_argument(
+        "--baseline-src",
+        help="also time every atomlab command from this source tree's src/ (e.g. an earlier "
+        "commit's `git archive`), for regressions",
+    )
     args = parser.parse_args()
     ports = [free_port() for _ in range(args.connections)]
     with simulator(ports):
+        if args.only != "calls":
+            startup(ports[0], args.startup_runs, args.nspmctl, args.baseline_src)
+            if args.only == "startup":
+                return
         port = ports[0]
         theirs = official(port)
         raw = socket.create_connection(("127.0.0.1", port))

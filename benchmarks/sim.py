@@ -7,6 +7,8 @@ Run: ``uv run python benchmarks/sim.py [--calls N]``.
    overhead on top of the protocol.
 2. Physics: control-loop steps per second, idle and while scanning, against the loop rate the
    simulator must keep up with in real time (1 kHz by default): the real-time headroom.
+3. Spectroscopy: a 201-point bias spectrum with the lock-in (``BiasSpectr.Start``) and a
+   128-point Z spectrum, wall time against the simulated time the sweep takes.
 
 The socket-level rate (target >= 5,000 calls/s) is measured by ``benchmarks/instrument.py``.
 """
@@ -58,6 +60,40 @@ def steps_per_s(scanning: bool, seconds: float) -> float:
     return seconds * physics.loop_rate_hz / (time.perf_counter() - start)
 
 
+def spectrum_speed(kind: str) -> tuple[float, float]:
+    """(wall seconds, simulated seconds) of one spectrum on a fake clock."""
+    clock = FakeClock()
+    sim = SpmSimulator(seed=0, ports=[], clock=clock, tick_interval_s=None)
+    handlers = sim.commands.routes
+
+    def call(name: str, args: dict[str, object]) -> object:
+        reply = handlers[name].handler(args)
+        return asyncio.run(reply) if asyncio.iscoroutine(reply) else reply
+
+    if kind == "bias":
+        call("BiasSpectr.ChsSet", {"channel_indexes": [0, 86]})
+        call("LockIn.ModOnOffSet", {"modulator_number": 1, "on": 1})
+        call(
+            "BiasSpectr.PropsSet",
+            {"save_all": 0, "number_of_sweeps": 1, "backward_sweep": 2, "number_of_points": 201,
+             "z_offset_m": 0.0, "autosave": 2, "show_save_dialog": 2},
+        )  # fmt: skip
+        start_args: dict[str, object] = {"get_data": 1, "save_base_name": ""}
+        name = "BiasSpectr.Start"
+    else:
+        call(
+            "ZSpectr.PropsSet",
+            {"backward_sweep": 2, "number_of_points": 128, "number_of_sweeps": 1, "autosave": 2,
+             "show_save_dialog": 2, "save_all": 2},
+        )  # fmt: skip
+        start_args = {"get_data": 1, "save_base_name": ""}
+        name = "ZSpectr.Start"
+    before = clock.monotonic()
+    start = time.perf_counter()
+    call(name, start_args)
+    return time.perf_counter() - start, clock.monotonic() - before
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=20_000)
@@ -85,6 +121,12 @@ def main() -> None:
         print(
             f"physics {label} {rate:10,.0f} steps/s  needed {required:,.0f}/s  "
             f"headroom {rate / required:5.1f}x"
+        )
+    for kind in ("bias", "z"):
+        wall, simulated = min(spectrum_speed(kind) for _ in range(3))
+        print(
+            f"spectrum {kind:4s}   {wall * 1e3:8.1f} ms wall for {simulated:6.2f} s simulated  "
+            f"{simulated / wall:7.1f}x real time"
         )
 
 

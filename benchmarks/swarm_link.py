@@ -262,7 +262,10 @@ async def coordinated(seed: int, workdir: Path) -> tuple[float, int, int]:
     gt = workdir / f"service-{seed}.jsonl"
     world = SwarmWorld(scenario_config(seed), ground_truth=GroundTruthLog(gt))
     async with Served(app, lifespan="on") as port:
-        sim = SwarmSimulator(world, url=f"ws://127.0.0.1:{port}/ws/isaac", clock=ScaledClock(20))
+        link_token = app.state.swarm.tokens.link  # the service's own link credential
+        sim = SwarmSimulator(
+            world, url=f"ws://127.0.0.1:{port}/ws/isaac", clock=ScaledClock(20), token=link_token
+        )
         task = asyncio.create_task(sim.run())
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             deadline = time.monotonic() + 120

@@ -98,7 +98,7 @@ def test_ctrl_c_while_the_cli_is_still_importing_exits_130_without_traceback(tmp
     )
     env = {**os.environ, "ATOMLAB_HOME": str(tmp_path / "home")}
     proc = subprocess.run(
-        [sys.executable, "-c", script, "--version"],
+        [sys.executable, "-c", script, "--help"],  # --version never imports cli.main
         capture_output=True,
         text=True,
         env=env,
@@ -108,6 +108,39 @@ def test_ctrl_c_while_the_cli_is_still_importing_exits_130_without_traceback(tmp
     assert proc.returncode == 130, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "interrupted" in proc.stderr
+
+
+def test_the_group_listing_help_is_each_groups_own(cli):
+    """`atomlab --help` lists the groups from GROUP_HELP without importing them; the text must
+    stay the groups' own."""
+    import importlib
+
+    from atomlab.cli.main import COMMAND_GROUPS, GROUP_HELP
+
+    assert set(GROUP_HELP) <= set(COMMAND_GROUPS)
+    for name, help_text in GROUP_HELP.items():
+        module = importlib.import_module(COMMAND_GROUPS[name])
+        assert module.app.info.help == help_text, name
+
+
+def test_help_imports_no_group(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from atomlab.cli.main import COMMAND_GROUPS, GROUP_HELP, run\n"
+        "code = run(['--help'])\n"
+        "loaded = [m for n, m in COMMAND_GROUPS.items() if n in GROUP_HELP and m in sys.modules]\n"
+        "print(code, loaded, file=sys.stderr)\n"
+        "sys.exit(1 if code or loaded else 0)\n"
+    )
+    env = {**os.environ, "ATOMLAB_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_help_never_shows_a_value_type_for_a_flag(cli):

@@ -209,3 +209,31 @@ def test_two_connections_migrating_at_once_apply_each_step_once(tmp_path):
     assert errors == []
     assert applied == ["step"]
     assert schema_version(second) == 1
+
+
+def test_connect_waits_while_another_connection_is_creating_the_same_new_database(tmp_path):
+    """Switching a new file to WAL needs it alone; SQLite says "locked" at once, without its
+    busy handler, so several recorders opening one new database at once used to fail."""
+    path = tmp_path / "new.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    result: dict[str, object] = {}
+
+    def opener() -> None:
+        try:
+            result["conn"] = connect(path)
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=opener)
+    thread.start()
+    thread.join(0.3)  # the opener meets the lock (a bound, not a wait for an outcome)
+    holder.execute("COMMIT")
+    holder.close()
+    thread.join(10)
+    assert "error" not in result, result.get("error")
+    conn = result["conn"]
+    assert isinstance(conn, sqlite3.Connection)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()

@@ -24,7 +24,7 @@ def test_the_latest_frame_is_the_topography_in_nm_and_grows_as_the_scan_goes_on(
         port = sim.ports[0]
         with NanonisClient("127.0.0.1", port) as client:
             client.call("Scan.Action", {"action": 0, "direction_up": 1})
-            names = client.signal_names()
+            names = list(client.call("Signals.InSlotsGet")["names"])  # buffer channels: slots
             recorded = list(client.call("Scan.BufferGet")["channels"])
         source = ScanSource("127.0.0.1", port, clock=FakeClock(), min_interval_s=0.0)
         first = source.latest()

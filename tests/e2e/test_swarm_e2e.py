@@ -29,6 +29,7 @@ from tests.swarm.link_harness import serve_app
 
 SEPARATION_NM = 0.5
 TERMINAL = {"completed", "failed", "unrepairable"}
+LINK_TOKEN = "e2e-link-token-0123456789"
 DEADLINE_S = 90.0  # a hang guard for a loaded 2-core machine, not a performance target
 
 
@@ -41,6 +42,7 @@ def service_app(tmp_path: Path, command_timeout_s: float = 10.0) -> Any:
                 "missed_heartbeats": 3,
                 "ack_timeout_s": 0.5,
                 "command_timeout_s": command_timeout_s,
+                "link_token": LINK_TOKEN,
             },
         }
     ).settings
@@ -93,7 +95,9 @@ async def run_scenario(
     world = SwarmWorld(config, ground_truth=GroundTruthLog(gt))
     expected = len(world.surface.defects)
     async with serve_app(service_app(tmp_path, command_timeout_s), lifespan="on") as port:
-        sim = SwarmSimulator(world, url=f"ws://127.0.0.1:{port}/ws/isaac", clock=ScaledClock(10.0))
+        sim = SwarmSimulator(
+            world, url=f"ws://127.0.0.1:{port}/ws/isaac", clock=ScaledClock(10.0), token=LINK_TOKEN
+        )
         task = asyncio.create_task(sim.run())
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
@@ -163,7 +167,9 @@ async def test_a_service_restart_mid_run_loses_nothing_and_runs_nothing_twice(
     world = SwarmWorld(SwarmConfig(agents=6, seed=4, defects=8), ground_truth=GroundTruthLog(gt))
     expected = len(world.surface.defects)
     async with serve_app(service_app(tmp_path), lifespan="on") as port:
-        sim = SwarmSimulator(world, url=f"ws://127.0.0.1:{port}/ws/isaac", clock=ScaledClock(10.0))
+        sim = SwarmSimulator(
+            world, url=f"ws://127.0.0.1:{port}/ws/isaac", clock=ScaledClock(10.0), token=LINK_TOKEN
+        )
         task = asyncio.create_task(sim.run())
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             await wait_first_completed(client)
@@ -192,7 +198,7 @@ async def test_a_simulator_killed_mid_run_resumes_from_its_log(tmp_path: Path) -
     expected = len(world.surface.defects)
     async with serve_app(service_app(tmp_path), lifespan="on") as port:
         url = f"ws://127.0.0.1:{port}/ws/isaac"
-        first = SwarmSimulator(world, url=url, clock=ScaledClock(10.0))
+        first = SwarmSimulator(world, url=url, clock=ScaledClock(10.0), token=LINK_TOKEN)
         task = asyncio.create_task(first.run())
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             await wait_first_completed(client)
@@ -201,7 +207,9 @@ async def test_a_simulator_killed_mid_run_resumes_from_its_log(tmp_path: Path) -
                 await task
             assert world.ground_truth is not None
             world.ground_truth.close()
-            second = SwarmSimulator(SwarmWorld.resume(config, gt), url=url, clock=ScaledClock(10.0))
+            second = SwarmSimulator(
+                SwarmWorld.resume(config, gt), url=url, clock=ScaledClock(10.0), token=LINK_TOKEN
+            )
             task = asyncio.create_task(second.run())
             try:
                 settled = await wait_all_terminal(client, expected)

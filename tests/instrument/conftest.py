@@ -29,7 +29,10 @@ class StateServer:
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
-        self.state: dict[str, dict[str, Any]] = {"Bias.Get": {"bias_v": 0.1}}
+        self.state: dict[str, dict[str, Any]] = {
+            "Bias.Get": {"bias_v": 0.1},
+            "ZCtrl.OnOffGet": {"on": 1},
+        }
         self.signals = {name: float(i) for i, name in enumerate(SIGNALS)}
         self.requests: list[str] = []
         self.hang = threading.Event()  # while set, requests are read but never answered

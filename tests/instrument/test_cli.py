@@ -98,7 +98,8 @@ def test_set_accepts_negative_numbers_and_writes_the_audit_log(
     )
     assert result.exit_code == 0, result.stdout
     assert result.json["outcome"] == "done" and result.json["readback"] == -0.05
-    assert result.json["plan"]["steps"] == pytest.approx([0.0, -0.05])  # 0.15 V > max_step 0.1
+    # 0.15 V > max_step 0.1, and the Z controller is on: 0 V is crossed in one step
+    assert result.json["plan"]["steps"] == pytest.approx([0.05, -0.05])
     assert bias(sim) == pytest.approx(-0.05)
     (record,) = read_audit_log(isolated_home / "instrument-audit.jsonl")
     assert record["who"] == "ada" and record["new"] == -0.05 and record["old"] == 0.1
@@ -129,16 +130,16 @@ def test_plan_only_prints_the_plan_and_sends_nothing(cli: Cli, sim: SimulatorThr
 
 
 def test_ramp_runs_its_steps_and_refuses_a_slew_violation(cli: Cli, sim: SimulatorThread) -> None:
-    base = ("instrument", "ramp", "bias_v", "0.1", "-0.1", "0.1")
+    base = ("instrument", "ramp", "bias_v", "0.1", "0.3", "0.1")
     done = cli(*base, "--interval-s", "0.1", "--allow-writes", *at(sim), "--json")
     assert done.exit_code == 0, done.stdout
-    assert done.json["plan"]["steps"] == pytest.approx([0.1, 0.0, -0.1])
-    assert bias(sim) == pytest.approx(-0.1)
+    assert done.json["plan"]["steps"] == pytest.approx([0.1, 0.2, 0.3])
+    assert bias(sim) == pytest.approx(0.3)
     fast = cli(
         "instrument",
         "ramp",
         "bias_v",
-        "-0.1",
+        "0.3",
         "0.1",
         "0.1",
         "--interval-s",

@@ -103,7 +103,8 @@ def test_plan_only_and_dry_run_send_nothing(
     client: NanonisClient, state_server: StateServer, audit: Path
 ) -> None:
     plan = make_guard(client, audit).set("bias_v", -0.3, plan_only=True)
-    assert plan.outcome == "dry_run" and len(plan.plan.steps) == 4
+    # the Z controller is on: 0 V is crossed in one step (0.05 -> -0.05)
+    assert plan.outcome == "dry_run" and len(plan.plan.steps) == 5
     assert (
         make_guard(client, audit, dry_run=True, allow_writes=False).set("bias_v", 0.2).outcome
         == "dry_run"
@@ -115,6 +116,7 @@ def test_plan_only_and_dry_run_send_nothing(
 def test_ramp_steps_and_limits(
     client: NanonisClient, state_server: StateServer, audit: Path
 ) -> None:
+    state_server.state["ZCtrl.OnOffGet"] = {"on": 0}  # feedback off: a ramp may pass 0 V
     guard = make_guard(client, audit)
     result = guard.ramp("bias_v", 0.1, -0.2, 0.1, interval_s=0.2)
     assert result.plan.steps == pytest.approx([0.1, 0.0, -0.1, -0.2])
@@ -180,13 +182,21 @@ def test_bad_values_are_invalid_input(client: NanonisClient, audit: Path) -> Non
 def test_no_planned_step_exceeds_max_step_or_leaves_the_limits(
     client: NanonisClient, state_server: StateServer, audit: Path, old: float, target: float
 ) -> None:
-    """Invariant: a set plan ends on the target, and every step stays in limits and <= max_step."""
+    """Invariant: a set plan ends on the target, and every step stays in limits and <= max_step;
+    with the Z controller on no step comes nearer 0 V than max_step / 2 (or the end points)."""
     state_server.state["Bias.Get"] = {"bias_v": old}
-    plan = make_guard(client, audit).plan_set("bias_v", target)
+    guard = make_guard(client, audit)
+    if target == 0.0:
+        with pytest.raises(PolicyRefusedError, match="0 with the Z controller on"):
+            guard.plan_set("bias_v", target)
+        return
+    plan = guard.plan_set("bias_v", target)
     assert np.float32(plan.old) == np.float32(old) and plan.steps[-1] == target
     for a, b in itertools.pairwise((plan.old, *plan.steps)):
         assert abs(b - a) <= 0.1 * (1 + 1e-6)
         assert -5.0 <= b <= 5.0
+    floor = min(0.05, abs(plan.old), abs(target))
+    assert min(abs(v) for v in plan.steps) >= floor - 1e-9
 
 
 def test_an_interrupted_ramp_is_audited_with_the_steps_sent(

@@ -76,3 +76,37 @@ def test_sets_go_through_the_guard(stm: Any, sim: SimulatorThread, tmp_path: Pat
     with pytest.raises(PolicyRefusedError, match="writes are disabled"):
         stm.bias_v(0.3)
     assert sim.call(lambda: sim.physics.bias_v) == pytest.approx(0.2)
+
+
+def test_the_audit_log_may_be_given_as_a_str(sim: SimulatorThread, tmp_path: Path) -> None:
+    """docs/instrument.md's example passes a path string; it must work as a Path does."""
+    audit = tmp_path / "str-audit.jsonl"
+    stm = NanonisSTM(
+        f"stm_{uuid.uuid4().hex[:8]}", port=sim.ports[0], allow_writes=True, audit_log=str(audit)
+    )
+    try:
+        stm.bias_v(0.2)
+    finally:
+        stm.close()
+    assert read_audit_log(audit)[0]["new"] == 0.2
+
+
+def test_a_spectrum_is_a_parameter_with_the_bias_as_setpoints(stm: Any) -> None:
+    stm.spectrum_start_v(-0.3)
+    stm.spectrum_end_v(0.3)
+    stm.spectrum_points(31)
+    stm.spectrum_lockin_amplitude_v(0.01)
+    bias = stm.spectrum_bias_v()
+    current = stm.spectrum_current_a()
+    assert bias.shape == current.shape == (31,)
+    assert bias[0] == pytest.approx(-0.3) and current[0] < 0 < current[-1]
+    didv = stm.spectrum_didv_s()
+    assert didv.shape == (31,) and (didv > 0).all()
+    assert stm.spectrum_current_a.setpoints == (stm.spectrum_bias_v,)
+    starts = [
+        r for r in read_audit_log(stm.guard.audit_log) if r.get("command") == "BiasSpectr.Start"
+    ]
+    assert len(starts) == 1  # dI/dV came from the same spectrum
+    stm.guard.allow_writes = False
+    with pytest.raises(PolicyRefusedError):
+        stm.spectrum_current_a()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,7 +61,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def sim(clock: FakeClock) -> Iterator[SimulatorThread]:
+def sim(clock: FakeClock, tmp_path: Path) -> Iterator[SimulatorThread]:
     """A quiet simulator (no drift, no tip changes) on two free ports, on the fake clock."""
     handle = start_simulator_in_thread(
         seed=0,
@@ -68,6 +69,7 @@ def sim(clock: FakeClock) -> Iterator[SimulatorThread]:
         clock=clock,
         disturbances=Disturbances.none(),
         tick_interval_s=None,
+        session_dir=tmp_path / "session",
     )
     yield handle
     handle.stop()

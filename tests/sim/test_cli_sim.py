@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,34 @@ def test_a_taken_port_exits_4_and_names_the_port(cli: Callable[..., CliResult]) 
 def test_sim_group_lists_spm(cli: Callable[..., CliResult]) -> None:
     result = cli("sim", "--help")
     assert result.exit_code == 0 and "spm" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (("--port", "70000"), "port"),
+        (("--port", "-1"), "port"),
+        (("--host", "x" * 10_000), "host"),
+        (("--host", "ñandú." + "é" * 70 + ".example"), "host"),
+    ],
+)
+def test_out_of_range_ports_and_impossible_hosts_are_invalid_input(
+    cli: Callable[..., CliResult], args: tuple[str, ...], field: str, isolated_home: Path
+) -> None:
+    """Issue 15: `sim spm --port 70000` exited 5 and a 10,000-character host 1 (IDNA error).
+    Refused, it creates nothing (the session folder neither)."""
+    result = cli("sim", "spm", *args, "--json")
+    assert not isolated_home.exists()
+    assert result.exit_code == 3, result.stdout
+    error = result.json["error"]
+    assert field in error["message"] and "Traceback" not in result.stdout + result.stderr
+    assert len(result.stdout) < 2000  # a 10,000-character value is not echoed back whole
+
+
+def test_a_session_dir_that_is_a_file_is_refused(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    taken = tmp_path / "file"
+    taken.write_text("x")
+    result = cli("sim", "spm", "--port", "0", "--session-dir", str(taken), "--json")
+    assert result.exit_code == 3 and "session-dir" in result.json["error"]["message"]

@@ -127,9 +127,23 @@ def test_signal_names_and_values(official: Any) -> None:
     assert names == list(SIGNAL_NAMES) and count == len(SIGNAL_NAMES)
     assert size == sum(4 + len(n) for n in SIGNAL_NAMES)
     values(official.Bias_Set(0.75))
-    count, vals = values(official.Signals_ValsGet(list(range(32)), 1))
-    assert count == 32 and vals[1] == (f32(0.75),)
-    assert values(official.Signals_ValGet(1, 1)) == [f32(0.75)]
+    count, vals = values(official.Signals_ValsGet(list(range(128)), 1))
+    assert count == 128 and vals[24] == (f32(0.75),)
+    assert values(official.Signals_ValGet(24, 1)) == [f32(0.75)]
+
+
+def test_the_vendor_example_indexes_read_what_the_vendor_says(official: Any) -> None:
+    """Example_CustomBiasSweep reads [0, 24] as current and bias, Example_SimpleSignal-
+    Acquisition 30 as the tip height, Example_LockInSweep [86, 87] as LI Demod 1 X and Y."""
+    _size, _count, names = values(official.Signals_NamesGet())
+    assert names[0] == "Current (A)" and names[24] == "Bias (V)" and names[30] == "Z (m)"
+    assert (names[86], names[87]) == ("LI Demod 1 X (A)", "LI Demod 1 Y (A)")
+    values(official.Bias_Set(0.2))
+    _n, (current, bias) = values(official.Signals_ValsGet([0, 24], 1))
+    (z,) = values(official.Signals_ValGet(30, 1))
+    (z_direct,) = values(official.ZCtrl_ZPosGet())
+    assert bias == (f32(0.2),) and 20e-12 < current[0] < 1e-9
+    assert z == pytest.approx(z_direct, abs=5e-11)
 
 
 def test_acquisition_period_round_trips(official: Any) -> None:
@@ -149,3 +163,19 @@ def test_an_error_reaches_the_official_client_as_its_error_string(
     error, _raw, _values = official.Scan_Action(9, 1)
     assert "action = 9" in error
     assert values(official.Bias_Get())  # the connection still works
+
+
+def test_the_official_client_shows_plus_minus_as_it_is(official: Any) -> None:
+    """Strings travel in the controller's 8-bit encoding: UTF-8 showed up as "Â±10 V"."""
+    _size, _count, ranges, index = values(official.Bias_RangeGet())
+    assert ranges == ["±10 V", "±1 V"] and index == 0
+
+
+def test_an_unsimulated_command_is_an_error_the_official_client_reports(
+    official: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    error, _raw, decoded = official.PLL_CenterFreqGet(1)
+    assert error == "PLL.CenterFreqGet is not simulated"
+    assert decoded == [0.0]  # the value field is there, zeroed
+    assert "The following error appeared" in capsys.readouterr().out
+    assert values(official.Bias_Get())  # the connection is still in step

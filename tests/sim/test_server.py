@@ -62,7 +62,7 @@ def test_wrong_body_size_gets_an_error_reply(wire: Wire) -> None:
         ("Bias.Set", {"bias_v": 50.0}, "outside the selected range"),
         ("Bias.Set", {"bias_v": math.nan}, "finite"),
         ("ZCtrl.GainSet", {"p_gain": 1e-11, "time_constant_s": 0.0, "i_gain": 0.0}, "positive"),
-        ("Signals.ValsGet", {"indexes": [0, 99], "wait": 0}, "signal index 99"),
+        ("Signals.ValsGet", {"indexes": [0, 128], "wait": 0}, "signal index 128"),
         (
             "Scan.FrameSet",
             {"center_x_m": 0, "center_y_m": 0, "width_m": -1e-9, "height_m": 1e-9, "angle_deg": 0},
@@ -122,16 +122,38 @@ def test_signal_names_and_values_agree_with_the_dedicated_getters(
     clock: FakeClock, wire: Wire
 ) -> None:
     names = wire.ok("Signals.NamesGet")["names"]
-    assert names == list(SIGNAL_NAMES) and len(names) >= 32
-    assert names[:6] == ["Current (A)", "Bias (V)", "Z (m)", "X (m)", "Y (m)", "Setpoint Error (A)"]
+    assert names == list(SIGNAL_NAMES) and len(names) == 128
+    assert names[:2] == ["Current (A)", "Input 2 (V)"]
+    assert names[24:32] == [
+        "Bias (V)",
+        "Output 2 (V)",
+        "Output 3 (V)",
+        "Output 4 (V)",
+        "X (m)",
+        "Y (m)",
+        "Z (m)",
+        "Output 8 (V)",
+    ]
     wire.ok("Bias.Set", bias_v=0.5)
     clock.advance(0.5)
-    values = wire.ok("Signals.ValsGet", indexes=list(range(32)), wait=1)["values"]
-    assert len(values) == 32
-    assert values[1] == pytest.approx(0.5)
-    assert values[2] == pytest.approx(wire.ok("ZCtrl.ZPosGet")["z_m"], abs=5e-12)
+    values = wire.ok("Signals.ValsGet", indexes=list(range(128)), wait=1)["values"]
+    assert len(values) == 128
+    assert values[24] == pytest.approx(0.5)
+    assert values[30] == pytest.approx(wire.ok("ZCtrl.ZPosGet")["z_m"], abs=5e-12)
     assert values[0] == pytest.approx(1e-10, rel=0.2)
-    assert wire.ok("Signals.ValGet", index=1, wait=1)["value"] == pytest.approx(0.5)
+    assert wire.ok("Signals.ValGet", index=24, wait=1)["value"] == pytest.approx(0.5)
+
+
+def test_the_slots_name_their_signals_and_can_be_reassigned(wire: Wire) -> None:
+    slots = wire.ok("Signals.InSlotsGet")
+    assert len(slots["names"]) == len(slots["indexes"]) == 24
+    assert slots["names"][:3] == ["Current (A)", "Bias (V)", "Z (m)"]
+    assert slots["indexes"][:3] == [0, 24, 30]
+    wire.ok("Signals.InSlotSet", slot=23, signal_index=35)
+    assert wire.ok("Signals.InSlotsGet")["names"][23] == "Temperature 1 (K)"
+    error = wire.call("Signals.InSlotSet", slot=24, signal_index=0).error
+    assert error is not None and "slot" in error.description
+    assert "Bias (V)" in wire.ok("Signals.MeasNamesGet")["names"]
 
 
 def test_wait_one_returns_a_sample_taken_entirely_after_the_call(
@@ -141,10 +163,10 @@ def test_wait_one_returns_a_sample_taken_entirely_after_the_call(
     clock.advance(1.0)
     wire.ok("Signals.ValGet", index=0, wait=0)
     wire.ok("Bias.Set", bias_v=0.4)
-    stale = wire.ok("Signals.ValGet", index=1, wait=0)["value"]
+    stale = wire.ok("Signals.ValGet", index=24, wait=0)["value"]
     assert stale == pytest.approx(0.1)  # published before the change: 0..Tap old
     start = clock.monotonic()
-    fresh = wire.ok("Signals.ValGet", index=1, wait=1)["value"]
+    fresh = wire.ok("Signals.ValGet", index=24, wait=1)["value"]
     waited = clock.monotonic() - start
     assert fresh == pytest.approx(0.4)
     assert period <= waited <= 2 * period + 1e-9
@@ -250,7 +272,7 @@ def test_pipelined_requests_are_answered_in_order_even_behind_a_wait(wire: Wire)
     wire.ok("Scan.Action", action=0, direction_up=1)
     wire.send_raw(
         encode_request("Scan.WaitEndOfScan", {"timeout_ms": -1})
-        + encode_request("Signals.ValGet", {"index": 1, "wait": 1})
+        + encode_request("Signals.ValGet", {"index": 24, "wait": 1})
         + encode_request("Bias.Get")
     )
     assert wire.read_reply("Scan.WaitEndOfScan").raise_for_error()["timed_out"] == 0

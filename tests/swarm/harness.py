@@ -109,3 +109,11 @@ def finish_all(coord: SwarmCoordinator, *, gone: bool = True) -> None:
     """Every agent finishes what it is doing."""
     for agent in list(coord.jobs):
         finish(coord, agent, gone=gone)
+
+
+def operator_client(app: Any, **kwargs: Any) -> Any:
+    """A TestClient that sends the app's control token: it may do what an operator may."""
+    from fastapi.testclient import TestClient
+
+    token = app.state.swarm.tokens.control
+    return TestClient(app, headers={"Authorization": f"Bearer {token}"}, **kwargs)

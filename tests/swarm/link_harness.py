@@ -33,7 +33,7 @@ WAIT_S = 10.0  # safety net against a hang, never a timing assertion
 async def serve_app(app: Any, *, lifespan: str = "off", port: int = 0) -> AsyncIterator[int]:
     """Run ``app`` on uvicorn in this event loop; yields the port (``lifespan="on"`` for apps
     whose lifespan starts workers)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     sock.listen(64)  # connections queue in the backlog until uvicorn accepts them
@@ -99,10 +99,13 @@ class RawPeer:
     async def send(self, envelope: Envelope) -> None:
         await self.ws.send(envelope.encode())
 
-    async def handshake(self, session_id: str | None = None) -> Envelope:
-        """Read the service's handshake and answer it; returns the service's."""
+    async def handshake(self, session_id: str | None = None, token: str | None = None) -> Envelope:
+        """Read the service's handshake and answer it (with ``token`` as the link credential);
+        returns the service's."""
         theirs = await self.recv(MessageType.HANDSHAKE)
-        ours = HandshakePayload(role="simulator", session_id=session_id or self.session_id)
+        ours = HandshakePayload(
+            role="simulator", session_id=session_id or self.session_id, auth_token=token
+        )
         await self.send(make_envelope(MessageType.HANDSHAKE, ours, clock=self.clock))
         return theirs
 
@@ -117,6 +120,8 @@ class RawPeer:
 
 
 @asynccontextmanager
-async def raw_peer(url: str, clock: Clock) -> AsyncIterator[RawPeer]:
-    async with connect(url, open_timeout=WAIT_S) as ws:
+async def raw_peer(
+    url: str, clock: Clock, headers: dict[str, str] | None = None
+) -> AsyncIterator[RawPeer]:
+    async with connect(url, open_timeout=WAIT_S, additional_headers=headers) as ws:
         yield RawPeer(ws, clock)

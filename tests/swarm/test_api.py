@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from atomlab.core.logging import configure_logging
 from atomlab.core.settings import AtomlabSettings, load_settings
 from atomlab.swarm import create_app
-from tests.swarm.harness import PROPERTY
+from tests.swarm.harness import PROPERTY, operator_client
 
 
 def _settings(home: Path, **swarm: Any) -> AtomlabSettings:
@@ -26,7 +26,7 @@ def _settings(home: Path, **swarm: Any) -> AtomlabSettings:
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(_settings(tmp_path))) as test_client:
+    with operator_client(create_app(_settings(tmp_path))) as test_client:
         yield test_client
 
 
@@ -121,12 +121,13 @@ def test_non_finite_coordinates_get_a_422_naming_the_field(
     assert client.get("/api/defects").json() == []
 
 
-def test_a_body_that_is_not_json_names_the_body(client: TestClient) -> None:
+def test_a_body_that_is_not_json_is_a_400_naming_the_body(client: TestClient) -> None:
     response = client.post(
         "/api/sensor-data", content=b"not json", headers={"content-type": "application/json"}
     )
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert response.json()["error"]["details"]["field"] == "body"
+    assert client.get("/api/defects").json() == []
 
 
 def test_an_unexpected_error_still_carries_the_correlation_id(tmp_path: Path) -> None:
@@ -136,7 +137,7 @@ def test_an_unexpected_error_still_carries_the_correlation_id(tmp_path: Path) ->
     async def boom() -> None:
         raise RuntimeError("boom")
 
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with operator_client(app, raise_server_exceptions=False) as client:
         response = client.get("/boom", headers={"X-Correlation-ID": "cid-boom"})
     assert response.status_code == 500
     error = response.json()["error"]
@@ -174,7 +175,7 @@ def test_property_3_operation_logging_every_request_and_ingest_is_logged_with_it
     stream = io.StringIO()
     configure_logging("INFO", "json", stream=stream)
     try:
-        with TestClient(create_app(_settings(tmp_path))) as client:
+        with operator_client(create_app(_settings(tmp_path))) as client:
             ids = []
             for i in range(3):
                 response = client.post("/api/sensor-data", json={"coordinates": [_defect(1.0 + i)]})
@@ -232,9 +233,9 @@ def test_metrics_are_prometheus_text_with_swarm_names(client: TestClient) -> Non
 
 
 def test_two_apps_in_one_process_do_not_share_metrics(tmp_path: Path) -> None:
-    with TestClient(create_app(_settings(tmp_path / "a"))) as a:
+    with operator_client(create_app(_settings(tmp_path / "a"))) as a:
         a.post("/api/sensor-data", json={"coordinates": [_defect()]})
-        with TestClient(create_app(_settings(tmp_path / "b"))) as b:
+        with operator_client(create_app(_settings(tmp_path / "b"))) as b:
             assert 'outcome="detected"} 1.0' not in b.get("/metrics").text
 
 
@@ -268,7 +269,7 @@ def test_distribute_dispatches_and_commands_and_agents_are_queryable(client: Tes
 
 def test_restart_resumes_queued_and_in_flight_work_from_the_database(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    with TestClient(create_app(settings)) as first:
+    with operator_client(create_app(settings)) as first:
         _link_up(first, {"a0": (0.0, 0.0)})
         ids = first.post(
             "/api/sensor-data", json={"coordinates": [_defect(), _defect(9.0, 9.0, severity=1)]}
@@ -277,7 +278,7 @@ def test_restart_resumes_queued_and_in_flight_work_from_the_database(tmp_path: P
         [in_flight] = first.get("/api/commands").json()
     assert (tmp_path / "swarm.sqlite").exists()
     app = create_app(settings)
-    with TestClient(app) as second:
+    with operator_client(app) as second:
         defects = {d["defect_id"]: d for d in second.get("/api/defects").json()}
         assert set(defects) == set(ids)
         assert defects[in_flight["defect_id"]]["status"] == "repairing"
@@ -297,14 +298,14 @@ def test_restart_resumes_queued_and_in_flight_work_from_the_database(tmp_path: P
 
 def test_a_restart_knows_where_each_agent_was_last_heard(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    with TestClient(create_app(settings)) as first:
+    with operator_client(create_app(settings)) as first:
         _link_up(first, {"a0": (0.0, 0.0)})
         first.post("/api/sensor-data", json={"coordinates": [_defect(6.0, 6.0)]})
         first.post("/api/commands/distribute")
         report = {"agent_id": "a0", "position": {"x": 4.1, "y": 4.0}, "status": "moving"}
         coordinator = first.app.state.swarm.coordinator  # type: ignore[attr-defined]
         coordinator.handle_event("agent_status", {"agents": [report]})
-    with TestClient(create_app(settings)) as second:
+    with operator_client(create_app(settings)) as second:
         [agent] = second.get("/api/agents").json()
         assert agent["position"] == {"x": 4.1, "y": 4.0, "z": 0.0}
 
@@ -312,9 +313,9 @@ def test_a_restart_knows_where_each_agent_was_last_heard(tmp_path: Path) -> None
 def test_an_e_stop_stays_in_force_across_a_restart_until_resumed(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     app = create_app(settings)
-    with TestClient(app):
+    with operator_client(app):
         app.state.swarm.coordinator.halt("agents a0 and a1 reported 0.40 nm apart")
-    with TestClient(create_app(settings)) as second:
+    with operator_client(create_app(settings)) as second:
         health = second.get("/health").json()
         assert health["halted"] is True
         assert health["halt_reason"] == "agents a0 and a1 reported 0.40 nm apart"
@@ -323,7 +324,7 @@ def test_an_e_stop_stays_in_force_across_a_restart_until_resumed(tmp_path: Path)
         assert second.post("/api/commands/distribute").json()["dispatched"] == 0
         resumed = second.post("/api/agents/resume").json()
         assert resumed["previous_reason"] == "agents a0 and a1 reported 0.40 nm apart"
-    with TestClient(create_app(settings)) as third:
+    with operator_client(create_app(settings)) as third:
         assert third.get("/health").json()["halted"] is False
 
 
@@ -332,7 +333,7 @@ def test_the_llm_planner_is_asked_only_when_configured(
 ) -> None:
     for var in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(var, raising=False)
-    with TestClient(create_app(_settings(tmp_path / "a"))) as auto:
+    with operator_client(create_app(_settings(tmp_path / "a"))) as auto:
         assert auto.get("/health").json()["planner"] == "heuristic"
-    with TestClient(create_app(_settings(tmp_path / "b", llm_planner="on"))) as forced:
+    with operator_client(create_app(_settings(tmp_path / "b", llm_planner="on"))) as forced:
         assert forced.get("/health").json()["planner"] == "llm+heuristic"

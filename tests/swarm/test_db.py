@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from atomlab.core.clock import FakeClock
-from atomlab.core.errors import UnavailableError
+from atomlab.core.errors import InvalidInputError
 from atomlab.swarm.db import StoreWriter, SwarmStore, agent_row, command_row, defect_row
 from atomlab.swarm.models import (
     Action,
@@ -64,7 +64,7 @@ def test_rows_round_trip_and_the_newest_state_of_a_row_wins(tmp_path: Path) -> N
 
 
 def test_an_unusable_database_url_is_refused_with_the_fix() -> None:
-    with pytest.raises(UnavailableError, match="--db-url"):
+    with pytest.raises(InvalidInputError, match="--db-url"):
         SwarmStore.open("nosuchdialect://x")
 
 

@@ -39,6 +39,7 @@ from atomlab.swarm.models import (
     Point,
 )
 from tests.swarm import test_e2e as e2e
+from tests.swarm.harness import operator_client
 
 POSTGRES_URL = os.environ.get("ATOMLAB_TEST_POSTGRES_URL", "")
 if not POSTGRES_URL:
@@ -238,13 +239,13 @@ def _reading(x: float, y: float, severity: int = 5) -> dict[str, Any]:
 
 def test_a_restarted_service_resumes_queued_and_in_flight_work(db_url: str, tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    with TestClient(create_app(settings, db_url=db_url)) as first:
+    with operator_client(create_app(settings, db_url=db_url)) as first:
         _link_up(first, {"a0": (0.0, 0.0)})
         body = {"coordinates": [_reading(1.2, 3.4), _reading(9.0, 9.0, severity=1)]}
         ids = first.post("/api/sensor-data", json=body).json()["defect_ids"]
         first.post("/api/commands/distribute")
         [in_flight] = first.get("/api/commands").json()
-    with TestClient(create_app(settings, db_url=db_url)) as second:
+    with operator_client(create_app(settings, db_url=db_url)) as second:
         defects = {d["defect_id"]: d for d in second.get("/api/defects").json()}
         assert set(defects) == set(ids)
         assert defects[in_flight["defect_id"]]["status"] == "repairing"

@@ -30,6 +30,7 @@ from atomlab.swarm.models import Action, CommandStatus, DefectStatus
 
 WAIT_S = 45.0  # a safety net against a hang, never a timing assertion
 TIME_SCALE = 20.0
+LINK_TOKEN = "e2e-link-token-0123456789"  # the simulator presents it in its handshake
 
 
 def _settings(home: Path) -> AtomlabSettings:
@@ -39,12 +40,13 @@ def _settings(home: Path) -> AtomlabSettings:
         "ack_timeout_s": 0.2,
         "command_timeout_s": 5.0,
         "retry_budget": 4,
+        "link_token": LINK_TOKEN,
     }
     return load_settings(overrides={"home": home, "swarm": swarm}, environ={}).settings
 
 
 def _socket(port: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     sock.listen(64)
@@ -85,6 +87,7 @@ def _simulator(tmp_path: Path, port: int, faults: FaultConfig, **config: Any) ->
         clock=ScaledClock(TIME_SCALE),
         ack_timeout_s=4.0,
         max_resends=100,
+        token=LINK_TOKEN,
     )
 
 

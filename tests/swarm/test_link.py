@@ -240,9 +240,9 @@ async def test_a_malformed_frame_is_answered_with_an_error_and_the_link_stays_up
         assert sample(metrics, "atomlab_swarm_link_invalid_frames_total") == 1
 
 
-async def test_a_newer_connection_replaces_the_older_one() -> None:
+async def test_with_the_takeover_policy_a_newer_connection_replaces_the_older_one() -> None:
     clock = FakeClock()
-    link, events, _ = make_link(clock)
+    link, events, _ = make_link(clock, peer_policy="takeover")
     async with serve_link(link) as url, raw_peer(url, clock) as old:
         await old.handshake()
         await events.wait_for("link_up")

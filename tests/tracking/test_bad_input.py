@@ -97,3 +97,61 @@ def test_a_damaged_index_is_moved_aside_and_rebuilt(cli, home, damage):
         assert result.exit_code == 0, (command, result.stdout, result.stderr)
     assert {r["run_id"] for r in _runs(cli)} == ids
     assert list((home / "runs").glob("index.sqlite.broken-*"))  # kept, never deleted
+
+
+# Each refused before the history is opened: the data home is not even created.
+REFUSED_ON_A_FRESH_HOME = [
+    ["exec", "--pipeline", "", "--step", "a=true"],
+    ["export", ""],
+    ["export", LONG],
+    ["list", "--status", ""],
+    ["list", "--status", "bogus"],
+    ["list", "--since", "not a date"],
+    ["list", "--limit", "0"],
+    ["perf-tests", "--suite", ""],
+    ["prune", "--keep", "-1"],
+    ["show", ""],
+    ["status", ""],
+    ["summary", " "],
+    ["tensorboard", "latest", "--logdir", f"/{LONG}"],
+    ["watch", "--interval", "nan"],
+    ["watch", "--interval", "0.1"],
+]
+
+
+@pytest.mark.parametrize("args", REFUSED_ON_A_FRESH_HOME, ids=lambda a: " ".join(a)[:40])
+def test_a_refused_command_creates_nothing_on_a_fresh_home(cli, home, args):
+    error = _refused(cli, "runs", *args)
+    assert error["type"] in ("invalid_input", "usage_error")
+    assert not home.exists()
+
+
+def test_a_refused_command_leaves_an_existing_history_as_it_was(cli, home, tmp_path):
+    _ok(cli, "runs", "exec", "-p", "one", "-s", "a=true")
+    before = _state(home)
+    for args in REFUSED_ON_A_FRESH_HOME:
+        _refused(cli, "runs", *args)
+    assert _state(home) == before
+
+
+def _state(home: Path) -> dict[Path, tuple[int, int]]:
+    """Every file of the data home with its size and time, every folder by name (SQLite's
+    -wal/-shm come and go with readers, and with them a folder's time)."""
+    return {
+        p: (0, 0) if p.is_dir() else (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in home.rglob("*")
+        if not p.name.endswith(("-wal", "-shm"))
+    }
+
+
+def test_queries_on_a_home_without_history_answer_without_creating_it(cli, home):
+    assert _ok(cli, "runs", "list")["runs"] == []
+    assert _ok(cli, "runs", "ps")["runs"] == []
+    assert _ok(cli, "runs", "prune", "--keep", "1")["removed"] == []
+    error = _refused(cli, "runs", "show", "no-such-run")  # unknown: refused, still nothing made
+    assert error["type"] == "not_found"
+    _refused(cli, "runs", "status")  # "no runs recorded yet"
+    _refused(cli, "runs", "tensorboard", "no-such-run", "--logdir", str(home.parent / "tb"))
+    assert not home.exists() and not (home.parent / "tb").exists()
+    assert _ok(cli, "runs", "reindex")["indexed"] == 0  # rebuilding is asked for: it creates
+    assert (home / "runs" / "index.sqlite").is_file()

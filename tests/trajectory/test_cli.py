@@ -67,13 +67,40 @@ def test_a_relative_db_path_is_staged_absolute(cli, tmp_path, monkeypatch):
 def test_a_config_path_that_is_a_folder_or_unwritable_exits_3_naming_it(cli, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    cases = [(tmp_path, ["set", "--run-name", "x"]), (tmp_path, ["show"]), (tmp_path, ["clear"])]
-    cases.append((blocker / "monitor.json", ["set", "--run-name", "x"]))  # its folder is a file
-    for path, command in cases:
-        result = cli("trajectory", "monitor", "config", *command, "--config-path", str(path))
-        assert result.exit_code == 3, (command, result.stdout)
-        assert result.json["error"]["details"]["field"] == "config_path"
+    never = [blocker / "monitor.json", tmp_path / ("x" * 10_000)]  # under a file; name too long
+    commands = [["set", "--run-name", "x"], ["show"], ["clear"]]
+    before = sorted(tmp_path.rglob("*"))
+    for path in [tmp_path, *never]:
+        for command in commands:
+            result = cli("trajectory", "monitor", "config", *command, "--config-path", str(path))
+            assert result.exit_code == 3, (command, str(path)[:80], result.stdout)
+            assert result.json["error"]["details"]["field"] == "config_path"
+            assert "--config-path" in result.json["error"]["message"] or path == tmp_path
+    assert blocker.read_text() == "x" and sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_db_path_where_no_database_can_be_made_is_refused_when_staged(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for path in (blocker / "sub" / "t.sqlite", tmp_path / ("x" * 10_000), tmp_path):
+        result = cli("trajectory", "monitor", "config", "set", "--db-path", str(path))
+        assert result.exit_code == 3, (str(path)[:80], result.stdout)
+        error = result.json["error"]
+        assert error["details"]["field"] == "db_path" and "--db-path" in error["message"]
+        assert len(error["message"]) < 500  # a long path is cut
+    assert cli("trajectory", "monitor", "config", "show").json["staged"] is False
     assert blocker.read_text() == "x"
+
+
+def test_windows_are_bounded_by_the_settings_limit_of_a_week(cli):
+    config = _stage(cli, "--action-window-s", "604800", "--coalesce-s", "604800")
+    assert config["action_window_s"] == config["coalesce_s"] == 604800
+    for option in ("--action-window-s", "--coalesce-s"):
+        for value in ("604801", "1e308"):
+            result = cli("trajectory", "monitor", "config", "set", option, value)
+            assert result.exit_code == 3, (option, value, result.stdout)
+            assert "less than or equal to 604800" in result.json["error"]["message"]
+    assert cli("trajectory", "monitor", "config", "show").json["config"]["coalesce_s"] == 604800
 
 
 def test_an_explicit_config_path_is_used(cli, tmp_path):
@@ -96,6 +123,9 @@ def test_an_explicit_config_path_is_used(cli, tmp_path):
         (["--action-window-s", "nan"], "action_window_s"),
         (["--coalesce-s", "inf"], "coalesce_s"),
         (["--rotate-entries", "0"], "rotate_entries"),
+        (["--rotate-entries", str(2**70)], "rotate_entries"),  # past any SQLite integer
+        (["--action-window-s", "1e308"], "action_window_s"),
+        (["--coalesce-s", "1e308"], "coalesce_s"),
         (["--action-window-s", "-2"], "action_window_s"),
         (["--run-name", "bad\nname"], "run_name"),
         (["--run-name", "x" * 200], "run_name"),
@@ -457,3 +487,14 @@ def test_every_trajectory_command_accepts_json(cli, recorded, tmp_path):
         result = cli("trajectory", *args, "--json")
         assert result.exit_code == 0, (args, result.stdout)
         assert len(result.stdout.strip().splitlines()) == 1 and result.json["ok"] is True
+
+
+def test_a_setting_the_monitor_cannot_use_is_named_as_a_setting(cli, monkeypatch):
+    # the settings allow a flush interval up to a week; the monitor commits at least every 60 s
+    monkeypatch.setenv("ATOMLAB_TRAJECTORY__FLUSH_INTERVAL_S", "120")
+    result = cli("trajectory", "monitor", "config", "show")
+    assert result.exit_code == 3
+    error = result.json["error"]
+    assert error["details"]["field"] == "trajectory.flush_interval_s"
+    assert "ATOMLAB_TRAJECTORY__FLUSH_INTERVAL_S" in error["message"]
+    assert "config set" not in error["message"]  # staging cannot fix a setting

@@ -16,7 +16,6 @@ from atomlab.cli.command_tree import HELP_OPTION_NAMES, build_command
 from atomlab.cli.doctor import doctor
 from atomlab.cli.user_errors import as_user_error
 from atomlab.core.errors import AtomlabError, ExitCode
-from atomlab.core.logging import configure_logging
 
 app = typer.Typer(
     name="atomlab",
@@ -77,6 +76,9 @@ def root(
         overrides=overrides,
     )
     output.reset_state(state)
+    # structlog loads here, not at import: `atomlab --help` never gets this far
+    from atomlab.core.logging import configure_logging
+
     if log or config is not None:
         settings = state.loaded.settings
         configure_logging(settings.log.level, settings.log.format)
@@ -101,18 +103,53 @@ COMMAND_GROUPS: dict[str, str] = {
     "swarm": "atomlab.cli.swarm",
     "trajectory": "atomlab.cli.trajectory",
 }
+# What `atomlab --help` says of each group, so listing the groups imports none of them (the help
+# text of a group that is not here comes from importing it). tests/cli/test_main.py keeps these
+# equal to each group's own help.
+GROUP_HELP: dict[str, str] = {
+    "config": "Inspect the effective settings.",
+    "dashboard": "The web dashboard: instrument, runs, swarm and engine, live (docs/dashboard.md).",
+    "engine": "Run LLM batch pipelines with cache, resume and metrics.",
+    "instrument": "Talk to a Nanonis SPM controller or the atomlab simulator.",
+    "learn": "Learn an STM operator's behaviour from recorded trajectories (imitation pipeline).",
+    "runs": "Track long pipelines: run commands as steps, watch them, list and inspect runs.",
+    "sim": "Run simulated instruments.",
+    "swarm": "The QNMS swarm repair service.",
+    "trajectory": "Record every signal and operator action into SQLite; query and export "
+    "recordings.",
+}
 _GLOBAL_OPTIONS_WITH_VALUE = frozenset({"--config", "--home", "--log-level", "--log-format"})
 _TOP_LEVEL_COMMANDS = frozenset({"doctor"})
 _registered: set[str] = set()
+_standing_in: set[str] = set()
 
 
 def register_groups(names: Iterable[str] = COMMAND_GROUPS) -> None:
     """Import and attach the named command groups (all of them by default)."""
     for name in names:
+        if name in _standing_in:  # a listing's stand-in: replace it by the real group
+            app.registered_groups[:] = [g for g in app.registered_groups if g.name != name]
+            _standing_in.discard(name)
+            _registered.discard(name)
         if name not in _registered:
             module = importlib.import_module(COMMAND_GROUPS[name])
             app.add_typer(module.app, name=name)
             _registered.add(name)
+
+
+def list_groups() -> None:
+    """Attach every group for a listing (help, an unknown command): a stand-in with the group's
+    help text where GROUP_HELP has it (importing every group takes over a second), else the
+    group itself."""
+    for name in COMMAND_GROUPS:
+        if name in _registered:
+            continue
+        if name in GROUP_HELP:
+            app.add_typer(typer.Typer(help=GROUP_HELP[name]), name=name)
+            _standing_in.add(name)
+            _registered.add(name)
+        else:
+            register_groups([name])
 
 
 def _requested_command(args: list[str]) -> str | None:
@@ -137,7 +174,7 @@ _built: dict[frozenset[str], Any] = {}
 def _command() -> Any:
     """The command tree of the groups registered so far, built once per set of groups (a process
     running several commands, such as the test suite, would otherwise rebuild it every time)."""
-    key = frozenset(_registered)
+    key = frozenset(_registered) | frozenset(f"stand-in:{name}" for name in _standing_in)
     if key not in _built:
         _built[key] = build_command(app)
     return _built[key]
@@ -150,11 +187,11 @@ def run(argv: list[str] | None = None) -> int:
     output.reset_state(output.CliState(json="--json" in head, debug="--debug" in head))
     command = _requested_command(head)
     try:
-        # Help, an unknown command and no command at all need every group, to list them all.
+        # Help, an unknown command and no command at all list every group (list_groups).
         if command in COMMAND_GROUPS:
             register_groups([command])
         elif command not in _TOP_LEVEL_COMMANDS and "--version" not in head:
-            register_groups()
+            list_groups()
         result = _command().main(args=args, prog_name="atomlab", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)

@@ -7,21 +7,20 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
+from atomlab.cli.envelope import to_jsonable, write_error, write_success, write_text
 from atomlab.core.errors import AtomlabError, ExitCode
-from atomlab.core.settings import LoadedSettings, load_settings
+
+if TYPE_CHECKING:
+    from atomlab.core.settings import LoadedSettings
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout instead of text.")
@@ -42,6 +41,9 @@ class CliState:
     def loaded(self) -> LoadedSettings:
         """Settings, loaded lazily so commands that need none never fail on them."""
         if self._loaded is None:
+            # pydantic-settings and YAML load here, for commands that read settings
+            from atomlab.core.settings import load_settings
+
             self._loaded = load_settings(config_path=self.config_path, overrides=self.overrides)
         return self._loaded
 
@@ -66,29 +68,6 @@ def use_json(flag: bool = False) -> bool:
     return _state.json
 
 
-def to_jsonable(value: Any) -> Any:
-    """Convert paths, datetimes, enums, dataclasses and pydantic models for ``json.dumps``.
-
-    A non-finite float (``nan``, ``inf``) becomes ``null``: JSON has no such numbers, and a reader
-    that follows the standard (``jq``, JavaScript) rejects the whole object over one of them.
-    """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "model_dump"):
-        return to_jsonable(value.model_dump(mode="json"))
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, Enum):
-        return value.value
-    return value
-
-
 def emit(
     payload: Mapping[str, Any],
     *,
@@ -97,35 +76,17 @@ def emit(
 ) -> None:
     """Print a command's result: ``payload`` as one JSON object, or ``human`` for people."""
     if use_json(json_flag) or human is None:
-        body = {"ok": True, **to_jsonable(dict(payload))}
-        sys.stdout.write(_dumps(body) + "\n")
-        sys.stdout.flush()
+        write_success(payload)
         return
     if isinstance(human, str):
-        sys.stdout.write(human + ("" if human.endswith("\n") else "\n"))
-        sys.stdout.flush()
+        write_text(human)
         return
     human(Console(file=sys.stdout, soft_wrap=True, emoji=False))
 
 
 def emit_error(error_type: str, message: str, exit_code: int, *, details: Any = None) -> None:
     """Print an error in the contract's shape (JSON envelope or one stderr line)."""
-    if _state.json:
-        err: dict[str, Any] = {"type": error_type, "message": message}
-        if details:
-            err["details"] = to_jsonable(details)
-        envelope = {"ok": False, "error": err, "exit_code": exit_code}
-        sys.stdout.write(_dumps(envelope) + "\n")
-        sys.stdout.flush()
-    else:
-        one_line = " ".join(message.split("\n"))  # the contract: one line on stderr
-        sys.stderr.write(f"error: {one_line}\n")
-        sys.stderr.flush()
-
-
-def _dumps(body: Mapping[str, Any]) -> str:
-    """Strict JSON on one line; anything without a JSON form is written as its text."""
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, default=str)
+    write_error(error_type, message, exit_code, json_mode=_state.json, details=details)
 
 
 def emit_atomlab_error(exc: AtomlabError) -> int:

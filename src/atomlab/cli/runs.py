@@ -1,7 +1,8 @@
 """``atomlab runs``: track a pipeline of commands, watch it, and inspect the run history.
 
-Every ``runs`` command first lets the reaper mark runs whose process died (``kill -9``) as
-crashed, so no run stays "running" forever.
+Every ``runs`` command checks its arguments first, so a refused one changes nothing (not even a
+fresh data home); then, when it opens the history, the reaper marks runs whose process died
+(``kill -9``) as crashed, so no run stays "running" forever.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from typing import Annotated, Any
 import typer
 
 from atomlab.cli import output
+from atomlab.core import paths
 from atomlab.core.errors import (
     AtomlabError,
     InterruptedRunError,
     InvalidInputError,
     TerminatedError,
 )
+from atomlab.core.logging import get_logger
 from atomlab.tracking import (
     TABLE_FORMATS,
     RunCancelled,
@@ -36,8 +39,11 @@ from atomlab.tracking import (
     TensorBoardMirror,
     auto_view,
     check_logdir,
+    check_run_hint,
+    check_statuses,
     export_tables,
     format_duration,
+    parse_since,
     perf,
     read_metrics,
     report,
@@ -51,22 +57,28 @@ app = typer.Typer(
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="text, json or md.")]
 RunArg = Annotated[str | None, typer.Argument(help="Run id or unique prefix (default: newest).")]
 WATCH_INTERVAL_S = 2.0
+WATCH_INTERVAL_RANGE_S = (0.2, 3600.0)
+
+_log = get_logger(__name__)
 
 
-def _home() -> Path:
-    return output.state().loaded.settings.home
+def _index(*, create: bool = False) -> RunIndex:
+    """The history, opened once the command's arguments are checked, after the reaper ran.
 
-
-def _index() -> RunIndex:
-    return RunIndex.open(_home())
+    Readers pass ``create=False``: on a data home that never tracked a run nothing is created.
+    """
+    settings = output.state().loaded.settings
+    index = RunIndex.open(settings.home, create=create)
+    try:
+        index.reap(stale_after_s=settings.tracking.stale_after_s)
+    except (sqlite3.Error, OSError) as exc:  # a read-only home still lists its runs
+        _log.warning("runs.reap_failed", error=str(exc))
+    return index
 
 
 @app.callback()
 def runs_root_command() -> None:
     """Track long pipelines and inspect the run history (kept under <home>/runs)."""
-    settings = output.state().loaded.settings
-    with contextlib.suppress(sqlite3.Error, OSError), RunIndex.open(settings.home) as index:
-        index.reap(stale_after_s=settings.tracking.stale_after_s)
 
 
 def _parse_pairs(values: list[str], option: str, example: str) -> list[tuple[str, str]]:
@@ -189,6 +201,7 @@ def _cancelled_error(signum: int, run_id: str) -> AtomlabError:
 @app.command("status")
 def status_command(run: RunArg = None, json_out: output.JsonOption = False) -> None:
     """Where a run is now: step X/N, elapsed, a fresh ETA, every step's state."""
+    check_run_hint(run)
     with _index() as index:
         record = index.load(run)
         view = report.live_view(record, index)
@@ -202,13 +215,22 @@ def watch_command(
         typer.Argument(help="Run id or unique prefix (default: the newest live run, else newest)."),
     ] = None,
     interval: Annotated[
-        float, typer.Option("--interval", min=0.2, max=3600.0, help="Seconds.")
-    ] = 2.0,
+        float, typer.Option("--interval", help="Seconds between looks, 0.2-3600.")
+    ] = WATCH_INTERVAL_S,
     json_out: output.JsonOption = False,
 ) -> None:
     """Follow a run until it ends; exit 1 if it failed, was cancelled or crashed."""
     json_mode = output.use_json(json_out)
     settings = output.state().loaded.settings
+    low, high = WATCH_INTERVAL_RANGE_S
+    if not low <= interval <= high:  # NaN fails this too
+        raise InvalidInputError(
+            f"--interval {interval} is not between {low} and {high:g} seconds; pass e.g. "
+            f"--interval {WATCH_INTERVAL_S}",
+            field="interval",
+            value=str(interval),
+        )
+    check_run_hint(run)
     with _index() as index:
         run_id = _watch_target(index, run)
         while True:
@@ -251,6 +273,11 @@ def list_command(
     json_out: output.JsonOption = False,
 ) -> None:
     """Past and current runs, newest first, from the index (no manifest is parsed)."""
+    if limit < 1:
+        raise InvalidInputError(f"--limit {str(limit)[:40]} must be at least 1", field="limit")
+    check_statuses(status or [])
+    if since is not None:
+        parse_since(since)
     with _index() as index:
         rows = index.list_runs(status=status, since=since, pipeline=pipeline, limit=limit)
 
@@ -278,8 +305,9 @@ def list_command(
 def _render(run: str | None, fmt: str) -> tuple[dict[str, Any], str]:
     if fmt not in ("text", "json", "md", "markdown"):
         raise InvalidInputError(
-            f"--format {fmt!r} is not known; use text, json or md", field="format"
+            f"--format {fmt[:40]!r} is not known; use text, json or md", field="format"
         )
+    check_run_hint(run)
     with _index() as index:
         record = index.load(run)
         view = report.live_view(record, index)
@@ -326,7 +354,10 @@ def export_command(
         raise InvalidInputError(
             f"--format {fmt[:40]!r} is not known; use json, md, csv or parquet", field="format"
         )
+    check_run_hint(run)
     if fmt in TABLE_FORMATS:
+        if output_path is not None:
+            paths.folder(output_path, option="--output")
         with _index() as index:
             record = index.load(run)
         folder = output_path if output_path is not None else Path(f"{record.run_id}-export")
@@ -338,7 +369,7 @@ def export_command(
         )
         return
     if output_path is not None:
-        _check_output_file(output_path)
+        paths.output_file(output_path, option="--output")
     view, text = _render(run, fmt)
     body = output.to_jsonable(view) if fmt == "json" else None
     content = json.dumps(body, indent=2, ensure_ascii=False) + "\n" if body else text
@@ -367,24 +398,10 @@ def export_command(
     )
 
 
-def _check_output_file(path: Path) -> None:
-    try:
-        is_dir = path.is_dir()
-    except OSError as exc:
-        is_dir = False
-        raise InvalidInputError(
-            f"cannot use --output {str(path)[:200]!r} ({exc.strerror or exc})", field="output"
-        ) from None
-    if is_dir:
-        raise InvalidInputError(
-            f"--output {str(path)[:200]!r} is a folder; give a file name for json or md",
-            field="output",
-        )
-
-
 @app.command("summary")
 def summary_command(run: RunArg = None, json_out: output.JsonOption = False) -> None:
     """Telemetry aggregates and recommendations, recomputed from the run's telemetry."""
+    check_run_hint(run)
     with _index() as index:
         record = index.load(run)
         data = report.summarise(record, index)
@@ -428,6 +445,8 @@ def prune_command(
     settings = output.state().loaded.settings
     count = keep if keep is not None else settings.tracking.retention_runs
     if count is None:
+        with _index():  # reaps, as every runs command does; deletes nothing
+            pass
         note = (
             "no retention is configured, so nothing is deleted; pass --keep N (see what it "
             "would delete with --dry-run) or set tracking.retention_runs"
@@ -451,7 +470,7 @@ def prune_command(
 @app.command("reindex")
 def reindex_command(json_out: output.JsonOption = False) -> None:
     """Rebuild the history index from the run directories."""
-    with _index() as index:
+    with _index(create=True) as index:
         count = index.rebuild()
     output.emit({"indexed": count}, json_flag=json_out, human=f"indexed {count} run(s)")
 
@@ -465,10 +484,12 @@ def tensorboard_command(
     """Write a recorded run's telemetry and steps as TensorBoard event files."""
     from atomlab.tracking.tensorboard import export_run
 
+    check_run_hint(run)
+    paths.folder(logdir, option="--logdir")
+    TensorBoardMirror(logdir)  # exit 4 when the extra is missing, before touching the logdir
     with _index() as index:
         record = index.load(run)
-    TensorBoardMirror(logdir)  # exit 4 when the extra is missing, before touching the logdir
-    check_logdir(logdir)
+    check_logdir(logdir)  # makes the folder, so only once the run is known
     target = export_run(
         record, report.load_samples(record), logdir, metrics=read_metrics(record.run_dir)
     )
@@ -541,7 +562,7 @@ def perf_tests_command(
         progress=auto_view(json_mode=json_mode, interval_s=settings.tracking.progress_interval_s),
     )
     try:
-        with _index() as index, tracker:
+        with _index(create=True) as index, tracker:
             results = perf.run_suites(
                 index, suites, run_id=tracker.run_id, on_suite=lambda s: tracker.step(s.name)
             )

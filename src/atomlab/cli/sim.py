@@ -7,15 +7,17 @@ import contextlib
 import math
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from atomlab.cli import output
 from atomlab.cli.sim_swarm import swarm
 from atomlab.core.errors import InterruptedRunError, InvalidInputError, TerminatedError
-from atomlab.sim import DEFAULT_LOOP_RATE_HZ, Disturbances, EventLogWriter, SpmSimulator
 from atomlab.surface import SurfaceFollower, load_surface
+
+if TYPE_CHECKING:  # the STM simulator loads when `sim spm` runs, not for `sim --help`/`swarm`
+    from atomlab.sim import Disturbances, EventLogWriter, SpmSimulator
 
 SURFACE_POLL_S = 0.2
 """How often ``sim spm --surface`` looks for changes another process wrote to the file."""
@@ -77,6 +79,13 @@ def spm(
             "(the simulator's ground truth, for scripted experts and scoring).",
         ),
     ] = None,
+    session_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--session-dir",
+            help="Where saved scans (.sxm) and spectra (.dat) go (default <home>/sim-session).",
+        ),
+    ] = None,
     surface: Annotated[
         Path | None,
         typer.Option(
@@ -88,7 +97,11 @@ def spm(
     json_out: output.JsonOption = False,
 ) -> None:
     """Run the STM simulator (Nanonis TCP protocol) until Ctrl-C or SIGTERM."""
-    settings = output.state().loaded.settings.sim
+    from atomlab.sim import SpmSimulator
+
+    loaded = output.state().loaded.settings
+    settings = loaded.sim
+    session = session_dir or loaded.home / SESSION_DIR_NAME
     simulator = SpmSimulator(
         seed=settings.seed if seed is None else seed,
         surface=load_surface(surface) if surface is not None else None,
@@ -96,15 +109,39 @@ def spm(
         ports=port or settings.ports,
         disturbances=_disturbances(no_disturbances, tip_change_rate),
         loop_rate_hz=_loop_rate(loop_rate),
-    )
+        session_dir=session,
+    )  # checks the host and the ports before anything is created
     follower = SurfaceFollower(simulator.surface, surface) if surface is not None else None
-    received = asyncio.run(_serve(simulator, json_out, events_file, follower))
+    received = asyncio.run(_serve(simulator, json_out, events_file, follower, session))
     if received == signal.SIGTERM:
         raise TerminatedError("STM simulator stopped on SIGTERM", ports=simulator.ports)
     raise InterruptedRunError("STM simulator stopped on Ctrl-C", ports=simulator.ports)
 
 
+SESSION_DIR_NAME = "sim-session"
+
+
+def _session_dir(path: Path) -> Path:
+    """The session folder must be a folder we can create and write (checked before listening)."""
+    shown = str(path)[:200]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidInputError(
+            f"--session-dir {shown!r} cannot be used: {reason}; give a writable folder",
+            field="session_dir",
+        ) from None
+    if not path.is_dir():
+        raise InvalidInputError(
+            f"--session-dir {shown!r} is a file; give a folder", field="session_dir"
+        )
+    return path
+
+
 def _disturbances(no_disturbances: bool, tip_change_rate: float | None) -> Disturbances | None:
+    from atomlab.sim import Disturbances
+
     if tip_change_rate is None:
         return Disturbances.none() if no_disturbances else None
     if no_disturbances:
@@ -123,6 +160,8 @@ def _disturbances(no_disturbances: bool, tip_change_rate: float | None) -> Distu
 
 
 def _loop_rate(loop_rate: float | None) -> float:
+    from atomlab.sim import DEFAULT_LOOP_RATE_HZ
+
     if loop_rate is None:
         return DEFAULT_LOOP_RATE_HZ
     if not (math.isfinite(loop_rate) and MIN_LOOP_RATE_HZ <= loop_rate <= MAX_LOOP_RATE_HZ):
@@ -135,6 +174,8 @@ def _loop_rate(loop_rate: float | None) -> float:
 
 
 def _open_event_log(simulator: SpmSimulator, path: Path | None) -> EventLogWriter | None:
+    from atomlab.sim import EventLogWriter
+
     if path is None:
         return None
     try:
@@ -159,9 +200,19 @@ async def _serve(
     json_out: bool,
     events_file: Path | None = None,
     follower: SurfaceFollower | None = None,
+    session_dir: Path | None = None,
 ) -> signal.Signals:
     """Serve until SIGINT or SIGTERM; return the signal that stopped it."""
+    from atomlab.sim import Disturbances
+
     event_log = _open_event_log(simulator, events_file)
+    if session_dir is not None:
+        try:
+            _session_dir(session_dir)  # created only once every other input is checked
+        except InvalidInputError:
+            if event_log is not None:
+                event_log.close()
+            raise
     writer = asyncio.create_task(_write_events(event_log)) if event_log is not None else None
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[signal.Signals] = loop.create_future()
@@ -185,6 +236,7 @@ async def _serve(
                 "disturbances": simulator.physics.disturbances != Disturbances.none(),
                 "tip_change_rate_per_s": simulator.physics.disturbances.tip_change_rate_per_s,
                 "loop_rate_hz": simulator.physics.loop_rate_hz,
+                "session_dir": str(simulator.commands.session_dir),
             },
             json_flag=json_out,
             human=f"STM simulator (seed {simulator.seed}) listening on {where}; "

@@ -17,7 +17,10 @@ from atomlab.sim.swarm import ScaledClock, SwarmSimulator
 from atomlab.sim.swarm_world import FaultConfig, GroundTruthLog, SwarmConfig, SwarmWorld
 from atomlab.surface import UNITS_PER_NM, Surface, load_surface, save_surface
 
-DEFAULT_URL = "ws://127.0.0.1:8000/ws/isaac"
+MAX_AGENTS = 1024
+MAX_DEFECTS = 1000  # seeded placement is quadratic; ingest more with 'atomlab swarm ingest'
+MAX_SIDE_NM = 1000.0
+MAX_SECONDS = 1e7
 SURFACE_SAVE_S = 0.1
 """How often ``--surface`` writes repairs back to the shared file (when something changed)."""
 
@@ -27,18 +30,31 @@ def _prob(help_text: str) -> Any:
 
 
 def swarm(
-    url: Annotated[str, typer.Option("--url", help="The service's WebSocket.")] = DEFAULT_URL,
-    agents: Annotated[int, typer.Option("--agents", min=1, help="Number of agents.")] = 16,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="The service's WebSocket (default: the service running in this data home, "
+            "else ws://<swarm.host>:<swarm.port>/ws/isaac).",
+        ),
+    ] = None,
+    agents: Annotated[
+        int, typer.Option("--agents", min=1, max=MAX_AGENTS, help="Number of agents.")
+    ] = 16,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed of surface, agents and faults.")
     ] = None,
     duration: Annotated[
         float | None,
-        typer.Option("--duration", min=0.0, help="Stop after this many simulated seconds."),
+        typer.Option(
+            "--duration", min=0.0, max=MAX_SECONDS, help="Stop after this many simulated seconds."
+        ),
     ] = None,
     time_scale: Annotated[
         float,
-        typer.Option("--time-scale", min=0.001, help="Simulated seconds per real second."),
+        typer.Option(
+            "--time-scale", min=0.001, max=1000.0, help="Simulated seconds per real second."
+        ),
     ] = 1.0,
     ground_truth: Annotated[
         Path | None,
@@ -55,12 +71,18 @@ def swarm(
             help="Continue the world of an existing --ground-truth log (after a stop or a crash).",
         ),
     ] = False,
-    width_nm: Annotated[float, typer.Option("--width-nm", min=1.0, help="Surface width.")] = 20.0,
-    height_nm: Annotated[
-        float, typer.Option("--height-nm", min=1.0, help="Surface height.")
+    width_nm: Annotated[
+        float, typer.Option("--width-nm", min=1.0, max=MAX_SIDE_NM, help="Surface width.")
     ] = 20.0,
-    defects: Annotated[int, typer.Option("--defects", min=0, help="Seeded defects.")] = 12,
-    speed: Annotated[float, typer.Option("--speed", min=0.01, help="Agent speed in nm/s.")] = 2.0,
+    height_nm: Annotated[
+        float, typer.Option("--height-nm", min=1.0, max=MAX_SIDE_NM, help="Surface height.")
+    ] = 20.0,
+    defects: Annotated[
+        int, typer.Option("--defects", min=0, max=MAX_DEFECTS, help="Seeded defects.")
+    ] = 12,
+    speed: Annotated[
+        float, typer.Option("--speed", min=0.01, max=1000.0, help="Agent speed in nm/s.")
+    ] = 2.0,
     repair_success: Annotated[float, _prob("Chance that one repair works.")] = 0.8,
     drift: Annotated[float, _prob("Chance that an arrival lands 0.1 nm off.")] = 0.1,
     drop: Annotated[float, _prob("Chance that a frame is lost (each way).")] = 0.0,
@@ -69,24 +91,33 @@ def swarm(
     malformed: Annotated[float, _prob("Chance of a garbage frame before a real one.")] = 0.0,
     stuck: Annotated[float, _prob("Chance that a command hangs until halted.")] = 0.0,
     disconnect_rate: Annotated[
-        float, typer.Option("--disconnect-rate", min=0.0, help="Link cuts per simulated second.")
+        float,
+        typer.Option(
+            "--disconnect-rate", min=0.0, max=1000.0, help="Link cuts per simulated second."
+        ),
     ] = 0.0,
     disconnect_every: Annotated[
         float | None,
-        typer.Option("--disconnect-every", min=0.001, help="Cut the link every N seconds."),
+        typer.Option(
+            "--disconnect-every", min=0.001, max=MAX_SECONDS, help="Cut the link every N seconds."
+        ),
     ] = None,
     death_rate: Annotated[
-        float, typer.Option("--death-rate", min=0.0, help="Deaths per agent per second.")
+        float,
+        typer.Option("--death-rate", min=0.0, max=1000.0, help="Deaths per agent per second."),
     ] = 0.0,
     max_dead: Annotated[
-        int, typer.Option("--max-dead", min=0, help="At most this many agents die.")
+        int, typer.Option("--max-dead", min=0, max=MAX_AGENTS, help="At most this many agents die.")
     ] = 0,
     heartbeat: Annotated[
-        float, typer.Option("--heartbeat", min=0.001, help="Heartbeat interval in seconds.")
+        float,
+        typer.Option("--heartbeat", min=0.001, max=3600.0, help="Heartbeat interval in seconds."),
     ] = 10.0,
     connect_attempts: Annotated[
         int | None,
-        typer.Option("--connect-attempts", min=1, help="Give up after N failed attempts."),
+        typer.Option(
+            "--connect-attempts", min=1, max=1_000_000, help="Give up after N failed attempts."
+        ),
     ] = None,
     surface_file: Annotated[
         Path | None,
@@ -120,8 +151,14 @@ def swarm(
 
     Runs until --duration, Ctrl-C or SIGTERM; prints what really happened (the ground truth).
     """
-    settings = output.state().loaded.settings
+    from atomlab.swarm.auth import client_token
+    from atomlab.swarm.service_file import link_url
+
+    loaded = output.state().loaded
+    settings = loaded.settings
     seed = settings.sim.seed if seed is None else seed
+    url = url or link_url(loaded)
+    token = client_token(settings, "link")
     faults = FaultConfig(
         drop_prob=drop,
         duplicate_prob=duplicate,
@@ -172,7 +209,9 @@ def swarm(
     else:
         world = SwarmWorld(config, surface=shared, ground_truth=GroundTruthLog(log_path))
     clock: Clock = SystemClock() if time_scale == 1.0 else ScaledClock(time_scale)
-    simulator = SwarmSimulator(world, url=url, clock=clock, report_defects=report_defects)
+    simulator = SwarmSimulator(
+        world, url=url, clock=clock, token=token, report_defects=report_defects
+    )
     if not output.use_json(json_out):
         typer.echo(
             f"swarm simulator: {agents} agents, {len(world.surface.defects)} defects, seed {seed}; "

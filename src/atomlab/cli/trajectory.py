@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from atomlab.cli import output
+from atomlab.core import paths
 from atomlab.core.clock import SystemClock
 from atomlab.core.errors import (
     ConfigError,
@@ -110,7 +111,19 @@ def _settings() -> AtomlabSettings:
 
 
 def _config_path(path: Path | None) -> Path:
-    return path if path is not None else default_config_path(_settings())
+    """``--config-path`` (refused, exit 3, when no file can ever be there), else the default."""
+    if path is not None:
+        return _file_place(path, option="--config-path", field="config_path")
+    return default_config_path(_settings())
+
+
+def _file_place(path: Path, *, option: str, field: str) -> Path:
+    """``path`` if a file can be made there (nothing is created): else exit 3, the message naming
+    the option and ``details.field`` the config field, as every monitor config error does."""
+    try:
+        return paths.output_file(path, option=option)
+    except InvalidInputError as exc:
+        raise ConfigError(exc.message, field=field, value=exc.details.get("path")) from None
 
 
 def _staged(path: Path | None) -> MonitorConfig:
@@ -191,6 +204,8 @@ def config_set(
 ) -> None:
     """Change staged values; only the options given change."""
     path = _config_path(config_path)
+    if db_path is not None:  # recorded into later: refuse now a place no file can be made
+        db_path = _file_place(db_path.expanduser().absolute(), option="--db-path", field="db_path")
     current = _staged(config_path)
     tolerances = None
     if tolerance:
@@ -204,7 +219,7 @@ def config_set(
         rotate_entries=rotate_entries,
         action_window_s=action_window_s,
         # absolute: the stage is shared by every working directory the queries run from
-        db_path=db_path.expanduser().absolute() if db_path is not None else None,
+        db_path=db_path,
         tolerances=tolerances,
         coalesce_s=coalesce_s,
         flush_interval_s=flush_interval_s,

@@ -20,7 +20,16 @@ from urllib.parse import urlsplit
 
 import yaml
 from platformdirs import user_data_dir
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from atomlab.core.errors import ConfigError
@@ -164,17 +173,65 @@ class SwarmSettings(Section):
     no_go_zones: list[SwarmZone] = Field(default_factory=list)
     max_temperature_c: float = Field(default=120.0, gt=0, le=120.0)
     repair_thermal_budget_c: float = Field(default=95.0, gt=0, le=120.0)
-    thermal_headroom_c: float = Field(default=45.0, ge=0)  # start a repair only this far below
-    separation_nm: float = Field(default=0.5, ge=0.5)
-    planning_margin_nm: float = Field(default=0.2, ge=0.0)
-    heartbeat_interval_s: float = Field(default=10.0, gt=0, le=MAX_DURATION_S)
-    missed_heartbeats: int = Field(default=3, ge=1, le=MAX_COUNT)
-    ack_timeout_s: float = Field(default=5.0, gt=0, le=MAX_DURATION_S)
-    retry_budget: int = Field(default=3, ge=1, le=MAX_COUNT)
+    thermal_headroom_c: float = Field(default=45.0, ge=0, le=120.0)  # start a repair this far below
+    separation_nm: float = Field(default=0.5, ge=0.5, le=100.0)
+    planning_margin_nm: float = Field(default=0.2, ge=0.0, le=100.0)
+    heartbeat_interval_s: float = Field(default=10.0, gt=0, le=3600.0)
+    missed_heartbeats: int = Field(default=3, ge=1, le=1000)
+    ack_timeout_s: float = Field(default=5.0, gt=0, le=3600.0)
+    retry_budget: int = Field(default=3, ge=1, le=1000)
     command_timeout_s: float = Field(default=60.0, gt=0, le=MAX_DURATION_S)
     assignment: Literal["hungarian", "round_robin"] = "hungarian"
     llm_planner: Literal["auto", "on", "off"] = "auto"  # auto: on when an LLM key/server is set
-    llm_timeout_s: float = Field(default=2.0, gt=0, le=MAX_DURATION_S)
+    llm_timeout_s: float = Field(default=2.0, gt=0, le=600.0)
+    # Authentication (docs/swarm.md "Authentication"): a token per scope from the environment
+    # (ATOMLAB_SWARM__INGEST_TOKEN ...) or the tokens file; serve creates the file (0600) with
+    # random tokens on first start when no token is configured. Reads are public unless
+    # read_token is set.
+    tokens_file: Path | None = None  # default <home>/swarm/tokens.json
+    ingest_token: SecretStr | None = None
+    control_token: SecretStr | None = None
+    link_token: SecretStr | None = None
+    read_token: SecretStr | None = None
+    link_peer_policy: Literal["refuse", "takeover"] = "refuse"  # a second simulator connects
+    # Limits on what a network peer may send.
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_frame_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=16 * 1024 * 1024)
+    max_connections: int = Field(default=1000, ge=8, le=100_000)
+    # 202 means durable: an ingest waits at most this long for its commit, else 503.
+    durable_timeout_s: float = Field(default=10.0, gt=0, le=600.0)
+    db_synchronous: Literal["normal", "full"] = "normal"  # SQLite; full: survives power loss too
+
+    @model_validator(mode="after")
+    def _bounds_are_ranges(self) -> SwarmSettings:
+        for name in ("bounds_x_nm", "bounds_y_nm", "bounds_z_nm"):
+            low, high = getattr(self, name)
+            if not -SWARM_MAX_COORDINATE_NM <= low <= high <= SWARM_MAX_COORDINATE_NM:
+                raise ValueError(
+                    f"{name} must be [low, high] with low <= high, within "
+                    f"+-{SWARM_MAX_COORDINATE_NM:g} nm"
+                )
+        return self
+
+    @field_serializer("db_url", when_used="json")
+    def _db_url_without_password(self, value: str | None) -> str | None:
+        return redact_url_password(value) if value is not None else None
+
+
+SWARM_MAX_COORDINATE_NM = 1_000_000.0  # 1 mm: beyond any probe's reach
+
+
+def redact_url_password(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db`` (for display)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hostport = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostport}{slash}{tail}"
 
 
 class DashboardSettings(Section):

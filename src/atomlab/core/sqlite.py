@@ -61,9 +61,29 @@ def connect(
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
     conn.execute("PRAGMA foreign_keys = ON")
     if not read_only:
-        conn.execute("PRAGMA journal_mode = WAL")
+        _enter_wal(conn, busy_timeout_s)
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
+
+
+def _enter_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
+    """Switch to WAL (a no-op once the file is in WAL). The switch needs the file to itself, and
+    SQLite answers "locked" at once, without its busy handler, while another connection is just
+    creating the same new database: so wait and retry, as long as the busy timeout."""
+    deadline = time.monotonic() + busy_timeout_s
+    pause = 0.005
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -1,12 +1,13 @@
 """The latest scan image, read from the instrument (a Nanonis controller or the simulator).
 
-Only getters are sent (``Scan.BufferGet``, ``Signals.NamesGet``, ``Scan.FrameGet``,
+Only getters are sent (``Scan.BufferGet``, ``Signals.InSlotsGet``, ``Scan.FrameGet``,
 ``Scan.FrameDataGrab``, ``Scan.StatusGet``): the dashboard never changes the instrument. One
 grab serves every open page for ``min_interval_s``; after a failure nothing is sent for
 ``retry_after_s``, so a missing instrument costs one connect timeout per retry, not one per
 page per tick. Which image: the first recorded channel whose name starts with ``Z`` (the
 topography), else the first recorded channel, looked up by name (signal indexes differ
-between controllers).
+between controllers). The buffer's channel indexes are the Signals Manager's slots (0..23), named
+by ``Signals.InSlotsGet``; a controller without it is read with ``Signals.NamesGet``.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class ScanSource:
             )
         client = self._client
         recorded = list(client.call("Scan.BufferGet")["channels"])
-        names = client.signal_names()
+        names = _slot_names(client)
         if not recorded:
             raise UnavailableError("the scan buffer records no channel", address=self.address)
         index = next(
@@ -161,3 +162,11 @@ class ScanSource:
             digest=hashlib.sha256(data.tobytes()).hexdigest()[:16],
             scanned_fraction=float(finite.mean()) if data.size else 0.0,
         )
+
+
+def _slot_names(client: NanonisClient) -> list[str]:
+    """The names of the 24 slots the scan buffer's channel indexes refer to."""
+    try:
+        return [str(n) for n in client.call("Signals.InSlotsGet")["names"]]
+    except AtomlabError:  # an older controller: the indexes are the signal list's
+        return client.signal_names()

@@ -22,9 +22,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from atomlab.core.errors import ConfigError, NotFoundError
+from atomlab.instrument.catalog_index import coerce_value
 from atomlab.instrument.client import NanonisClient
 from atomlab.instrument.commands import COMMANDS, WireType, lookup
-from atomlab.instrument.protocol import shortest_float32
 
 DEFAULT_RAMP_INTERVAL_S: Final = 0.05
 PACKAGED_CATALOG: Final = "catalog.yaml"
@@ -59,10 +59,13 @@ class Limits(_Model):
 
 
 class Safety(_Model):
-    max_step: float | None = Field(default=None, gt=0)
-    max_slew_per_s: float | None = Field(default=None, gt=0)
-    cooldown_s: float = Field(default=0.0, ge=0)
-    ramp_interval_s: float = Field(default=DEFAULT_RAMP_INTERVAL_S, ge=0)
+    max_step: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_slew_per_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    cooldown_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    ramp_interval_s: float = Field(default=DEFAULT_RAMP_INTERVAL_S, ge=0, allow_inf_nan=False)
+    zero_unsafe_while: str | None = None
+    """A catalog entry (``zctrl_on``): while it reads non-zero, writes of this spec never
+    reach or dwell at 0 (atomlab.instrument.zero_crossing)."""
 
 
 class CatalogEntry(_Model):
@@ -90,13 +93,7 @@ class CatalogEntry(_Model):
         ``float32``: the value came off the wire as a float32, so give the shortest decimal that
         encodes to the same float32 (0.1, not 0.10000000149011612); it re-encodes bit-identically.
         """
-        if self.type == "int":
-            return round(float(value))
-        if self.type == "bool":
-            return bool(round(float(value)))
-        if float32:
-            return shortest_float32(value)
-        return float(value)
+        return coerce_value(self.type, value, float32=float32)
 
     def describe(self) -> dict[str, Any]:
         """A plain dict for JSON output."""
@@ -230,16 +227,26 @@ def load_catalog(path: Path | str | None = None) -> Catalog:
         text = resources.files("atomlab.instrument").joinpath(PACKAGED_CATALOG).read_text("utf-8")
         source = f"atomlab/instrument/{PACKAGED_CATALOG}"
     else:
+        shown = str(path)[:200]  # a 10,000-character path stays readable in the message
         try:
             text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"the catalog {shown} is not a UTF-8 text file (byte {exc.start}: "
+                f"{exc.object[exc.start : exc.start + 1]!r}); give a YAML catalog",
+                path=shown,
+            ) from None
         except OSError as exc:
             raise ConfigError(
-                f"cannot read the catalog {path}: {exc.strerror}", path=str(path)
+                f"cannot read the catalog {shown}: {exc.strerror or exc}; give a YAML catalog",
+                path=shown,
             ) from None
-        source = str(path)
+        except ValueError as exc:  # a NUL byte in the path
+            raise ConfigError(f"cannot read the catalog {shown!r}: {exc}", path=shown) from None
+        source = shown
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:
         raise ConfigError(f"catalog {source} is not valid YAML: {exc}", path=source) from None
     return parse_catalog(data, source=source)
 
@@ -260,7 +267,22 @@ def parse_catalog(data: Any, *, source: str = "<memory>") -> Catalog:
         for i, raw in enumerate(raw_list):
             entries.append(_parse_entry(raw, kind, i, source))
     _check_unique(entries, source)
+    _check_watched(entries, source)
     return Catalog(entries, source=source, commands=_parse_commands(data.get("commands"), source))
+
+
+def _check_watched(entries: Sequence[CatalogEntry], source: str) -> None:
+    """``safety.zero_unsafe_while`` must name another entry of the catalog."""
+    keys = {e.name.lower() for e in entries} | {e.label.lower() for e in entries}
+    for entry in entries:
+        watched = entry.safety.zero_unsafe_while
+        if watched is not None and watched.strip().lower() not in keys:
+            raise ConfigError(
+                f"catalog {source}: {entry.kind} {entry.label!r}: safety.zero_unsafe_while "
+                f"names {watched!r}, which is not an entry of the catalog",
+                path=source,
+                field="safety.zero_unsafe_while",
+            )
 
 
 def _parse_commands(raw_list: Any, source: str) -> list[CommandPolicy]:

@@ -23,7 +23,6 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from atomlab.core.errors import ConnectionFailedError, InvalidInputError, OperationTimeoutError
-from atomlab.core.logging import get_logger
 from atomlab.instrument import protocol
 from atomlab.instrument.commands import CommandSpec
 from atomlab.instrument.errors import FramingError, ProtocolError
@@ -34,10 +33,12 @@ DEFAULT_PORT: Final = 6501
 DEFAULT_PORTS: Final = (6501, 6502, 6503, 6504)
 DEFAULT_CONNECT_TIMEOUT_S: Final = 2.0
 DEFAULT_CALL_TIMEOUT_S: Final = 5.0
+MAX_TIMEOUT_S: Final = 86_400.0
+"""A day: longer (inf, 1e308) overflows the kernel's timeout and is surely a typo."""
+MAX_PORT: Final = 65535
+MAX_HOST_CHARS: Final = 253
 _RECV_CHUNK: Final = 65536
 _KERNEL_TIMEOUTS: Final = sys.platform.startswith(("linux", "darwin"))
-
-_log = get_logger("atomlab.instrument.client")
 
 
 def is_idempotent(command: str) -> bool:
@@ -69,8 +70,25 @@ class NanonisClient:
             ("connect_timeout_s", connect_timeout_s),
             ("call_timeout_s", call_timeout_s),
         ):
-            if not value > 0:
-                raise InvalidInputError(f"{name} must be > 0 seconds, got {value!r}", field=name)
+            if not (value > 0 and value <= MAX_TIMEOUT_S):
+                raise InvalidInputError(
+                    f"{name} must be > 0 and at most {MAX_TIMEOUT_S:g} seconds, got {value!r}",
+                    field=name,
+                )
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= MAX_PORT:
+            raise InvalidInputError(
+                f"port {port!r} is outside 1..{MAX_PORT}; the Nanonis TCP interface listens on "
+                "6501-6504 by default",
+                field="port",
+                value=port if isinstance(port, int) else repr(port),
+            )
+        if not isinstance(host, str) or not host.strip() or len(host) > MAX_HOST_CHARS:
+            shown = host[:80] + "..." if isinstance(host, str) and len(host) > 80 else host
+            raise InvalidInputError(
+                f"host {shown!r} is not an address or host name (at most {MAX_HOST_CHARS} "
+                "characters); give one such as 127.0.0.1",
+                field="host",
+            )
         self.host = host
         self.port = port
         self.connect_timeout_s = connect_timeout_s
@@ -113,6 +131,12 @@ class NanonisClient:
     def _open(self) -> socket.socket:
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
+        except (UnicodeError, ValueError) as exc:  # IDNA cannot encode the host name
+            raise InvalidInputError(
+                f"host {self.host[:80]!r} is not a valid host name ({exc}); give an address such "
+                "as 127.0.0.1",
+                field="host",
+            ) from None
         except TimeoutError:
             raise OperationTimeoutError(
                 f"no answer from {self.address} within {self.connect_timeout_s} s; is the "
@@ -193,7 +217,12 @@ class NanonisClient:
                     self.retry_idempotent and is_idempotent(name)
                 ):
                     raise
-                _log.info("retrying on a fresh connection", command=name, reason=exc.message)
+                # logging (structlog) loads only here: a one-shot command never pays for it
+                from atomlab.core.logging import get_logger
+
+                get_logger("atomlab.instrument.client").info(
+                    "retrying on a fresh connection", command=name, reason=exc.message
+                )
                 return self._round_trip(codec, request, timeout)
 
     def _round_trip(self, codec: CommandCodec, request: bytes, timeout: float) -> bytes:
@@ -395,7 +424,7 @@ def probe_port(
 ) -> PortProbe:
     """Connect to one port; time the connect and the median ``Bias.Get`` round trip."""
     client = NanonisClient(host, port, connect_timeout_s=timeout_s, call_timeout_s=timeout_s)
-    try:
+    try:  # (bad ports and hosts raised above: they are the caller's input, not a probe result)
         start = time.perf_counter()
         client.connect()
         connect_ms = (time.perf_counter() - start) * 1e3

@@ -414,6 +414,21 @@ _TABLE: tuple[CommandSpec, ...] = (
         doc="Names of the signals, index 0 first.",
     ),
     CommandSpec(
+        "Signals.InSlotsGet",
+        reply=(_f("names", STR_ARRAY), _f("indexes", I32_ARRAY)),
+        doc="The 24 signals in the slots of the Signals Manager: names and signal indexes.",
+    ),
+    CommandSpec(
+        "Signals.InSlotSet",
+        (_f("slot", I32, doc="0..23"), _f("signal_index", I32, doc="0..127")),
+        doc="Assign one of the 128 signals to a slot of the Signals Manager.",
+    ),
+    CommandSpec(
+        "Signals.MeasNamesGet",
+        reply=(_f("names", STR_ARRAY),),
+        doc="Measurement channels the sweepers can record (GenSwp.AcqChsSet indexes).",
+    ),
+    CommandSpec(
         "Signals.ValGet",
         (_f("index", I32), _WAIT_NEWEST),
         (_f("value", F32),),
@@ -436,6 +451,133 @@ _TABLE: tuple[CommandSpec, ...] = (
         (_f("index", I32),),
         (_f("max", F32), _f("min", F32)),
         doc="Range limits of one signal.",
+    ),
+    # --- Spectroscopy and sweepers (the rest: the official client's signatures) -------------
+    CommandSpec(
+        "BiasSpectr.StatusGet",
+        reply=(_f("status", U32, doc="0 not running, 1 running"),),
+        doc="Is a bias spectroscopy running? (the official client decodes no status)",
+    ),
+    CommandSpec(
+        "BiasSpectr.Start",
+        (
+            _f("get_data", U32, doc="1: reply with the data", default=1),
+            _f("save_base_name", STR, doc="file base name; empty: no change", default=""),
+        ),
+        (_f("channels_names", STR_ARRAY), _f("data", F32_2D), _f("parameters", F32_ARRAY)),
+        doc="Run a bias spectroscopy; rows of data are channels (the bias first), columns points.",
+    ),
+    CommandSpec(
+        "ZSpectr.Start",
+        (
+            _f("get_data", U32, doc="1: reply with the data", default=1),
+            _f("save_base_name", STR, doc="file base name; empty: no change", default=""),
+        ),
+        (_f("channels_names", STR_ARRAY), _f("data", F32_2D), _f("parameters", F32_ARRAY)),
+        doc="Run a Z spectroscopy; rows of data are channels (Z rel first), columns points.",
+    ),
+    CommandSpec(
+        "BiasSpectr.MLSValsSet",
+        (
+            _f("number_of_segments", I32),
+            _f("bias_start_v", WireType.F32_BARE, "V", count="number_of_segments"),
+            _f("bias_end_v", WireType.F32_BARE, "V", count="number_of_segments"),
+            _f("initial_settling_time_s", WireType.F32_BARE, "s", count="number_of_segments"),
+            _f("settling_time_s", WireType.F32_BARE, "s", count="number_of_segments"),
+            _f("integration_time_s", WireType.F32_BARE, "s", count="number_of_segments"),
+            _f("steps", WireType.I32_BARE, count="number_of_segments"),
+            _f("lock_in_run", WireType.I32_BARE, count="number_of_segments"),
+        ),
+        doc="The segments of a multi-line-segment (MLS) bias sweep.",
+    ),
+    CommandSpec(
+        "GenSwp.PropsSet",
+        (
+            _f("initial_settling_time_ms", F32, "ms"),
+            _f("maximum_slew_rate", F32, "units/s"),
+            _f("number_of_steps", I32, doc="0: no change"),
+            _f("period_ms", U16, "ms", doc="integration time per point; 0: no change"),
+            _f("autosave", I32, doc="0 no change, 1 on, 2 off"),
+            _f("save_dialog_box", I32, doc="0 no change, 1 on, 2 off"),
+            _f("settling_time_ms", F32, "ms"),
+        ),
+        doc="Configure the Generic Sweeper.",
+    ),
+    CommandSpec(
+        "GenSwp.PropsGet",
+        reply=(
+            _f("initial_settling_time_ms", F32, "ms"),
+            _f("maximum_slew_rate", F32, "units/s"),
+            _f("number_of_steps", I32),
+            _f("period_ms", U16, "ms"),
+            _f("autosave", U32),
+            _f("save_dialog_box", U32),
+            _f("settling_time_ms", F32, "ms"),
+        ),
+        doc="The Generic Sweeper's configuration.",
+    ),
+    CommandSpec(
+        "GenSwp.AcqChsSet",
+        (_f("channel_indexes", I32_ARRAY), _f("channel_names", STR_ARRAY)),
+        doc="Recorded channels of the Generic Sweeper (indexes of Signals.MeasNamesGet).",
+    ),
+    CommandSpec(
+        "GenSwp.AcqChsGet",
+        reply=(_f("channel_indexes", I32_ARRAY), _f("channel_names", STR_ARRAY)),
+        doc="Recorded channels of the Generic Sweeper.",
+    ),
+    # --- Data logger ------------------------------------------------------------------------
+    CommandSpec(
+        "DataLog.PropsSet",
+        (
+            _f("acquisition_mode", U16, doc="0 no change, 1 continuous, 2 timed"),
+            _f("duration_hours", I32, "h", doc="-1: no change"),
+            _f("duration_minutes", I32, "min", doc="-1: no change"),
+            _f("duration_seconds", F32, "s", doc="-1: no change"),
+            _f("averaging", I32, doc="samples averaged per saved point"),
+            _f("basename", STR),
+            _f("comment", STR),
+            _f("modules", STR_ARRAY, doc="modules whose parameters go in the file header"),
+        ),
+        doc="Configure the Data Logger.",
+    ),
+    CommandSpec(
+        "DataLog.PropsGet",
+        reply=(
+            _f("acquisition_mode", U16, doc="1 continuous, 2 timed"),
+            _f("duration_hours", I32, "h"),
+            _f("duration_minutes", I32, "min"),
+            _f("duration_seconds", F32, "s"),
+            _f("averaging", I32),
+            _f("basename", STR),
+            _f("comment", STR),
+        ),
+        doc="The Data Logger's configuration.",
+    ),
+    CommandSpec(
+        "DataLog.StatusGet",
+        reply=(
+            _f("start_time", STR),
+            _f("elapsed_hours", U16, "h"),
+            _f("elapsed_minutes", U16, "min"),
+            _f("elapsed_seconds", F32, "s"),
+            _f("stop_time", STR),
+            _f("saved_file_path", STR),
+            _f("saved_points", I32),
+        ),
+        doc="Start and stop times, elapsed time, the last saved file and the points saved.",
+    ),
+    # --- Lock-in (the rest: the official client's signatures) ------------------------------
+    CommandSpec(
+        "LockIn.ModOnOffSet",
+        (_f("modulator_number", I32, doc="1..8"), _f("on", U32, doc="0 off, 1 on")),
+        doc="Switch a lock-in modulator on or off.",
+    ),
+    CommandSpec(
+        "LockIn.ModOnOffGet",
+        (_f("modulator_number", I32, doc="1..8"),),
+        (_f("on", U32, doc="0 off, 1 on"),),
+        doc="Is a lock-in modulator on?",
     ),
     # --- Util -------------------------------------------------------------------------------
     CommandSpec(
@@ -509,6 +651,11 @@ _TABLE: tuple[CommandSpec, ...] = (
         "Piezo.RangeGet",
         reply=(_f("x_m", F32, "m"), _f("y_m", F32, "m"), _f("z_m", F32, "m")),
         doc="Piezo ranges.",
+    ),
+    CommandSpec(
+        "Piezo.RangeSet",
+        (_f("x_m", F32, "m"), _f("y_m", F32, "m"), _f("z_m", F32, "m")),
+        doc="Set the piezo ranges.",
     ),
     CommandSpec(
         "Piezo.TiltSet",

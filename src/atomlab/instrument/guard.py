@@ -38,6 +38,7 @@ from typing import Any, Final, Literal
 from atomlab.core.clock import Clock, SystemClock, utc_iso
 from atomlab.core.errors import AtomlabError, InvalidInputError, PolicyRefusedError
 from atomlab.core.logging import get_logger
+from atomlab.instrument import zero_crossing
 from atomlab.instrument.catalog import (
     ArgBounds,
     Catalog,
@@ -210,6 +211,12 @@ class WriteGuard:
         if safety.max_step is not None and abs(target - old) > _allowed(safety.max_step):
             steps = _ramp_values(old, target, safety.max_step)[1:]
             notes.append(f"change of {_fmt(target - old, entry)} split into {len(steps)} steps")
+        if self._feedback_on(entry):  # docs/instrument.md: never through 0 V with feedback on
+            steps, note = zero_crossing.crossing_set_steps(
+                old, target, steps, safety.max_step, _ramp_values,
+                lambda why: self._refuse(entry, why), entry.name,
+            )  # fmt: skip
+            notes += [note] if note else []
         interval = safety.ramp_interval_s
         if safety.max_slew_per_s is not None and len(steps) > 1:
             paced = _largest_step(old, steps) / safety.max_slew_per_s
@@ -254,6 +261,8 @@ class WriteGuard:
                 f"the ramp nearer {old:g}",
             )
         steps = _ramp_values(first, last, step)
+        if self._feedback_on(entry):
+            zero_crossing.check_ramp(steps, step, lambda why: self._refuse(entry, why), entry.name)
         notes: list[str] = []
         if safety.max_slew_per_s is not None and len(steps) > 1:
             needed = _largest_step(first, steps[1:]) / safety.max_slew_per_s
@@ -317,6 +326,11 @@ class WriteGuard:
                 value=number,
             )
         return number
+
+    def _feedback_on(self, entry: CatalogEntry) -> bool:
+        """True when the entry named by ``safety.zero_unsafe_while`` reads non-zero."""
+        watched = entry.safety.zero_unsafe_while
+        return watched is not None and bool(read_value(self.client, self.catalog.find(watched)))
 
     def _read_old(self, entry: CatalogEntry) -> float:
         return float(read_value(self.client, entry))
@@ -825,6 +839,10 @@ def _allowed(limit: float) -> float:
 def _ramp_values(start: float, end: float, step: float) -> list[float]:
     """``start``, then values ``step`` apart towards ``end``, ending exactly on ``end``."""
     distance = end - start
+    try:
+        zero_crossing.plan_steps(abs(distance) / step, "the ramp")
+    except ValueError as exc:  # 1e-9 V steps: a plan of 10^8 values would never finish
+        raise InvalidInputError(str(exc), step=step) from None
     n = max(math.ceil(abs(distance) / step - _REL_TOLERANCE), 1) if distance else 0
     direction = 1.0 if distance >= 0 else -1.0
     values = [start + direction * step * i for i in range(n)]

@@ -22,11 +22,12 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from atomlab.core.clock import Clock, SystemClock
-from atomlab.core.errors import UnavailableError
+from atomlab.core.errors import InvalidInputError, UnavailableError
 from atomlab.core.logging import get_logger
 from atomlab.instrument import FramingError
 from atomlab.instrument.protocol import HEADER_SIZE, RequestHeader, read_request_header
@@ -52,6 +53,8 @@ class SpmSimulator:
 
     ``clock`` defaults to the system clock; pass a :class:`~atomlab.core.clock.FakeClock` to
     drive time from a test (waits then complete instantly, and the background tick is idle).
+    ``session_dir`` is where saved scans and spectra go (``Util.SessionPathGet``; a new
+    temporary folder when not given).
     """
 
     def __init__(
@@ -66,10 +69,11 @@ class SpmSimulator:
         loop_rate_hz: float = DEFAULT_LOOP_RATE_HZ,
         acq_period_s: float = DEFAULT_ACQ_PERIOD_S,
         tick_interval_s: float | None = DEFAULT_TICK_S,
+        session_dir: Path | None = None,
     ) -> None:
         self.seed = seed
-        self.host = host
-        self.requested_ports = tuple(ports)
+        self.host = _checked_host(host)
+        self.requested_ports = tuple(_checked_port(p) for p in ports)
         self.clock: Clock = clock or SystemClock()
         self.surface = surface if surface is not None else Surface.generate(seed)
         self.physics = StmPhysics(
@@ -80,7 +84,7 @@ class SpmSimulator:
             acq_period_s=acq_period_s,
             disturbances=disturbances,
         )
-        self.commands = StmCommands(self.physics, self.clock)
+        self.commands = StmCommands(self.physics, self.clock, session_dir=session_dir)
         self.tick_interval_s = tick_interval_s
         self.ports: list[int] = []
         self.connections_served = 0
@@ -96,6 +100,13 @@ class SpmSimulator:
                 server = await loop.create_server(lambda: _Connection(self), self.host, port)
                 self._servers.append(server)
                 self.ports.append(server.sockets[0].getsockname()[1])
+        except (UnicodeError, ValueError) as exc:  # a host the resolver cannot even encode
+            await self.stop()
+            raise InvalidInputError(
+                f"cannot listen on host {self.host[:80]!r}: {exc}; give an address such as "
+                "127.0.0.1 or a valid host name",
+                field="host",
+            ) from None
         except OSError as exc:
             await self.stop()
             raise UnavailableError(
@@ -140,6 +151,41 @@ class SpmSimulator:
         while True:
             await asyncio.sleep(interval_s)
             self.physics.advance_to(self.clock.monotonic())
+
+
+MAX_PORT: Final = 65535
+MAX_HOST_CHARS: Final = 253
+"""The longest host name DNS allows."""
+
+
+def _checked_port(port: int) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= MAX_PORT:
+        raise InvalidInputError(
+            f"port {port!r} is outside 0..{MAX_PORT} (0 picks any free port); give a port such "
+            "as 6501",
+            field="port",
+            value=port if isinstance(port, int) else repr(port),
+        )
+    return port
+
+
+def _checked_host(host: str) -> str:
+    if not isinstance(host, str) or not host.strip() or len(host) > MAX_HOST_CHARS:
+        shown = host[:80] + "..." if isinstance(host, str) and len(host) > 80 else host
+        raise InvalidInputError(
+            f"host {shown!r} is not an address or host name (at most {MAX_HOST_CHARS} "
+            "characters); give one such as 127.0.0.1",
+            field="host",
+        )
+    try:
+        host.encode("idna")  # what the resolver does when it listens; checked before anything
+    except UnicodeError as exc:
+        raise InvalidInputError(
+            f"host {host[:80]!r} is not a valid host name ({exc}); give an address such as "
+            "127.0.0.1",
+            field="host",
+        ) from None
+    return host
 
 
 _HEADER_CACHE: dict[bytes, RequestHeader] = {}

@@ -9,13 +9,14 @@ a bug in a handler all become an error reply on the same connection.
 from __future__ import annotations
 
 import inspect
+import json
 import math
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from atomlab.core.clock import Clock
-from atomlab.core.errors import InvalidInputError
 from atomlab.core.logging import get_logger
 from atomlab.instrument import CommandSpec, ProtocolError, lookup
 from atomlab.instrument.protocol import (
@@ -24,56 +25,56 @@ from atomlab.instrument.protocol import (
     encode_error_reply,
     encode_reply,
 )
+from atomlab.sim.stm_datalog import DataLogHandlers
+from atomlab.sim.stm_lockin_commands import LockInHandlers
 from atomlab.sim.stm_physics import (
     COARSE_STEP_XY_M,
     COARSE_STEP_Z_M,
     PREAMP_GAINS,
-    SIGNAL_NAMES,
     StmPhysics,
 )
-from atomlab.sim.stm_scan import MAX_PIXELS, coerce_pixels
-
-Args = dict[str, Any]
-Values = dict[str, Any]
-Handler = Callable[[Args], Any]
-"""Returns reply values, or an awaitable of them when the reply has to wait."""
+from atomlab.sim.stm_routes import (
+    ROUTES,
+    Args,
+    CommandRefusedError,
+    Handler,
+    HandlerBase,
+    Values,
+    choice,
+    finite,
+    handles,
+    positive,
+    tristate,
+)
+from atomlab.sim.stm_scan_commands import ScanHandlers
+from atomlab.sim.stm_signals import (
+    BIAS,
+    CURRENT,
+    MEASUREMENT_CHANNELS,
+    N_SIGNALS,
+    N_SLOTS,
+    SIGNAL_NAMES,
+    X,
+    Y,
+    Z,
+)
+from atomlab.sim.stm_spectroscopy import SpectroscopyHandlers
 
 PIEZO_RANGE_XY_M: Final = 1e-6
 PIEZO_RANGE_Z_M: Final = 4e-7
+PIEZO_CALIBRATION_M_PER_V: Final = (3.8e-9, 3.8e-9, 9.0e-10)
+HVA_GAINS: Final = (1.0, 14.5, 14.5, 14.5)
 BIAS_RANGES: Final = ("±10 V", "±1 V")
 BIAS_LIMITS_V: Final = (10.0, 1.0)
 CURRENT_FILTERS: Final = ("10 kHz", "1 kHz", "100 Hz")
 FOLME_OVERSAMPLING: Final = 10
-MAX_WAIT_S: Final = 600.0
-WAIT_POLL_S: Final = 0.01
-SESSION_PATH: Final = "sim://atomlab/session"
+Z_CONTROLLERS: Final = ("log Current", "Current")
 _ARGS_CACHE_SIZE: Final = 4096
 _ARGS_CACHE_BODY: Final = 512
 _log = get_logger("atomlab.sim")
 
-
-class CommandRefusedError(InvalidInputError):
-    """The simulated instrument refuses a request; the message goes into the error reply."""
-
-    type_name = "command_refused"
-
-
-def _finite(name: str, value: float) -> float:
-    if not math.isfinite(value):
-        raise CommandRefusedError(f"{name} = {value!r} must be a finite number")
-    return value
-
-
-def _positive(name: str, value: float) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise CommandRefusedError(f"{name} = {value!r} must be a positive number")
-    return value
-
-
-def _choice(name: str, value: int, allowed: range | tuple[int, ...]) -> int:
-    if value not in allowed:
-        raise CommandRefusedError(f"{name} = {value} is not one of {list(allowed)}")
-    return value
+# kept for callers that imported them from here
+_finite, _positive, _choice, _handles = finite, positive, choice, handles
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,31 +83,24 @@ class _Route:
     handler: Handler
 
 
-_ROUTES: dict[str, str] = {}
-"""Nanonis command name -> handler method name, filled by :func:`_handles`."""
+class StmCommands(SpectroscopyHandlers, LockInHandlers, ScanHandlers, DataLogHandlers, HandlerBase):
+    """The command handlers of one simulated STM, bound to its physics and clock.
 
+    ``session_dir`` is where saved scans and spectra go (a temporary folder when not given).
+    """
 
-def _handles(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def register(method: Callable[..., Any]) -> Callable[..., Any]:
-        _ROUTES[name] = method.__name__
-        return method
-
-    return register
-
-
-class StmCommands:
-    """The command handlers of one simulated STM, bound to its physics and clock."""
-
-    def __init__(self, physics: StmPhysics, clock: Clock) -> None:
+    def __init__(
+        self, physics: StmPhysics, clock: Clock, *, session_dir: Path | None = None
+    ) -> None:
         self.physics = physics
         self.clock = clock
+        self._session_dir = session_dir
         self.calls = 0
         self.errors = 0
         self._bias_range = 0
         self._bias_calibration = (1.0, 0.0)
         self._filter_index = 0
         self._motor_freq_amp = (1000.0, 100.0)
-        self._step_counters = [0, 0, 0]
         self._tilt = (0.0, 0.0)
         self._tip_shaper_props: Values = {
             "switch_off_delay_s": 0.05,
@@ -121,9 +115,33 @@ class StmCommands:
             "end_wait_time_s": 0.05,
             "restore_feedback": 1,
         }
+        self._rt_oversampling = 10
+        self._folme_oversampling = FOLME_OVERSAMPLING
+        self._piezo_range = (PIEZO_RANGE_XY_M, PIEZO_RANGE_XY_M, PIEZO_RANGE_Z_M)
+        self._piezo_sens = PIEZO_CALIBRATION_M_PER_V
+        self._xyz_limits: Values = {
+            "enable_limits": 0,
+            "voltage_limit_x_low_v": -10.0,
+            "voltage_limit_x_high_v": 10.0,
+            "voltage_limit_y_low_v": -10.0,
+            "voltage_limit_y_high_v": 10.0,
+            "voltage_limit_z_low_v": -10.0,
+            "voltage_limit_z_high_v": 10.0,
+        }
+        self._hysteresis_on = 0
+        self._home_props = (1, 50e-9)
+        self._limits_enabled = 1
+        self._withdraw_rate_m_s = 1e-6
+        self._active_controller = 0
+        self._current_calibrations = {i: (1.0 / g, 0.0) for i, g in enumerate(PREAMP_GAINS)}
+        self._locked = False
+        SpectroscopyHandlers.__init__(self)
+        LockInHandlers.__init__(self)
+        ScanHandlers.__init__(self)
+        DataLogHandlers.__init__(self)
         self._args_cache: dict[tuple[str, bytes], Args] = {}
         self.routes: dict[str, _Route] = {}
-        for command, method_name in _ROUTES.items():
+        for command, method_name in ROUTES.items():
             handler = getattr(self, method_name)
             self.routes[command] = _Route(lookup(command), handler)
 
@@ -191,34 +209,10 @@ class StmCommands:
             )
         return encode_reply(spec, error=ErrorInfo.of(f"{spec.name} is not simulated"))
 
-    # ----------------------------------------------------------------- waiting
-    async def _sleep_until(self, t_s: float) -> None:
-        now = self.clock.monotonic()
-        if t_s > now:
-            await self.clock.sleep_async(min(t_s - now, MAX_WAIT_S))
-        self.physics.advance_to(self.clock.monotonic())
-
-    def _sampled(self, wait: int, read: Callable[[], Values]) -> Values | Awaitable[Values]:
-        """``read()`` now (wait = 0: the last published sample, 0..Tap old), or after a full
-        acquisition period measured after the call (wait = 1: the reply comes Tap..2Tap later)."""
-        if not wait:
-            return read()
-        return self._read_fresh(read)
-
-    async def _read_fresh(self, read: Callable[[], Values]) -> Values:
-        physics = self.physics
-        # the sample in flight (published next) is discarded; the one after it is returned
-        wanted = physics.publications + 2
-        wake = physics.published_at_s + 2 * physics.acq_period_s
-        while physics.publications < wanted:
-            await self._sleep_until(wake)
-            wake = self.clock.monotonic() + physics.dt_s
-        return read()
-
     # ----------------------------------------------------------------- Bias
-    @_handles("Bias.Set")
+    @handles("Bias.Set")
     def bias_set(self, a: Args) -> Values:
-        bias = _finite("bias_v", a["bias_v"])
+        bias = finite("bias_v", a["bias_v"])
         limit = BIAS_LIMITS_V[self._bias_range]
         if abs(bias) > limit:
             raise CommandRefusedError(
@@ -227,39 +221,39 @@ class StmCommands:
         self.physics.bias_v = bias
         return {}
 
-    @_handles("Bias.Get")
+    @handles("Bias.Get")
     def bias_get(self, a: Args) -> Values:
         return {"bias_v": self.physics.bias_v}
 
-    @_handles("Bias.RangeSet")
+    @handles("Bias.RangeSet")
     def bias_range_set(self, a: Args) -> Values:
-        self._bias_range = _choice("range_index", a["range_index"], range(len(BIAS_RANGES)))
+        self._bias_range = choice("range_index", a["range_index"], range(len(BIAS_RANGES)))
         return {}
 
-    @_handles("Bias.RangeGet")
+    @handles("Bias.RangeGet")
     def bias_range_get(self, a: Args) -> Values:
         return {"ranges": list(BIAS_RANGES), "range_index": self._bias_range}
 
-    @_handles("Bias.CalibrSet")
+    @handles("Bias.CalibrSet")
     def bias_calibr_set(self, a: Args) -> Values:
         self._bias_calibration = (
-            _finite("calibration", a["calibration"]),
-            _finite("offset", a["offset"]),
+            finite("calibration", a["calibration"]),
+            finite("offset", a["offset"]),
         )
         return {}
 
-    @_handles("Bias.CalibrGet")
+    @handles("Bias.CalibrGet")
     def bias_calibr_get(self, a: Args) -> Values:
         return {"calibration": self._bias_calibration[0], "offset": self._bias_calibration[1]}
 
-    @_handles("Bias.Pulse")
+    @handles("Bias.Pulse")
     async def bias_pulse(self, a: Args) -> Values:
-        width = _positive("width_s", a["width_s"])
+        width = positive("width_s", a["width_s"])
         if width > 10.0:
             raise CommandRefusedError(
                 f"width_s = {width:g} s is longer than the 10 s a pulse may last"
             )
-        amplitude = _finite("bias_v", a["bias_v"])
+        amplitude = finite("bias_v", a["bias_v"])
         pulse = amplitude if a["absolute"] == 2 else self.physics.bias_v + amplitude
         if a["wait_until_done"]:
             await self._sleep_until(self.clock.monotonic() + width)
@@ -267,20 +261,20 @@ class StmCommands:
         return {}
 
     # ----------------------------------------------------------------- Current
-    @_handles("Current.Get")
+    @handles("Current.Get")
     def current_get(self, a: Args) -> Values:
-        return {"current_a": self.physics.current_a}
+        return {"current_a": self.physics.measure_now()}
 
-    @_handles("Current.GainSet")
+    @handles("Current.GainSet")
     def current_gain_set(self, a: Args) -> Values:
-        self.physics.gain_index = _choice("gain_index", a["gain_index"], range(len(PREAMP_GAINS)))
+        self.physics.gain_index = choice("gain_index", a["gain_index"], range(len(PREAMP_GAINS)))
         if a["filter_index"] != -1:
-            self._filter_index = _choice(
+            self._filter_index = choice(
                 "filter_index", a["filter_index"], range(len(CURRENT_FILTERS))
             )
         return {}
 
-    @_handles("Current.GainsGet")
+    @handles("Current.GainsGet")
     def current_gains_get(self, a: Args) -> Values:
         return {
             "gains": [f"10^{round(math.log10(g))} V/A" for g in PREAMP_GAINS],
@@ -289,19 +283,29 @@ class StmCommands:
             "filter_index": self._filter_index,
         }
 
-    @_handles("Current.CalibrGet")
+    @handles("Current.CalibrGet")
     def current_calibr_get(self, a: Args) -> Values:
         index = a["gain_index"]
         if index == -1:
             index = self.physics.gain_index
-        _choice("gain_index", index, range(len(PREAMP_GAINS)))
-        return {"calibration": 1.0 / PREAMP_GAINS[index], "offset": 0.0}
+        choice("gain_index", index, range(len(PREAMP_GAINS)))
+        calibration, offset = self._current_calibrations[index]
+        return {"calibration": calibration, "offset": offset}
+
+    @handles("Current.CalibrSet")
+    def current_calibr_set(self, a: Args) -> Values:
+        index = choice("gain_index", a["gain_index"], range(len(PREAMP_GAINS)))
+        self._current_calibrations[index] = (
+            finite("calibration", a["calibration"]),
+            finite("offset", a["offset"]),
+        )
+        return {}
 
     # ----------------------------------------------------------------- Z controller
-    @_handles("ZCtrl.ZPosSet")
+    @handles("ZCtrl.ZPosSet")
     def zctrl_zpos_set(self, a: Args) -> Values:
         z = self.physics.z
-        value = _finite("z_m", a["z_m"])
+        value = finite("z_m", a["z_m"])
         if z.on:
             raise CommandRefusedError(
                 "the Z controller is on and owns Z; switch it off (ZCtrl.OnOffSet 0) first"
@@ -314,77 +318,77 @@ class StmCommands:
         z.integrator_m = value
         return {}
 
-    @_handles("ZCtrl.ZPosGet")
+    @handles("ZCtrl.ZPosGet")
     def zctrl_zpos_get(self, a: Args) -> Values:
         return {"z_m": self.physics.z.z_m}
 
-    @_handles("ZCtrl.OnOffSet")
+    @handles("ZCtrl.OnOffSet")
     def zctrl_onoff_set(self, a: Args) -> Values:
-        self.physics.set_z_on(bool(_choice("on", a["on"], (0, 1))))
+        self.physics.set_z_on(bool(choice("on", a["on"], (0, 1))))
         return {}
 
-    @_handles("ZCtrl.OnOffGet")
+    @handles("ZCtrl.OnOffGet")
     def zctrl_onoff_get(self, a: Args) -> Values:
         return {"on": int(self.physics.z.on)}
 
-    @_handles("ZCtrl.SetpntSet")
+    @handles("ZCtrl.SetpntSet")
     def zctrl_setpnt_set(self, a: Args) -> Values:
-        self.physics.z.setpoint_a = _finite("setpoint", a["setpoint"])
+        self.physics.z.setpoint_a = finite("setpoint", a["setpoint"])
         return {}
 
-    @_handles("ZCtrl.SetpntGet")
+    @handles("ZCtrl.SetpntGet")
     def zctrl_setpnt_get(self, a: Args) -> Values:
         return {"setpoint": self.physics.z.setpoint_a}
 
-    @_handles("ZCtrl.GainSet")
+    @handles("ZCtrl.GainSet")
     def zctrl_gain_set(self, a: Args) -> Values:
-        p = _finite("p_gain", a["p_gain"])
+        p = finite("p_gain", a["p_gain"])
         if p < 0:
             raise CommandRefusedError(f"p_gain = {p:g} must not be negative")
-        t = _positive("time_constant_s", a["time_constant_s"])
+        t = positive("time_constant_s", a["time_constant_s"])
         # Nanonis stores P and T and derives I = P / T; the I argument is ignored.
         self.physics.z.p_gain_m, self.physics.z.time_constant_s = p, t
         return {}
 
-    @_handles("ZCtrl.GainGet")
+    @handles("ZCtrl.GainGet")
     def zctrl_gain_get(self, a: Args) -> Values:
         z = self.physics.z
         return {"p_gain": z.p_gain_m, "time_constant_s": z.time_constant_s, "i_gain": z.i_gain}
 
-    @_handles("ZCtrl.SwitchOffDelaySet")
+    @handles("ZCtrl.SwitchOffDelaySet")
     def zctrl_switch_off_delay_set(self, a: Args) -> Values:
-        delay = _finite("delay_s", a["delay_s"])
+        delay = finite("delay_s", a["delay_s"])
         if delay < 0:
             raise CommandRefusedError(f"delay_s = {delay:g} must not be negative")
         self.physics.z.switch_off_delay_s = delay
         return {}
 
-    @_handles("ZCtrl.SwitchOffDelayGet")
+    @handles("ZCtrl.SwitchOffDelayGet")
     def zctrl_switch_off_delay_get(self, a: Args) -> Values:
         return {"delay_s": self.physics.z.switch_off_delay_s}
 
-    @_handles("ZCtrl.TipLiftSet")
+    @handles("ZCtrl.TipLiftSet")
     def zctrl_tip_lift_set(self, a: Args) -> Values:
-        self.physics.z.tip_lift_m = _finite("lift_m", a["lift_m"])
+        self.physics.z.tip_lift_m = finite("lift_m", a["lift_m"])
         return {}
 
-    @_handles("ZCtrl.TipLiftGet")
+    @handles("ZCtrl.TipLiftGet")
     def zctrl_tip_lift_get(self, a: Args) -> Values:
         return {"lift_m": self.physics.z.tip_lift_m}
 
-    @_handles("ZCtrl.Home")
+    @handles("ZCtrl.Home")
     def zctrl_home(self, a: Args) -> Values:
         self.physics.home()
         return {}
 
-    @_handles("ZCtrl.Withdraw")
+    @handles("ZCtrl.Withdraw")
     def zctrl_withdraw(self, a: Args) -> Values:
         self.physics.withdraw()
         return {}
 
-    @_handles("ZCtrl.LimitsSet")
+    @handles("ZCtrl.LimitsSet")
     def zctrl_limits_set(self, a: Args) -> Values:
-        high, low = _finite("high_m", a["high_m"]), _finite("low_m", a["low_m"])
+        high, low = finite("high_m", a["high_m"]), finite("low_m", a["low_m"])
         if high <= low:
             raise CommandRefusedError(f"high_m = {high:g} must be above low_m = {low:g}")
         z = self.physics.z
@@ -393,23 +397,69 @@ class StmCommands:
         z.integrator_m = min(high, max(low, z.integrator_m))
         return {}
 
-    @_handles("ZCtrl.LimitsGet")
+    @handles("ZCtrl.LimitsGet")
     def zctrl_limits_get(self, a: Args) -> Values:
         return {"high_m": self.physics.z.high_m, "low_m": self.physics.z.low_m}
 
-    @_handles("ZCtrl.StatusGet")
+    @handles("ZCtrl.StatusGet")
     def zctrl_status_get(self, a: Args) -> Values:
-        return {"status": 2 if self.physics.z.on else 1}
+        z = self.physics.z
+        return {"status": (3 if z.hold else 2) if z.on else 1}
+
+    @handles("ZCtrl.CtrlListGet")
+    def zctrl_ctrl_list_get(self, a: Args) -> Values:
+        return {
+            "list_of_controllers": list(Z_CONTROLLERS),
+            "active_z_controller_index": self._active_controller,
+        }
+
+    @handles("ZCtrl.ActiveCtrlSet")
+    def zctrl_active_ctrl_set(self, a: Args) -> Values:
+        index = choice("z_controller_index", a["z_controller_index"], range(len(Z_CONTROLLERS)))
+        self._active_controller = index
+        return {}
+
+    @handles("ZCtrl.HomePropsSet")
+    def zctrl_home_props_set(self, a: Args) -> Values:
+        mode = choice("relative_or_absolute", a["relative_or_absolute"], (0, 1, 2))
+        self._home_props = (
+            self._home_props[0] if mode == 0 else mode,
+            finite("home_position_m", a["home_position_m"]),
+        )
+        return {}
+
+    @handles("ZCtrl.HomePropsGet")
+    def zctrl_home_props_get(self, a: Args) -> Values:
+        mode, position = self._home_props
+        return {"relative_or_absolute": mode, "home_position_m": position}
+
+    @handles("ZCtrl.LimitsEnabledSet")
+    def zctrl_limits_enabled_set(self, a: Args) -> Values:
+        self._limits_enabled = choice("limit_z_status", a["limit_z_status"], (0, 1))
+        return {}
+
+    @handles("ZCtrl.LimitsEnabledGet")
+    def zctrl_limits_enabled_get(self, a: Args) -> Values:
+        return {"limit_z_status": self._limits_enabled}
+
+    @handles("ZCtrl.WithdrawRateSet")
+    def zctrl_withdraw_rate_set(self, a: Args) -> Values:
+        self._withdraw_rate_m_s = positive("withdraw_slew_rate_m_s", a["withdraw_slew_rate_m_s"])
+        return {}
+
+    @handles("ZCtrl.WithdrawRateGet")
+    def zctrl_withdraw_rate_get(self, a: Args) -> Values:
+        return {"withdraw_slew_rate_m_s": self._withdraw_rate_m_s}
 
     # ----------------------------------------------------------------- Follow Me
-    @_handles("FolMe.XYPosSet")
+    @handles("FolMe.XYPosSet")
     async def folme_xypos_set(self, a: Args) -> Values:
         physics = self.physics
         if physics.scan.running:
             raise CommandRefusedError(
                 "a scan is running; stop it (Scan.Action 1) before moving the tip"
             )
-        x, y = _finite("x_m", a["x_m"]), _finite("y_m", a["y_m"])
+        x, y = finite("x_m", a["x_m"]), finite("y_m", a["y_m"])
         half = PIEZO_RANGE_XY_M / 2
         if abs(x) > half or abs(y) > half:
             raise CommandRefusedError(
@@ -424,209 +474,76 @@ class StmCommands:
                 physics.folme.target = None
         return {}
 
-    @_handles("FolMe.XYPosGet")
+    @handles("FolMe.XYPosGet")
     def folme_xypos_get(self, a: Args) -> Values | Awaitable[Values]:
         return self._sampled(a["wait"], self._tip_xy)
 
-    def _tip_xy(self) -> Values:
-        return {"x_m": self.physics.x_m, "y_m": self.physics.y_m}
-
-    @_handles("FolMe.SpeedSet")
+    @handles("FolMe.SpeedSet")
     def folme_speed_set(self, a: Args) -> Values:
-        self.physics.folme.speed_m_s = _positive("speed_m_s", a["speed_m_s"])
-        self.physics.folme.custom_speed = bool(_choice("custom", a["custom"], (0, 1)))
+        self.physics.folme.speed_m_s = positive("speed_m_s", a["speed_m_s"])
+        self.physics.folme.custom_speed = bool(choice("custom", a["custom"], (0, 1)))
         return {}
 
-    @_handles("FolMe.SpeedGet")
+    @handles("FolMe.SpeedGet")
     def folme_speed_get(self, a: Args) -> Values:
         folme = self.physics.folme
         return {"speed_m_s": folme.speed_m_s, "custom": int(folme.custom_speed)}
 
-    @_handles("FolMe.Stop")
+    @handles("FolMe.Stop")
     def folme_stop(self, a: Args) -> Values:
         self.physics.folme.target = None
         return {}
 
-    @_handles("FolMe.OversamplGet")
+    @handles("FolMe.OversamplGet")
     def folme_oversampl_get(self, a: Args) -> Values:
-        rate = self.physics.loop_rate_hz / FOLME_OVERSAMPLING
-        return {"oversampling": FOLME_OVERSAMPLING, "sample_rate_hz": rate}
+        rate = self.physics.loop_rate_hz / self._folme_oversampling
+        return {"oversampling": self._folme_oversampling, "sample_rate_hz": rate}
 
-    # ----------------------------------------------------------------- Scan
-    @_handles("Scan.Action")
-    def scan_action(self, a: Args) -> Values:
-        action = _choice("action", a["action"], range(7))
-        scan = self.physics.scan
-        if action == 0:
-            self.physics.start_scan(direction_up=bool(a["direction_up"]))
-        elif action == 1:
-            scan.stop()
-        elif action in (2, 4):
-            scan.paused = scan.running
-        elif action in (3, 5):
-            scan.paused = False
-        elif scan.running:
-            raise CommandRefusedError("cannot go to the frame centre while a scan is running")
-        else:
-            self.physics.folme.target = (scan.frame.center_x_m, scan.frame.center_y_m)
+    @handles("FolMe.OversamplSet")
+    def folme_oversampl_set(self, a: Args) -> Values:
+        value = a["oversampling"]
+        if not 1 <= value <= 10_000:
+            raise CommandRefusedError(f"oversampling = {value} must be 1..10000")
+        self._folme_oversampling = value
         return {}
-
-    @_handles("Scan.StatusGet")
-    def scan_status_get(self, a: Args) -> Values:
-        return {"running": int(self.physics.scan.status_running)}
-
-    @_handles("Scan.WaitEndOfScan")
-    async def scan_wait_end(self, a: Args) -> Values:
-        scan = self.physics.scan
-        timeout_ms = a["timeout_ms"]
-        start = self.clock.monotonic()
-        deadline = math.inf if timeout_ms < 0 else start + timeout_ms / 1000.0  # -1: forever
-        finished = scan.scans_finished
-        while scan.running and scan.scans_finished == finished:
-            now = self.clock.monotonic()
-            if now >= deadline:
-                return {"timed_out": 1, "file_path": ""}
-            await self._sleep_until(min(deadline, now + WAIT_POLL_S))
-        return {"timed_out": 0, "file_path": self._scan_file(scan.scans_finished)}
-
-    def _scan_file(self, number: int) -> str:
-        return f"{SESSION_PATH}/sim_{self.physics.seed}_{number:04d}.sxm" if number else ""
-
-    @_handles("Scan.FrameSet")
-    def scan_frame_set(self, a: Args) -> Values:
-        if self.physics.scan.running:
-            raise CommandRefusedError(
-                "a scan is running; stop it (Scan.Action 1) to change the frame"
-            )
-        frame = self.physics.scan.frame
-        cx, cy = _finite("center_x_m", a["center_x_m"]), _finite("center_y_m", a["center_y_m"])
-        width, height = _positive("width_m", a["width_m"]), _positive("height_m", a["height_m"])
-        angle = _finite("angle_deg", a["angle_deg"])
-        if width > PIEZO_RANGE_XY_M or height > PIEZO_RANGE_XY_M:
-            raise CommandRefusedError(
-                f"the frame is larger than the {PIEZO_RANGE_XY_M:g} m piezo range"
-            )
-        frame.center_x_m, frame.center_y_m = cx, cy
-        frame.width_m, frame.height_m, frame.angle_deg = width, height, angle
-        return {}
-
-    @_handles("Scan.FrameGet")
-    def scan_frame_get(self, a: Args) -> Values:
-        f = self.physics.scan.frame
-        return {
-            "center_x_m": f.center_x_m,
-            "center_y_m": f.center_y_m,
-            "width_m": f.width_m,
-            "height_m": f.height_m,
-            "angle_deg": f.angle_deg,
-        }
-
-    @_handles("Scan.BufferSet")
-    def scan_buffer_set(self, a: Args) -> Values:
-        scan = self.physics.scan
-        if scan.running:
-            raise CommandRefusedError(
-                "a scan is running; stop it (Scan.Action 1) to change the buffer"
-            )
-        channels = list(a["channels"])
-        if not channels or len(set(channels)) != len(channels) or len(channels) > 24:
-            raise CommandRefusedError(
-                f"channels = {channels} must be 1 to 24 distinct signal indexes"
-            )
-        for ch in channels:
-            _choice("channel", ch, range(len(SIGNAL_NAMES)))
-        pixels, lines = a["pixels"], a["lines"]
-        if not 1 <= pixels <= MAX_PIXELS or not 1 <= lines <= MAX_PIXELS:
-            raise CommandRefusedError(
-                f"pixels = {pixels} and lines = {lines} must each be 1..{MAX_PIXELS}"
-            )
-        scan.buffer.channels = tuple(channels)
-        scan.buffer.pixels = coerce_pixels(pixels)
-        scan.buffer.lines = lines
-        return {}
-
-    @_handles("Scan.BufferGet")
-    def scan_buffer_get(self, a: Args) -> Values:
-        b = self.physics.scan.buffer
-        return {"channels": list(b.channels), "pixels": b.pixels, "lines": b.lines}
-
-    @_handles("Scan.SpeedSet")
-    def scan_speed_set(self, a: Args) -> Values:
-        speed = self.physics.scan.speed
-        keep = _choice("keep_constant", a["keep_constant"], (0, 1, 2)) or speed.keep_constant
-        ratio = _positive("speed_ratio", a["speed_ratio"])
-        if keep == 1:
-            speed.forward_speed_m_s = _positive("forward_speed_m_s", a["forward_speed_m_s"])
-            speed.backward_speed_m_s = _positive("backward_speed_m_s", a["backward_speed_m_s"])
-        else:
-            speed.forward_time_per_line_s = _positive(
-                "forward_time_per_line_s", a["forward_time_per_line_s"]
-            )
-            speed.backward_time_per_line_s = _positive(
-                "backward_time_per_line_s", a["backward_time_per_line_s"]
-            )
-        speed.keep_constant, speed.speed_ratio = keep, ratio
-        return {}
-
-    @_handles("Scan.SpeedGet")
-    def scan_speed_get(self, a: Args) -> Values:
-        scan = self.physics.scan
-        fwd_speed, bwd_speed = scan.speed.speeds(scan.frame.width_m)
-        fwd_time, bwd_time = scan.speed.line_times(scan.frame.width_m)
-        return {
-            "forward_speed_m_s": fwd_speed,
-            "backward_speed_m_s": bwd_speed,
-            "forward_time_per_line_s": fwd_time,
-            "backward_time_per_line_s": bwd_time,
-            "keep_constant": scan.speed.keep_constant,
-            "speed_ratio": scan.speed.speed_ratio,
-        }
-
-    @_handles("Scan.XYPosGet")
-    def scan_xypos_get(self, a: Args) -> Values | Awaitable[Values]:
-        return self._sampled(a["wait"], self._tip_xy)
-
-    @_handles("Scan.FrameDataGrab")
-    def scan_frame_data_grab(self, a: Args) -> Values:
-        scan = self.physics.scan
-        channel = a["channel_index"]
-        forward = bool(_choice("forward", a["forward"], (0, 1)))
-        image = scan.images.get((channel, forward))
-        if image is None:
-            if channel not in scan.buffer.channels:
-                raise CommandRefusedError(
-                    f"channel {channel} is not recorded; record it with Scan.BufferSet "
-                    f"(recorded: {list(scan.buffer.channels)})"
-                )
-            raise CommandRefusedError("no scan data yet; start a scan with Scan.Action 0")
-        return {
-            "channel_name": SIGNAL_NAMES[channel],
-            "data": image,
-            "direction_up": int(scan.direction_up),
-        }
 
     # ----------------------------------------------------------------- Signals
     def _signal_index(self, index: int) -> int:
-        if not 0 <= index < len(SIGNAL_NAMES):
+        if not 0 <= index < N_SIGNALS:
             raise CommandRefusedError(
-                f"signal index {index} is out of range 0..{len(SIGNAL_NAMES) - 1} "
+                f"signal index {index} is out of range 0..{N_SIGNALS - 1} "
                 "(Signals.NamesGet lists them)"
             )
         return index
 
-    @_handles("Signals.NamesGet")
+    @handles("Signals.NamesGet")
     def signals_names_get(self, a: Args) -> Values:
         return {"names": list(SIGNAL_NAMES)}
 
-    @_handles("Signals.ValGet")
+    @handles("Signals.InSlotsGet")
+    def signals_in_slots_get(self, a: Args) -> Values:
+        slots = self.physics.slots
+        return {"names": [SIGNAL_NAMES[i] for i in slots], "indexes": list(slots)}
+
+    @handles("Signals.InSlotSet")
+    def signals_in_slot_set(self, a: Args) -> Values:
+        slot = choice("slot", a["slot"], range(N_SLOTS))
+        self.physics.slots[slot] = self._signal_index(a["signal_index"])
+        return {}
+
+    @handles("Signals.MeasNamesGet")
+    def signals_meas_names_get(self, a: Args) -> Values:
+        return {"names": list(MEASUREMENT_CHANNELS)}
+
+    @handles("Signals.ValGet")
     def signals_val_get(self, a: Args) -> Values | Awaitable[Values]:
         index = self._signal_index(a["index"])
         return self._sampled(a["wait"], lambda: {"value": self.physics.published[index]})
 
-    @_handles("Signals.ValsGet")
+    @handles("Signals.ValsGet")
     def signals_vals_get(self, a: Args) -> Values | Awaitable[Values]:
         indexes = a["indexes"]
-        if indexes and (min(indexes) < 0 or max(indexes) >= len(SIGNAL_NAMES)):
+        if indexes and (min(indexes) < 0 or max(indexes) >= N_SIGNALS):
             for index in indexes:
                 self._signal_index(index)
 
@@ -636,54 +553,123 @@ class StmCommands:
 
         return self._sampled(a["wait"], read)
 
-    @_handles("Signals.CalibrGet")
+    @handles("Signals.CalibrGet")
     def signals_calibr_get(self, a: Args) -> Values:
         index = self._signal_index(a["index"])
-        calibration = 1.0 / PREAMP_GAINS[self.physics.gain_index] if index == 0 else 1.0
+        calibration = 1.0 / PREAMP_GAINS[self.physics.gain_index] if index == CURRENT else 1.0
+        if index in (X, Y, Z):
+            calibration = self._piezo_sens[(X, Y, Z).index(index)]
         return {"calibration_per_v": calibration, "offset": 0.0}
 
-    @_handles("Signals.RangeGet")
+    @handles("Signals.RangeGet")
     def signals_range_get(self, a: Args) -> Values:
         index = self._signal_index(a["index"])
         limit = {
-            0: self.physics.saturation_a,
-            1: BIAS_LIMITS_V[self._bias_range],
-            2: self.physics.z.high_m,
-            3: PIEZO_RANGE_XY_M / 2,
-            4: PIEZO_RANGE_XY_M / 2,
+            CURRENT: self.physics.saturation_a,
+            BIAS: BIAS_LIMITS_V[self._bias_range],
+            Z: self.physics.z.high_m,
+            X: self._piezo_range[0] / 2,
+            Y: self._piezo_range[1] / 2,
         }.get(index, 10.0)
         return {"max": limit, "min": -limit}
 
     # ----------------------------------------------------------------- Util
-    @_handles("Util.AcqPeriodSet")
+    @handles("Util.AcqPeriodSet")
     def util_acq_period_set(self, a: Args) -> Values:
-        period = _positive("period_s", a["period_s"])
+        period = positive("period_s", a["period_s"])
         if not 1e-3 <= period <= 10.0:
             raise CommandRefusedError(f"period_s = {period:g} s must be 0.001..10 s")
         self.physics.acq_period_s = period
         return {}
 
-    @_handles("Util.AcqPeriodGet")
+    @handles("Util.AcqPeriodGet")
     def util_acq_period_get(self, a: Args) -> Values:
         return {"period_s": self.physics.acq_period_s}
 
-    @_handles("Util.RTFreqSet")
+    @handles("Util.RTFreqSet")
     def util_rt_freq_set(self, a: Args) -> Values:
-        frequency = _positive("frequency_hz", a["frequency_hz"])
+        frequency = positive("frequency_hz", a["frequency_hz"])
         if not 100.0 <= frequency <= 20_000.0:
             raise CommandRefusedError(f"frequency_hz = {frequency:g} must be 100..20000 Hz")
         self.physics.set_loop_rate(frequency)
         return {}
 
-    @_handles("Util.RTFreqGet")
+    @handles("Util.RTFreqGet")
     def util_rt_freq_get(self, a: Args) -> Values:
         return {"frequency_hz": self.physics.loop_rate_hz}
 
-    @_handles("Util.SessionPathGet")
+    @handles("Util.SessionPathGet")
     def util_session_path_get(self, a: Args) -> Values:
-        return {"path": SESSION_PATH}
+        return {"path": str(self.session_dir)}
 
-    @_handles("Util.VersionGet")
+    @handles("Util.RTOversamplSet")
+    def util_rt_oversampl_set(self, a: Args) -> Values:
+        value = a["rt_oversampling"]
+        if not 1 <= value <= 1000:
+            raise CommandRefusedError(f"rt_oversampling = {value} must be 1..1000")
+        self._rt_oversampling = value
+        return {}
+
+    @handles("Util.RTOversamplGet")
+    def util_rt_oversampl_get(self, a: Args) -> Values:
+        return {"rt_oversampling": self._rt_oversampling}
+
+    @handles("Util.Lock")
+    def util_lock(self, a: Args) -> Values:
+        self._locked = True
+        return {}
+
+    @handles("Util.UnLock")
+    def util_unlock(self, a: Args) -> Values:
+        self._locked = False
+        return {}
+
+    def _settings_path(self, raw: str) -> Path:
+        if not raw:
+            raise CommandRefusedError("the settings file path is empty")
+        path = Path(raw)
+        return path if path.is_absolute() else self.session_dir / path
+
+    @handles("Util.SettingsSave")
+    def util_settings_save(self, a: Args) -> Values:
+        path = self._settings_path(a["settings_file_path"])
+        physics = self.physics
+        state = {
+            "bias_v": physics.bias_v,
+            "setpoint_a": physics.z.setpoint_a,
+            "p_gain_m": physics.z.p_gain_m,
+            "time_constant_s": physics.z.time_constant_s,
+            "acq_period_s": physics.acq_period_s,
+            "slots": list(physics.slots),
+        }
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(state, indent=1), encoding="utf-8")
+        except OSError as exc:
+            raise CommandRefusedError(f"cannot save settings to {path}: {exc.strerror}") from None
+        return {}
+
+    @handles("Util.SettingsLoad")
+    def util_settings_load(self, a: Args) -> Values:
+        path = self._settings_path(a["settings_file_path"])
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            bias, setpoint = float(state["bias_v"]), float(state["setpoint_a"])
+            p_gain, tau = float(state["p_gain_m"]), float(state["time_constant_s"])
+            period, slots = float(state["acq_period_s"]), [int(i) for i in state["slots"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CommandRefusedError(f"cannot load settings from {path}: {exc}") from None
+        if len(slots) != N_SLOTS or not all(0 <= i < N_SIGNALS for i in slots):
+            raise CommandRefusedError(f"settings file {path} has a bad slot list")
+        physics = self.physics
+        physics.bias_v = finite("bias_v", bias)
+        physics.z.setpoint_a = finite("setpoint_a", setpoint)
+        physics.z.p_gain_m, physics.z.time_constant_s = p_gain, positive("time_constant_s", tau)
+        physics.acq_period_s = positive("acq_period_s", period)
+        physics.slots[:] = slots
+        return {}
+
+    @handles("Util.VersionGet")
     def util_version_get(self, a: Args) -> Values:
         return {
             "product_line": "Nanonis SPM Control Software (atomlab simulator)",
@@ -693,21 +679,21 @@ class StmCommands:
         }
 
     # ----------------------------------------------------------------- Motor
-    @_handles("Motor.StartMove")
+    @handles("Motor.StartMove")
     def motor_start_move(self, a: Args) -> Values:
-        direction = _choice("direction", a["direction"], range(6))
+        direction = choice("direction", a["direction"], range(6))
         steps = a["steps"]
         axis, sign = divmod(direction, 2)
         delta = steps if sign == 0 else -steps
         self.physics.coarse_steps[axis] += delta
-        self._step_counters[axis] += delta
+        self.physics.step_counters[axis] += delta
         return {}
 
-    @_handles("Motor.StopMove")
+    @handles("Motor.StopMove")
     def motor_stop_move(self, a: Args) -> Values:
         return {}
 
-    @_handles("Motor.PosGet")
+    @handles("Motor.PosGet")
     def motor_pos_get(self, a: Args) -> Values:
         steps = self.physics.coarse_steps
         return {
@@ -716,59 +702,143 @@ class StmCommands:
             "z_m": steps[2] * COARSE_STEP_Z_M,
         }
 
-    @_handles("Motor.StepCounterGet")
+    @handles("Motor.StepCounterGet")
     def motor_step_counter_get(self, a: Args) -> Values:
-        counters = list(self._step_counters)
+        counters = list(self.physics.step_counters)
         for axis, flag in enumerate((a["reset_x"], a["reset_y"], a["reset_z"])):
             if flag:
-                self._step_counters[axis] = 0
+                self.physics.step_counters[axis] = 0
         return {"x_steps": counters[0], "y_steps": counters[1], "z_steps": counters[2]}
 
-    @_handles("Motor.FreqAmpGet")
+    @handles("Motor.FreqAmpGet")
     def motor_freq_amp_get(self, a: Args) -> Values:
         frequency, amplitude = self._motor_freq_amp
         return {"frequency_hz": frequency, "amplitude_v": amplitude}
 
-    @_handles("Motor.FreqAmpSet")
+    @handles("Motor.FreqAmpSet")
     def motor_freq_amp_set(self, a: Args) -> Values:
         self._motor_freq_amp = (
-            _positive("frequency_hz", a["frequency_hz"]),
-            _positive("amplitude_v", a["amplitude_v"]),
+            positive("frequency_hz", a["frequency_hz"]),
+            positive("amplitude_v", a["amplitude_v"]),
         )
         return {}
 
     # ----------------------------------------------------------------- Piezo
-    @_handles("Piezo.RangeGet")
+    @handles("Piezo.RangeGet")
     def piezo_range_get(self, a: Args) -> Values:
-        return {"x_m": PIEZO_RANGE_XY_M, "y_m": PIEZO_RANGE_XY_M, "z_m": PIEZO_RANGE_Z_M}
+        x, y, z = self._piezo_range
+        return {"x_m": x, "y_m": y, "z_m": z}
 
-    @_handles("Piezo.TiltSet")
-    def piezo_tilt_set(self, a: Args) -> Values:
-        self._tilt = (
-            _finite("tilt_x_deg", a["tilt_x_deg"]),
-            _finite("tilt_y_deg", a["tilt_y_deg"]),
+    @handles("Piezo.RangeSet")
+    def piezo_range_set(self, a: Args) -> Values:
+        self._piezo_range = (
+            positive("x_m", a["x_m"]),
+            positive("y_m", a["y_m"]),
+            positive("z_m", a["z_m"]),
         )
         return {}
 
-    @_handles("Piezo.TiltGet")
+    @handles("Piezo.SensGet")
+    def piezo_sens_get(self, a: Args) -> Values:
+        x, y, z = self._piezo_sens
+        return {"calibration_x": x, "calibration_y": y, "calibration_z": z}
+
+    @handles("Piezo.SensSet")
+    def piezo_sens_set(self, a: Args) -> Values:
+        self._piezo_sens = (
+            positive("calibration_x", a["calibration_x"]),
+            positive("calibration_y", a["calibration_y"]),
+            positive("calibration_z", a["calibration_z"]),
+        )
+        return {}
+
+    @handles("Piezo.CalibrGet")
+    def piezo_calibr_get(self, a: Args) -> Values:
+        x, y, z = self._piezo_sens
+        return {"calibration_x": x, "calibration_y": y, "calibration_z": z}
+
+    @handles("Piezo.HVAInfoGet")
+    def piezo_hva_info_get(self, a: Args) -> Values:
+        aux, gx, gy, gz = HVA_GAINS
+        return {
+            "gain_aux": aux,
+            "gain_x": gx,
+            "gain_y": gy,
+            "gain_z": gz,
+            "x_y_enabled_status": 1,
+            "z_enabled_status": 1,
+            "aux_enabled_status": 0,
+        }
+
+    @handles("Piezo.HVAStatusLEDGet")
+    def piezo_hva_status_led_get(self, a: Args) -> Values:
+        return {
+            "overheated_status": 0,
+            "hv_supply_status": 1,
+            "high_temperature_status": 0,
+            "output_connector_status": 1,
+        }
+
+    @handles("Piezo.XYZLimitsSet")
+    def piezo_xyz_limits_set(self, a: Args) -> Values:
+        enable = choice("enable_limits", a["enable_limits"], (0, 1, 2))
+        values = dict(self._xyz_limits)
+        for axis in "xyz":
+            low = finite(f"voltage_limit_{axis}_low_v", a[f"voltage_limit_{axis}_low_v"])
+            high = finite(f"voltage_limit_{axis}_high_v", a[f"voltage_limit_{axis}_high_v"])
+            if low >= high:
+                raise CommandRefusedError(
+                    f"the {axis} voltage limits {low:g}..{high:g} V are empty"
+                )
+            values[f"voltage_limit_{axis}_low_v"], values[f"voltage_limit_{axis}_high_v"] = (
+                low,
+                high,
+            )
+        if enable:
+            values["enable_limits"] = int(enable == 1)
+        self._xyz_limits = values
+        return {}
+
+    @handles("Piezo.XYZLimitsGet")
+    def piezo_xyz_limits_get(self, a: Args) -> Values:
+        return dict(self._xyz_limits)
+
+    @handles("Piezo.HystOnOffSet")
+    def piezo_hyst_on_off_set(self, a: Args) -> Values:
+        self._hysteresis_on = choice("on_off", a["on_off"], (0, 1))
+        return {}
+
+    @handles("Piezo.HystOnOffGet")
+    def piezo_hyst_on_off_get(self, a: Args) -> Values:
+        return {"on_off": self._hysteresis_on}
+
+    @handles("Piezo.TiltSet")
+    def piezo_tilt_set(self, a: Args) -> Values:
+        self._tilt = (
+            finite("tilt_x_deg", a["tilt_x_deg"]),
+            finite("tilt_y_deg", a["tilt_y_deg"]),
+        )
+        return {}
+
+    @handles("Piezo.TiltGet")
     def piezo_tilt_get(self, a: Args) -> Values:
         return {"tilt_x_deg": self._tilt[0], "tilt_y_deg": self._tilt[1]}
 
-    @_handles("Piezo.DriftCompSet")
+    @handles("Piezo.DriftCompSet")
     def piezo_drift_comp_set(self, a: Args) -> Values:
         drift = self.physics.drift
-        on = _choice("on", a["on"], (0, 1, 2))
+        on = choice("on", a["on"], (0, 1, 2))
         if on:
             drift.compensation_on = on == 1
         drift.compensation = (
-            _finite("vx_m_s", a["vx_m_s"]),
-            _finite("vy_m_s", a["vy_m_s"]),
-            _finite("vz_m_s", a["vz_m_s"]),
+            finite("vx_m_s", a["vx_m_s"]),
+            finite("vy_m_s", a["vy_m_s"]),
+            finite("vz_m_s", a["vz_m_s"]),
         )
-        drift.saturation_limit = _finite("saturation_limit", a["saturation_limit"])
+        drift.saturation_limit = finite("saturation_limit", a["saturation_limit"])
         return {}
 
-    @_handles("Piezo.DriftCompGet")
+    @handles("Piezo.DriftCompGet")
     def piezo_drift_comp_get(self, a: Args) -> Values:
         drift = self.physics.drift
         vx, vy, vz = drift.compensation
@@ -784,7 +854,7 @@ class StmCommands:
         }
 
     # ----------------------------------------------------------------- Tip shaper
-    @_handles("TipShaper.Start")
+    @handles("TipShaper.Start")
     async def tip_shaper_start(self, a: Args) -> Values:
         props = self._tip_shaper_props
         duration = sum(
@@ -796,14 +866,67 @@ class StmCommands:
         self.physics.restore_tip("tip shaper")
         return {}
 
-    @_handles("TipShaper.PropsSet")
+    @handles("TipShaper.PropsSet")
     def tip_shaper_props_set(self, a: Args) -> Values:
         for key, value in a.items():
             if isinstance(value, float):
-                _finite(key, value)
+                finite(key, value)
         self._tip_shaper_props = dict(a)
         return {}
 
-    @_handles("TipShaper.PropsGet")
+    @handles("TipShaper.PropsGet")
     def tip_shaper_props_get(self, a: Args) -> Values:
         return dict(self._tip_shaper_props)
+
+    # ----------------------------------------------------------------- Safe tip
+    @handles("SafeTip.OnOffSet")
+    def safe_tip_on_off_set(self, a: Args) -> Values:
+        safe = self.physics.safe_tip
+        safe.on = tristate("safe_tip_status", a["safe_tip_status"], safe.on)
+        return {}
+
+    @handles("SafeTip.OnOffGet")
+    def safe_tip_on_off_get(self, a: Args) -> Values:
+        return {"safe_tip_status": int(self.physics.safe_tip.on)}
+
+    @handles("SafeTip.PropsSet")
+    def safe_tip_props_set(self, a: Args) -> Values:
+        safe = self.physics.safe_tip
+        safe.auto_recovery = bool(choice("auto_recovery", a["auto_recovery"], (0, 1)))
+        safe.auto_pause_scan = bool(choice("auto_pause_scan", a["auto_pause_scan"], (0, 1)))
+        safe.threshold_a = positive("threshold", a["threshold"])
+        return {}
+
+    @handles("SafeTip.PropsGet")
+    def safe_tip_props_get(self, a: Args) -> Values:
+        safe = self.physics.safe_tip
+        return {
+            "auto_recovery": int(safe.auto_recovery),
+            "auto_pause_scan": int(safe.auto_pause_scan),
+            "threshold": safe.threshold_a,
+        }
+
+    @handles("SafeTip.SignalGet")
+    def safe_tip_signal_get(self, a: Args) -> Values:
+        return {"signal_value": self.physics.current_a}
+
+    # ----------------------------------------------------------------- Auto approach
+    @handles("AutoApproach.Open")
+    def auto_approach_open(self, a: Args) -> Values:
+        return {}
+
+    @handles("AutoApproach.OnOffSet")
+    def auto_approach_on_off_set(self, a: Args) -> Values:
+        on = choice("on_off", a["on_off"], (0, 1))
+        physics = self.physics
+        if on and not physics.approach.running:
+            if physics.scan.running:
+                raise CommandRefusedError("a scan is running; stop it before approaching")
+            physics.start_approach()
+        elif not on:
+            physics.stop_approach()
+        return {}
+
+    @handles("AutoApproach.OnOffGet")
+    def auto_approach_on_off_get(self, a: Args) -> Values:
+        return {"status": int(self.physics.approach.running)}

@@ -1,9 +1,11 @@
 """The physics of the simulated STM, stepped at a fixed loop rate on an injectable clock.
 
-Tunnelling current ``I = G0 · V · exp(-2κ·gap)`` (κ = 1e10 m⁻¹) with preamplifier noise and
-saturation; a PI Z controller on log10(|I| / setpoint) with Nanonis' gain convention
-(``I gain = P / time constant``); tip motion (Follow Me and the scan raster); seeded
-disturbances (tip changes, thermal drift, tip crashes when the gap closes).
+Tunnelling current ``I = G0 · exp(-2κ(V)·gap) · ∫₀^V ρ(E) dE`` (:mod:`atomlab.sim.stm_tunnel`:
+κ ≈ 1e10 m⁻¹, a local density of states with a signature per defect kind) with preamplifier
+noise and saturation; a PI Z controller on log10(|I| / setpoint) with Nanonis' gain convention
+(``I gain = P / time constant``); tip motion (Follow Me and the scan raster); a lock-in
+amplifier; seeded disturbances (tip changes, thermal drift, tip crashes when the gap closes);
+the auto-approach and the safe-tip protection.
 
 Time only moves when :meth:`StmPhysics.advance_to` is called with a later clock reading, so a
 test drives it with a :class:`~atomlab.core.clock.FakeClock` and never sleeps.
@@ -14,20 +16,35 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
+from atomlab.sim import stm_tunnel
+from atomlab.sim.stm_lockin import LockIn
 from atomlab.sim.stm_scan import ScanEngine
+from atomlab.sim.stm_signals import (
+    BIAS,
+    COUNTER_1,
+    CURRENT,
+    DEFAULT_SLOTS,
+    LI_DEMOD_1_X,
+    LI_MOD_1_AMP,
+    LI_MOD_1_FREQ,
+    SETPOINT,
+    SETPOINT_ERROR,
+    SIGNAL_NAMES,
+    TEMPERATURE,
+    TIME,
+    X,
+    Y,
+    Z,
+)
+from atomlab.sim.stm_tunnel import G0_S, KAPPA_PER_M, LocalDos
 from atomlab.surface import LATTICE_UNIT_M, Surface
 
-KAPPA_PER_M = 1.0e10
-"""Inverse decay length of the tunnelling current (work function about 4 eV)."""
-G0_S = 7.748091729e-5
-"""Conductance quantum: the current at zero gap is G0 · V."""
-DECADES_PER_M = 2.0 * KAPPA_PER_M / math.log(10.0)
 CURRENT_FLOOR_A = 1e-15
 CRASH_GAP_M = 1.0e-10
 """A gap below this is a tip crash."""
@@ -54,33 +71,12 @@ MAX_EVENTS = 10_000
 """The event log keeps this many of the latest events."""
 MAX_CATCHUP_S = 30.0
 """Longer gaps between clock readings are fast-forwarded instead of stepped one by one."""
-
-SIGNAL_NAMES: tuple[str, ...] = (
-    "Current (A)",
-    "Bias (V)",
-    "Z (m)",
-    "X (m)",
-    "Y (m)",
-    "Setpoint Error (A)",
-    *(f"Input {n} (V)" for n in range(1, 9)),
-    *(f"Output {n} (V)" for n in range(1, 9)),
-    "LI Demod 1 X (A)",
-    "LI Demod 1 Y (A)",
-    "Phase (deg)",
-    "Amplitude (m)",
-    "Frequency Shift (Hz)",
-    "Excitation (V)",
-    "Temperature 1 (K)",
-    "Z Ctrl Setpoint (A)",
-    "Time (s)",
-    "Counter 1 (Hz)",
-)
-"""The signal list (``Signals.NamesGet``), index 0 first."""
-
-CURRENT, BIAS, Z, X, Y, SETPOINT_ERROR = range(6)
-INPUT_1 = 6
-OUTPUT_1 = 14
-TEMPERATURE, SETPOINT_SIGNAL, TIME = 28, 29, 30
+SAMPLE_TEMPERATURE_K = 4.3
+DOS_CELL_M = 1e-10
+"""The local density of states is looked up once per 0.1 nm cell the tip visits."""
+APPROACH_STEP_S = 0.05
+"""One auto-approach cycle: extend the Z piezo, and if no current, retract and one coarse step."""
+APPROACH_MAX_STEPS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +134,8 @@ class ZController:
     low_m: float = DEFAULT_Z_LOW_M
     switch_off_delay_s: float = 0.0
     tip_lift_m: float = 0.0
+    hold: bool = False
+    """On but not regulating (a spectroscopy holds Z); ``ZCtrl.StatusGet`` reports 3."""
 
     @property
     def i_gain(self) -> float:
@@ -149,6 +147,26 @@ class FollowMe:
     target: tuple[float, float] | None = None
     speed_m_s: float = DEFAULT_FOLME_SPEED_M_S
     custom_speed: bool = True
+
+
+@dataclass(slots=True)
+class SafeTip:
+    """Nanonis' safe-tip protection: a current above the threshold withdraws the tip."""
+
+    on: bool = False
+    threshold_a: float = 5e-9
+    auto_recovery: bool = False
+    auto_pause_scan: bool = True
+    triggered: int = 0
+
+
+@dataclass(slots=True)
+class Approach:
+    """The auto-approach: Z piezo extends, and coarse steps follow until the current appears."""
+
+    running: bool = False
+    steps: int = 0
+    next_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -208,9 +226,25 @@ class StmPhysics:
         self.drift = DriftState(velocity=self._draw_drift())
         self.gain_index = DEFAULT_GAIN_INDEX
         self.coarse_steps = [0, 0, 0]
+        self.step_counters = [0, 0, 0]
+        """Coarse steps made per axis since the last reset (``Motor.StepCounterGet``)."""
         self.events: deque[SimEvent] = deque(maxlen=MAX_EVENTS)
         self.current_a = 0.0
         self._was_below_crash = False
+        self.slots: list[int] = list(DEFAULT_SLOTS)
+        """The signal index in each of the 24 slots of the Signals Manager."""
+        self.lockin = LockIn()
+        self.safe_tip = SafeTip()
+        self.approach = Approach()
+        self.on_scan_finished: Callable[[], None] | None = None
+        self.on_publish: Callable[[float, list[float]], None] | None = None
+        """Called with (time, values) at every publication (the Data Logger records them)."""
+        """Called when a frame completes (the Scan module saves it)."""
+        self._dos_key: tuple[int, int, int] | None = None
+        self._dos: LocalDos = stm_tunnel.CLEAN
+        self._tunnel_key: tuple[float, int] | None = None
+        self._kappa = KAPPA_PER_M
+        self._n_of_v = 0.0
 
         self.z.z_m = self.surface_height() + self.equilibrium_gap()
         self.z.integrator_m = self.z.z_m
@@ -238,10 +272,51 @@ class StmPhysics:
 
     def equilibrium_gap(self) -> float:
         """The gap at which a healthy tip draws exactly the setpoint current at this bias."""
-        conductance = abs(self.z.setpoint_a / self.bias_v) if self.bias_v else 0.0
-        if conductance <= 0:
-            return 1e-9
-        return max(0.0, -math.log(conductance / G0_S) / (2.0 * KAPPA_PER_M))
+        return stm_tunnel.equilibrium_gap(self.z.setpoint_a, self.bias_v, self.local_dos())
+
+    def local_dos(self) -> LocalDos:
+        """The sample's density of states under the tip (defects within a few nm count)."""
+        sx, sy = self.surface_xy()
+        key = (round(sx / DOS_CELL_M), round(sy / DOS_CELL_M), self.surface.version)
+        if key != self._dos_key:
+            self._dos_key = key
+            self._dos = self._dos_at(sx, sy)
+        return self._dos
+
+    def _dos_at(self, sx: float, sy: float) -> LocalDos:
+        surface = self.surface
+        w_m = surface.width * LATTICE_UNIT_M
+        h_m = surface.height * LATTICE_UNIT_M
+        reach_units = math.ceil(stm_tunnel.MAX_REACH_M / LATTICE_UNIT_M)
+        near = surface.defects_within(
+            round(sx / LATTICE_UNIT_M) % surface.width,
+            round(sy / LATTICE_UNIT_M) % surface.height,
+            reach_units,
+        )
+        pairs = []
+        for defect in near:
+            dx = (defect.x_m - sx + 0.5 * w_m) % w_m - 0.5 * w_m
+            dy = (defect.y_m - sy + 0.5 * h_m) % h_m - 0.5 * h_m
+            pairs.append((defect, math.hypot(dx, dy)))
+        return stm_tunnel.local_dos(pairs)
+
+    def ideal_current(self, gap: float, bias_v: float | None = None) -> float:
+        """The noise-free current of this tip at ``gap`` (and ``bias_v``, default the bias)."""
+        dos = self.local_dos()
+        if bias_v is None or bias_v == self.bias_v:
+            key = (self.bias_v, id(dos))
+            if key != self._tunnel_key:
+                self._tunnel_key = key
+                self._kappa = stm_tunnel.kappa_at_bias(self.bias_v)
+                self._n_of_v = dos.integral(self.bias_v)
+            ideal = G0_S * math.exp(-2.0 * self._kappa * max(gap, 0.0)) * self._n_of_v
+        else:
+            ideal = stm_tunnel.current(bias_v, gap, dos)
+        return ideal * self.tip.current_factor
+
+    def current_noise_a(self, current_a: float) -> float:
+        """Standard deviation of one current sample (one loop period)."""
+        return PREAMP_NOISE_A + RELATIVE_NOISE * abs(current_a) + self.tip.extra_noise_a
 
     @property
     def saturation_a(self) -> float:
@@ -277,13 +352,17 @@ class StmPhysics:
             self.rng.random() < self.disturbances.tip_change_rate_per_s * dt
         ):
             self.tip_change()
+        if self.approach.running:
+            self._approach_step()
         gap = self.gap()
         self._check_crash(gap)
         self.current_a = self._measure(gap)
-        if self.z.on:
+        if self.safe_tip.on and abs(self.current_a) > self.safe_tip.threshold_a:
+            self._safe_tip_trip()
+        if self.z.on and not self.z.hold:
             self._control(dt)
         if self.scan.status_running and self.scan.advance(dt, self.signal_subset):
-            self.events.append(SimEvent(self.t_s, "scan_finished"))
+            self._scan_finished()
         self._sum_current += self.current_a
         self._sum_z += self.z.z_m
         self._samples += 1
@@ -294,18 +373,19 @@ class StmPhysics:
                 self._next_publish_s = self.t_s + self.acq_period_s
 
     def _publish(self) -> None:
-        values = self.signal_values()
+        values = self.signal_values(self.acq_period_s)
         if self._samples:
             mean_current = self._sum_current / self._samples
             values[CURRENT] = mean_current
             values[Z] = self._sum_z / self._samples
-            values[INPUT_1] = mean_current * PREAMP_GAINS[self.gain_index]
             values[SETPOINT_ERROR] = mean_current - self._signed_setpoint()
         self.published = values
         self.published_at_s = self.t_s
         self.publications += 1
         self._sum_current = self._sum_z = 0.0
         self._samples = 0
+        if self.on_publish is not None:
+            self.on_publish(self.t_s, values)
 
     def _move_tip(self, dt: float) -> None:
         if self.scan.status_running:
@@ -350,21 +430,74 @@ class StmPhysics:
     def _check_crash(self, gap: float) -> None:
         below = gap < CRASH_GAP_M
         self.tip.in_contact = below
-        if below and not self._was_below_crash and self.disturbances.crashes:
-            self.tip.crashed = True
-            self.tip.crashes += 1
-            self.tip.current_factor *= self.rng.uniform(0.05, 0.3)
-            self.tip.extra_noise_a += self.rng.uniform(20e-12, 80e-12)
-            self.events.append(SimEvent(self.t_s, "tip_crash", f"gap {gap * 1e9:.3f} nm"))
+        if below and not self._was_below_crash:
+            self.crash(f"gap {gap * 1e9:.3f} nm")
         self._was_below_crash = below
 
+    def crash(self, reason: str) -> None:
+        """The tip touched the surface: it is blunt and noisy until it is reshaped."""
+        if not self.disturbances.crashes:
+            return
+        self.tip.crashed = True
+        self.tip.crashes += 1
+        self.tip.current_factor *= self.rng.uniform(0.05, 0.3)
+        self.tip.extra_noise_a += self.rng.uniform(20e-12, 80e-12)
+        self.events.append(SimEvent(self.t_s, "tip_crash", reason))
+
     def _measure(self, gap: float) -> float:
-        ideal = G0_S * self.bias_v * math.exp(-2.0 * KAPPA_PER_M * max(gap, 0.0))
-        true_a = ideal * self.tip.current_factor
-        sigma = PREAMP_NOISE_A + RELATIVE_NOISE * abs(true_a) + self.tip.extra_noise_a
-        measured = true_a + self.rng.gauss(0.0, sigma)
+        true_a = self.ideal_current(gap)
+        measured = true_a + self.rng.gauss(0.0, self.current_noise_a(true_a))
         limit = self.saturation_a
         return min(limit, max(-limit, measured))
+
+    def measure_now(self) -> float:
+        """A fresh current sample at the tip's present state (what ``Current.Get`` reads)."""
+        self.current_a = self._measure(self.gap())
+        return self.current_a
+
+    def saturate(self, current_a: float) -> float:
+        limit = self.saturation_a
+        return min(limit, max(-limit, current_a))
+
+    def _safe_tip_trip(self) -> None:
+        self.safe_tip.triggered += 1
+        self.events.append(SimEvent(self.t_s, "safe_tip", f"current {self.current_a:.3g} A"))
+        if self.safe_tip.auto_pause_scan and self.scan.running:
+            self.scan.paused = True
+        self.withdraw()
+
+    # ----------------------------------------------------------------- auto approach
+    def start_approach(self) -> None:
+        """Begin the auto-approach from wherever the coarse motor left the sample."""
+        self.approach = Approach(running=True, next_s=self.t_s)
+        self.z.on, self.z.hold = False, False
+        self.events.append(SimEvent(self.t_s, "approach_started"))
+
+    def stop_approach(self, reason: str = "stopped") -> None:
+        if self.approach.running:
+            self.approach.running = False
+            self.events.append(SimEvent(self.t_s, "approach_" + reason))
+
+    def _approach_step(self) -> None:
+        approach = self.approach
+        if self.t_s < approach.next_s:
+            return
+        approach.next_s = self.t_s + APPROACH_STEP_S
+        # extend the piezo fully (safely, in the model): is the surface within reach?
+        target = self.surface_height() + self.equilibrium_gap()
+        if self.z.low_m <= target <= self.z.high_m:
+            self.z.z_m = self.z.integrator_m = min(self.z.high_m, target + 5e-10)
+            self.set_z_on(True)
+            self.stop_approach("finished")
+            return
+        if target > self.z.high_m or approach.steps >= APPROACH_MAX_STEPS:
+            self.stop_approach("failed")  # the sample is behind the tip: a real crash risk
+            return
+        # retract, then one coarse step towards the sample (Z-)
+        self.z.z_m = self.z.integrator_m = self.z.high_m
+        self.coarse_steps[2] -= 1
+        self.step_counters[2] -= 1
+        approach.steps += 1
 
     def _fast_forward(self, span: float) -> None:
         """Skip ``span`` seconds without stepping: drift, tip changes and whole scan lines."""
@@ -381,7 +514,7 @@ class StmPhysics:
             fwd, bwd = self.scan.speed.line_times(self.scan.frame.width_m)
             lines = int(span / (fwd + bwd)) if fwd + bwd > 0 else self.scan.buffer.lines
             if self.scan.skip_lines(lines, self._ideal_line):
-                self.events.append(SimEvent(self.t_s, "scan_finished"))
+                self._scan_finished()
         if self.folme.target is not None:
             self.x_m, self.y_m = self.folme.target
             self.folme.target = None
@@ -399,17 +532,19 @@ class StmPhysics:
         heights = self.surface.heights(xs + offset_x - self.x_m, ys + offset_y - self.y_m)
         z = heights + self.drift.offset[2] + self.equilibrium_gap()
         values: dict[int, NDArray[np.float64]] = {}
-        for ch in self.scan.buffer.channels:
-            if ch == Z:
-                values[ch] = z
-            elif ch == CURRENT:
-                values[ch] = np.full_like(z, self.z.setpoint_a)
-            elif ch == X:
-                values[ch] = xs
-            elif ch == Y:
-                values[ch] = ys
+        now = self.signal_values()
+        for slot in self.scan.buffer.channels:
+            signal = self.slots[slot]
+            if signal == Z:
+                values[slot] = z
+            elif signal == CURRENT:
+                values[slot] = np.full_like(z, self.z.setpoint_a)
+            elif signal == X:
+                values[slot] = xs
+            elif signal == Y:
+                values[slot] = ys
             else:
-                values[ch] = np.full_like(z, self.signal_values()[ch])
+                values[slot] = np.full_like(z, now[signal])
         return values
 
     def _draw_drift(self) -> tuple[float, float, float]:
@@ -453,16 +588,30 @@ class StmPhysics:
         if on and not self.z.on:
             self.z.integrator_m = self.z.z_m  # bumpless switch-on
         self.z.on = on
+        self.z.hold = False
 
     def withdraw(self) -> None:
         self.z.on = False
+        self.z.hold = False
         self.z.z_m = self.z.high_m
         self.z.integrator_m = self.z.z_m
 
     def home(self) -> None:
         self.z.on = False
+        self.z.hold = False
         self.z.z_m = min(self.z.high_m, max(self.z.low_m, HOME_Z_M))
         self.z.integrator_m = self.z.z_m
+
+    def event(self, kind: str, detail: str = "") -> SimEvent:
+        """A :class:`SimEvent` stamped now."""
+        return SimEvent(self.t_s, kind, detail)
+
+    def _scan_finished(self) -> None:
+        self.events.append(SimEvent(self.t_s, "scan_finished"))
+        if self.on_scan_finished is not None:
+            self.on_scan_finished()
+        if self.scan.continuous:
+            self.start_scan(self.scan.direction_up != self.scan.bouncy)
 
     def start_scan(self, direction_up: bool) -> None:
         self.folme.target = None
@@ -471,23 +620,29 @@ class StmPhysics:
         self.events.append(SimEvent(self.t_s, "scan_started"))
 
     # ----------------------------------------------------------------- signals
-    def signal_values(self) -> list[float]:
-        """Every signal now, in :data:`SIGNAL_NAMES` order."""
+    def signal_values(self, averaging_s: float | None = None) -> list[float]:
+        """Every signal now, in :data:`SIGNAL_NAMES` order (128 values); lock-in outputs carry
+        the noise left after averaging over ``averaging_s`` (default one loop period)."""
         values = [0.0] * len(SIGNAL_NAMES)
         self._fill_core(values)
-        values[INPUT_1] = self.current_a * PREAMP_GAINS[self.gain_index]
-        values[OUTPUT_1] = self.bias_v
-        values[TEMPERATURE] = 4.3
-        values[SETPOINT_SIGNAL] = self.z.setpoint_a
+        values[SETPOINT] = self.z.setpoint_a
         values[TIME] = self.t_s
+        values[TEMPERATURE] = SAMPLE_TEMPERATURE_K
+        values[COUNTER_1] = 0.0
+        mod = self.lockin.modulator(1)
+        values[LI_MOD_1_AMP] = mod.amplitude
+        values[LI_MOD_1_FREQ] = mod.frequency_hz
+        self._fill_lockin(values, self.dt_s if averaging_s is None else averaging_s)
         return values
 
-    def signal_subset(self, indexes: Sequence[int]) -> list[float]:
-        """The values of a few signals now (what a scan records at each pixel)."""
-        if all(i < 6 for i in indexes):
-            core = [0.0] * 6
-            self._fill_core(core)
-            return [core[i] for i in indexes]
+    def signal_subset(self, slots: Sequence[int]) -> list[float]:
+        """The values of the signals in a few slots now (what a scan records at each pixel)."""
+        indexes = [self.slots[slot] for slot in slots]
+        core = (CURRENT, BIAS, X, Y, Z)
+        if all(i in core for i in indexes):
+            values = [0.0] * len(SIGNAL_NAMES)
+            self._fill_core(values)
+            return [values[i] for i in indexes]
         values = self.signal_values()
         return [values[i] for i in indexes]
 
@@ -498,6 +653,41 @@ class StmPhysics:
         values[X] = self.x_m
         values[Y] = self.y_m
         values[SETPOINT_ERROR] = self.current_a - self._signed_setpoint()
+
+    def _fill_lockin(self, values: list[float], averaging_s: float) -> None:
+        """Demodulator outputs X and Y (or R and phase), with the noise left after averaging."""
+        lockin = self.lockin
+        if not any(m.on for m in lockin.modulators):
+            return
+        gap = self.gap()
+        for n, demod in enumerate(lockin.demodulators):
+            amplitude, harmonic = lockin.bias_modulation(demod)
+            if amplitude == 0.0:
+                continue
+            r = self.demodulated(amplitude, harmonic, gap, averaging_s, demod.time_constant_s)
+            phase = math.radians(demod.phase_deg)
+            x, y = r * math.cos(phase), -r * math.sin(phase)
+            if demod.rt_signals == 1:
+                x, y = math.hypot(x, y), math.degrees(math.atan2(y, x))
+            values[LI_DEMOD_1_X + 2 * n] = x
+            values[LI_DEMOD_1_X + 2 * n + 1] = y
+
+    def demodulated(
+        self,
+        amplitude_v: float,
+        harmonic: int,
+        gap: float,
+        averaging_s: float,
+        time_constant_s: float = 0.0,
+        bias_v: float | None = None,
+    ) -> float:
+        """The in-phase current amplitude at ``harmonic`` of a bias modulation, with noise."""
+        bias = self.bias_v if bias_v is None else bias_v
+        ideal = stm_tunnel.demodulate(bias, amplitude_v, gap, self.local_dos(), harmonic)
+        ideal *= self.tip.current_factor
+        samples = max(1.0, max(averaging_s, time_constant_s) * self.loop_rate_hz)
+        sigma = self.current_noise_a(self.ideal_current(gap, bias)) * math.sqrt(2.0 / samples)
+        return ideal + self.rng.gauss(0.0, sigma)
 
     def _signed_setpoint(self) -> float:
         """The setpoint with the sign the current has at this bias."""
@@ -511,6 +701,7 @@ class StmPhysics:
             "current_a": self.current_a,
             "z_m": self.z.z_m,
             "z_on": self.z.on,
+            "z_hold": self.z.hold,
             "setpoint_a": self.z.setpoint_a,
             "gap_m": self.gap(),
             "x_m": self.x_m,
@@ -524,5 +715,7 @@ class StmPhysics:
                 "current_factor": self.tip.current_factor,
             },
             "drift_offset_m": list(self.drift.offset),
+            "coarse_steps": list(self.coarse_steps),
+            "approach": {"running": self.approach.running, "steps": self.approach.steps},
             "surface_version": self.surface.version,
         }

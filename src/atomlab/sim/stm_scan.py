@@ -91,6 +91,10 @@ class ScanEngine:
     buffer: ScanBuffer = field(default_factory=ScanBuffer)
     running: bool = False
     paused: bool = False
+    continuous: bool = False
+    """Start the next frame when one finishes (``Scan.PropsSet``)."""
+    bouncy: bool = False
+    """With continuous scanning: alternate up and down frames."""
     direction_up: bool = True
     line: int = 0
     forward: bool = True

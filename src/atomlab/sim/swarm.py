@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from atomlab.core.clock import Clock, SystemClock, utc_iso
-from atomlab.core.errors import ConnectionFailedError, InvalidInputError
+from atomlab.core.errors import ConnectionFailedError, InvalidInputError, PolicyRefusedError
 from atomlab.core.logging import get_logger
 from atomlab.sim.swarm_channel import Backoff, ReliableReceiver, ReliableSender
 from atomlab.sim.swarm_wire import (
@@ -46,6 +46,15 @@ DEFAULT_MAX_RESENDS = 5
 DEFAULT_OPEN_TIMEOUT_S = 10.0
 DEFAULT_POLL_INTERVAL_S = 0.02  # real seconds between looks at the (possibly fake) clock
 SERVER_SILENCE_BEATS = 3
+CLOSE_UNAUTHORIZED = 4401  # the service refused the link token: retrying cannot help
+CLOSE_PEER_REFUSED = 4409  # another simulator is connected: retried with back-off
+
+
+class LinkRefusedError(PolicyRefusedError):
+    """The swarm service refused this simulator's credential (exit 2)."""
+
+    type_name = "link_refused"
+
 
 _log = get_logger(__name__)
 
@@ -92,6 +101,7 @@ class SwarmSimulator:
         report_defects: bool = True,
         open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+        token: str | None = None,
     ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise InvalidInputError(
@@ -101,6 +111,7 @@ class SwarmSimulator:
             )
         self.world = world
         self.url = url
+        self.token = token  # the service's link token, sent in the handshake (never logged)
         self.clock = clock or SystemClock()
         self.backoff = backoff or Backoff()
         self.report_defects = report_defects
@@ -211,7 +222,14 @@ class SwarmSimulator:
             try:
                 await self._session()
                 failures = 0
-            except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed, WireError) as exc:
+            except (
+                OSError,
+                InvalidHandshake,
+                TimeoutError,
+                ConnectionClosed,
+                WireError,
+                ConnectionFailedError,
+            ) as exc:
                 failures += 1
                 _log.info("swarm_sim.connect_failed", url=self.url, error=str(exc))
                 if max_attempts is not None and failures >= max_attempts:
@@ -223,6 +241,8 @@ class SwarmSimulator:
                 raise InvalidInputError(
                     f"url {self.url!r} is not valid: {exc}", field="url"
                 ) from exc
+            except LinkRefusedError:
+                raise  # a wrong credential stays wrong: no point in retrying
             if self._stopping.is_set():
                 return
             delay = self.backoff.next_delay()
@@ -250,7 +270,8 @@ class SwarmSimulator:
             try:
                 if self.report_defects and not self._reported_defects:
                     self._reported_defects = True
-                    await self._send_reliable(MessageType.SENSOR_DATA, self.world.sensor_data())
+                    for report in self.world.sensor_reports():
+                        await self._send_reliable(MessageType.SENSOR_DATA, report)
                 while self.world.restart_results:  # a resumed world: say what was cut off
                     result = self.world.restart_results.pop(0)
                     await self._send_reliable(MessageType.COMMAND_RESULT, result)
@@ -263,11 +284,29 @@ class SwarmSimulator:
                     supervisor.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await supervisor
+                self._check_refusal(ws)
             finally:
                 if self._ws is ws:
                     self._ws = None
                 self._connected.clear()
                 self.sender.disconnected()
+
+    def _check_refusal(self, ws: ClientConnection) -> None:
+        """Turn the service's refusals into errors: a wrong token is fatal, a busy link is
+        retried (with back-off, and counted against ``max_connect_attempts``)."""
+        code = ws.close_code
+        if code == CLOSE_UNAUTHORIZED:
+            raise LinkRefusedError(
+                f"the swarm service at {self.url} refused this simulator's link token; use "
+                "the same data home as 'atomlab swarm serve' (its tokens file) or set "
+                "ATOMLAB_SWARM__LINK_TOKEN to the service's link token",
+                url=self.url,
+            )
+        if code == CLOSE_PEER_REFUSED:
+            _log.warning("swarm_sim.link_busy", reason=ws.close_reason)
+            raise ConnectionFailedError(
+                f"another simulator is connected to {self.url} ({ws.close_reason})", url=self.url
+            )
 
     def _handshake(self) -> Envelope:
         config = self.world.config
@@ -286,6 +325,7 @@ class SwarmSimulator:
             bounds=self.world.bounds(),
             separation_nm=config.separation_nm,
             drift_max_nm=config.drift_max_units / 10,
+            auth_token=self.token,
         )
         return make_envelope(MessageType.HANDSHAKE, payload, clock=self.clock)
 

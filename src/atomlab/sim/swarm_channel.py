@@ -26,6 +26,7 @@ from atomlab.core.errors import UnavailableError
 from atomlab.sim.swarm_wire import Envelope, MessageType, make_envelope, new_id
 
 DEFAULT_MAX_PENDING = 10_000
+RECEIVE_WINDOW = 100_000  # a seq this far past the last in-order one is refused (memory bound)
 BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 60.0
 BACKOFF_MULTIPLIER = 2.0
@@ -186,6 +187,10 @@ class ReliableReceiver:
 
     def seen(self, seq: int) -> bool:
         return seq <= self._contiguous or seq in self._above
+
+    def in_window(self, seq: int) -> bool:
+        """False for a seq so far ahead that remembering it could grow without bound."""
+        return seq <= self._contiguous + RECEIVE_WINDOW
 
     def mark(self, seq: int) -> None:
         if self.seen(seq):

@@ -50,6 +50,12 @@ through its ``on_event(type, payload)`` callback, besides the inbound types abov
 
 Coordinates: command targets and sensor readings are nanometres on the 0.1 nm grid (at most one
 decimal, checked here); telemetry positions are free floats (an agent between lattice points).
+
+Everything a peer sends is bounded here, at the boundary (see :func:`decode`): a frame is at most
+``max_bytes`` long and nested at most :data:`MAX_DEPTH` deep; numbers are finite and inside
+physical ranges (coordinates within :data:`MAX_COORDINATE_NM`, temperatures, intervals); ids and
+texts have a maximum length; lists a maximum size. A frame that breaks a rule is refused on its
+own (an ``error`` frame), the connection stays up.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from __future__ import annotations
 import enum
 import json
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -76,6 +82,34 @@ PROTOCOL_VERSION = "1.0"
 MAX_THERMAL_BUDGET_C = 120.0
 DEFAULT_HEARTBEAT_INTERVAL_S = 10.0
 DEFAULT_ACK_TIMEOUT_S = 2.0
+
+# Limits on what a peer may send (docs/swarm-link.md "Limits").
+MAX_FRAME_BYTES = 4 * 1024 * 1024  # default; the service's swarm.max_frame_bytes overrides it
+MAX_DEPTH = 16  # JSON nesting (the deepest real frame, agent_status, is 5)
+MAX_ID_LENGTH = 128
+MAX_TEXT_LENGTH = 4096
+MAX_ITEMS = 10_000  # sensor readings, waypoints ... in one frame
+MAX_AGENTS = 4096  # agents in one frame (the service keeps track of at most this many)
+MAX_SEQ = 2**53  # exact in every JSON implementation
+MAX_COORDINATE_NM = 1_000_000.0  # 1 mm: beyond any probe's reach
+MIN_TEMPERATURE_C = -273.15
+MAX_REPORTED_TEMPERATURE_C = 10_000.0
+MAX_INTERVAL_S = 3600.0
+MAX_SPEED_NM_S = 1_000_000.0
+MAX_DURATION_S = 1e9
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+ShortText = Annotated[str, Field(max_length=64)]
+Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+# Numbers are strict: a JSON number only (not "12", not true), finite (see _Model).
+Coordinate = Annotated[float, Field(strict=True, ge=-MAX_COORDINATE_NM, le=MAX_COORDINATE_NM)]
+Temperature = Annotated[
+    float, Field(strict=True, ge=MIN_TEMPERATURE_C, le=MAX_REPORTED_TEMPERATURE_C)
+]
+Interval = Annotated[float, Field(strict=True, gt=0, le=MAX_INTERVAL_S)]
+SimTime = Annotated[float, Field(strict=True, ge=0, le=MAX_DURATION_S)]
+Count = Annotated[int, Field(strict=True, ge=0, le=MAX_SEQ)]
+Seq = Annotated[int, Field(strict=True, ge=1, le=MAX_SEQ)]
 
 
 class MessageType(enum.StrEnum):
@@ -118,15 +152,16 @@ class WireError(InvalidInputError):
 
 class _Model(BaseModel):
     # Unknown fields are ignored so a newer peer can add fields without breaking an older one.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # NaN and infinity are refused everywhere: JSON has neither, and they poison arithmetic.
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
 
 class GridPoint(_Model):
     """A lattice point in nm (each coordinate a multiple of 0.1 nm)."""
 
-    x: float
-    y: float
-    z: float = 0.0
+    x: Coordinate
+    y: Coordinate
+    z: Coordinate = 0.0
 
     @field_validator("x", "y", "z")
     @classmethod
@@ -145,41 +180,52 @@ class GridPoint(_Model):
 class Position(_Model):
     """A measured position in nm (any float: agents move between lattice points)."""
 
-    x: float
-    y: float
-    z: float = 0.0
+    x: Coordinate
+    y: Coordinate
+    z: Coordinate = 0.0
 
 
 class AgentInfo(_Model):
-    agent_id: str
+    agent_id: Id
     position: Position
-    status: str = "idle"
-    temperature_c: float = 25.0
-    speed_nm_s: float | None = None
+    status: ShortText = "idle"
+    temperature_c: Temperature = 25.0
+    speed_nm_s: Annotated[float, Field(gt=0, le=MAX_SPEED_NM_S)] | None = None
 
 
 class Bounds(_Model):
     """The surface's extent in nm (inclusive)."""
 
-    x_min: float = 0.0
-    x_max: float
-    y_min: float = 0.0
-    y_max: float
-    z_min: float = 0.0
-    z_max: float = 0.0
+    x_min: Coordinate = 0.0
+    x_max: Coordinate
+    y_min: Coordinate = 0.0
+    y_max: Coordinate
+    z_min: Coordinate = 0.0
+    z_max: Coordinate = 0.0
 
 
 class HandshakePayload(_Model):
-    protocol_version: str = PROTOCOL_VERSION
+    """Both ends introduce themselves; the simulator's also carries its credential.
+
+    ``auth_token`` is the service's link token (``swarm.link_token`` or the tokens file); it is
+    never logged and never passed on (see :meth:`public`).
+    """
+
+    protocol_version: ShortText = PROTOCOL_VERSION
     role: Literal["coordinator", "simulator"]
-    session_id: str
-    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
-    ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S
-    capabilities: list[str] = Field(default_factory=list)
-    agents: list[AgentInfo] = Field(default_factory=list)
+    session_id: Id
+    heartbeat_interval_s: Interval = DEFAULT_HEARTBEAT_INTERVAL_S
+    ack_timeout_s: Interval = DEFAULT_ACK_TIMEOUT_S
+    capabilities: list[ShortText] = Field(default_factory=list, max_length=64)
+    agents: list[AgentInfo] = Field(default_factory=list, max_length=MAX_AGENTS)
     bounds: Bounds | None = None
-    separation_nm: float | None = None
-    drift_max_nm: float | None = None
+    separation_nm: Annotated[float, Field(ge=0, le=MAX_COORDINATE_NM)] | None = None
+    drift_max_nm: Annotated[float, Field(ge=0, le=MAX_COORDINATE_NM)] | None = None
+    auth_token: Annotated[str, Field(max_length=1024)] | None = Field(default=None, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        """The handshake as JSON without the credential (what the service passes on)."""
+        return self.model_dump(mode="json", exclude={"auth_token"})
 
 
 CommandAction = Literal["move", "repair", "scan", "halt"]
@@ -194,13 +240,13 @@ class CommandPayload(_Model):
     stops the agent at once and fails its current command (``reason="halted"``).
     """
 
-    command_id: str = Field(min_length=1)
-    agent_id: str = Field(min_length=1)
+    command_id: Id
+    agent_id: Id
     action: CommandAction
     target: GridPoint | None = None
-    waypoints: list[GridPoint] = Field(default_factory=list)
+    waypoints: list[GridPoint] = Field(default_factory=list, max_length=MAX_ITEMS)
     thermal_budget_c: float = Field(default=MAX_THERMAL_BUDGET_C, gt=0, le=MAX_THERMAL_BUDGET_C)
-    defect_id: str | None = None
+    defect_id: Annotated[str, Field(max_length=MAX_ID_LENGTH)] | None = None
 
     @model_validator(mode="after")
     def _target_unless_halt(self) -> CommandPayload:
@@ -210,56 +256,61 @@ class CommandPayload(_Model):
 
 
 class AckPayload(_Model):
-    message_id: str
-    seq: int = Field(ge=1)
-    status: Literal["received"] = "received"
+    """``received``: processed (or a duplicate of one that was); ``rejected``: the frame was
+    valid as an envelope but its payload broke a rule, so it is not processed and must not be
+    resent (``reason`` says why)."""
+
+    message_id: Id
+    seq: Seq
+    status: Literal["received", "rejected"] = "received"
     duplicate: bool = False
+    reason: Text | None = None
 
 
 CommandStatusLiteral = Literal["processing", "completed", "failed"]
 
 
 class CommandResultPayload(_Model):
-    command_id: str
-    agent_id: str
-    idempotency_key: str
+    command_id: Id
+    agent_id: Id
+    idempotency_key: Id
     action: CommandAction
     status: CommandStatusLiteral
-    reason: str | None = None
+    reason: Text | None = None
     position: Position | None = None
-    temperature_c: float | None = None
+    temperature_c: Temperature | None = None
     defect_present: bool | None = None  # scans: is a defect still at the target?
     repaired: bool | None = None  # repairs: did the repair remove the defect?
-    duration_s: float | None = None
+    duration_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S)] | None = None
 
 
 class AgentState(_Model):
-    agent_id: str
+    agent_id: Id
     position: Position
     status: Literal["idle", "moving", "repairing", "scanning", "halted", "stuck", "error"]
-    temperature_c: float
-    current_command_id: str | None = None
-    queued_commands: int = 0
+    temperature_c: Temperature
+    current_command_id: Annotated[str, Field(max_length=MAX_ID_LENGTH)] | None = None
+    queued_commands: Count = 0
 
 
 class AgentStatusPayload(_Model):
-    t_s: float
-    agents: list[AgentState]
+    t_s: SimTime
+    agents: list[AgentState] = Field(max_length=MAX_AGENTS)
 
 
 class HeartbeatPayload(_Model):
     role: Literal["coordinator", "simulator"]
-    sent_at: str
-    agents_alive: list[str] = Field(default_factory=list)
+    sent_at: ShortText
+    agents_alive: list[Id] = Field(default_factory=list, max_length=MAX_AGENTS)
 
 
 class SensorReading(_Model):
-    x: float
-    y: float
-    z: float = 0.0
-    defect_type: str
+    x: Coordinate
+    y: Coordinate
+    z: Coordinate = 0.0
+    defect_type: ShortText
     severity: int = Field(ge=1, le=10)
-    defect_id: str | None = None
+    defect_id: Annotated[str, Field(max_length=MAX_ID_LENGTH)] | None = None
 
     @field_validator("x", "y", "z")
     @classmethod
@@ -268,30 +319,30 @@ class SensorReading(_Model):
 
 
 class SensorDataPayload(_Model):
-    coordinates: list[SensorReading]
+    coordinates: list[SensorReading] = Field(max_length=MAX_ITEMS)
 
 
 class ProximityAlertPayload(_Model):
-    agent_ids: list[str]
-    distance_nm: float
-    positions: dict[str, Position]
-    t_s: float
+    agent_ids: list[Id] = Field(max_length=64)
+    distance_nm: Annotated[float, Field(ge=0, le=MAX_COORDINATE_NM)]
+    positions: dict[Id, Position] = Field(max_length=64)
+    t_s: SimTime
 
 
 class GroundTruthPayload(_Model):
-    t_s: float
-    ticks: int
-    min_separation_nm: float | None
-    violations: int
-    repairs_succeeded: int
-    repairs_failed: int
-    commands_executed: int
-    defects_remaining: int
+    t_s: SimTime
+    ticks: Count
+    min_separation_nm: Annotated[float, Field(ge=0)] | None
+    violations: Count
+    repairs_succeeded: Count
+    repairs_failed: Count
+    commands_executed: Count
+    defects_remaining: Count
 
 
 class ErrorPayload(_Model):
-    code: str
-    message: str
+    code: ShortText
+    message: Text
     details: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -314,11 +365,11 @@ class Envelope(_Model):
 
     type: MessageType
     payload: dict[str, Any]
-    timestamp: str
-    correlation_id: str
-    message_id: str
-    seq: int | None = Field(default=None, ge=1)
-    idempotency_key: str | None = None
+    timestamp: ShortText
+    correlation_id: Id
+    message_id: Id
+    seq: Seq | None = None
+    idempotency_key: Id | None = None
 
     @property
     def reliable(self) -> bool:
@@ -375,14 +426,27 @@ def make_envelope(
     )
 
 
-def decode(text: str | bytes) -> Envelope:
-    """Parse one frame; raises :class:`WireError` naming what is wrong."""
+def decode(text: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Envelope:
+    """Parse one frame; raises :class:`WireError` naming what is wrong.
+
+    Refused before any model sees them: frames longer than ``max_bytes`` (characters of a
+    text frame), nested deeper than :data:`MAX_DEPTH`, or not a JSON object.
+    """
+    if len(text) > max_bytes:
+        raise WireError(f"frame of {len(text)} bytes is larger than the limit of {max_bytes}")
     try:
         raw = json.loads(text)
+    except RecursionError:
+        raise WireError(f"frame is nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise WireError(f"frame is not JSON: {exc}") from exc
+        raise WireError(f"frame is not JSON: {str(exc)[:200]}") from None
     if not isinstance(raw, dict):
         raise WireError("frame is not a JSON object")
+    hazard = json_hazard(raw, MAX_DEPTH)
+    if hazard == "deep":
+        raise WireError(f"frame is nested deeper than {MAX_DEPTH} levels")
+    if hazard == "surrogate":
+        raise WireError("frame holds an unpaired UTF-16 surrogate (a \\ud800-style escape)")
     try:
         envelope = Envelope.model_validate(raw)
     except ValidationError as exc:
@@ -394,13 +458,65 @@ def decode(text: str | bytes) -> Envelope:
     return envelope
 
 
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """True when ``value`` (parsed JSON) has containers nested more than ``limit`` deep."""
+    return json_hazard(value, limit) == "deep"
+
+
+def json_hazard(value: Any, max_depth: int) -> str | None:
+    """What makes parsed JSON unsafe to process: ``"deep"`` (containers nested more than
+    ``max_depth``), ``"surrogate"`` (a string or key with an unpaired UTF-16 surrogate, which
+    JSON's ``\\ud800`` escape allows but no UTF-8 text, database or log line can hold), or None.
+
+    Iterative, so it cannot itself run out of stack on hostile input."""
+    if isinstance(value, str):
+        return "surrogate" if _unpaired_surrogate(value) else None
+    if not isinstance(value, dict | list):
+        return None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return "deep"
+        if isinstance(item, dict):
+            children: Any = item.values()
+            if any(_unpaired_surrogate(key) for key in item):
+                return "surrogate"
+        else:
+            children = item
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+            elif isinstance(child, str) and _unpaired_surrogate(child):
+                return "surrogate"
+    return None
+
+
+def _unpaired_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def printable(text: str) -> str:
+    """``text`` safe to put in a frame, a log line or a JSON answer (surrogates escaped)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _first_error(exc: ValidationError) -> str:
+    """Where and why, never the offending value itself (it may be huge or a secret)."""
     err = exc.errors()[0]
-    where = ".".join(str(part) for part in err.get("loc", ())) or "value"
-    return f"{where}: {err.get('msg', 'invalid')}"
+    where = printable(".".join(str(part) for part in err.get("loc", ())))[:200] or "value"
+    return f"{where}: {printable(str(err.get('msg', 'invalid')))[:300]}"
 
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_FRAME_BYTES",
     "PAYLOAD_MODELS",
     "PROTOCOL_VERSION",
     "RELIABLE_TYPES",
@@ -425,8 +541,11 @@ __all__ = [
     "SensorReading",
     "WireError",
     "decode",
+    "json_hazard",
     "make_envelope",
+    "nested_deeper_than",
     "new_id",
     "nm_to_units",
+    "printable",
     "units_to_nm",
 ]

@@ -40,6 +40,7 @@ from atomlab.sim.swarm_wire import (
 from atomlab.surface import UNITS_PER_NM, Surface
 
 AMBIENT_C = 25.0
+SENSOR_BATCH = 1000  # readings per sensor_data frame the simulator sends
 
 
 @dataclass(frozen=True)
@@ -183,10 +184,18 @@ class GroundTruthLog:
 
     def __init__(self, path: Path | str, *, append: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # Line-buffered: the log can be followed live, and a killed run leaves whole lines.
         mode = "a" if append else "w"
-        self._file: IO[str] | None = self.path.open(mode, encoding="utf-8", buffering=1)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: IO[str] | None = self.path.open(mode, encoding="utf-8", buffering=1)
+        except OSError as exc:
+            raise InvalidInputError(
+                f"cannot write the ground-truth log {str(self.path)[:200]!r}: "
+                f"{exc.strerror or exc}; pass a file path in a writable folder to --ground-truth",
+                field="ground_truth",
+                value=str(self.path)[:200],
+            ) from None
 
     def write(self, record: dict[str, Any]) -> None:
         if self._file is not None:
@@ -205,12 +214,23 @@ class GroundTruthLog:
 def read_ground_truth(path: Path | str) -> list[dict[str, Any]]:
     """The records of a ground-truth log; a last line cut short by a killed run is skipped."""
     records: list[dict[str, Any]] = []
-    with Path(path).open(encoding="utf-8") as handle:
-        lines = [line for line in handle if line.strip()]
+    try:
+        with Path(path).open(encoding="utf-8") as handle:
+            lines = [line for line in handle if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+        raise InvalidInputError(
+            f"cannot read the ground-truth log {str(path)[:200]!r}: {reason}; is this a "
+            "ground-truth log?",
+            path=str(path)[:200],
+        ) from None
     for number, line in enumerate(lines, start=1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+            records.append(record)
+        except (ValueError, RecursionError):
             if number == len(lines) and not line.endswith("\n"):
                 break
             raise InvalidInputError(
@@ -327,7 +347,14 @@ class SwarmWorld:
                 path=str(path),
                 seed=meta.get("seed"),
             )
-        cut_off = world._replay(records[1:])
+        try:
+            cut_off = world._replay(records[1:])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidInputError(
+                f"{path} holds a record this simulator cannot replay ({type(exc).__name__}: "
+                f"{str(exc)[:100]}); start a new log without --resume",
+                path=str(path),
+            ) from None
         world.ground_truth = GroundTruthLog(path, append=True)
         world._log({"kind": "resume", "t": round(world.t, 6), "cut_off": sorted(cut_off)})
         for key, command in sorted(cut_off.items()):
@@ -462,19 +489,29 @@ class SwarmWorld:
         )
 
     def sensor_data(self) -> SensorDataPayload:
-        """A scan of the whole surface: every defect still there."""
-        return SensorDataPayload(
-            coordinates=[
-                SensorReading(
-                    x=units_to_nm(d.x),
-                    y=units_to_nm(d.y),
-                    defect_type=d.kind.value,
-                    severity=d.severity,
-                    defect_id=f"d{d.id}",
-                )
-                for d in self.surface.defects
-            ]
-        )
+        """A scan of the whole surface: every defect still there (one payload; a surface with
+        more than the wire's 10,000 readings per frame needs :meth:`sensor_reports`)."""
+        return SensorDataPayload(coordinates=self._readings())
+
+    def sensor_reports(self, batch: int = SENSOR_BATCH) -> list[SensorDataPayload]:
+        """The same scan as payloads of at most ``batch`` readings (what the simulator sends)."""
+        readings = self._readings()
+        return [
+            SensorDataPayload(coordinates=readings[start : start + batch])
+            for start in range(0, len(readings), batch)
+        ]
+
+    def _readings(self) -> list[SensorReading]:
+        return [
+            SensorReading(
+                x=units_to_nm(d.x),
+                y=units_to_nm(d.y),
+                defect_type=d.kind.value,
+                severity=d.severity,
+                defect_id=f"d{d.id}",
+            )
+            for d in self.surface.defects
+        ]
 
     def summary(self) -> GroundTruthPayload:
         return GroundTruthPayload(

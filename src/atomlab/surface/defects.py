@@ -134,7 +134,11 @@ def defect_blobs(defect: Defect, *, step_height_m: float, seed: int) -> tuple[Bl
 
 
 def blob_height(blob: Blob, dx_m: float, dy_m: float) -> float:
-    """The height ``blob`` adds at offset ``(dx, dy)`` from its centre."""
+    """The height ``blob`` adds at offset ``(dx, dy)`` from its centre (none beyond its reach, in
+    x or y: the surface's cell index finds a blob only that far, so both paths cut it there)."""
+    reach = blob.reach_m
+    if abs(dx_m) > reach or abs(dy_m) > reach:
+        return 0.0
     ex = dx_m / blob.sigma_x_m
     ey = dy_m / blob.sigma_y_m
     return blob.amplitude_m * math.exp(-0.5 * (ex * ex + ey * ey))
@@ -146,5 +150,9 @@ def blob_heights(
     """Vectorised :func:`blob_height`."""
     ex = dx_m / blob.sigma_x_m
     ey = dy_m / blob.sigma_y_m
-    result: NDArray[np.float64] = blob.amplitude_m * np.exp(-0.5 * (ex * ex + ey * ey))
+    reach = blob.reach_m
+    inside = (np.abs(dx_m) <= reach) & (np.abs(dy_m) <= reach)
+    result: NDArray[np.float64] = np.where(
+        inside, blob.amplitude_m * np.exp(-0.5 * (ex * ex + ey * ey)), 0.0
+    )
     return result

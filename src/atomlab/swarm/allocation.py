@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 Strategy = Literal["hungarian", "round_robin"]
 INFEASIBLE_COST = 1e12
@@ -108,6 +107,9 @@ def _round_robin(
 def _hungarian(
     jobs: Sequence[JobSlot], agents: Sequence[AgentSlot], ok: Feasible
 ) -> list[Assignment]:
+    # Imported here: scipy.optimize costs most of a second, and only dispatch needs it.
+    from scipy.optimize import linear_sum_assignment
+
     cost = np.full((len(agents), len(jobs)), INFEASIBLE_COST)
     for i, agent in enumerate(agents):
         for j, job in enumerate(jobs):

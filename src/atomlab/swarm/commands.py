@@ -43,6 +43,7 @@ class RepairQueue:
         self._key_of: dict[str, QueueKey] = {}
         self.changed = asyncio.Event()
         self.enqueued_total = 0
+        self.version = 0  # changes with every push and removal
 
     def push(self, defect: Defect, rank: int = 0) -> bool:
         """Queue ``defect``; False (and nothing changes) when it is already queued."""
@@ -53,12 +54,14 @@ class RepairQueue:
         self._defects[defect.defect_id] = defect
         self._key_of[defect.defect_id] = key
         self.enqueued_total += 1
+        self.version += 1
         self.changed.set()
         return True
 
     def remove(self, defect_id: str) -> Defect | None:
         defect = self._defects.pop(defect_id, None)
         if defect is not None:
+            self.version += 1
             key = self._key_of.pop(defect_id)
             index = bisect.bisect_left(self._keys, key)
             del self._keys[index]

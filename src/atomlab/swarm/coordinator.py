@@ -18,15 +18,18 @@ import asyncio
 import contextlib
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from atomlab.core.clock import Clock, SystemClock
 from atomlab.core.logging import correlation_scope, current_correlation_id, get_logger
 from atomlab.core.settings import SwarmSettings
+from atomlab.sim.swarm_wire import MAX_AGENTS  # agents kept track of; reports of more ignored
 from atomlab.surface import UNITS_PER_NM
-from atomlab.swarm.allocation import AgentSlot, JobSlot, allocate
+from atomlab.swarm.allocation import AgentSlot, Assignment, JobSlot, Strategy, allocate
 from atomlab.swarm.commands import CommandBook, RepairQueue
 from atomlab.swarm.db import StoreWriter, agent_row, command_row, defect_row
 from atomlab.swarm.metrics import SwarmMetrics
@@ -43,15 +46,25 @@ from atomlab.swarm.models import (
 )
 from atomlab.swarm.planner import LlmRouteAdvisor, PlanStop, RepairPath, plan_route
 from atomlab.swarm.reservations import ReservationTable, Vec
+from atomlab.swarm.supervision import Supervisor
 from atomlab.swarm.validation import Rejection, SafetyLimits, SafetyValidator
 
 CommandSender = Callable[..., Awaitable[None]]
 
 HALT_REASONS = frozenset({"halted", "proximity_halt"})  # not the repair's fault: no attempt used
 WATCHDOG_MIN_PERIOD_S = 0.05
+DISPATCH_ERROR_PAUSE_S = 0.1
+DISPATCH_COALESCE_S = 0.02  # real seconds between rounds, so events share one
 PLAN_IN_THREAD_ABOVE = 40  # plan bigger batches off the event loop
 DISPATCH_LOOKAHEAD = 4  # jobs considered per idle agent in one round ...
 DISPATCH_MIN_LOOKAHEAD = 64  # ... but at least this many, so blocked jobs do not starve others
+DISPATCH_SLICE = 16  # idle agents decided together; the event loop runs between slices
+FEASIBILITY_BLOCK = 8  # jobs whose feasibility is computed together for a slice
+CLEAR_DEFECTS = 8  # queued defects checked for a blocked approach per round ...
+CLEAR_NEAREST = 16  # ... each against this many of the nearest idle agents
+PLAN_MAX_BATCH = 256  # defects planned together; a bigger inbox is planned in turns
+MAX_POSITION_UNITS = 10_000_000  # 1 mm in 0.1 nm units: no report can be beyond it
+SEPARATION_PAIRWISE_UP_TO = 1024  # agents; above, a k-d tree finds the close pairs
 
 log = get_logger(__name__)
 
@@ -91,12 +104,94 @@ def _to_units(xyz_nm: dict[str, Any]) -> Vec:
     )
 
 
+def _temperature(reported: Any, current: float) -> float:
+    """A reported temperature, or the one known before when the report is not a number."""
+    try:
+        value = float(reported)
+    except (TypeError, ValueError):
+        return current
+    return value if math.isfinite(value) else current
+
+
 def _point(v: Vec) -> Point:
     return Point(round(v[0]), round(v[1]), round(v[2]))
 
 
 def _vec(p: Point) -> Vec:
     return (float(p.x), float(p.y), float(p.z))
+
+
+def closest_violation(points: Sequence[Vec], separation: float) -> tuple[int, int, float] | None:
+    """The first pair (in index order) of ``points`` closer than ``separation``, or None.
+
+    Vectorised: all pairs at once up to :data:`SEPARATION_PAIRWISE_UP_TO` points, a k-d tree
+    above, so a report of hundreds of agents costs a millisecond, not a Python double loop."""
+    n = len(points)
+    if n < 2:
+        return None
+    xyz = np.asarray(points, dtype=float)
+    if n <= SEPARATION_PAIRWISE_UP_TO:
+        diff = xyz[:, None, :] - xyz[None, :, :]
+        with np.errstate(over="ignore", invalid="ignore"):  # far apart is simply not close
+            d2 = np.einsum("ijk,ijk->ij", diff, diff)
+        close = np.argwhere(np.triu(d2 < separation * separation, k=1))
+        if len(close) == 0:
+            return None
+        i, j = (int(v) for v in close[0])  # argwhere is row-major: the first pair in order
+        return i, j, float(np.sqrt(d2[i, j]))
+    from scipy.spatial import cKDTree
+
+    # Each point's nearest other point (O(n log n), even when many coincide): the first point
+    # with one too close opens the first pair, and its partner comes after it (else the
+    # partner would have been first).
+    tree = cKDTree(xyz)
+    nearest, _ = tree.query(xyz, k=2)
+    too_close = np.flatnonzero(nearest[:, 1] < separation)
+    if len(too_close) == 0:
+        return None
+    i = int(too_close[0])
+    partners = [j for j in tree.query_ball_point(xyz[i], r=separation) if j > i]
+    for j in sorted(partners):
+        distance = math.dist(points[i], points[j])
+        if distance < separation:
+            return i, j, distance
+    return None
+
+
+def plan_slice(
+    table: ReservationTable,
+    slots: list[JobSlot],
+    agent_slots: list[AgentSlot],
+    strategy: Strategy,
+) -> list[Assignment]:
+    """Pair the agents of one dispatch slice with queued jobs (pure: reads ``table`` only, so it
+    can run in a worker thread on a copy). Feasibility is computed lazily, a block of jobs at a
+    time for every agent: the allocation asks about jobs in priority order and usually stops
+    early."""
+    agent_index = {a.agent_id: i for i, a in enumerate(agent_slots)}
+    job_index = {j.job_id: i for i, j in enumerate(slots)}
+    blocks: dict[int, Any] = {}
+
+    def feasible(agent: AgentSlot, job: JobSlot) -> bool:
+        j = job_index[job.job_id]
+        block = blocks.get(j // FEASIBILITY_BLOCK)
+        if block is None:
+            first = (j // FEASIBILITY_BLOCK) * FEASIBILITY_BLOCK
+            block = table.feasibility(
+                [a.agent_id for a in agent_slots],
+                [a.position for a in agent_slots],
+                [s.position for s in slots[first : first + FEASIBILITY_BLOCK]],
+            )
+            blocks[j // FEASIBILITY_BLOCK] = block
+        return bool(block[agent_index[agent.agent_id], j % FEASIBILITY_BLOCK])
+
+    return allocate(slots, agent_slots, feasible=feasible, strategy=strategy)
+
+
+def warm_up_imports() -> None:
+    """Import what the first dispatch and separation check need, off the event loop."""
+    import scipy.optimize
+    import scipy.spatial  # noqa: F401
 
 
 class SwarmCoordinator:
@@ -112,6 +207,7 @@ class SwarmCoordinator:
         writer: StoreWriter | None = None,
         advisor: LlmRouteAdvisor | None = None,
         link_connected: Callable[[], bool] | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -122,6 +218,8 @@ class SwarmCoordinator:
         self.writer = writer
         self.advisor = advisor
         self._link_connected = link_connected or (lambda: True)
+        self.supervisor = supervisor or Supervisor(clock=self.clock, metrics=self.metrics)
+        self._ignored_agents = 0
         self.defects: dict[str, Defect] = {}
         self.queue = RepairQueue()
         self.book = CommandBook()
@@ -143,28 +241,34 @@ class SwarmCoordinator:
         self._halting: dict[str, str] = {}  # agent -> halt command not yet confirmed
         self._seq = 0
         self._rank = 0
-        self._tasks: list[asyncio.Task[None]] = []
+        self._warm: asyncio.Task[None] | None = None
+        self._fruitless: tuple[object, ...] | None = None  # inputs of a round that did nothing
         self._bind_gauges()
 
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the planner, dispatcher, sender and watchdog tasks (inside a running loop)."""
-        workers = {
-            "swarm-planner": self._plan_worker(),
-            "swarm-dispatcher": self._dispatch_worker(),
-            "swarm-sender": self._send_worker(),
-            "swarm-watchdog": self._watch_worker(),
+        """Start the planner, dispatcher, sender and watchdog under the supervisor (inside a
+        running loop): a crash is logged, counted, shown in /health and the task restarted."""
+        self._warm = asyncio.create_task(asyncio.to_thread(warm_up_imports), name="swarm-warm")
+        for name, worker in self.workers().items():
+            self.supervisor.start(name, worker)
+
+    def workers(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
+        return {
+            "swarm-planner": self._plan_worker,
+            "swarm-dispatcher": self._dispatch_worker,
+            "swarm-sender": self._send_worker,
+            "swarm-watchdog": self._watch_worker,
         }
-        self._tasks = [asyncio.create_task(coro, name=name) for name, coro in workers.items()]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self.supervisor.stop(self.workers())
+        warm = self._warm
+        if warm is not None and not warm.done():
+            warm.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await warm
 
     # --- ingest -----------------------------------------------------------------------------
 
@@ -242,9 +346,11 @@ class SwarmCoordinator:
     # --- planning ---------------------------------------------------------------------------
 
     async def plan_pending(self) -> RepairPath | None:
-        """Order everything in the inbox and queue it (the planner worker's one step)."""
-        batch, self._inbox = self._inbox, []
-        self._inbox_ready.clear()
+        """Order the inbox (at most :data:`PLAN_MAX_BATCH` defects) and queue it (the planner
+        worker's one step; a bigger inbox is planned in turns)."""
+        batch, self._inbox = self._inbox[:PLAN_MAX_BATCH], self._inbox[PLAN_MAX_BATCH:]
+        if not self._inbox:
+            self._inbox_ready.clear()
         batch = [d for d in batch if d.status is DefectStatus.DETECTED]
         if not batch:
             return None
@@ -285,59 +391,142 @@ class SwarmCoordinator:
     # --- dispatch ---------------------------------------------------------------------------
 
     def eligible_agents(self) -> list[AgentState]:
+        """Idle agents that may take a job now, fewest assignments first (fairness order)."""
+        found = [a for a in self.agents.values() if self._eligible(a)]
+        found.sort(key=lambda a: (a.assigned_total, a.agent_id))
+        return found
+
+    def _eligible(self, agent: AgentState) -> bool:
         budget = self.settings.repair_thermal_budget_c
-        return [
-            a
-            for a in self.agents.values()
-            if a.status is AgentStatus.IDLE
-            and a.agent_id not in self.jobs
-            and a.agent_id not in self._halting
-            and a.temperature_c <= budget - self.settings.thermal_headroom_c
-        ]
+        return (
+            agent.status is AgentStatus.IDLE
+            and agent.agent_id not in self.jobs
+            and agent.agent_id not in self._halting
+            and agent.temperature_c <= budget - self.settings.thermal_headroom_c
+        )
 
     def dispatch_round(self) -> list[Command]:
-        """Assign queued defects to idle agents (safety > severity > fairness > distance)."""
-        if self.halted or not self.queue:
+        """Assign queued defects to idle agents (safety > severity > fairness > distance).
+
+        Everything at once, on the caller's thread; the dispatcher worker and the HTTP route use
+        :meth:`dispatch`, which plans each slice off the event loop."""
+        start = self._round_start()
+        if start is None:
             return []
-        self._give_up_blocked()
+        agents, inputs = start
+        issued: list[Command] = []
+        for chunk in self._chunks(agents):
+            prepared = self._prepare_slice(chunk)
+            if prepared is not None:
+                pairs = plan_slice(self.reservations, *prepared, self.settings.assignment)
+                issued.extend(self._commit_slice(pairs, prepared[0]))
+        issued.extend(self._finish_round(inputs, issued))
+        return issued
+
+    async def dispatch(self) -> list[Command]:
+        """:meth:`dispatch_round`, with each slice planned in a worker thread on a copy of the
+        reservations, then re-checked and committed on the loop: a round among hundreds of
+        agents never holds the event loop for more than one commit."""
+        start = self._round_start()
+        if start is None:
+            return []
+        agents, inputs = start
+        issued: list[Command] = []
+        for chunk in self._chunks(agents):
+            prepared = self._prepare_slice(chunk)
+            if prepared is None:
+                continue
+            table = self.reservations.copy()
+            strategy = self.settings.assignment
+            pairs = await asyncio.to_thread(plan_slice, table, *prepared, strategy)
+            issued.extend(self._commit_slice(pairs, prepared[0]))
+        issued.extend(self._finish_round(inputs, issued))
+        return issued
+
+    def _round_start(self) -> tuple[list[AgentState], tuple[object, ...]] | None:
+        """The idle agents of a round and what the round reads, or None: nothing to do, or a
+        round with the same inputs already found nothing (it would find nothing again: this
+        keeps hundreds of blocked idle agents from costing a round on every telemetry frame)."""
+        if self.halted or not self.queue:
+            return None
         agents = self.eligible_agents()
         if not agents:
-            return []
+            return None
+        inputs = (
+            self.queue.version,
+            self.reservations.version,
+            tuple(a.agent_id for a in agents),
+        )
+        if inputs == self._fruitless:
+            return None
+        return agents, inputs
+
+    def _chunks(self, agents: list[AgentState]) -> Iterator[list[AgentState]]:
+        """Slices of :data:`DISPATCH_SLICE` agents in fairness order, re-checked when reached."""
+        for start in range(0, len(agents), DISPATCH_SLICE):
+            if self.halted or not self.queue:
+                return
+            chunk = [a for a in agents[start : start + DISPATCH_SLICE] if self._eligible(a)]
+            if chunk:
+                yield chunk
+
+    def _finish_round(self, inputs: tuple[object, ...], issued: list[Command]) -> list[Command]:
+        moves: list[Command] = []
+        if not issued and not self.halted and self.queue:
+            moves = self._clear_the_way()
+        self._fruitless = inputs if not issued and not moves else None
+        return moves
+
+    def _prepare_slice(
+        self, agents: list[AgentState]
+    ) -> tuple[list[JobSlot], list[AgentSlot]] | None:
         lookahead = max(DISPATCH_LOOKAHEAD * len(agents), DISPATCH_MIN_LOOKAHEAD)
+        self._give_up_blocked(self.queue.peek(limit=lookahead))
         candidates = self.queue.peek(limit=lookahead)
+        if not candidates:
+            return None
         slots = [JobSlot(d.defect_id, _vec(d.position), d.severity) for d in candidates]
         agent_slots = [AgentSlot(a.agent_id, a.xyz, a.assigned_total) for a in agents]
+        return slots, agent_slots
 
-        def feasible(agent: AgentSlot, job: JobSlot) -> bool:
-            return self.reservations.is_free(agent.agent_id, agent.position, job.position)
-
-        pairs = allocate(slots, agent_slots, feasible=feasible, strategy=self.settings.assignment)
-        priority = {d.defect_id: i for i, d in enumerate(candidates)}
+    def _commit_slice(self, pairs: list[Assignment], slots: list[JobSlot]) -> list[Command]:
+        """Start the planned jobs that are still possible: the agent still free, the defect
+        still queued, and its path still clear of everything reserved since (earlier pairs of
+        this round, or events while the slice was planned)."""
+        priority = {j.job_id: i for i, j in enumerate(slots)}
         issued: list[Command] = []
         for pair in sorted(pairs, key=lambda p: priority[p.job_id]):
-            agent = self.agents[pair.agent_id]
-            defect = self.defects[pair.job_id]
-            # Earlier pairs of this round reserved space: check again before committing.
+            agent = self.agents.get(pair.agent_id)
+            defect = self.defects.get(pair.job_id)
+            if agent is None or defect is None or not self._eligible(agent):
+                continue
+            if defect.defect_id not in self.queue:
+                continue
             if not self.reservations.is_free(agent.agent_id, agent.xyz, _vec(defect.position)):
                 continue
             issued.append(self._start_job(agent, defect))
-        issued.extend(self._clear_the_way())
         return issued
 
     def _clear_the_way(self) -> list[Command]:
         """Idle agents parked around a queued defect can block every approach to it (each
-        keeps the others out): one of them steps aside so the defect can be reached."""
+        keeps the others out): one of them steps aside so the defect can be reached.
+
+        Bounded: the first :data:`CLEAR_DEFECTS` queued defects, each against its
+        :data:`CLEAR_NEAREST` nearest idle agents."""
         idle = {a.agent_id: a for a in self.eligible_agents()}
         moves: list[Command] = []
-        for defect in self.queue.peek(limit=DISPATCH_LOOKAHEAD * max(len(idle), 1)):
+        for defect in self.queue.peek(limit=CLEAR_DEFECTS):
+            if not idle:
+                break
             target = _vec(defect.position)
-            blockers: set[str] = set()
-            for agent in idle.values():
-                found = self.reservations.blockers(agent.agent_id, agent.xyz, target)
-                if not found:
-                    blockers = set()
-                    break  # someone can go: nothing to clear
-                blockers.update(found)
+            nearest = sorted(idle.values(), key=lambda a: math.dist(a.xyz, target))
+            nearest = nearest[:CLEAR_NEAREST]
+            blocked_by = self.reservations.blocked_by(
+                [a.agent_id for a in nearest], [a.xyz for a in nearest], target
+            )
+            if not all(blocked_by.values()):
+                continue  # someone can go: nothing to clear
+            blockers = {blocker for found in blocked_by.values() for blocker in found}
             for blocker_id in sorted(blockers):
                 blocker = idle.get(blocker_id)
                 if blocker is None:
@@ -406,13 +595,15 @@ class SwarmCoordinator:
             agent.status = AgentStatus.IDLE
         self._save_agent(agent)
 
-    def _give_up_blocked(self) -> None:
-        """Yield protection: a defect a failed agent sits on cannot be reached safely."""
+    def _give_up_blocked(self, candidates: list[Defect]) -> None:
+        """Yield protection: a defect a failed agent sits on cannot be reached safely.
+
+        Checked for the defects a dispatch slice considers (the rest when they come up)."""
         dead = [a for a in self.agents.values() if a.status is AgentStatus.DEAD]
         if not dead:
             return
         clearance = self.limits.clearance_units
-        for defect in self.queue.peek():
+        for defect in candidates:
             for agent in dead:
                 if math.dist(agent.xyz, _vec(defect.position)) < clearance:
                     self.queue.remove(defect.defect_id)
@@ -504,7 +695,7 @@ class SwarmCoordinator:
             "ground_truth": self._on_ground_truth,
         }.get(event_type)
         if handler is None:
-            log.info("swarm.link_event_ignored", event=event_type)
+            log.info("swarm.link_event_ignored", event_type=event_type)
             return
         handler(payload)
         self._wake.set()
@@ -513,8 +704,10 @@ class SwarmCoordinator:
         now = self.clock.monotonic()
         for info in payload.get("agents", []):
             agent = self._agent(str(info["agent_id"]))
+            if agent is None:
+                continue
             self._place(agent, _to_units(info.get("position", {})))
-            agent.temperature_c = float(info.get("temperature_c", agent.temperature_c))
+            agent.temperature_c = _temperature(info.get("temperature_c"), agent.temperature_c)
             speed = info.get("speed_nm_s")
             agent.speed_units_s = float(speed) * UNITS_PER_NM if speed else None
             if agent.agent_id not in self.jobs and agent.status is not AgentStatus.DEAD:
@@ -549,6 +742,19 @@ class SwarmCoordinator:
 
     def _on_result(self, payload: dict[str, Any]) -> None:
         command = self.book.find(str(payload.get("command_id")))
+        if command is not None and (
+            command.agent_id != payload.get("agent_id")
+            or command.action.value != payload.get("action", command.action.value)
+        ):
+            # A result must come from the agent the command was given to, for that action: one
+            # claiming otherwise (a confused or rogue peer) settles nothing.
+            self.metrics.rejected_results.inc()
+            log.warning(
+                "swarm.result_mismatch",
+                command_id=command.command_id,
+                agent_id=str(payload.get("agent_id"))[:64],
+            )
+            return
         agent = self.agents.get(str(payload.get("agent_id")))
         if agent is not None and self._halting.get(agent.agent_id) == payload.get("command_id"):
             del self._halting[agent.agent_id]  # the halt landed: it stands still now
@@ -559,7 +765,7 @@ class SwarmCoordinator:
             if payload.get("position") and current:  # an old command's answer is old news
                 self._place(agent, _to_units(payload["position"]))
             if payload.get("temperature_c") is not None:
-                agent.temperature_c = float(payload["temperature_c"])
+                agent.temperature_c = _temperature(payload["temperature_c"], agent.temperature_c)
         if command is None or command.status.terminal:
             return  # a late answer to a command we already gave up on: nothing to do
         status = payload.get("status")
@@ -675,10 +881,12 @@ class SwarmCoordinator:
     def _on_agent_status(self, payload: dict[str, Any]) -> None:
         for info in payload.get("agents", []):
             agent = self._agent(str(info["agent_id"]))
+            if agent is None:
+                continue
             revived = agent.status is AgentStatus.DEAD
             self._touch(agent)
             self._place(agent, _to_units(info.get("position", {})))
-            agent.temperature_c = float(info.get("temperature_c", agent.temperature_c))
+            agent.temperature_c = _temperature(info.get("temperature_c"), agent.temperature_c)
             reported = _SIM_STATUS.get(str(info.get("status")), AgentStatus.ERROR)
             self._stop_unknown_work(agent, info.get("current_command_id"))
             if info.get("status") == "halted" and self._halting.pop(agent.agent_id, None):
@@ -749,9 +957,18 @@ class SwarmCoordinator:
 
     # --- agents -----------------------------------------------------------------------------
 
-    def _agent(self, agent_id: str) -> AgentState:
+    def _agent(self, agent_id: str) -> AgentState | None:
+        """The agent, created on first report; None once :data:`MAX_AGENTS` are known (a peer
+        inventing ids cannot grow the service's memory without bound)."""
         agent = self.agents.get(agent_id)
         if agent is None:
+            if len(self.agents) >= MAX_AGENTS:
+                self._ignored_agents += 1
+                if self._ignored_agents == 1 or self._ignored_agents % 1000 == 0:
+                    log.warning(
+                        "swarm.agents_ignored", limit=MAX_AGENTS, count=self._ignored_agents
+                    )
+                return None
             agent = AgentState(agent_id=agent_id, position=Point(0, 0, 0))
             agent.last_heartbeat = self.clock.monotonic()
             self.agents[agent_id] = agent
@@ -767,27 +984,53 @@ class SwarmCoordinator:
     def _place(self, agent: AgentState, location: Vec) -> None:
         """Record a reported position. A report never changes the reservation of an agent with
         work in hand: reports can be stale (resent after a reconnect, reordered), so the whole
-        swept segment stays reserved until the command itself finishes."""
+        swept segment stays reserved until the command itself finishes.
+
+        A position no probe can have (not finite, beyond 1 mm) is ignored and reported: the
+        wire refuses such reports, so one here is a bug worth seeing in /health."""
+        if not all(math.isfinite(v) and abs(v) <= MAX_POSITION_UNITS for v in location):
+            log.warning("swarm.position_ignored", agent_id=agent.agent_id)
+            self.supervisor.record_failure(
+                "swarm-coordinator", ValueError(f"agent {agent.agent_id} reported {location}")
+            )
+            return
         if agent.home is None:
             agent.home = location  # where it first stood: a spread-out place to step aside to
         agent.location = location
         agent.position = _point(location)
         agent.last_update = self.clock.now()
         if agent.agent_id not in self.jobs and agent.agent_id not in self._halting:
+            before = self.reservations.version
             self.reservations.park(agent.agent_id, location)
+            if self.reservations.version != before:
+                self._check_parked_clear(agent, location)
+
+    def _check_parked_clear(self, agent: AgentState, location: Vec) -> None:
+        """A standing agent reported inside the separation of another agent's reserved path
+        (a stale or drifted report the plan did not know): the mover would pass too close, so
+        E-stop. Closer than the clearance but not the separation is what the margin is for."""
+        nearest = self.reservations.nearest(agent.agent_id, location)
+        if nearest is None or nearest[1] >= self.limits.separation_units:
+            return
+        other, distance = nearest
+        self.metrics.separation_alerts.inc()
+        self.halt(
+            f"agent {agent.agent_id} reported {distance / UNITS_PER_NM:.2f} nm from the "
+            f"reserved path of {other}"
+        )
 
     def _check_separation(self) -> None:
-        live = {a.agent_id: a.xyz for a in self.agents.values() if a.status is not AgentStatus.DEAD}
-        ids = sorted(live)
-        sep = self.limits.separation_units
-        for i, a in enumerate(ids):
-            for b in ids[i + 1 :]:
-                pa, pb = live[a], live[b]
-                d2 = sum((pa[k] - pb[k]) ** 2 for k in range(3))
-                if d2 < sep * sep:
-                    self.metrics.separation_alerts.inc()
-                    self.halt(f"agents {a} and {b} reported {d2**0.5 / UNITS_PER_NM:.2f} nm apart")
-                    return
+        live = sorted(
+            (a.agent_id, a.xyz) for a in self.agents.values() if a.status is not AgentStatus.DEAD
+        )
+        pair = closest_violation([xyz for _, xyz in live], self.limits.separation_units)
+        if pair is None:
+            return
+        i, j, distance = pair
+        self.metrics.separation_alerts.inc()
+        self.halt(
+            f"agents {live[i][0]} and {live[j][0]} reported {distance / UNITS_PER_NM:.2f} nm apart"
+        )
 
     def halt(self, reason: str) -> None:
         """E-stop: stop every agent and issue no further movement until :meth:`resume`."""
@@ -910,17 +1153,24 @@ class SwarmCoordinator:
             await self._inbox_ready.wait()
             try:
                 await self.plan_pending()
-            except Exception as exc:  # a planning bug must not stop the service
-                log.error("swarm.planning_failed", error=repr(exc))
+            except Exception as exc:  # one batch that cannot be planned must not stop the rest
+                self.supervisor.record_failure("swarm-planner", exc)
+            await asyncio.sleep(0)
 
     async def _dispatch_worker(self) -> None:
+        if self._warm is not None:
+            with contextlib.suppress(Exception):
+                await self._warm  # scipy imported off the loop first
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
-                self.dispatch_round()
+                await self.dispatch()
             except Exception as exc:
-                log.error("swarm.dispatch_failed", error=repr(exc))
+                self.supervisor.record_failure("swarm-dispatcher", exc)
+                await asyncio.sleep(DISPATCH_ERROR_PAUSE_S)  # no hot loop on a repeating fault
+            # Events arriving meanwhile are served by one round, not one round each.
+            await asyncio.sleep(DISPATCH_COALESCE_S)
 
     async def _send_worker(self) -> None:
         while True:
@@ -943,7 +1193,8 @@ class SwarmCoordinator:
             with correlation_scope(command.correlation_id):
                 await self.send(payload, idempotency_key=command.command_id)
         except Exception as exc:
-            log.error("swarm.command_send_failed", command_id=command.command_id, error=repr(exc))
+            log.error("swarm.command_send_failed", command_id=command.command_id)
+            self.supervisor.record_failure("swarm-sender", exc)
             return
         log.info(
             "swarm.command_sent",
@@ -962,7 +1213,7 @@ class SwarmCoordinator:
             try:
                 self.check_agents()
             except Exception as exc:
-                log.error("swarm.watchdog_failed", error=repr(exc))
+                self.supervisor.record_failure("swarm-watchdog", exc)
 
     # --- persistence and bookkeeping --------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """Persistence of defects, commands, agent states and repair events through SQLAlchemy 2.
 
 SQLite (``<home>/swarm.sqlite``, WAL) by default, PostgreSQL by URL. Writes never happen on the
-request path: the coordinator hands rows to :class:`StoreWriter`, a background task that
-batches them into one transaction per flush::
+event loop: the coordinator hands rows to :class:`StoreWriter`, a background task that batches
+them into one transaction per flush (group commit); an ingest waits for its rows' commit before
+answering 202 (:meth:`StoreWriter.durable`)::
 
     store = SwarmStore.open("sqlite:///tmp/swarm.sqlite")
     snapshot = store.load()        # what a restarted service resumes from
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,12 +39,25 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.types import TypeEngine
 
 from atomlab.core.clock import utc_iso
-from atomlab.core.errors import NotFoundError, UnavailableError
+from atomlab.core.errors import (
+    AtomlabError,
+    ConnectionFailedError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
 from atomlab.core.logging import get_logger
 from atomlab.swarm.models import (
     Action,
@@ -57,6 +73,10 @@ from atomlab.swarm.models import (
 DEFAULT_DB_FILENAME = "swarm.sqlite"
 MAX_BATCH = 500
 FLUSH_INTERVAL_S = 0.1
+FIRST_RETRY_DELAY_S = 0.05
+MAX_RETRY_DELAY_S = 5.0
+DROPPED_SEQS_KEPT = 10_000
+PG_CONNECT_TIMEOUT_S = 10
 
 log = get_logger(__name__)
 metadata = MetaData()
@@ -133,6 +153,7 @@ repair_events_table = Table(
 )
 
 RowKind = Literal["defect", "command", "agent", "event"]
+Synchronous = Literal["normal", "full"]
 
 
 @dataclass
@@ -223,32 +244,57 @@ class SwarmStore:
         self.engine = engine
 
     @classmethod
-    def open(cls, url: str) -> SwarmStore:
-        """Connect to ``url`` and create the tables if needed; raises UnavailableError."""
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    def open(cls, url: str, *, synchronous: Synchronous = "normal") -> SwarmStore:
+        """Connect to ``url``, create the tables if needed and check they are a swarm store's.
+
+        Raises :class:`InvalidInputError` for a URL or file that cannot be a swarm database (a
+        bad scheme, a folder, another program's file), :class:`UnavailableError` when a driver
+        is missing or the server refuses the credentials, :class:`ConnectionFailedError` when a
+        database server cannot be reached. Messages never show a password.
+        """
         shown = _without_password(url)
+        fix = "pass sqlite:///PATH or postgresql+psycopg://USER@HOST/DB to --db-url"
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError, TypeError):
+            raise InvalidInputError(
+                f"{shown!r} is not a database URL; {fix}", field="db_url", value=shown
+            ) from None
+        sqlite_path = _sqlite_file(parsed)
+        if sqlite_path is not None:
+            _prepare_sqlite_path(sqlite_path, shown)
         try:
             # A server may drop idle connections (a restart, a proxy): test one before using it.
-            pre_ping = not url.startswith("sqlite")
-            engine = create_engine(url, future=True, pool_pre_ping=pre_ping)
-        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            pre_ping = parsed.get_backend_name() != "sqlite"
+            connect_args: dict[str, Any] = {}
+            if parsed.get_driver_name() == "psycopg":
+                connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+            engine = create_engine(
+                parsed, future=True, pool_pre_ping=pre_ping, connect_args=connect_args
+            )
+        except ImportError as exc:
             raise UnavailableError(
-                f"cannot use database URL {shown!r}: {exc}; pass sqlite:///PATH or "
-                "postgresql+psycopg://USER@HOST/DB to --db-url",
+                f"the driver for {shown!r} is not installed ({exc.name or exc}); install the "
+                "'postgres' extra for PostgreSQL, or use sqlite:///PATH",
+                field="db_url",
+                value=shown,
+            ) from None
+        except (SQLAlchemyError, ValueError, TypeError) as exc:
+            raise InvalidInputError(
+                f"cannot use database URL {shown!r}: {_scrub(str(exc), parsed)}; {fix}",
                 field="db_url",
                 value=shown,
             ) from None
         if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", _sqlite_pragmas(synchronous))
         try:
             metadata.create_all(engine)
+            with engine.connect() as conn:  # a table of the same name but another shape
+                for table in metadata.sorted_tables:
+                    conn.execute(select(*table.columns).limit(0))
         except SQLAlchemyError as exc:
-            raise UnavailableError(
-                f"cannot open the swarm database {shown!r}: {exc.__class__.__name__}: {exc}",
-                field="db_url",
-                value=shown,
-            ) from None
+            engine.dispose()
+            raise _open_error(exc, parsed, shown) from None
         return cls(engine)
 
     def close(self) -> None:
@@ -274,6 +320,18 @@ class SwarmStore:
         return len(latest) + len(events)
 
     def load(self) -> Snapshot:
+        """Everything a restarted service resumes from; InvalidInputError naming a row the
+        service cannot read back (it never writes such rows)."""
+        try:
+            return self._load()
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidInputError(
+                f"the swarm database holds a row this version cannot read ({exc}); restore a "
+                "backup or start with a new --db-url",
+                field="db_url",
+            ) from None
+
+    def _load(self) -> Snapshot:
         with self.engine.connect() as conn:
             defects = [_defect(r._mapping) for r in conn.execute(select(defects_table))]
             commands = [_command(r._mapping) for r in conn.execute(select(commands_table))]
@@ -378,6 +436,67 @@ class SwarmStore:
         return (last.detail or "halted") if last is not None and last.event == "halt" else None
 
 
+def _sqlite_file(parsed: URL) -> Path | None:
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _prepare_sqlite_path(path: Path, shown: str) -> None:
+    """A folder, or a path through a file, is refused with the fix; the parent is created."""
+    if path.is_dir():
+        raise InvalidInputError(
+            f"{shown!r} names a folder, not a database file; pass sqlite:///{path}/swarm.sqlite",
+            field="db_url",
+            value=shown,
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot create the folder of {shown!r}: {exc.strerror or exc}; pick another path",
+            field="db_url",
+            value=shown,
+        ) from None
+
+
+def _open_error(exc: SQLAlchemyError, parsed: URL, shown: str) -> AtomlabError:
+    reason = _scrub(f"{exc.__class__.__name__}: {getattr(exc, 'orig', None) or exc}", parsed)
+    reason = reason.splitlines()[0][:300] if reason else exc.__class__.__name__
+    if parsed.get_backend_name() == "sqlite":
+        return InvalidInputError(
+            f"cannot open {shown!r} as a swarm database ({reason}); pass a new or existing "
+            "swarm database file to --db-url",
+            field="db_url",
+            value=shown,
+        )
+    if isinstance(exc, OperationalError | InterfaceError) and not _is_auth_failure(reason):
+        return ConnectionFailedError(
+            f"cannot reach the database server of {shown!r} ({reason}); start it, or check "
+            "the host and port in --db-url",
+            field="db_url",
+            value=shown,
+        )
+    return UnavailableError(
+        f"cannot open the swarm database {shown!r}: {reason}; check --db-url and the server",
+        field="db_url",
+        value=shown,
+    )
+
+
+def _is_auth_failure(reason: str) -> bool:
+    lowered = reason.lower()
+    return "authentication" in lowered or "password" in lowered or "permission" in lowered
+
+
+def _scrub(text: str, parsed: URL) -> str:
+    """An error text with the URL's password removed, wherever the driver put it."""
+    password = parsed.password
+    if password:
+        text = text.replace(str(password), "***")
+    return text
+
+
 def _without_password(url: str) -> str:
     """The URL as error messages show it."""
     try:
@@ -396,12 +515,19 @@ def _storable(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, An
     ]
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
+def _sqlite_pragmas(synchronous: Synchronous) -> Callable[[Any, Any], None]:
+    """WAL; ``full`` syncs the log at every commit (a 202 survives a power cut too), ``normal``
+    only at checkpoints (it survives a crash of this process, kill -9 included)."""
+    level = "FULL" if synchronous == "full" else "NORMAL"
+
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={level}")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    return on_connect
 
 
 def _sqlite_busy_timeout(dbapi_conn: Any, _record: Any) -> None:
@@ -473,66 +599,227 @@ def _agent(r: Any) -> AgentState:
     )
 
 
+class RowsRejectedError(UnavailableError):
+    """Rows the database refused on their own (logged and dropped; the rest was written)."""
+
+    type_name = "rows_rejected"
+
+
+@dataclass(eq=False)
+class _Waiter:
+    first: int
+    last: int
+    future: asyncio.Future[None]
+
+
+_Item = tuple[int, RowKind, dict[str, Any]]
+
+
 class StoreWriter:
-    """Batches rows handed over by the coordinator and writes them off the event loop."""
+    """Writes the rows the coordinator hands over, in batches, off the event loop.
+
+    * **Group commit**: rows wait at most ``flush_interval_s`` to share a transaction, but as
+      soon as somebody waits for durability (:meth:`durable`) everything pending is committed at
+      once; rows arriving during a commit share the next one.
+    * **Nothing is dropped for a passing fault**: a batch that fails on a lost connection, a
+      locked or unreachable database is kept and written again (back-off up to
+      :data:`MAX_RETRY_DELAY_S`); the failure is reported to ``on_failure`` each time.
+    * **One bad row costs one row**: a batch refused for its content is split until the rows
+      the database refuses are found; those are logged, counted and dropped, the rest written.
+    * A batch interrupted by a crash of the task is written first when it is started again.
+    """
 
     def __init__(
         self,
         store: SwarmStore,
         *,
-        on_written: Any = None,
+        on_written: Callable[[int, BaseException | None], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+        on_rejected: Callable[[RowKind, str, BaseException], None] | None = None,
         flush_interval_s: float = FLUSH_INTERVAL_S,
+        on_committed: Callable[[float], None] | None = None,
     ) -> None:
         self.store = store
         self.flush_interval_s = flush_interval_s
-        self._queue: asyncio.Queue[tuple[RowKind, dict[str, Any]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
         self._on_written = on_written
+        self._on_failure = on_failure
+        self._on_rejected = on_rejected
+        self._on_committed = on_committed
+        self._pending: deque[_Item] = deque()
+        self._inflight: list[_Item] = []
+        self._ready = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._waiters: list[_Waiter] = []
+        self._dropped: deque[int] = deque(maxlen=DROPPED_SEQS_KEPT)
+        self._seq = 0  # the last row handed over
+        self._settled = 0  # every row up to here is committed or rejected
+        self._task: asyncio.Task[None] | None = None
         self.written = 0
         self.errors = 0
+        self.rejected = 0
+        self.unavailable: str | None = None  # why the database cannot be written right now
 
-    def put(self, kind: RowKind, row: dict[str, Any]) -> None:
-        self._queue.put_nowait((kind, row))
+    # --- handing rows over ------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The number of the last row handed over (see :meth:`durable`)."""
+        return self._seq
+
+    @property
+    def backlog(self) -> int:
+        return self._seq - self._settled
+
+    def put(self, kind: RowKind, row: dict[str, Any]) -> int:
+        """Queue one row; returns its number."""
+        self._seq += 1
+        self._pending.append((self._seq, kind, row))
+        self._ready.set()
+        return self._seq
 
     def put_many(self, items: Iterable[tuple[RowKind, dict[str, Any]]]) -> None:
-        for item in items:
-            self._queue.put_nowait(item)
+        for kind, row in items:
+            self.put(kind, row)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="swarm-db-writer")
+    async def durable(self, since: int = 0, upto: int | None = None) -> None:
+        """Wait until rows ``since+1 .. upto`` (default: everything handed over so far) are
+        committed. Raises :class:`RowsRejectedError` if the database refused one of them."""
+        last = self._seq if upto is None else upto
+        if last <= self._settled:
+            self._raise_if_dropped(since, last)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(_Waiter(since + 1, last, future))
+        self._urgent.set()
+        self._ready.set()
+        await future
 
     async def flush(self) -> None:
-        """Wait until every row put so far is committed."""
-        await self._queue.join()
+        """Wait until every row put so far is committed (or rejected)."""
+        with contextlib.suppress(RowsRejectedError):
+            await self.durable()
 
-    async def close(self) -> None:
-        await self.flush()
+    def start(self) -> None:
+        """Run the writer as a plain task (the service runs :meth:`run` under its supervisor)."""
+        self._task = asyncio.create_task(self.run(), name="swarm-db-writer")
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Write what is pending (waiting at most ``timeout_s``), then stop the plain task."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.flush()
+        except TimeoutError:
+            log.error("swarm.db_rows_unwritten", rows=self.backlog, reason=self.unavailable)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
 
-    async def _run(self) -> None:
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Write batches until cancelled (restartable: an interrupted batch goes first)."""
         while True:
-            first = await self._queue.get()
-            if self._queue.qsize() < MAX_BATCH:
-                # Let a batch gather: one transaction per interval instead of one per row keeps
-                # the writer thread (and its hold on the GIL) off the ingest path's back.
-                await asyncio.sleep(self.flush_interval_s)
-            batch = [first]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            if not self._inflight:
+                await self._next_batch()
+            await self._write(self._inflight)
+            self._inflight = []
+
+    async def _next_batch(self) -> None:
+        while not self._pending:
+            self._ready.clear()
+            await self._ready.wait()
+        if not self._urgent.is_set() and len(self._pending) < MAX_BATCH:
+            # Let a batch gather: one transaction per interval instead of one per row keeps
+            # the writer thread (and its hold on the GIL) off the ingest path's back. Anyone
+            # waiting for durability cuts the wait short.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.flush_interval_s):
+                    await self._urgent.wait()
+        count = min(len(self._pending), MAX_BATCH)
+        self._inflight = [self._pending.popleft() for _ in range(count)]
+        if not self._pending:
+            self._ready.clear()
+
+    async def _write(self, batch: list[_Item]) -> None:
+        delay = FIRST_RETRY_DELAY_S
+        while True:
+            began = time.perf_counter()
             try:
-                count = await asyncio.to_thread(self.store.write, batch)
-                self.written += count
-                if self._on_written is not None:
-                    self._on_written(count, None)
-            except SQLAlchemyError as exc:
+                rejected = await asyncio.to_thread(self._commit, batch)
+            except Exception as exc:
+                if not _transient(exc):
+                    raise  # a bug in this code: the supervisor logs it and restarts the task
                 self.errors += 1
-                log.error("swarm.db_write_failed", error=str(exc), rows=len(batch))
+                self.unavailable = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                 if self._on_written is not None:
                     self._on_written(0, exc)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+                if self._on_failure is not None:
+                    self._on_failure(exc)
+                await asyncio.sleep(delay)  # real time: the database recovers in real time
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)
+                continue
+            break
+        self.unavailable = None
+        if self._on_committed is not None:
+            self._on_committed(time.perf_counter() - began)
+        written = len(batch) - len(rejected)
+        for (seq, kind, row), why in rejected:
+            self.rejected += 1
+            self._dropped.append(seq)
+            key = _TABLES[kind][1]
+            name = str(row.get(key, "?"))[:64] if key is not None else "event"
+            log.error("swarm.db_row_rejected", kind=kind, key=name, error=repr(why)[:300])
+            if self._on_rejected is not None:
+                self._on_rejected(kind, name, why)
+        self.written += written
+        if self._on_written is not None:
+            self._on_written(written, None)
+        self._settled = max(self._settled, batch[-1][0]) if batch else self._settled
+        self._wake_waiters()
+
+    def _commit(self, batch: list[_Item]) -> list[tuple[_Item, BaseException]]:
+        """Write ``batch`` (in a worker thread); the rows refused on their own, with why."""
+        try:
+            self.store.write([(kind, row) for _, kind, row in batch])
+            return []
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            if len(batch) == 1:
+                return [(batch[0], exc)]
+            middle = len(batch) // 2
+            return self._commit(batch[:middle]) + self._commit(batch[middle:])
+
+    def _wake_waiters(self) -> None:
+        still: list[_Waiter] = []
+        for waiter in self._waiters:
+            if waiter.future.done():
+                continue
+            if waiter.last > self._settled:
+                still.append(waiter)
+                continue
+            try:
+                self._raise_if_dropped(waiter.first - 1, waiter.last)
+            except RowsRejectedError as exc:
+                waiter.future.set_exception(exc)
+            else:
+                waiter.future.set_result(None)
+        self._waiters = still
+        if not still:
+            self._urgent.clear()
+
+    def _raise_if_dropped(self, since: int, upto: int) -> None:
+        dropped = [seq for seq in self._dropped if since < seq <= upto]
+        if dropped:
+            raise RowsRejectedError(
+                f"the database refused {len(dropped)} row(s) of this request; see the log "
+                "(swarm.db_row_rejected)",
+                rows=len(dropped),
+            )
+
+
+def _transient(exc: BaseException) -> bool:
+    """A fault of the connection or the server, worth retrying (not one of the rows)."""
+    return isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout)

@@ -2,7 +2,15 @@
 
 The simulator dials in (it owns reconnect and back-off); this side owns the handshake, acks,
 resends, buffering while nobody is connected, the 10 s application heartbeat and dead-peer
-detection. Mount :meth:`SimulatorLink.handle` as a WebSocket route::
+detection.
+
+A connection is a *candidate* until its handshake is accepted: with a ``link_token`` the peer
+must present it (``Authorization: Bearer`` on the upgrade, or ``auth_token`` in its handshake),
+compared in constant time. Only then does the peer policy decide what happens to a live
+simulator: ``refuse`` (default) closes the newcomer (4409), ``takeover`` closes the live one
+(4002); a reconnect of the same session always replaces its old connection. Both are logged.
+A frame that breaks a rule gets an ``error`` frame (a reliable one is acked as ``rejected``)
+and the connection stays up. Mount :meth:`SimulatorLink.handle` as a WebSocket route::
 
     link = SimulatorLink(clock=SystemClock(), metrics=Metrics("swarm", registry))
     link.on_event = coordinator.on_link_event        # async (type, payload) -> None
@@ -17,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocket, WebSocketState
@@ -31,6 +40,7 @@ from atomlab.core.metrics import Metrics
 from atomlab.core.resilience import BreakerState, CircuitBreaker
 from atomlab.sim.swarm_channel import ReliableReceiver, ReliableSender
 from atomlab.sim.swarm_wire import (
+    MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     AckPayload,
     CommandPayload,
@@ -46,6 +56,8 @@ from atomlab.sim.swarm_wire import (
 )
 
 EventHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+FailureHandler = Callable[[str, BaseException], None]
+PeerPolicy = Literal["refuse", "takeover"]
 
 DEFAULT_ACK_TIMEOUT_S = 2.0
 DEFAULT_MAX_RESENDS = 5
@@ -58,6 +70,9 @@ DEFAULT_MAX_BUFFER = 10_000
 DEFAULT_POLL_INTERVAL_S = 0.02
 BREAKER_FAILURES = 3
 BREAKER_RESET_S = 10.0
+DEFAULT_MAX_CANDIDATES = 8  # connections still in their handshake; more are refused at once
+DEFAULT_SEND_TIMEOUT_S = 10.0  # real seconds a frame may wait for a peer that is not reading
+ERROR_REPLIES_PER_S = 20  # error frames answered per second (no amplification); all counted
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_PROTOCOL_ERROR = 1002
@@ -66,13 +81,15 @@ CLOSE_PEER_SILENT = 4000
 CLOSE_ACKS_MISSING = 4001
 CLOSE_REPLACED = 4002
 CLOSE_HANDSHAKE_TIMEOUT = 4003
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_PEER_REFUSED = 4409
 
 CAPABILITIES = ["seq", "ack", "idempotency", "heartbeat", "resend"]
 
 _log = get_logger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a connection is hashed and compared as itself
 class _Connection:
     websocket: WebSocket
     opened_at: float
@@ -83,6 +100,10 @@ class _Connection:
     detached: bool = False
     flushing: bool = False
     failed: bool = False
+    authenticated: bool = False  # presented the link token (or none is required)
+    session_id: str | None = None
+    error_window_start: float = 0.0
+    errors_in_window: int = 0
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -108,6 +129,11 @@ class _LinkMetrics:
         )
         self.invalid = metrics.counter(
             "link_invalid_frames_total", "Frames refused as malformed or out of protocol."
+        )
+        self.handler_errors = metrics.counter(
+            "link_handler_errors_total",
+            "Valid frames the service failed to process (a bug; logged with a traceback).",
+            labels=("type",),
         )
         self.pending = metrics.gauge(
             "link_pending_messages", "Reliable messages buffered or waiting for an ack."
@@ -141,6 +167,12 @@ class SimulatorLink:
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
         breaker: CircuitBreaker | None = None,
         on_event: EventHandler | None = None,
+        link_token: str | None = None,
+        peer_policy: PeerPolicy = "refuse",
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+        max_candidates: int = DEFAULT_MAX_CANDIDATES,
+        on_failure: FailureHandler | None = None,
+        send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
     ) -> None:
         if heartbeat_interval_s <= 0 or missed_heartbeats < 1 or handshake_timeout_s <= 0:
             raise ValueError(
@@ -153,6 +185,14 @@ class SimulatorLink:
         self.handshake_timeout_s = handshake_timeout_s
         self.poll_interval_s = poll_interval_s
         self.on_event: EventHandler | None = on_event
+        self.on_failure: FailureHandler | None = on_failure
+        self.peer_policy: PeerPolicy = peer_policy
+        self.max_frame_bytes = max_frame_bytes
+        self.max_candidates = max_candidates
+        self._link_token = link_token.encode() if link_token is not None else None
+        self._candidates: set[_Connection] = set()
+        self._abandoned: set[asyncio.Task[None]] = set()
+        self.send_timeout_s = send_timeout_s
         self.peer: HandshakePayload | None = None
         self.breaker = breaker or CircuitBreaker(
             "simulator_link",
@@ -235,7 +275,20 @@ class SimulatorLink:
 
     async def handle(self, websocket: WebSocket) -> None:
         """Serve one simulator connection until it closes (mount as the ``/ws/isaac`` route)."""
+        header_ok = self._header_credential(websocket)
+        if header_ok is False:
+            # A wrong token on the upgrade: refused before any WebSocket exists (HTTP 403).
+            self._m.connections.labels(outcome="unauthorized").inc()
+            _log.warning("swarm_link.unauthorized", where="upgrade")
+            with contextlib.suppress(Exception):
+                await websocket.close(code=CLOSE_UNAUTHORIZED)
+            return
         await websocket.accept()
+        if len(self._candidates) >= self.max_candidates:
+            self._m.connections.labels(outcome="refused").inc()
+            message = f"{len(self._candidates)} connections are already in their handshake"
+            await self._refuse(websocket, "too_many_handshakes", message, CLOSE_TRY_AGAIN_LATER)
+            return
         try:
             self.breaker.before_call()
         except CircuitOpenError as exc:
@@ -244,21 +297,39 @@ class SimulatorLink:
             return
         now = self.clock.monotonic()
         conn = _Connection(websocket, opened_at=now, last_heard=now, last_heartbeat_sent=now)
-        previous = self._conn
-        if previous is not None:
-            await self._close(previous, CLOSE_REPLACED, "replaced by a new connection")
-        self._conn = conn
+        conn.authenticated = self._link_token is None or header_ok is True
+        self._candidates.add(conn)
         supervisor = asyncio.create_task(self._supervise(conn), name="swarm-link-supervisor")
         try:
             await self._send_raw(conn, self._handshake())
             await self._read_loop(conn)
         finally:
+            self._candidates.discard(conn)
             supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await supervisor
             await self._detach(conn, "connection closed")
             if not conn.handshaken and not conn.failed:
                 self.breaker.record_neutral()
+
+    def _header_credential(self, websocket: WebSocket) -> bool | None:
+        """True/False for a valid/wrong ``Authorization: Bearer`` on the upgrade; None: none."""
+        if self._link_token is None:
+            return None
+        header = websocket.headers.get("authorization")
+        if not header:
+            return None
+        kind, _, token = header.strip().partition(" ")
+        if kind.lower() != "bearer":
+            return False
+        return self._token_ok(token.strip())
+
+    def _token_ok(self, presented: str | None) -> bool:
+        if self._link_token is None:
+            return True
+        if presented is None:
+            return False
+        return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), self._link_token)
 
     async def close(self) -> None:
         """Close the current connection (the buffer is kept)."""
@@ -286,21 +357,25 @@ class SimulatorLink:
                 return
             if message.get("type") == "websocket.disconnect":
                 return
-            text = message.get("text")
-            if text is None:
-                raw = message.get("bytes")
-                text = raw.decode("utf-8", "replace") if raw is not None else ""
+            frame: str | bytes | None = message.get("text")
+            if frame is None:
+                frame = message.get("bytes") or b""
             conn.last_heard = self.clock.monotonic()
-            await self._on_frame(conn, text)
+            await self._on_frame(conn, frame)
 
-    async def _on_frame(self, conn: _Connection, text: str) -> None:
+    async def _on_frame(self, conn: _Connection, frame: str | bytes) -> None:
         try:
-            envelope = decode(text)
+            envelope = decode(frame, max_bytes=self.max_frame_bytes)
+        except WireError as exc:
+            await self._invalid(conn, "invalid_frame", exc.message)
+            return
+        try:
             body = envelope.parsed()
         except WireError as exc:
-            self._m.invalid.inc()
-            _log.warning("swarm_link.invalid_frame", error=exc.message)
-            await self._send_error(conn, "invalid_frame", exc.message)
+            if not conn.handshaken:
+                await self._invalid(conn, "invalid_frame", exc.message)
+                return
+            await self._invalid(conn, "invalid_payload", exc.message, envelope)
             return
         self._m.received.labels(type=envelope.type.value).inc()
         if not conn.handshaken:
@@ -310,13 +385,34 @@ class SimulatorLink:
             assert isinstance(body, AckPayload)
             await self._on_ack(body)
         elif envelope.reliable:
-            await self._on_reliable(conn, envelope)
+            await self._on_reliable(conn, envelope, body)
         elif envelope.type in (MessageType.HANDSHAKE, MessageType.COMMAND):
-            self._m.invalid.inc()
-            await self._send_error(conn, "unexpected", f"unexpected {envelope.type.value} frame")
+            await self._invalid(conn, "unexpected", f"unexpected {envelope.type.value} frame")
+        elif envelope.type is MessageType.ERROR:
+            _log.warning("swarm_link.peer_error", code=body.model_dump().get("code"))
         else:
             with correlation_scope(envelope.correlation_id):
-                await self._emit(envelope.type.value, envelope.payload)
+                await self._emit(conn, envelope.type.value, body.model_dump())
+
+    async def _invalid(
+        self, conn: _Connection, code: str, message: str, envelope: Envelope | None = None
+    ) -> None:
+        """One refused frame: counted, logged, answered (rate-limited); the link stays up. A
+        reliable frame is acked as ``rejected`` so that the peer does not send it again."""
+        self._m.invalid.inc()
+        seq = envelope.seq if envelope is not None and envelope.reliable else None
+        if envelope is not None and seq is not None and self._receiver.in_window(seq):
+            self._receiver.mark(seq)
+            await self._send_ack(conn, envelope, status="rejected", reason=message[:500])
+        now = self.clock.monotonic()
+        if now - conn.error_window_start >= 1.0:
+            conn.error_window_start, conn.errors_in_window = now, 0
+        conn.errors_in_window += 1
+        if conn.errors_in_window <= ERROR_REPLIES_PER_S:  # a flood is counted, not echoed
+            _log.warning("swarm_link.invalid_frame", code=code, error=message[:300])
+            await self._send_error(conn, code, message)
+        elif conn.errors_in_window == ERROR_REPLIES_PER_S + 1:
+            _log.warning("swarm_link.invalid_frames_suppressed", per_second=ERROR_REPLIES_PER_S)
 
     async def _on_handshake(self, conn: _Connection, envelope: Envelope, body: BaseModel) -> None:
         if not isinstance(body, HandshakePayload) or body.role != "simulator":
@@ -330,6 +426,48 @@ class SimulatorLink:
             )
             await self._fail_connection(conn, "version_mismatch", reason, CLOSE_PROTOCOL_ERROR)
             return
+        if not conn.authenticated and not self._token_ok(body.auth_token):
+            self._m.connections.labels(outcome="unauthorized").inc()
+            _log.warning("swarm_link.unauthorized", where="handshake", peer=body.session_id)
+            reason = (
+                "the link token is missing or wrong; give the simulator the service's link "
+                "token (swarm.link_token, or the tokens file of the service's data home)"
+            )
+            await self._reject(conn, "unauthorized", reason, CLOSE_UNAUTHORIZED)
+            return
+        conn.authenticated = True
+        conn.session_id = body.session_id
+        live = self._conn
+        if live is not None and live is not conn and not live.closing:
+            if live.session_id == body.session_id:
+                _log.info("swarm_link.reconnected", peer_session=body.session_id)
+                await self._close(live, CLOSE_REPLACED, "replaced by a reconnect of this session")
+            elif self.peer_policy == "takeover":
+                _log.warning(
+                    "swarm_link.taken_over",
+                    live_session=live.session_id,
+                    new_session=body.session_id,
+                    policy="takeover",
+                )
+                await self._close(live, CLOSE_REPLACED, "replaced by a new simulator (takeover)")
+            else:
+                self._m.connections.labels(outcome="second_peer_refused").inc()
+                _log.warning(
+                    "swarm_link.second_peer_refused",
+                    live_session=live.session_id,
+                    new_session=body.session_id,
+                    policy="refuse",
+                )
+                reason = (
+                    f"another simulator (session {live.session_id}) is connected and the "
+                    "service's link_peer_policy is 'refuse'; stop it first, or set "
+                    "swarm.link_peer_policy=takeover"
+                )
+                await self._reject(conn, "peer_refused", reason, CLOSE_PEER_REFUSED)
+                return
+        self._candidates.discard(conn)
+        self._conn = conn
+        self._sender.disconnected()  # everything unacked goes again on this connection
         conn.handshaken = True
         self.peer = body
         if self._receiver.peer_changed(body.session_id):
@@ -339,7 +477,7 @@ class SimulatorLink:
         self._m.connected.set(1)
         _log.info("swarm_link.up", agents=len(body.agents), pending=len(self._sender))
         await self._flush(conn)
-        await self._emit(LinkEvent.LINK_UP.value, body.model_dump(mode="json"))
+        await self._emit(conn, LinkEvent.LINK_UP.value, body.public())
 
     async def _flush(self, conn: _Connection) -> None:
         """Send everything buffered, strictly in ``seq`` order, before anything newer."""
@@ -368,6 +506,7 @@ class SimulatorLink:
                 del self._keys_pending[envelope.idempotency_key]
             payload = envelope.payload
             await self._emit(
+                None,
                 LinkEvent.COMMAND_DELIVERED.value,
                 {
                     "idempotency_key": envelope.idempotency_key,
@@ -376,17 +515,43 @@ class SimulatorLink:
                 },
             )
 
-    async def _on_reliable(self, conn: _Connection, envelope: Envelope) -> None:
+    async def _on_reliable(self, conn: _Connection, envelope: Envelope, body: BaseModel) -> None:
         assert envelope.seq is not None
+        if not self._receiver.in_window(envelope.seq):
+            why = f"seq {envelope.seq} is too far ahead of the last one in order"
+            await self._invalid(conn, "seq_out_of_window", why)
+            return
         duplicate = self._receiver.seen(envelope.seq)
+        status: Literal["received", "rejected"] = "received"
+        reason: str | None = None
         if duplicate:
             self._m.duplicates.inc()
         else:
             # Processed before the ack goes out: if this process dies first, the peer resends.
             with correlation_scope(envelope.correlation_id):
-                await self._emit(envelope.type.value, envelope.payload)
+                ok = await self._emit(conn, envelope.type.value, body.model_dump())
+            if not ok:
+                status, reason = "rejected", "the service failed to process it (see its log)"
             self._receiver.mark(envelope.seq)
-        ack = AckPayload(message_id=envelope.message_id, seq=envelope.seq, duplicate=duplicate)
+        await self._send_ack(conn, envelope, status=status, duplicate=duplicate, reason=reason)
+
+    async def _send_ack(
+        self,
+        conn: _Connection,
+        envelope: Envelope,
+        *,
+        status: Literal["received", "rejected"] = "received",
+        duplicate: bool = False,
+        reason: str | None = None,
+    ) -> None:
+        assert envelope.seq is not None
+        ack = AckPayload(
+            message_id=envelope.message_id,
+            seq=envelope.seq,
+            status=status,
+            duplicate=duplicate,
+            reason=reason,
+        )
         await self._send_raw(
             conn,
             make_envelope(
@@ -395,7 +560,19 @@ class SimulatorLink:
         )
 
     async def _supervise(self, conn: _Connection) -> None:
-        """Handshake deadline, resends, heartbeats and dead-peer detection, read off the clock."""
+        """Handshake deadline, resends, heartbeats and dead-peer detection, read off the clock.
+
+        A fault in here must not leave a connection without heartbeats or resends: it is
+        reported and the connection is closed, so the simulator reconnects to a fresh one."""
+        try:
+            await self._supervise_loop(conn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._report("swarm-link-supervisor", exc)
+            await self._close(conn, CLOSE_GOING_AWAY, "link supervisor failed; reconnect")
+
+    async def _supervise_loop(self, conn: _Connection) -> None:
         while not conn.closing:
             await asyncio.sleep(self.poll_interval_s)
             now = self.clock.monotonic()
@@ -432,7 +609,17 @@ class SimulatorLink:
         if not conn.handshaken:
             self._m.connections.labels(outcome="handshake_failed").inc()
         conn.failed = True
-        self.breaker.record_failure()
+        if conn.authenticated:
+            # Only a peer that holds the credential can open the breaker: a stranger failing
+            # handshakes must not lock the real simulator out.
+            self.breaker.record_failure()
+        await self._send_error(conn, reason, message)
+        await self._close(conn, code, message)
+
+    async def _reject(self, conn: _Connection, reason: str, message: str, code: int) -> None:
+        """Close a candidate that may not become the live peer (no breaker failure)."""
+        self._m.dropped_peers.labels(reason=reason).inc()
+        conn.failed = True
         await self._send_error(conn, reason, message)
         await self._close(conn, code, message)
 
@@ -442,27 +629,31 @@ class SimulatorLink:
         if conn.detached:
             return
         conn.detached = True
-        if self._conn is conn:
-            self._conn = None
-            self._sender.disconnected()
-            self._m.connected.set(0)
+        self._candidates.discard(conn)
+        if self._conn is not conn:
+            return  # a candidate that never became the live connection
+        self._conn = None
+        self._sender.disconnected()
+        self._m.connected.set(0)
         if conn.handshaken:
             _log.info("swarm_link.down", reason=reason, pending=len(self._sender))
-            await self._emit(LinkEvent.LINK_DOWN.value, {"reason": reason})
+            await self._emit(None, LinkEvent.LINK_DOWN.value, {"reason": reason})
 
     async def _close(self, conn: _Connection, code: int, reason: str) -> None:
         await self._detach(conn, reason)
         if conn.websocket.application_state is not WebSocketState.DISCONNECTED:
             with contextlib.suppress(Exception):
-                await conn.websocket.close(code=code, reason=reason[:120])
+                async with asyncio.timeout(self.send_timeout_s):  # a peer may not be reading
+                    await conn.websocket.close(code=code, reason=reason[:120])
 
     async def _refuse(self, websocket: WebSocket, code_name: str, message: str, code: int) -> None:
         error = ErrorPayload(code=code_name, message=message)
         with contextlib.suppress(Exception):
-            await websocket.send_text(
-                make_envelope(MessageType.ERROR, error, clock=self.clock).encode()
-            )
-            await websocket.close(code=code, reason=message[:120])
+            async with asyncio.timeout(self.send_timeout_s):  # a peer may not be reading
+                await websocket.send_text(
+                    make_envelope(MessageType.ERROR, error, clock=self.clock).encode()
+                )
+                await websocket.close(code=code, reason=message[:120])
 
     # --- sending ----------------------------------------------------------------------------
 
@@ -477,26 +668,65 @@ class SimulatorLink:
         if conn.closing:
             return False
         try:
-            async with conn.send_lock:
+            # A peer that stops reading fills the socket, and a send then waits for room: bounded
+            # (real time), or one stuck peer would freeze acks, heartbeats and every command.
+            async with asyncio.timeout(self.send_timeout_s), conn.send_lock:
                 await conn.websocket.send_text(envelope.encode())
+        except TimeoutError:
+            await self._not_reading(conn)
+            return False
         except Exception as exc:  # a dead socket surfaces here in several shapes
             _log.info("swarm_link.send_failed", error=f"{type(exc).__name__}: {exc}")
             return False
         self._m.sent.labels(type=envelope.type.value).inc()
         return True
 
+    async def _not_reading(self, conn: _Connection) -> None:
+        """Give up on a peer that has not taken a frame for ``send_timeout_s``: the link is down
+        (everything unacked waits for the next connection) and its socket is closed."""
+        if conn.detached:
+            return
+        _log.warning("swarm_link.closing", reason="peer_not_reading", timeout_s=self.send_timeout_s)
+        self._m.dropped_peers.labels(reason="peer_not_reading").inc()
+        conn.failed = True
+        await self._detach(conn, "peer not reading")
+        task = asyncio.create_task(self._abandon(conn), name="swarm-link-abandon")
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
+
+    async def _abandon(self, conn: _Connection) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.send_timeout_s):
+                await conn.websocket.close(code=CLOSE_PEER_SILENT, reason="peer not reading")
+
     async def _send_error(self, conn: _Connection, code: str, message: str) -> None:
         error = ErrorPayload(code=code, message=message)
         await self._send_raw(conn, make_envelope(MessageType.ERROR, error, clock=self.clock))
 
-    async def _emit(self, event_type: str, payload: dict[str, Any]) -> None:
+    async def _emit(
+        self, conn: _Connection | None, event_type: str, payload: dict[str, Any]
+    ) -> bool:
+        """Hand one event to ``on_event``; False (reported, the link stays up) if it raised."""
         handler = self.on_event
         if handler is None:
-            return
+            return True
         try:
             await handler(event_type, payload)
         except Exception as exc:  # the link outlives a faulty subscriber
-            _log.error("swarm_link.on_event_failed", event=event_type, error=repr(exc))
+            self._m.handler_errors.labels(type=event_type).inc()
+            self._report("swarm-link-events", exc, event_type=event_type)
+            if conn is not None:
+                await self._send_error(
+                    conn, "processing_failed", f"the service failed to process a {event_type}"
+                )
+            return False
+        return True
+
+    def _report(self, task: str, exc: BaseException, **context: Any) -> None:
+        if self.on_failure is not None:
+            self.on_failure(task, exc)
+        else:
+            _log.error("swarm_link.failure", task=task, error=repr(exc)[:300], **context)
 
 
 def _command_payload(command: Mapping[str, Any] | CommandPayload) -> CommandPayload:

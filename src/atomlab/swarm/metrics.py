@@ -59,6 +59,34 @@ class SwarmMetrics:
         self.halts = m.counter("halts_total", "Swarm-wide halts (E-stop) issued.")
         self.db_writes = m.counter("db_writes_total", "Rows written by the background writer.")
         self.db_errors = m.counter("db_errors_total", "Failed background write batches.")
+        self.db_rejected_rows = m.counter(
+            "db_rejected_rows_total",
+            "Rows the database refused on their own (logged and dropped; the rest was written).",
+        )
+        self.db_commit_seconds = m.histogram(
+            "db_commit_seconds", "Time to commit one write batch.", buckets=LATENCY_BUCKETS
+        )
+        self.task_failures = m.counter(
+            "task_failures_total", "Failures of background tasks, by task.", labels=("task",)
+        )
+        self.task_restarts = m.counter(
+            "task_restarts_total", "Background tasks started again after a crash.", ("task",)
+        )
+        self.task_up = m.gauge("task_up", "1 while a background task runs.", labels=("task",))
+        self.auth_failures = m.counter(
+            "auth_failures_total",
+            "Requests and link peers refused for a missing or wrong credential, by scope.",
+            labels=("scope",),
+        )
+        self.rejected_results = m.counter(
+            "rejected_results_total",
+            "Command results refused: from another agent than the command's, or another action.",
+        )
+        self.rejected_requests = m.counter(
+            "rejected_requests_total",
+            "Requests refused before routing (body too large, not JSON, too deep), by reason.",
+            labels=("reason",),
+        )
         self.http_requests = m.counter(
             "http_requests_total", "HTTP requests by route and status code.", ("route", "code")
         )

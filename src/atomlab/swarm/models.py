@@ -13,7 +13,7 @@ import enum
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -167,25 +167,33 @@ class AgentState:
 DefectType = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", examples=["vacancy"])
 ]
+MAX_COORDINATE_NM = 1_000_000.0  # a sanity bound; the configured work area is stricter
+MAX_BATCH = 10_000
+GRID_NM = 0.1
+CORRELATION_ID_PATTERN = r"^[!-~]{1,64}$"  # printable ASCII, no spaces
+Nanometres = Annotated[
+    float,
+    Field(
+        ge=-MAX_COORDINATE_NM,
+        le=MAX_COORDINATE_NM,
+        description="nm, a multiple of 0.1 inside the configured work area (swarm.bounds_*_nm)",
+        json_schema_extra={"multipleOf": GRID_NM},
+    ),
+]
 
 
 class SensorCoordinateIn(BaseModel):
-    """One detected defect, in nm with at most one decimal (0.1 nm grid)."""
+    """One detected defect, in nm with at most one decimal (0.1 nm grid).
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: a number must be a JSON number (not ``"1.2"``, not ``true``), finite."""
 
-    x: float = Field(description="nm, multiple of 0.1", examples=[1.2])
-    y: float = Field(description="nm, multiple of 0.1", examples=[3.4])
-    z: float = Field(default=0.0, description="nm, multiple of 0.1", examples=[0.0])
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    x: Nanometres = Field(examples=[1.2])
+    y: Nanometres = Field(examples=[3.4])
+    z: Nanometres = Field(default=0.0, examples=[0.0])
     defect_type: DefectType = "vacancy"
     severity: int = Field(ge=1, le=10, description="1 (cosmetic) to 10 (critical)")
-
-    @field_validator("x", "y", "z", "severity", mode="before")
-    @classmethod
-    def _not_a_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool):  # pydantic would read true as 1
-            raise ValueError(f"{str(value).lower()} is not a number")
-        return value
 
     @field_validator("x", "y", "z")
     @classmethod
@@ -193,14 +201,22 @@ class SensorCoordinateIn(BaseModel):
         nm_to_units(value)  # raises OffGridError (a ValueError) with the reason
         return value
 
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        # JSON has one number type: 5.0 is the integer 5 (as JSON Schema says); 5.5 is not.
+        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+            return int(value)
+        return value
+
 
 class SensorDataIn(BaseModel):
     """A batch of detected defects (the ``sensor_data`` message's payload)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    coordinates: list[SensorCoordinateIn] = Field(min_length=1, max_length=10_000)
-    correlation_id: str | None = Field(default=None, max_length=64)
+    coordinates: list[SensorCoordinateIn] = Field(min_length=1, max_length=MAX_BATCH)
+    correlation_id: str | None = Field(default=None, pattern=CORRELATION_ID_PATTERN)
 
 
 class IngestAccepted(BaseModel):
@@ -272,10 +288,33 @@ class LinkOut(BaseModel):
     breaker: str = Field(description="closed, open or half_open", examples=["closed"])
 
 
-class HealthOut(BaseModel):
-    """Liveness and a one-glance summary of the service."""
+class TaskOut(BaseModel):
+    """One background task as /health shows it."""
 
-    status: str = Field(examples=["healthy"])
+    state: Literal["running", "restarting", "failed", "stopped"]
+    failures: int
+    restarts: int
+    last_error: str | None
+    last_failure_at: str | None
+
+
+class DatabaseOut(BaseModel):
+    """The database writer as /health shows it."""
+
+    backlog: int = Field(description="rows handed to the writer, not yet committed")
+    written: int
+    rejected_rows: int = Field(description="rows the database refused (logged, dropped)")
+    unavailable: str | None = Field(description="why the database cannot be written now")
+
+
+class HealthOut(BaseModel):
+    """Liveness and a one-glance summary of the service.
+
+    ``status``: ``healthy``; ``degraded`` while a background task restarts, within 5 minutes of
+    any task failure, or while the database cannot be written; ``failing`` (HTTP 503) once a
+    task was given up on and the service is stopping."""
+
+    status: Literal["healthy", "degraded", "failing"] = Field(examples=["healthy"])
     timestamp: str = Field(description="ISO-8601, UTC")
     uptime_s: float
     link: LinkOut
@@ -287,6 +326,9 @@ class HealthOut(BaseModel):
     halted: bool = Field(description="the proximity E-stop fired; POST /api/agents/resume")
     halt_reason: str | None
     planner: str = Field(examples=["heuristic", "llm+heuristic"])
+    tasks: dict[str, TaskOut] = Field(description="background tasks by name")
+    database: DatabaseOut
+    reads_public: bool = Field(description="GET routes answer without a token")
 
 
 class ResumeOut(BaseModel):

@@ -16,7 +16,13 @@ from atomlab.tracking import perf, report
 from atomlab.tracking.eta import estimate_remaining, format_duration
 from atomlab.tracking.export import TABLE_FORMATS, export_tables
 from atomlab.tracking.gpu import GpuProbe
-from atomlab.tracking.history import RunIndex, RunSummary, parse_since
+from atomlab.tracking.history import (
+    RunIndex,
+    RunSummary,
+    check_run_hint,
+    check_statuses,
+    parse_since,
+)
 from atomlab.tracking.metrics import MetricPoint, read_metrics, summarise_metrics
 from atomlab.tracking.models import (
     ArtifactRecord,
@@ -79,6 +85,8 @@ __all__ = [
     "TensorBoardMirror",
     "auto_view",
     "check_logdir",
+    "check_run_hint",
+    "check_statuses",
     "estimate_remaining",
     "evaluate",
     "export_tables",

@@ -168,11 +168,18 @@ class RunIndex:
         self._clock = clock or SystemClock()
 
     @classmethod
-    def open(cls, home: Path, *, clock: Clock | None = None) -> RunIndex:
+    def open(cls, home: Path, *, clock: Clock | None = None, create: bool = True) -> RunIndex:
         """Open (or create) the index. The index is derived data (``run.json`` files are the
         truth): a damaged one — not a database, malformed, a folder — is moved aside as
-        ``index.sqlite.broken-<time>`` and rebuilt from the run directories."""
+        ``index.sqlite.broken-<time>`` and rebuilt from the run directories.
+
+        ``create=False`` is for readers: a data home that has never tracked a run (no index, no
+        run directory) gets an empty index in memory, so a query there — even one refused, such
+        as an unknown run id — creates nothing on disk.
+        """
         root = runs_root(home)
+        if not create and not _has_history(root):
+            return cls._open_empty(root, clock)
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -193,6 +200,13 @@ class RunIndex:
         count = index.rebuild()
         _log.warning("runs.index_rebuilt", broken=str(broken), reason=reason, runs=count)
         return index
+
+    @classmethod
+    def _open_empty(cls, root: Path, clock: Clock | None) -> RunIndex:
+        conn = sqlite3.connect(":memory:", check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        migrate(conn, MIGRATIONS)
+        return cls(root, conn, clock=clock)
 
     @classmethod
     def _open_checked(cls, root: Path, clock: Clock | None) -> RunIndex:
@@ -286,8 +300,7 @@ class RunIndex:
         args: list[Any] = []
         if status is not None:
             wanted = [status] if isinstance(status, str) else list(status)
-            for value in wanted:
-                _check_status(value)
+            check_statuses(wanted)
             where.append(f"status IN ({','.join('?' * len(wanted))})")
             args.extend(wanted)
         if since is not None:
@@ -320,20 +333,7 @@ class RunIndex:
 
         An empty or blank hint is refused (it must not silently mean the newest run).
         """
-        if hint is not None and not hint.strip():
-            raise InvalidInputError(
-                "the run id is empty; give a run id or unique prefix, or 'latest' "
-                "(see `atomlab runs list`)",
-                field="run",
-                value=hint,
-            )
-        if hint is not None and len(hint) > MAX_RUN_HINT:
-            raise InvalidInputError(
-                f"run id {hint[:40]!r}... is {len(hint)} characters long; run ids are at most "
-                f"{MAX_RUN_HINT} (see `atomlab runs list`)",
-                field="run",
-                value=hint[:40],
-            )
+        check_run_hint(hint)
         with self._lock:
             if hint in (None, "latest"):
                 rows = self._conn.execute(
@@ -603,14 +603,43 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _check_status(value: str) -> None:
+def check_statuses(values: Iterable[str]) -> None:
+    """Refuse (exit 3) any value that is not a run status; callers check before opening."""
     valid = [s.value for s in RunStatus]
-    if value not in valid:
+    for value in values:
+        if value not in valid:
+            raise InvalidInputError(
+                f"--status {value[:40]!r} is not a run status; use one of {', '.join(valid)}",
+                field="status",
+                value=value[:40],
+            )
+
+
+def check_run_hint(hint: str | None) -> None:
+    """Refuse (exit 3) a run id that can name no run: empty or blank (it must not silently mean
+    the newest run), or longer than any run id. ``None`` means the newest run."""
+    if hint is not None and not hint.strip():
         raise InvalidInputError(
-            f"--status {value!r} is not a run status; use one of {', '.join(valid)}",
-            field="status",
-            value=value,
+            "the run id is empty; give a run id or unique prefix, or 'latest' "
+            "(see `atomlab runs list`)",
+            field="run",
+            value=hint,
         )
+    if hint is not None and len(hint) > MAX_RUN_HINT:
+        raise InvalidInputError(
+            f"run id {hint[:40]!r}... is {len(hint)} characters long; run ids are at most "
+            f"{MAX_RUN_HINT} (see `atomlab runs list`)",
+            field="run",
+            value=hint[:40],
+        )
+
+
+def _has_history(root: Path) -> bool:
+    """Whether ``root`` holds an index or a run directory (a reader then opens it for real)."""
+    try:
+        return (root / INDEX_FILE).exists() or any(root.glob(f"*/{RUN_FILE}"))
+    except OSError:
+        return True  # let the real open say what is wrong with the folder
 
 
 def _stamp_s(stamp: str | None) -> float | None:
@@ -642,6 +671,8 @@ __all__ = [
     "INDEX_FILE",
     "RunIndex",
     "RunSummary",
+    "check_run_hint",
+    "check_statuses",
     "median_or_none",
     "parse_since",
 ]

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from atomlab.core.errors import ConfigError, InvalidInputError
-from atomlab.core.settings import AtomlabSettings
+from atomlab.core.settings import MAX_COUNT, MAX_DURATION_S, AtomlabSettings
 
 DEFAULT_INTERVAL_S = 0.1
 DEFAULT_ROTATE_ENTRIES = 6000
@@ -33,6 +33,10 @@ MAX_RUN_NAME_LENGTH = 128
 #: Shortest interval: one tick is at least one TCP round trip per command, and a tick may start at
 #: most half an interval late, so a shorter interval records nothing but missed ticks.
 MIN_INTERVAL_S = 0.001
+#: Longest action window and coalescing gap: the settings' bound on every duration (a week), so
+#: whatever `trajectory.action_window_s`/`coalesce_s` accepts stages too; past it is a typo
+#: (``1e308``) that would overflow a window's ``dt_s`` arithmetic.
+MAX_WINDOW_S = MAX_DURATION_S
 
 #: The origin's defaults (two fast signals, ten operator-facing specs), as our catalog names them.
 DEFAULT_SIGNALS: tuple[str, ...] = ("Z Position", "Tunnel Current")
@@ -63,13 +67,15 @@ class MonitorConfig(BaseModel):
     interval_s: float = Field(
         default=DEFAULT_INTERVAL_S, ge=MIN_INTERVAL_S, le=3600, allow_inf_nan=False
     )
-    rotate_entries: int = Field(default=DEFAULT_ROTATE_ENTRIES, ge=1)
-    action_window_s: float = Field(default=DEFAULT_ACTION_WINDOW_S, ge=0, allow_inf_nan=False)
+    rotate_entries: int = Field(default=DEFAULT_ROTATE_ENTRIES, ge=1, le=MAX_COUNT)
+    action_window_s: float = Field(
+        default=DEFAULT_ACTION_WINDOW_S, ge=0, le=MAX_WINDOW_S, allow_inf_nan=False
+    )
     db_path: Path | None = None
     #: Absolute change a spec must exceed to count as an action (default 0: any change).
     tolerances: dict[str, float] = Field(default_factory=dict)
     #: Changes of one spec closer than this merge into one action (a ramp); 0 turns merging off.
-    coalesce_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    coalesce_s: float = Field(default=0.0, ge=0, le=MAX_WINDOW_S, allow_inf_nan=False)
     flush_interval_s: float = Field(
         default=DEFAULT_FLUSH_INTERVAL_S, gt=0, le=60, allow_inf_nan=False
     )
@@ -145,10 +151,7 @@ def build_config(data: Mapping[str, Any]) -> MonitorConfig:
     try:
         return MonitorConfig.model_validate(dict(data))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "config"
-        value = first.get("input")
-        message = str(first["msg"]).removeprefix("Value error, ")
+        field, value, message = _first_error(exc)
         flag = "--" + field.split(".")[0].replace("_", "-")
         raise ConfigError(
             f"invalid monitor config {field}={value!r}: {message}; fix it with "
@@ -156,6 +159,13 @@ def build_config(data: Mapping[str, Any]) -> MonitorConfig:
             field=field,
             value=_json_safe(value),
         ) from None
+
+
+def _first_error(exc: ValidationError) -> tuple[str, Any, str]:
+    """``(field, value, rule)`` of the first problem pydantic found."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "config"
+    return field, first.get("input"), str(first["msg"]).removeprefix("Value error, ")
 
 
 def _json_safe(value: Any) -> Any:
@@ -170,16 +180,25 @@ def _json_safe(value: Any) -> Any:
 def defaults_from_settings(settings: AtomlabSettings) -> MonitorConfig:
     """The config a fresh stage starts from: built-in defaults overlaid with the settings file."""
     section = settings.trajectory
-    return build_config(
-        {
-            "interval_s": section.interval_s,
-            "rotate_entries": section.rotate_entries,
-            "action_window_s": section.action_window_s,
-            "db_path": section.db_path,
-            "coalesce_s": section.coalesce_s,
-            "flush_interval_s": section.flush_interval_s,
-        }
-    )
+    try:
+        return MonitorConfig.model_validate(
+            {
+                "interval_s": section.interval_s,
+                "rotate_entries": section.rotate_entries,
+                "action_window_s": section.action_window_s,
+                "db_path": section.db_path,
+                "coalesce_s": section.coalesce_s,
+                "flush_interval_s": section.flush_interval_s,
+            }
+        )
+    except ValidationError as exc:  # a setting within the settings' bounds, past the monitor's
+        field, value, message = _first_error(exc)
+        raise ConfigError(
+            f"setting trajectory.{field}={value!r} cannot be used by the trajectory monitor: "
+            f"{message}; change it in atomlab.yaml (or ATOMLAB_TRAJECTORY__{field.upper()})",
+            field=f"trajectory.{field}",
+            value=_json_safe(value),
+        ) from None
 
 
 def default_config_path(settings: AtomlabSettings) -> Path:
