@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -35,7 +35,9 @@ class SwarmEndpoints:
     ws_url: str
 
 
-def auth_headers(settings: AtomlabSettings, scope: str) -> dict[str, str]:
+def auth_headers(
+    settings: AtomlabSettings, scope: Literal["read", "ingest", "control"]
+) -> dict[str, str]:
     """``Authorization`` for ``scope`` from the tokens the service keeps in its data home, when
     the service has authentication (C5); no headers otherwise."""
     try:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from atomlab.core.errors import OperationTimeoutError
+from atomlab.core.errors import InvalidInputError, OperationTimeoutError
 from atomlab.instrument import NanonisClient, WriteGuard
 from atomlab.lab.config import SCAN_LOOP_HZ
 from atomlab.lab.detection import ScanImage
@@ -44,8 +44,8 @@ def scan_surface(
     on_progress: ScanProgress | None = None,
 ) -> ScanImage:
     """One up-scan of a square frame centred on piezo (0, 0); returns its Z traces."""
-    z_index = client.signal_index(Z_SIGNAL)
-    current_index = client.signal_index(CURRENT_SIGNAL)
+    z_slot = signal_slot(client, Z_SIGNAL)
+    current_slot = signal_slot(client, CURRENT_SIGNAL)
     guard.set("scan_frame_center_x_m", 0.0)
     guard.set("scan_frame_center_y_m", 0.0)
     guard.set("scan_frame_width_m", frame_nm * 1e-9)
@@ -67,7 +67,7 @@ def scan_surface(
     )
     client.call(
         "Scan.BufferSet",
-        {"channels": [current_index, z_index], "pixels": pixels, "lines": pixels},
+        {"channels": [current_slot, z_slot], "pixels": pixels, "lines": pixels},
     )
     lines = int(client.call("Scan.BufferGet")["lines"])
     nominal_s = 2 * lines * frame_nm / speed_nm_s
@@ -85,7 +85,7 @@ def scan_surface(
         if not reply["timed_out"]:
             break
         if on_progress is not None:
-            on_progress(_lines_done(client, z_index), lines)
+            on_progress(_lines_done(client, z_slot), lines)
         if time.monotonic() > deadline:
             client.call("Scan.Action", {"action": 1, "direction_up": 1})
             raise OperationTimeoutError(
@@ -95,8 +95,8 @@ def scan_surface(
             )
     if on_progress is not None:
         on_progress(lines, lines)
-    forward = _grab(client, z_index, forward=True)
-    backward = _grab(client, z_index, forward=False)
+    forward = _grab(client, z_slot, forward=True)
+    backward = _grab(client, z_slot, forward=False)
     return ScanImage(
         forward=forward,
         backward=backward,
@@ -104,6 +104,21 @@ def scan_surface(
         frame_size_nm=(frame_nm, frame_nm),
         origin_nm=origin_nm,
         channel=Z_SIGNAL,
+    )
+
+
+def signal_slot(client: NanonisClient, name: str) -> int:
+    """The slot of the Signals Manager that holds signal ``name``: the scan buffer records slots
+    (``Signals.InSlotsGet``), not signal indexes."""
+    index = client.signal_index(name)
+    slots = client.call("Signals.InSlotsGet")
+    for slot, held in enumerate(slots["indexes"]):
+        if int(held) == index:
+            return slot
+    raise InvalidInputError(
+        f"no slot of the Signals Manager holds {name!r} (signal {index}); assign it to one "
+        "with Signals.InSlotSet",
+        signal=name,
     )
 
 
