@@ -653,13 +653,13 @@ def _kind(sign: float, on_step: bool, sigma_nm: float) -> str:
 
 # Apparent height (pm) of a defect of severity 1 and the rise per severity step, per kind, as
 # this module measures them in the demo's imaging conditions (0.5 V, 50 pA, 600 nm/s at 10 kHz,
-# about 0.16 nm pixels; fitted over seven seeded surfaces, see docs/demo.md). Other conditions
+# about 0.16 nm pixels; fitted on real scans of the simulator, see docs/demo.md). Other conditions
 # shift them: the estimate orders defects for triage and repair, and its error is reported.
 _SEVERITY_SCALE: dict[str, tuple[float, float]] = {
-    "vacancy": (34.0, 4.5),
-    "adatom": (76.0, 8.75),
-    "contamination": (238.0, 61.0),
-    "step_edge": (56.0, 7.25),
+    "vacancy": (34.0, 5.9),
+    "adatom": (80.0, 10.75),
+    "contamination": (210.0, 68.0),
+    "step_edge": (59.0, 5.7),
 }
 
 
