@@ -90,11 +90,7 @@ def output_file(path: Path, *, option: str) -> Path:
                 path=str(path)[:SHOWN_CHARS],
             )
         else:
-            ancestor = path.parent
-            while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
-                ancestor = ancestor.parent
-            if not ancestor.is_dir():
-                fail = f"cannot be created: {shown(ancestor)} is a file, not a folder"
+            fail = _uncreatable(path)
     except OSError as exc:
         fail = f"cannot be written: {_reason(exc)}"
     if fail is not None:
@@ -104,6 +100,17 @@ def output_file(path: Path, *, option: str) -> Path:
             path=str(path)[:SHOWN_CHARS],
         )
     return path
+
+
+def _uncreatable(path: Path) -> str | None:
+    """Why ``path`` (which does not exist) could never be created, or None: the nearest
+    existing ancestor must be a folder."""
+    ancestor = path.parent
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.is_dir():
+        return None
+    return f"cannot be created: {shown(ancestor)} is a file, not a folder"
 
 
 def folder(path: Path, *, option: str) -> Path:
@@ -118,11 +125,7 @@ def folder(path: Path, *, option: str) -> Path:
             if not path.is_dir():
                 fail = "is a file, not a folder"
         else:
-            ancestor = path.parent
-            while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
-                ancestor = ancestor.parent
-            if not ancestor.is_dir():
-                fail = f"cannot be created: {shown(ancestor)} is a file, not a folder"
+            fail = _uncreatable(path)
     except OSError as exc:
         fail = f"cannot be used: {_reason(exc)}"
     if fail is not None:
