@@ -258,7 +258,11 @@ class _DemoRun:
             with _sigint_ignored():
                 self.result.duration_s = time.monotonic() - started
                 if interrupted is None and self.config.keep and not self.result.failed:
-                    self._keep_servers()
+                    try:
+                        self._keep_servers()
+                    except BaseException:
+                        self._shutdown()  # never leave servers behind that nobody was told of
+                        raise
                 else:
                     self._shutdown()
         if interrupted is not None:
@@ -406,12 +410,13 @@ class _DemoRun:
 
     def _keep_servers(self) -> None:
         self._start_dashboard()
-        kept = self.services.detach()
+        kept = [s for s in self.services.services.values() if s.alive]
         for service in kept:
             entry: dict[str, Any] = {"name": service.name, "pid": service.pid}
             entry["url"] = self._url_of(service)
             entry["log"] = str(service.log_path)
             self.result.servers.append(entry)
+        self.services.detach()
 
     def _url_of(self, service: Service) -> str | None:
         """Where a kept server answers (``None`` when it never said)."""
