@@ -3,6 +3,7 @@ drawing what the data says."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -88,6 +89,29 @@ def test_signal_window_has_a_panel_per_signal_with_the_action_shaded_on_each() -
     assert fig["layout"]["yaxis"]["title"]["text"] == "m"  # the unit on the axis ...
     panel_labels = [a["text"] for a in fig["layout"]["annotations"]]
     assert panel_labels == ["<b>Z Position</b>", "<b>Tunnel Current</b>"]  # ... the name above
+
+
+def test_a_command_action_is_titled_with_its_command_and_arguments() -> None:
+    pulse = dataclasses.replace(
+        ACTION,
+        kind="command",
+        spec_label="Bias.Pulse",
+        old_value=None,
+        new_value=None,
+        delta=None,
+        steps=1,
+        end_dt_s=3.0,
+        source="self",
+        command="Bias.Pulse",
+        args={"bias_pulse_width_s": 0.05, "bias_value_v": 3.0, "wait_until_done": 1},
+    )
+    for action in (pulse, dataclasses.asdict(pulse)):  # the event or its JSON form
+        title = valid(signal_window_figure(make_window(), action))["layout"]["title"]["text"]
+        assert title == (
+            "Action 3: Bias.Pulse(bias_pulse_width_s=0.05, bias_value_v=3, wait_until_done=1) "
+            "sent at 3.00 s (self)"
+        )
+        assert "None" not in title
 
 
 def test_a_partial_window_says_why_in_its_title_and_accepts_the_dict_form() -> None:

@@ -257,24 +257,10 @@ def _window_sections(figures: Any, inputs: ReportInputs) -> list[dict[str, Any]]
             {
                 "title": title if k == 0 else f"{title} ({k + 1})",
                 "text": inputs.expert_note if k == 0 else "",
-                "figure": figures.signal_window_figure(window, action, title=_window_title(action)),
+                "figure": figures.signal_window_figure(window, action),
             }
         )
     return out
-
-
-def _window_title(action: Any) -> str | None:
-    """A command action (no old and new value) says what was sent; spec changes keep the
-    figure's own title."""
-    if getattr(action, "kind", "spec-change") != "command":
-        return None
-    args = ", ".join(
-        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (action.args or {}).items()
-    )
-    return (
-        f"Action {action.action_idx}: {action.command}({args}) sent at {action.dt_s:.2f} s "
-        f"({action.source})"
-    )
 
 
 def _curves_section(figures: Any, inputs: ReportInputs) -> dict[str, Any]:

@@ -121,10 +121,19 @@ def _span(start: float, end: float, yref: str) -> dict[str, Any]:
 
 
 def _window_title(action: Mapping[str, Any] | None) -> str:
+    """A spec change says its old and new value; a command action (whose values are None) what
+    was sent: its command and arguments."""
     if action is None:
         return "Signal window"
-    change = f"{action.get('old_value')} → {action.get('new_value')}"
+    if action.get("kind") == "command":
+        args = ", ".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in (action.get("args") or {}).items()
+        )
+        what = f"{action.get('command')}({args}) sent"
+    else:
+        what = f"{action.get('spec_label')} {action.get('old_value')} → {action.get('new_value')}"
     return (
-        f"Action {action.get('action_idx')}: {action.get('spec_label')} {change} "
+        f"Action {action.get('action_idx')}: {what} "
         f"at {float(action.get('dt_s', 0.0)):.2f} s ({action.get('source', '?')})"
     )
