@@ -6,6 +6,7 @@ any work starts, instead of an ``OSError`` from deep inside::
 
     input_file(path, option="--input")             # an existing, readable regular file
     output_file(path, option="--output")           # a file name that can be created there
+    folder(path, option="--logdir")                # a folder, or one that can be made there
 """
 
 from __future__ import annotations
@@ -31,10 +32,14 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+def _too_long(path: Path) -> bool:
+    return any(len(os.fsencode(part)) > NAME_MAX for part in path.parts)
+
+
 def input_file(path: Path, *, option: str, what: str = "file") -> Path:
     """``path`` if it is an existing regular file (or a FIFO such as ``<(cmd)``); else exit 3."""
     try:
-        if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
+        if _too_long(path):
             raise InvalidInputError(
                 f"{option} {shown(path)} has a name longer than {NAME_MAX} bytes; pass another "
                 f"{what}",
@@ -80,7 +85,7 @@ def output_file(path: Path, *, option: str) -> Path:
     one of its folders should be, no name longer than the file system allows; else exit 3."""
     fail = None
     try:
-        if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
+        if _too_long(path):
             fail = f"has a name longer than {NAME_MAX} bytes"
         elif path.is_dir():
             raise InvalidInputError(
@@ -113,21 +118,24 @@ def _uncreatable(path: Path) -> str | None:
     return f"cannot be created: {shown(ancestor)} is a file, not a folder"
 
 
-def folder(path: Path, *, option: str) -> Path:
-    """``path`` if it is a folder or one could be made there (nothing is created): not a file, no
-    file where one of its parents should be, no name longer than the file system allows; else
-    exit 3."""
-    fail = None
+def folder_problem(path: Path) -> str | None:
+    """Why ``path`` can serve as no folder (nothing is created), or None: it is a file, a file
+    stands where one of its parents should be, or a name is longer than the file system allows.
+    The reason reads after the path: ``f"{shown(path)} {reason}"``."""
     try:
-        if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
-            fail = f"has a name longer than {NAME_MAX} bytes"
-        elif os.path.lexists(path):
-            if not path.is_dir():
-                fail = "is a file, not a folder"
-        else:
-            fail = _uncreatable(path)
+        if _too_long(path):
+            return f"has a name longer than {NAME_MAX} bytes"
+        if os.path.lexists(path):
+            return None if path.is_dir() else "is a file, not a folder"
+        return _uncreatable(path)
     except OSError as exc:
-        fail = f"cannot be used: {_reason(exc)}"
+        return f"cannot be used: {_reason(exc)}"
+
+
+def folder(path: Path, *, option: str) -> Path:
+    """``path`` if it is a folder or one could be made there (:func:`folder_problem`); else
+    exit 3."""
+    fail = folder_problem(path)
     if fail is not None:
         raise InvalidInputError(
             f"{option} {shown(path)} {fail}; pass a folder",
@@ -137,4 +145,4 @@ def folder(path: Path, *, option: str) -> Path:
     return path
 
 
-__all__ = ["folder", "input_file", "output_file", "shown"]
+__all__ = ["folder", "folder_problem", "input_file", "output_file", "shown"]

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from atomlab.core.errors import InvalidInputError, NotFoundError, UnavailableError
 from atomlab.core.logging import get_logger
+from atomlab.core.paths import folder_problem, shown
 from atomlab.core.sqlite import connect, migrate, schema_version
 from atomlab.engine.cache_entry import (
     ENTRIES_DIR,
@@ -52,7 +53,6 @@ CacheMode = Literal["read-write", "read-only", "refresh", "off"]
 CACHE_MODES: tuple[CacheMode, ...] = ("read-write", "read-only", "refresh", "off")
 MANIFEST_NAME = "manifest.sqlite"
 MANIFEST_BATCH = 64
-NAME_MAX = 255  # bytes per path component on every common file system
 VALIDATE_FIX_HINT = "run 'atomlab engine cache validate --fix'"
 
 MANIFEST_MIGRATIONS = [
@@ -229,34 +229,19 @@ def check_cache_location(directory: Path, *, create: bool, option: str = "--cach
 
     Nothing is created unless ``create``: a run makes the folder with its first stored answer.
     """
-    fail = None
-    try:
-        if any(len(os.fsencode(part)) > NAME_MAX for part in directory.parts):
-            fail = f"has a name longer than {NAME_MAX} bytes"
-        elif directory.exists() and not directory.is_dir():
-            fail = "is a file"
-        else:
-            ancestor = directory
-            while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
-                ancestor = ancestor.parent
-            if not ancestor.is_dir():
-                fail = f"cannot be created: {_shown(ancestor)} is a file, not a folder"
-            elif create:
-                directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        fail = f"cannot be used: {_reason(exc)}"
+    fail = folder_problem(directory)
+    if fail is None and create:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            fail = f"cannot be used: {_reason(exc)}"
     if fail is not None:
         raise InvalidInputError(
-            f"cache folder {_shown(directory)} {fail}; pass a folder to {option} "
+            f"cache folder {shown(directory)} {fail}; pass a folder to {option} "
             "(engine.cache_dir), or --cache-mode off",
             field=option,
             value=str(directory)[:200],
         )
-
-
-def _shown(path: Path, limit: int = 120) -> str:
-    text = str(path)
-    return repr(text) if len(text) <= limit else repr(text[:limit] + "…") + f" ({len(text)} chars)"
 
 
 class ResponseCache:
@@ -548,13 +533,13 @@ class ResponseCache:
         check_cache_location(self.directory, create=False)
         if not self.directory.exists():
             raise NotFoundError(
-                f"no cache at {_shown(self.directory)}; check --cache-dir or engine.cache_dir",
+                f"no cache at {shown(self.directory)}; check --cache-dir or engine.cache_dir",
                 path=str(self.directory),
             )
         conn = open_manifest(self.directory, writable=writable)
         if conn is None and _has_entries(self.directory):
             raise ManifestDamagedError(
-                f"the cache at {_shown(self.directory)} has entries but no {MANIFEST_NAME}; "
+                f"the cache at {shown(self.directory)} has entries but no {MANIFEST_NAME}; "
                 f"{VALIDATE_FIX_HINT} to rebuild it from the entries",
                 path=str(self.directory / MANIFEST_NAME),
             )
