@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from atomlab.core.clock import FakeClock
+from atomlab.core.errors import InvalidInputError
 from atomlab.instrument import InstrumentError, NanonisClient
 from atomlab.sim import Disturbances, LoopbackNanonis, start_simulator_in_thread
 
@@ -69,3 +70,6 @@ def test_an_error_reply_raises_like_the_tcp_client() -> None:
         loop.call("Signals.ValGet", {"index": 999, "wait": 0})
     assert loop.call("Signals.ValGet", {"index": 999, "wait": 0}, check=False).error is not None
     assert loop.signal_index("Current") == loop.signal_names().index("Current (A)")
+    with pytest.raises(InvalidInputError, match="no signal called 'Curent' on loopback") as bad:
+        loop.signal_index("Curent")
+    assert bad.value.exit_code == 3 and "Current (A)" in bad.value.message

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         PortProbe,
         probe_port,
         probe_ports,
+        signal_index,
     )
     from atomlab.instrument.commands import (
         COMMANDS,
@@ -110,6 +111,7 @@ _HOMES: dict[str, str] = {
             "PortProbe",
             "probe_port",
             "probe_ports",
+            "signal_index",
         ),
         "client",
     ),
@@ -218,4 +220,5 @@ __all__ = [
     "read_audit_log",
     "read_value",
     "read_values",
+    "signal_index",
 ]

@@ -350,14 +350,7 @@ class NanonisClient:
 
     def signal_index(self, name: str) -> int:
         """The index of a signal by its full name (``"Current (A)"``) or its name without unit."""
-        names = self.signal_names()
-        for i, candidate in enumerate(names):
-            if candidate == name or candidate.split(" (", 1)[0] == name:
-                return i
-        raise InvalidInputError(
-            f"no signal called {name!r} on {self.address}; signals: {names[:12]}...",
-            signal=name,
-        )
+        return signal_index(self.signal_names(), name, address=self.address)
 
     def read_signals(
         self, indexes: Sequence[int] | Iterable[int], *, wait: bool = False
@@ -386,6 +379,17 @@ class NanonisClient:
                 command="Signals.ValsGet",
             )
         return got
+
+
+def signal_index(names: Sequence[str], name: str, *, address: str) -> int:
+    """The index in ``names`` (``Signals.NamesGet``) of the signal called ``name``, by its full
+    name (``"Current (A)"``) or its name without unit; exit 3 naming the signals if none is."""
+    for i, candidate in enumerate(names):
+        if candidate == name or candidate.split(" (", 1)[0] == name:
+            return i
+    raise InvalidInputError(
+        f"no signal called {name!r} on {address}; signals: {list(names[:12])}...", signal=name
+    )
 
 
 class _SignalBatch:

@@ -19,8 +19,7 @@ from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Final, Self
 
 from atomlab.core.clock import FakeClock
-from atomlab.core.errors import InvalidInputError
-from atomlab.instrument import Reply
+from atomlab.instrument import Reply, signal_index
 from atomlab.instrument.protocol import HEADER_SIZE, codec
 from atomlab.sim.stm_commands import StmCommands
 from atomlab.sim.stm_physics import DEFAULT_LOOP_RATE_HZ, Disturbances, StmPhysics
@@ -109,11 +108,7 @@ class LoopbackNanonis:
 
     def signal_index(self, name: str) -> int:
         """The index of a signal by its full name (``"Current (A)"``) or its name without unit."""
-        names = self.signal_names()
-        for i, candidate in enumerate(names):
-            if candidate == name or candidate.split(" (", 1)[0] == name:
-                return i
-        raise InvalidInputError(f"no signal called {name!r}; signals: {names[:12]}...", signal=name)
+        return signal_index(self.signal_names(), name, address=self.address)
 
     def read_signals(
         self, indexes: Sequence[int] | Iterable[int], *, wait: bool = False
