@@ -3,14 +3,20 @@ cooldown, dry run, the audit log's ``kind: command`` lines and the listeners."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from atomlab.core.clock import FakeClock
-from atomlab.core.errors import ConfigError, InvalidInputError, PolicyRefusedError
+from atomlab.core.errors import (
+    ConfigError,
+    ConnectionFailedError,
+    InvalidInputError,
+    PolicyRefusedError,
+)
 from atomlab.instrument import (
     CommandEvent,
     NanonisClient,
@@ -142,6 +148,34 @@ def test_disabled_writes_plan_only_and_cooldown(client, state_server, tmp_path):
     assert state_server.requests.count("TipShaper.Start") == 2
     outcomes = [line["outcome"] for line in read_audit_log(audit)]
     assert outcomes == ["refused", "dry_run", "done", "refused", "refused", "done"]
+
+
+class _Interrupted:
+    """A client whose reply never comes: the operator presses Ctrl-C while it waits."""
+
+    def call(self, command: str, args: Any = None, **kw: Any) -> Any:
+        raise KeyboardInterrupt
+
+
+def test_a_command_that_fails_or_is_interrupted_is_audited_as_failed(tmp_path):
+    audit = tmp_path / "audit.jsonl"
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    nobody = NanonisClient("127.0.0.1", port, connect_timeout_s=2.0)  # connects on first call
+    with pytest.raises(ConnectionFailedError) as failed:
+        guard(nobody, audit).command("TipShaper.Start")
+    with pytest.raises(KeyboardInterrupt):
+        guard(cast(NanonisClient, _Interrupted()), audit).command("TipShaper.Start")
+    lines = read_audit_log(audit)
+    assert [(line["kind"], line["command"], line["outcome"]) for line in lines] == [
+        ("command", "TipShaper.Start", "failed"),
+        ("command", "TipShaper.Start", "failed"),
+    ]
+    assert [line["reason"] for line in lines] == [
+        failed.value.message,
+        "interrupted by the operator",
+    ]
 
 
 def test_commands_reach_the_real_simulator(sim: SimulatorThread, tmp_path):

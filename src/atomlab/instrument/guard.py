@@ -497,30 +497,12 @@ class WriteGuard:
             at_mono = self.clock.monotonic()
             try:
                 reply = self.client.call(spec.name, values)
-            except AtomlabError as exc:
-                self._audit_command(
-                    command_id,
-                    spec.name,
-                    values,
-                    {},
-                    "failed",
-                    at_utc,
-                    at_mono,
-                    0.0,
-                    reason=exc.message,
+            except (AtomlabError, KeyboardInterrupt) as exc:
+                reason = (
+                    exc.message if isinstance(exc, AtomlabError) else "interrupted by the operator"
                 )
-                raise
-            except KeyboardInterrupt:
                 self._audit_command(
-                    command_id,
-                    spec.name,
-                    values,
-                    {},
-                    "failed",
-                    at_utc,
-                    at_mono,
-                    0.0,
-                    reason="interrupted by the operator",
+                    command_id, spec.name, values, {}, "failed", at_utc, at_mono, 0.0, reason=reason
                 )
                 raise
             duration = max(0.0, self.clock.monotonic() - at_mono)
@@ -608,11 +590,7 @@ class WriteGuard:
         """One argument checked against its wire type and the catalog's rule."""
         if wire.type is WireType.STR:
             if not isinstance(raw, str) or len(raw) > MAX_TEXT_ARG:
-                raise InvalidInputError(
-                    f"{spec.name}: {wire.name} must be text of at most {MAX_TEXT_ARG} characters",
-                    command=spec.name,
-                    field=wire.name,
-                )
+                raise _bad_arg(spec, wire, f"must be text of at most {MAX_TEXT_ARG} characters")
             if rule is not None and not rule.allows(raw):
                 self._refuse_command(
                     spec.name,
@@ -623,24 +601,12 @@ class WriteGuard:
                 )
             return raw
         if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise InvalidInputError(
-                f"{spec.name}: {wire.name} = {str(raw)[:80]!r} is not a number",
-                command=spec.name,
-                field=wire.name,
-            )
+            raise _bad_arg(spec, wire, f"= {str(raw)[:80]!r} is not a number")
         number = float(raw)
         if not math.isfinite(number):
-            raise InvalidInputError(
-                f"{spec.name}: {wire.name} must be finite, got {raw!r}",
-                command=spec.name,
-                field=wire.name,
-            )
+            raise _bad_arg(spec, wire, f"must be finite, got {raw!r}")
         if wire.type.is_integer and not number.is_integer():
-            raise InvalidInputError(
-                f"{spec.name}: {wire.name} takes whole numbers; {raw!r} is not one",
-                command=spec.name,
-                field=wire.name,
-            )
+            raise _bad_arg(spec, wire, f"takes whole numbers; {raw!r} is not one")
         if rule is not None and not rule.allows(number):
             self._refuse_command(
                 spec.name,
@@ -783,6 +749,13 @@ class WriteGuard:
         self.audit_log.parent.mkdir(parents=True, exist_ok=True)
         with self.audit_log.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")
+
+
+def _bad_arg(spec: CommandSpec, wire: Field, problem: str) -> InvalidInputError:
+    """A command argument that is no usable value (exit 3), naming the command and the field."""
+    return InvalidInputError(
+        f"{spec.name}: {wire.name} {problem}", command=spec.name, field=wire.name
+    )
 
 
 def read_audit_log(path: Path) -> list[dict[str, Any]]:
