@@ -84,29 +84,24 @@ def first_input_change(old: Sequence[InputLine], new: Sequence[InputLine]) -> di
                 if same_id
                 else f"item {before.item_id!r} became {after.item_id!r}"
             )
-            return {
-                "line": after.line_no,
-                "item_id": after.item_id,
-                "sentence": f"the first changed line is line {after.line_no} ({what})",
-            }
+            return _change_at(after, f"the first changed line is line {after.line_no} ({what})")
     if len(new) > len(old):
         added = new[len(old)]
-        return {
-            "line": added.line_no,
-            "item_id": added.item_id,
-            "sentence": f"line {added.line_no} (item {added.item_id!r}) and after were added",
-        }
+        return _change_at(
+            added, f"line {added.line_no} (item {added.item_id!r}) and after were added"
+        )
     if len(old) > len(new):
         gone = old[len(new)]
-        return {
-            "line": gone.line_no,
-            "item_id": gone.item_id,
-            "sentence": (
-                f"the input now ends before line {gone.line_no} (item {gone.item_id!r}); "
-                f"the run had {len(old)} items, the input has {len(new)}"
-            ),
-        }
+        return _change_at(
+            gone,
+            f"the input now ends before line {gone.line_no} (item {gone.item_id!r}); "
+            f"the run had {len(old)} items, the input has {len(new)}",
+        )
     return None
+
+
+def _change_at(line: InputLine, sentence: str) -> dict[str, Any]:
+    return {"line": line.line_no, "item_id": line.item_id, "sentence": sentence}
 
 
 @dataclass(frozen=True)
