@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "llm.md"
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
-KEYS = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY")
+from tests.doc_examples import python_examples, run_example
 
-
-def _examples() -> list[str]:
-    return BLOCK.findall(DOC.read_text(encoding="utf-8"))
+PAGE = "llm.md"
 
 
 def test_the_page_has_examples() -> None:
-    assert _examples()
+    assert python_examples(PAGE)
 
 
-@pytest.mark.parametrize("number", range(len(_examples())))
+@pytest.mark.parametrize("number", range(len(python_examples(PAGE))))
 def test_example_runs_as_written(number: int, tmp_path: Path) -> None:
-    code = _examples()[number]
-    env = {k: v for k, v in os.environ.items() if k not in KEYS and not k.startswith("ATOMLAB_")}
-    env["ATOMLAB_HOME"] = str(tmp_path / "home")
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, f"example {number + 1} of {DOC.name} failed:\n{result.stderr}"
+    run_example(PAGE, number, tmp_path)
