@@ -13,8 +13,9 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from websockets.asyncio.client import ClientConnection, connect
 
-from atomlab.core.clock import Clock
+from atomlab.core.clock import Clock, FakeClock
 from atomlab.core.logging import current_correlation_id
+from atomlab.core.metrics import Metrics
 from atomlab.sim.swarm_wire import (
     AckPayload,
     Envelope,
@@ -27,6 +28,31 @@ from atomlab.sim.swarm_wire import (
 from atomlab.swarm.link import SimulatorLink
 
 WAIT_S = 10.0  # safety net against a hang, never a timing assertion
+
+
+def make_link(clock: FakeClock, **options: Any) -> tuple[SimulatorLink, EventRecorder, Metrics]:
+    """A link on ``clock`` with its own metrics and an :class:`EventRecorder` as ``on_event``."""
+    events = EventRecorder()
+    metrics = Metrics("swarm")
+    link = SimulatorLink(clock=clock, metrics=metrics, on_event=events, **options)
+    return link, events, metrics
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    """A metric's current value (0 before it was first counted)."""
+    value = metrics.registry.get_sample_value(name, labels or None)
+    return 0.0 if value is None else value
+
+
+async def time_out_handshakes(url: str, clock: FakeClock, count: int, timeout_s: float) -> None:
+    """``count`` peers connect and never answer the handshake; each is told it timed out
+    once ``clock`` passes the link's ``handshake_timeout_s`` (``timeout_s``)."""
+    for _ in range(count):
+        async with raw_peer(url, clock) as peer:
+            await peer.recv(MessageType.HANDSHAKE)
+            clock.advance(timeout_s)
+            error = await peer.recv(MessageType.ERROR)
+            assert error.payload["code"] == "handshake_timeout"
 
 
 @asynccontextmanager

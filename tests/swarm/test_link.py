@@ -9,28 +9,21 @@ from websockets.exceptions import ConnectionClosed
 
 from atomlab.core.clock import FakeClock
 from atomlab.core.errors import InvalidInputError
-from atomlab.core.metrics import Metrics
 from atomlab.sim.swarm_wire import PROTOCOL_VERSION, HandshakePayload, MessageType, make_envelope
-from atomlab.swarm.link import SimulatorLink
-from tests.swarm.link_harness import WAIT_S, EventRecorder, raw_peer, serve_link
+from tests.swarm.link_harness import (
+    WAIT_S,
+    make_link,
+    raw_peer,
+    sample,
+    serve_link,
+    time_out_handshakes,
+)
 
 COMMAND = {"command_id": "c1", "agent_id": "a0", "action": "repair", "target": {"x": 1.2, "y": 3.4}}
 
 
 def command(n: int) -> dict[str, object]:
     return {**COMMAND, "command_id": f"c{n}"}
-
-
-def make_link(clock: FakeClock, **kwargs: object) -> tuple[SimulatorLink, EventRecorder, Metrics]:
-    events = EventRecorder()
-    metrics = Metrics("swarm")
-    link = SimulatorLink(clock=clock, metrics=metrics, on_event=events, **kwargs)  # type: ignore[arg-type]
-    return link, events, metrics
-
-
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    value = metrics.registry.get_sample_value(name, labels or None)
-    return 0.0 if value is None else value
 
 
 async def test_handshake_announces_version_and_marks_the_link_up() -> None:
@@ -209,12 +202,7 @@ async def test_three_failed_handshakes_open_the_breaker_for_ten_seconds() -> Non
     clock = FakeClock()
     link, _, _ = make_link(clock, handshake_timeout_s=1.0)
     async with serve_link(link) as url:
-        for _ in range(3):
-            async with raw_peer(url, clock) as peer:
-                await peer.recv(MessageType.HANDSHAKE)
-                clock.advance(1.0)
-                error = await peer.recv(MessageType.ERROR)
-                assert error.payload["code"] == "handshake_timeout"
+        await time_out_handshakes(url, clock, 3, timeout_s=1.0)
         async with raw_peer(url, clock) as peer:
             refused = await peer.recv()
             assert refused.type is MessageType.ERROR

@@ -19,7 +19,16 @@ from atomlab.core.clock import FakeClock
 from atomlab.core.metrics import Metrics
 from atomlab.sim.swarm_wire import HandshakePayload, MessageType, make_envelope, new_id
 from atomlab.swarm.link import SimulatorLink
-from tests.swarm.link_harness import WAIT_S, EventRecorder, RawPeer, raw_peer, serve_link
+from tests.swarm import link_harness
+from tests.swarm.link_harness import (
+    WAIT_S,
+    EventRecorder,
+    RawPeer,
+    raw_peer,
+    sample,
+    serve_link,
+    time_out_handshakes,
+)
 
 TOKEN = "link-token-for-tests-0123"
 STATUS = {
@@ -30,17 +39,9 @@ STATUS = {
 }
 
 
-def make_link(clock: FakeClock, **kwargs: Any) -> tuple[SimulatorLink, EventRecorder, Metrics]:
-    events = EventRecorder()
-    metrics = Metrics("swarm")
-    options: dict[str, Any] = {"link_token": TOKEN, **kwargs}
-    link = SimulatorLink(clock=clock, metrics=metrics, on_event=events, **options)
-    return link, events, metrics
-
-
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    value = metrics.registry.get_sample_value(name, labels or None)
-    return 0.0 if value is None else value
+def make_link(clock: FakeClock, **options: Any) -> tuple[SimulatorLink, EventRecorder, Metrics]:
+    """A link that takes only a peer with ``TOKEN`` (unless ``link_token`` says otherwise)."""
+    return link_harness.make_link(clock, **{"link_token": TOKEN, **options})
 
 
 async def closed_with(peer: RawPeer) -> int:
@@ -100,12 +101,7 @@ async def test_strangers_failing_handshakes_cannot_open_the_breaker() -> None:
     clock = FakeClock()
     link, events, _ = make_link(clock, handshake_timeout_s=1.0)
     async with serve_link(link) as url:
-        for _ in range(5):
-            async with raw_peer(url, clock) as peer:
-                await peer.recv(MessageType.HANDSHAKE)
-                clock.advance(1.0)
-                error = await peer.recv(MessageType.ERROR)
-                assert error.payload["code"] == "handshake_timeout"
+        await time_out_handshakes(url, clock, 5, timeout_s=1.0)
         async with raw_peer(url, clock) as peer:
             await peer.handshake(token=TOKEN)
             await events.wait_for("link_up")
