@@ -33,22 +33,26 @@ BUDGET_S = 180.0
 STOP_BUDGET_S = 2.0
 
 
+def demo_argv(home: Path, preset: str, seed: int) -> list[str]:
+    """``atomlab --home HOME demo --preset PRESET --seed SEED`` in this interpreter."""
+    return [
+        sys.executable,
+        "-m",
+        "atomlab",
+        "--home",
+        str(home),
+        "demo",
+        "--preset",
+        preset,
+        "--seed",
+        str(seed),
+    ]
+
+
 def run_demo(home: Path, preset: str, seed: int) -> tuple[float, dict[str, object]]:
     started = time.perf_counter()
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "atomlab",
-            "--home",
-            str(home),
-            "demo",
-            "--preset",
-            preset,
-            "--seed",
-            str(seed),
-            "--json",
-        ],
+        [*demo_argv(home, preset, seed), "--json"],
         capture_output=True,
         text=True,
         check=False,
@@ -62,18 +66,7 @@ def run_demo(home: Path, preset: str, seed: int) -> tuple[float, dict[str, objec
 def stop_once(home: Path, preset: str, seed: int) -> tuple[float, int, int]:
     """Seconds from SIGINT to exit, the exit code, and how many servers outlived it."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "atomlab",
-            "--home",
-            str(home),
-            "demo",
-            "--preset",
-            preset,
-            "--seed",
-            str(seed),
-        ],
+        demo_argv(home, preset, seed),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
