@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -17,47 +16,15 @@ import httpx
 import pytest
 
 from tests.conftest import CliResult
-
-READY_S = 60.0  # generous: the shared CI machine may be slow to import; never a timing assertion
+from tests.swarm.server_harness import READY_S, serving
 
 
 @pytest.fixture
 def server(isolated_home: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """``atomlab swarm serve --port 0`` in a subprocess, in the tests' data home (so the CLI
-    clients find its tokens and port there); yields its base URL."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATOMLAB_")}
-    env["ATOMLAB_HOME"] = str(isolated_home)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "atomlab", "swarm", "serve", "--port", "0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stderr is not None
-    url = None
-    for line in proc.stderr:  # the first line names the bound port
-        match = re.search(r"swarm service on (http://\S+)", line)
-        if match:
-            url = match.group(1)
-            break
-    assert url, "the server did not start"
-    deadline = time.monotonic() + READY_S
-    while True:  # cross-process readiness: poll the health endpoint with a deadline
-        try:
-            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the server never became healthy"
-        time.sleep(0.1)
-    try:
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=READY_S)
-        proc.stderr.close()
+    clients find its tokens and port there); yields its base URL and the process."""
+    with serving(isolated_home) as served:
+        yield served.url, served.proc
 
 
 def test_serve_ingest_bad_input_status_and_a_clean_stop(
