@@ -126,24 +126,25 @@ def _explicit(loaded: LoadedSettings) -> bool:
     )
 
 
-def service_url(loaded: LoadedSettings) -> str:
-    """The HTTP base URL a client should use (see the module docstring for the order)."""
-    swarm = loaded.settings.swarm
+def _client_endpoint(loaded: LoadedSettings) -> ServiceEndpoint:
+    """The running service's endpoint unless host or port were set explicitly; else the
+    configured one (see the module docstring for the order)."""
     if not _explicit(loaded):
         running = read_service_file(loaded.settings.home)
         if running is not None:
-            return running.url
-    return endpoint_for(swarm.host, swarm.port).url
+            return running
+    swarm = loaded.settings.swarm
+    return endpoint_for(swarm.host, swarm.port)
+
+
+def service_url(loaded: LoadedSettings) -> str:
+    """The HTTP base URL a client should use (see the module docstring for the order)."""
+    return _client_endpoint(loaded).url
 
 
 def link_url(loaded: LoadedSettings) -> str:
     """The simulator link's WebSocket URL, found the same way as :func:`service_url`."""
-    swarm = loaded.settings.swarm
-    if not _explicit(loaded):
-        running = read_service_file(loaded.settings.home)
-        if running is not None:
-            return running.ws_url
-    return endpoint_for(swarm.host, swarm.port).ws_url
+    return _client_endpoint(loaded).ws_url
 
 
 __all__ = [
