@@ -72,7 +72,7 @@ class Preset:
 PRESETS: Final[dict[str, Preset]] = {
     "demo": Preset(
         name="demo",
-        description="at most 90 s on two CPU cores: 6 x 25 s recorded, 8 held-out episodes",
+        description="at most 90 s on two CPU cores: 6 x 25 s recorded, 12 held-out episodes",
         task=TaskConfig(episode_s=30.0),
         expert_episodes=2,
         collect_episodes=6,
@@ -82,8 +82,8 @@ PRESETS: Final[dict[str, Preset]] = {
         finetune="dagger",
         dagger=DaggerConfig(iterations=2, episodes_per_iteration=3, epochs=15),
         ppo=PpoConfig(total_steps=512, n_steps=128),
-        selection_episodes=4,
-        eval_episodes=8,
+        selection_episodes=12,
+        eval_episodes=12,
     ),
     "full": Preset(
         name="full",
