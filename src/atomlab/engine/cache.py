@@ -538,6 +538,10 @@ class ResponseCache:
             )
         conn = open_manifest(self.directory, writable=writable)
         if conn is None and _has_entries(self.directory):
+            # A writer creates the manifest before its first entry, but both may have appeared
+            # between our two looks: after seeing an entry, a second look at the manifest decides.
+            conn = open_manifest(self.directory, writable=writable)
+        if conn is None and _has_entries(self.directory):
             raise ManifestDamagedError(
                 f"the cache at {shown(self.directory)} has entries but no {MANIFEST_NAME}; "
                 f"{VALIDATE_FIX_HINT} to rebuild it from the entries",
