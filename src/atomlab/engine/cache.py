@@ -536,12 +536,12 @@ class ResponseCache:
                 f"no cache at {shown(self.directory)}; check --cache-dir or engine.cache_dir",
                 path=str(self.directory),
             )
+        # Entries first: a writer creates the manifest before its first entry, so once an entry
+        # is seen the manifest is there unless it is damaged (looking the other way round, a
+        # writer could create both between the two looks).
+        had_entries = _has_entries(self.directory)
         conn = open_manifest(self.directory, writable=writable)
-        if conn is None and _has_entries(self.directory):
-            # A writer creates the manifest before its first entry, but both may have appeared
-            # between our two looks: after seeing an entry, a second look at the manifest decides.
-            conn = open_manifest(self.directory, writable=writable)
-        if conn is None and _has_entries(self.directory):
+        if conn is None and had_entries:
             raise ManifestDamagedError(
                 f"the cache at {shown(self.directory)} has entries but no {MANIFEST_NAME}; "
                 f"{VALIDATE_FIX_HINT} to rebuild it from the entries",
